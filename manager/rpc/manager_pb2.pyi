@@ -1,0 +1,175 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Protocol(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROTOCOL_UNSPECIFIED: _ClassVar[Protocol]
+    TCP: _ClassVar[Protocol]
+    UDP: _ClassVar[Protocol]
+PROTOCOL_UNSPECIFIED: Protocol
+TCP: Protocol
+UDP: Protocol
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VersionInfo(_message.Message):
+    __slots__ = ("name", "version", "api_level")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    api_level: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ...) -> None: ...
+
+class ClientInfo(_message.Message):
+    __slots__ = ("name", "namespace", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    namespace: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class SessionInfo(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class RemainRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: SessionInfo
+    def __init__(self, session: _Optional[_Union[SessionInfo, _Mapping]] = ...) -> None: ...
+
+class Subnet(_message.Message):
+    __slots__ = ("ip", "prefix_len")
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_LEN_FIELD_NUMBER: _ClassVar[int]
+    ip: bytes
+    prefix_len: int
+    def __init__(self, ip: _Optional[bytes] = ..., prefix_len: _Optional[int] = ...) -> None: ...
+
+class DNSConfig(_message.Message):
+    __slots__ = ("cluster_domain", "include_suffixes", "exclude_suffixes")
+    CLUSTER_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
+    cluster_domain: str
+    include_suffixes: _containers.RepeatedScalarFieldContainer[str]
+    exclude_suffixes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cluster_domain: _Optional[str] = ..., include_suffixes: _Optional[_Iterable[str]] = ..., exclude_suffixes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RoutingConfig(_message.Message):
+    __slots__ = ("also_proxy_subnets", "never_proxy_subnets", "allow_conflicting_subnets")
+    ALSO_PROXY_SUBNETS_FIELD_NUMBER: _ClassVar[int]
+    NEVER_PROXY_SUBNETS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_CONFLICTING_SUBNETS_FIELD_NUMBER: _ClassVar[int]
+    also_proxy_subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
+    never_proxy_subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
+    allow_conflicting_subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
+    def __init__(self, also_proxy_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., never_proxy_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., allow_conflicting_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ...) -> None: ...
+
+class ClusterInfo(_message.Message):
+    __slots__ = ("service_subnet", "pod_subnets", "manager_pod_ip", "manager_port", "dns", "routing")
+    SERVICE_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    POD_SUBNETS_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_POD_IP_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_PORT_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    service_subnet: Subnet
+    pod_subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
+    manager_pod_ip: bytes
+    manager_port: int
+    dns: DNSConfig
+    routing: RoutingConfig
+    def __init__(self, service_subnet: _Optional[_Union[Subnet, _Mapping]] = ..., pod_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., manager_pod_ip: _Optional[bytes] = ..., manager_port: _Optional[int] = ..., dns: _Optional[_Union[DNSConfig, _Mapping]] = ..., routing: _Optional[_Union[RoutingConfig, _Mapping]] = ...) -> None: ...
+
+class DNSRequest(_message.Message):
+    __slots__ = ("session_id", "name", "qtype")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    QTYPE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    name: str
+    qtype: int
+    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., qtype: _Optional[int] = ...) -> None: ...
+
+class DNSResponse(_message.Message):
+    __slots__ = ("rcode", "answers")
+    RCODE_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    rcode: int
+    answers: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, rcode: _Optional[int] = ..., answers: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("ip", "port")
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    ip: bytes
+    port: int
+    def __init__(self, ip: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
+
+class TunnelOpen(_message.Message):
+    __slots__ = ("session_id", "protocol", "destination", "source", "dial_timeout_ms", "idle_timeout_ms")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DIAL_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    protocol: Protocol
+    destination: Endpoint
+    source: Endpoint
+    dial_timeout_ms: int
+    idle_timeout_ms: int
+    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., destination: _Optional[_Union[Endpoint, _Mapping]] = ..., source: _Optional[_Union[Endpoint, _Mapping]] = ..., dial_timeout_ms: _Optional[int] = ..., idle_timeout_ms: _Optional[int] = ...) -> None: ...
+
+class DialResult(_message.Message):
+    __slots__ = ("ok", "error", "reason")
+    class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        NONE: _ClassVar[DialResult.Reason]
+        REFUSED: _ClassVar[DialResult.Reason]
+        UNREACHABLE: _ClassVar[DialResult.Reason]
+        TIMEOUT: _ClassVar[DialResult.Reason]
+        INVALID: _ClassVar[DialResult.Reason]
+    NONE: DialResult.Reason
+    REFUSED: DialResult.Reason
+    UNREACHABLE: DialResult.Reason
+    TIMEOUT: DialResult.Reason
+    INVALID: DialResult.Reason
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    error: str
+    reason: DialResult.Reason
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., reason: _Optional[_Union[DialResult.Reason, str]] = ...) -> None: ...
+
+class TunnelMessage(_message.Message):
+    __slots__ = ("open", "data", "dial", "eof", "abort")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    DIAL_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    open: TunnelOpen
+    data: bytes
+    dial: DialResult
+    eof: Empty
+    abort: str
+    def __init__(self, open: _Optional[_Union[TunnelOpen, _Mapping]] = ..., data: _Optional[bytes] = ..., dial: _Optional[_Union[DialResult, _Mapping]] = ..., eof: _Optional[_Union[Empty, _Mapping]] = ..., abort: _Optional[str] = ...) -> None: ...
