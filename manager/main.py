@@ -1,0 +1,154 @@
+"""`tether-manager`: the traffic-manager process that runs inside the cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import kubernetes
+from tether.manager import __version__, logs
+from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
+from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap
+from tether.manager.discovery import ClusterDiscovery, ClusterNetwork
+from tether.manager.dns import ClusterResolver
+from tether.manager.rpc import manager_pb2_grpc as pb_grpc
+from tether.manager.server import ManagerService, expire_sessions, server_options
+from tether.manager.sessions import SessionTable
+
+log = logging.getLogger("tether.manager")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="tether-manager",
+        description="Tether's traffic-manager: discovers the cluster's subnets, resolves cluster names "
+        "and dials TCP/UDP flows for Tether clients. Runs inside the cluster.",
+        epilog="Client settings (Helm values) come from the ConfigMap and from environment variables such as "
+        "CLIENT_ROUTING_ALSO_PROXY_SUBNETS, CLIENT_ROUTING_NEVER_PROXY_SUBNETS, "
+        "CLIENT_ROUTING_ALLOW_CONFLICTING_SUBNETS, CLIENT_DNS_INCLUDE_SUFFIXES, CLIENT_DNS_EXCLUDE_SUFFIXES, "
+        "POD_CIDR_STRATEGY, POD_CIDRS, SERVICE_CIDR and CLUSTER_DOMAIN; the environment wins.",
+    )
+    parser.add_argument("--version", action="version", version=f"tether-manager {__version__}")
+    parser.add_argument("--address", default=env("TETHER_MANAGER_ADDRESS", "0.0.0.0"), help="listen address")
+    parser.add_argument(
+        "--port", type=int, default=int(env("TETHER_MANAGER_PORT", "8081")), help="gRPC port (default 8081)"
+    )
+    parser.add_argument(
+        "--namespace", default=env("MANAGER_NAMESPACE", "tether"), help="the manager's namespace (MANAGER_NAMESPACE)"
+    )
+    parser.add_argument("--pod-ip", default=env("POD_IP", ""), help="the manager pod's IP (POD_IP)")
+    parser.add_argument(
+        "--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig to use; in-cluster config when absent"
+    )
+    parser.add_argument("--config-map", default="tether-manager", help="ConfigMap holding client settings")
+    parser.add_argument("--resolv-conf", type=Path, default=Path("/etc/resolv.conf"), help=argparse.SUPPRESS)
+    parser.add_argument("--session-idle-timeout", type=float, default=60.0, help="seconds before an idle session ends")
+    parser.add_argument("--ready-file", type=Path, help="write this file once serving")
+    parser.add_argument("--log-format", choices=("json", "text"), default=env("TETHER_LOG_FORMAT", "json"))
+    parser.add_argument("--log-level", default=env("TETHER_LOG_LEVEL", "info"))
+    return parser
+
+
+def kube_api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    return kubernetes.client.ApiClient(configuration)
+
+
+def load_settings(api: kubernetes.client.ApiClient, namespace: str, config_map: str) -> ManagerConfig:
+    core = kubernetes.client.CoreV1Api(api)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            data = read_configmap(core, namespace, config_map)
+            break
+        except kubernetes.client.ApiException:
+            raise
+        except Exception as exc:  # the API server may still be starting
+            if time.monotonic() > deadline:
+                raise SystemExit(f"tether-manager: cannot reach the Kubernetes API: {exc}") from None
+            time.sleep(1)
+    return load_config(os.environ, data)
+
+
+async def serve(
+    args: argparse.Namespace, config: ManagerConfig, api: kubernetes.client.ApiClient, resolver: ClusterResolver
+) -> int:
+    loop = asyncio.get_running_loop()
+    hub = ClusterInfoHub()
+    sessions = SessionTable(idle_timeout=args.session_idle_timeout)
+
+    def publish(network: ClusterNetwork) -> None:
+        if hub.publish(build_cluster_info(network, config, args.pod_ip, args.port)):
+            log.info(
+                "cluster subnets",
+                extra={
+                    "service_subnet": str(network.service_subnet),
+                    "pod_subnets": [str(s) for s in network.pod_subnets],
+                },
+            )
+
+    discovery = ClusterDiscovery(
+        api, config, args.namespace, args.pod_ip, lambda network: loop.call_soon_threadsafe(publish, network)
+    )
+    server = grpc.aio.server(options=server_options())
+    pb_grpc.add_ManagerServicer_to_server(ManagerService(sessions, hub, resolver), server)
+    bound = server.add_insecure_port(f"{args.address}:{args.port}")
+    if bound == 0:
+        log.error("cannot listen", extra={"address": args.address, "port": args.port})
+        return 1
+    discovery.start()
+    await server.start()
+    expiry = asyncio.ensure_future(expire_sessions(sessions, max(1.0, args.session_idle_timeout / 4)))
+    log.info("serving", extra={"address": args.address, "port": bound, "version": __version__})
+    if args.ready_file:
+        args.ready_file.write_text(f"{bound}\n")
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    expiry.cancel()
+    await server.stop(grace=2)
+    discovery.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
+    try:
+        api = kube_api_client(args.kubeconfig)
+        config = load_settings(api, args.namespace, args.config_map)
+    except ConfigError as exc:
+        print(f"tether-manager: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except (kubernetes.config.ConfigException, OSError) as exc:
+        print(f"tether-manager: cannot load Kubernetes credentials: {exc}", file=sys.stderr)
+        return 2
+    try:
+        resolver = ClusterResolver.from_resolv_conf(args.resolv_conf, config.cluster_domain)
+    except (OSError, ValueError) as exc:
+        print(f"tether-manager: cannot use {args.resolv_conf}: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(serve(args, config, api, resolver))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
