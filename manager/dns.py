@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnslib import CLASS, QTYPE, RCODE, RR, DNSBuffer, DNSLabel, DNSQuestion, DNSRecord
+
 from tether.manager.resolvconf import ResolverConfig, candidate_names, parse_resolv_conf
 
 log = logging.getLogger("tether.manager.dns")
@@ -53,11 +54,12 @@ def validate_query(name: str, qtype: int) -> None:
 
 
 class ClusterResolver:
-    def __init__(self, config: ResolverConfig, cluster_domain: str) -> None:
+    def __init__(self, config: ResolverConfig, cluster_domain: str, port: int = 53) -> None:
         if not config.nameservers:
             raise ValueError("the pod's resolv.conf names no nameserver")
         self._config = config
         self._cluster_domain = cluster_domain
+        self._port = port
 
     @classmethod
     def from_resolv_conf(cls, path: Path, cluster_domain: str) -> ClusterResolver:
@@ -85,7 +87,7 @@ class ClusterResolver:
         for attempt in range(ATTEMPTS):
             for server in self._config.nameservers:
                 try:
-                    return await _udp_exchange(query, str(server), QUERY_TIMEOUT)
+                    return await _udp_exchange(query, str(server), self._port, QUERY_TIMEOUT)
                 except (TimeoutError, OSError) as exc:
                     log.debug("dns %s %s via %s attempt %d: %s", name, QTYPE.get(qtype), server, attempt, exc)
         log.warning("no nameserver answered %s %s", name, QTYPE.get(qtype))
@@ -122,10 +124,10 @@ class _Exchange(asyncio.DatagramProtocol):
             self.reply.set_exception(exc)
 
 
-async def _udp_exchange(query: DNSRecord, server: str, timeout: float) -> DNSRecord:
+async def _udp_exchange(query: DNSRecord, server: str, port: int, timeout: float) -> DNSRecord:
     loop = asyncio.get_running_loop()
     transport, exchange = await loop.create_datagram_endpoint(
-        lambda: _Exchange(query.header.id), remote_addr=(server, 53)
+        lambda: _Exchange(query.header.id), remote_addr=(server, port)
     )
     try:
         transport.sendto(query.pack())
@@ -133,12 +135,12 @@ async def _udp_exchange(query: DNSRecord, server: str, timeout: float) -> DNSRec
     finally:
         transport.close()
     if reply.header.tc:
-        return await _tcp_exchange(query, server, timeout)
+        return await _tcp_exchange(query, server, port, timeout)
     return reply
 
 
-async def _tcp_exchange(query: DNSRecord, server: str, timeout: float) -> DNSRecord:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(server, 53), timeout)
+async def _tcp_exchange(query: DNSRecord, server: str, port: int, timeout: float) -> DNSRecord:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(server, port), timeout)
     try:
         packed = query.pack()
         writer.write(len(packed).to_bytes(2, "big") + packed)

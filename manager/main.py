@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import kubernetes
+
 from tether.manager import __version__, logs
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
 from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+
 from tether.manager import __version__
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.dns import ClusterResolver, DNSLookupError, pack_record
