@@ -16,6 +16,7 @@ def build_cluster_info(network: ClusterNetwork, config: ManagerConfig, pod_ip: s
     """Combine what discovery found with the chart's client settings (pure)."""
     info = pb.ClusterInfo(
         pod_subnets=subnets_to_pb(network.pod_subnets),
+        service_subnets=subnets_to_pb(network.service_subnets),
         manager_pod_ip=ipaddress.ip_address(pod_ip).packed if pod_ip else b"",
         manager_port=port,
         dns=pb.DNSConfig(

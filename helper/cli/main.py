@@ -13,6 +13,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Put this workstation inside a Kubernetes cluster's network.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from tether.helper.cli import clusterinfo
+
+    clusterinfo.register(commands)
     # The lab is a developer tool that lives with the manager; import it only when asked for.
     from tether.manager.lab import cli as lab_cli
 

@@ -81,20 +81,22 @@ class RoutingConfig(_message.Message):
     def __init__(self, also_proxy_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., never_proxy_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., allow_conflicting_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ...) -> None: ...
 
 class ClusterInfo(_message.Message):
-    __slots__ = ("service_subnet", "pod_subnets", "manager_pod_ip", "manager_port", "dns", "routing")
+    __slots__ = ("service_subnet", "pod_subnets", "manager_pod_ip", "manager_port", "dns", "routing", "service_subnets")
     SERVICE_SUBNET_FIELD_NUMBER: _ClassVar[int]
     POD_SUBNETS_FIELD_NUMBER: _ClassVar[int]
     MANAGER_POD_IP_FIELD_NUMBER: _ClassVar[int]
     MANAGER_PORT_FIELD_NUMBER: _ClassVar[int]
     DNS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_SUBNETS_FIELD_NUMBER: _ClassVar[int]
     service_subnet: Subnet
     pod_subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
     manager_pod_ip: bytes
     manager_port: int
     dns: DNSConfig
     routing: RoutingConfig
-    def __init__(self, service_subnet: _Optional[_Union[Subnet, _Mapping]] = ..., pod_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., manager_pod_ip: _Optional[bytes] = ..., manager_port: _Optional[int] = ..., dns: _Optional[_Union[DNSConfig, _Mapping]] = ..., routing: _Optional[_Union[RoutingConfig, _Mapping]] = ...) -> None: ...
+    service_subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
+    def __init__(self, service_subnet: _Optional[_Union[Subnet, _Mapping]] = ..., pod_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., manager_pod_ip: _Optional[bytes] = ..., manager_port: _Optional[int] = ..., dns: _Optional[_Union[DNSConfig, _Mapping]] = ..., routing: _Optional[_Union[RoutingConfig, _Mapping]] = ..., service_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ...) -> None: ...
 
 class DNSRequest(_message.Message):
     __slots__ = ("session_id", "name", "qtype")
