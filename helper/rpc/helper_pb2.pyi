@@ -1,0 +1,131 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VersionInfo(_message.Message):
+    __slots__ = ("name", "version", "api_level")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    api_level: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ...) -> None: ...
+
+class ConnectRequest(_message.Message):
+    __slots__ = ("kubeconfig", "context", "namespace", "manager_namespace", "manager_address", "also_proxy", "never_proxy", "allow_conflicting_subnets", "mapped_namespaces", "environment", "client_name")
+    class EnvironmentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    KUBECONFIG_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ALSO_PROXY_FIELD_NUMBER: _ClassVar[int]
+    NEVER_PROXY_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_CONFLICTING_SUBNETS_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    kubeconfig: str
+    context: str
+    namespace: str
+    manager_namespace: str
+    manager_address: str
+    also_proxy: _containers.RepeatedScalarFieldContainer[str]
+    never_proxy: _containers.RepeatedScalarFieldContainer[str]
+    allow_conflicting_subnets: _containers.RepeatedScalarFieldContainer[str]
+    mapped_namespaces: _containers.RepeatedScalarFieldContainer[str]
+    environment: _containers.ScalarMap[str, str]
+    client_name: str
+    def __init__(self, kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., manager_address: _Optional[str] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., allow_conflicting_subnets: _Optional[_Iterable[str]] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., client_name: _Optional[str] = ...) -> None: ...
+
+class ConnectProgress(_message.Message):
+    __slots__ = ("step", "state")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    state: State
+    def __init__(self, step: _Optional[str] = ..., state: _Optional[_Union[State, _Mapping]] = ...) -> None: ...
+
+class Subnet(_message.Message):
+    __slots__ = ("cidr", "via")
+    CIDR_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
+    cidr: str
+    via: str
+    def __init__(self, cidr: _Optional[str] = ..., via: _Optional[str] = ...) -> None: ...
+
+class Conflict(_message.Message):
+    __slots__ = ("subnet", "route", "device", "gateway", "description")
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    subnet: str
+    route: str
+    device: str
+    gateway: str
+    description: str
+    def __init__(self, subnet: _Optional[str] = ..., route: _Optional[str] = ..., device: _Optional[str] = ..., gateway: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class State(_message.Message):
+    __slots__ = ("phase", "cluster", "server", "namespace", "manager_version", "routed_subnets", "dns_mode", "dns_server", "conflicts", "last_error", "tun_device", "owner_uid", "cluster_domain", "connected_since_unix", "never_proxy")
+    class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        DISCONNECTED: _ClassVar[State.Phase]
+        CONNECTING: _ClassVar[State.Phase]
+        CONNECTED: _ClassVar[State.Phase]
+        ERROR: _ClassVar[State.Phase]
+        RECONNECTING: _ClassVar[State.Phase]
+    DISCONNECTED: State.Phase
+    CONNECTING: State.Phase
+    CONNECTED: State.Phase
+    ERROR: State.Phase
+    RECONNECTING: State.Phase
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROUTED_SUBNETS_FIELD_NUMBER: _ClassVar[int]
+    DNS_MODE_FIELD_NUMBER: _ClassVar[int]
+    DNS_SERVER_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TUN_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_UID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    NEVER_PROXY_FIELD_NUMBER: _ClassVar[int]
+    phase: State.Phase
+    cluster: str
+    server: str
+    namespace: str
+    manager_version: str
+    routed_subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
+    dns_mode: str
+    dns_server: str
+    conflicts: _containers.RepeatedCompositeFieldContainer[Conflict]
+    last_error: str
+    tun_device: str
+    owner_uid: int
+    cluster_domain: str
+    connected_since_unix: int
+    never_proxy: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, phase: _Optional[_Union[State.Phase, str]] = ..., cluster: _Optional[str] = ..., server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_version: _Optional[str] = ..., routed_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., dns_mode: _Optional[str] = ..., dns_server: _Optional[str] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., last_error: _Optional[str] = ..., tun_device: _Optional[str] = ..., owner_uid: _Optional[int] = ..., cluster_domain: _Optional[str] = ..., connected_since_unix: _Optional[int] = ..., never_proxy: _Optional[_Iterable[str]] = ...) -> None: ...
