@@ -65,21 +65,22 @@ class PodPortForward:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def listen_unix(self, path: Path) -> str:
-        await self._open_session()
         self._server = await asyncio.start_unix_server(self._serve, path=str(path))
         return f"unix:{path}"
 
     async def listen_tcp(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        await self._open_session()
         self._server = await asyncio.start_server(self._serve, host, port)
         bound = self._server.sockets[0].getsockname()
         return f"{bound[0]}:{bound[1]}"
 
-    async def _open_session(self) -> None:
-        self._session = aiohttp.ClientSession(
-            headers=_auth_headers(self._configuration),
-            connector=aiohttp.TCPConnector(ssl=_ssl_context(self._configuration)),
-        )
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily, inside the running loop and the caller's network namespace.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=_auth_headers(self._configuration),
+                connector=aiohttp.TCPConnector(ssl=_ssl_context(self._configuration)),
+            )
+        return self._session
 
     async def probe(self) -> None:
         """Open and close one forwarded connection, so a wrong pod or port fails early and clearly."""
@@ -97,9 +98,8 @@ class PodPortForward:
             await self._session.close()
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
-        assert self._session is not None
         try:
-            websocket = await self._session.ws_connect(
+            websocket = await self._client().ws_connect(
                 self._url, protocols=(PROTOCOL,), max_msg_size=0, autoping=True, heartbeat=None
             )
         except aiohttp.WSServerHandshakeError as exc:
