@@ -35,4 +35,6 @@ def test_every_python_package_is_listed_in_pyproject():
         for init in (ROOT / folder).rglob("__init__.py"):
             relative = init.parent.relative_to(ROOT / folder)
             found.add(".".join([package, *relative.parts]))
-    assert found == listed, f"pyproject packages differ: missing {sorted(found - listed)}, extra {sorted(listed - found)}"
+    assert found == listed, (
+        f"pyproject packages differ: missing {sorted(found - listed)}, extra {sorted(listed - found)}"
+    )
