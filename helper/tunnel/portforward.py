@@ -131,6 +131,10 @@ class PodPortForward:
             return
         try:
             await _splice(reader, writer, websocket, self._pod, self._remote_port)
+        except asyncio.CancelledError:
+            # close() cancels live connections; this task is the top of its connection, so ending
+            # quietly is right (asyncio's stream server would otherwise log the cancellation as an error).
+            pass
         finally:
             self._connections.discard(task)
             await websocket.close()
