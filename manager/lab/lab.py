@@ -32,7 +32,6 @@ from tether.manager.lab.report import LabInfo
 from tether.manager.lab.runner import CommandError, LabError, Runner, SubprocessRunner
 from tether.manager.lab.specs import (
     APISERVER_MODULE,
-    MANAGER_MODULE,
     ProcessSpec,
     corp_spec,
     process_specs,
@@ -154,16 +153,9 @@ class Lab:
         if plan.vpn is not None:
             network.build_vpn(self.ops, plan.vpn, self._record_netns)
 
-        with_manager = importlib.util.find_spec(MANAGER_MODULE) is not None
-        if not with_manager:
-            note = f"tether-manager is not installed ({MANAGER_MODULE} is not importable): the manager pod does not run"
-            self.log(note)
-            self._journal.notes.append(note)
-        self._write_files(plan, with_manager)
+        self._write_files(plan)
 
-        specs = process_specs(
-            plan, self.paths, self.python, with_manager=with_manager, apiserver_module=self.apiserver_module
-        )
+        specs = process_specs(plan, self.paths, self.python, apiserver_module=self.apiserver_module)
         self.log("starting the API server, DNS servers and workloads")
         deadline = time.monotonic() + self.timeout
         first = [(s, self._start(s)) for s in specs if not s.after_api]
@@ -207,7 +199,7 @@ class Lab:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
-    def _write_files(self, plan: LabPlan, with_manager: bool) -> None:
+    def _write_files(self, plan: LabPlan) -> None:
         for ns in plan.netns_names():
             if ns == CORP_NS:
                 continue
@@ -220,7 +212,7 @@ class Lab:
         self._write_file(self.paths.conf / "cluster-dns.conf", clusterdns.cluster_conf(plan, coredns.ip))
         self._write_file(self.paths.conf / "upstream-dns.conf", clusterdns.upstream_conf())
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        seed = objects.seed_objects(plan, now, manager_running=with_manager)
+        seed = objects.seed_objects(plan, now)
         self._write_file(self.paths.seed, json.dumps(seed, indent=1) + "\n")
         self._write_file(self.paths.kubeconfig, yaml.safe_dump(objects.kubeconfig(plan.api_url), sort_keys=False))
         self._write_file(
@@ -319,9 +311,7 @@ class Lab:
 
     def _info(self, journal: Journal) -> LabInfo:
         plan = build_plan(journal.options.get("vpn", []))
-        manager = plan.pods_of("manager")[0]
-        running = any(p.netns == manager.netns for p in journal.processes)
-        return LabInfo(plan, self.paths, running, list(journal.notes))
+        return LabInfo(plan, self.paths, list(journal.notes))
 
     def info(self) -> LabInfo:
         journal = self.journal_file.load()

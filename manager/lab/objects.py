@@ -185,7 +185,7 @@ def configmap_object(namespace: str, name: str, data: dict[str, str], now: str) 
     }
 
 
-def seed_objects(plan: LabPlan, now: str, manager_running: bool = True) -> list[Obj]:
+def seed_objects(plan: LabPlan, now: str) -> list[Obj]:
     """What the API server holds at start besides its built-in namespaces; namespaces first."""
     nodes = {n.name: n for n in plan.nodes}
     objects = [namespace_object(ns, now) for ns in plan.namespaces if ns not in BUILTIN_NAMESPACES]
@@ -200,7 +200,7 @@ def seed_objects(plan: LabPlan, now: str, manager_running: bool = True) -> list[
         )
     )
     objects += [service_object(s, now) for s in plan.services]
-    objects += [pod_object(p, nodes[p.node], now, running=manager_running or p.kind != "manager") for p in plan.pods]
+    objects += [pod_object(p, nodes[p.node], now) for p in plan.pods]
     return objects
 
 

@@ -30,7 +30,6 @@ class LabInfo:
 
     plan: LabPlan
     paths: StatePaths
-    manager_running: bool
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -150,12 +150,8 @@ def process_specs(
     paths: StatePaths,
     python: str,
     *,
-    with_manager: bool = True,
     apiserver_module: str = APISERVER_MODULE,
 ) -> list[ProcessSpec]:
     specs = [apiserver_spec(paths, python, apiserver_module), *infrastructure_specs(plan, paths, python)]
-    for pod in plan.pods:
-        if pod.kind == "manager" and not with_manager:
-            continue
-        specs.append(pod_spec(plan, pod, paths, python))
+    specs += [pod_spec(plan, pod, paths, python) for pod in plan.pods]
     return specs

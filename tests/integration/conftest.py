@@ -6,7 +6,7 @@ Fixtures:
   ``tether.manager.lab.report.LabInfo``: ``kubeconfig``, ``api_url``, ``netns`` (all namespaces),
   ``ws_netns``, ``cluster_ips`` / ``pod_ips`` / ``pod_netns`` keyed "namespace/name",
   ``service_ip(name, namespace="default")``, ``manager_pod`` / ``manager_ip`` /
-  ``manager_namespace`` / ``manager_running``, ``vpn_hosts``, and the whole ``plan``.
+  ``manager_namespace``, ``vpn_hosts``, and the whole ``plan``.
   At the end of the session the lab is taken down and nothing of it may be left.
 * ``lab_control`` (session): the ``Lab`` object itself, for tests that change the lab (``up(vpn=...)``,
   ``down()``); such tests must put it back with ``lab_control.up()``.

@@ -95,8 +95,7 @@ def test_kubernetes_client_lists_nodes_pods_and_services(lab, workstation):
     pod_ips = {f"{p.metadata.namespace}/{p.metadata.name}": p.status.pod_ip for p in pods}
     assert pod_ips == lab.pod_ips
     running = {f"{p.metadata.namespace}/{p.metadata.name}" for p in pods if p.status.phase == "Running"}
-    expected_running = set(lab.pod_ips) - (set() if lab.manager_running else {"tether/tether-manager-0"})
-    assert running >= expected_running
+    assert running == set(lab.pod_ips)
     cluster_ips = {f"{s.metadata.namespace}/{s.metadata.name}": s.spec.cluster_ip for s in services}
     assert cluster_ips == lab.cluster_ips
     assert all(ipaddress.ip_address(ip) in SERVICE_CIDR for ip in cluster_ips.values())
@@ -247,8 +246,6 @@ def test_loopback_only_listener_in_the_web_pod(lab, netns):
 
 
 def test_manager_pod_serves_through_its_service(lab, netns):
-    if not lab.manager_running:
-        pytest.skip("tether-manager is not installed")
     with netns(lab.pod_netns["default/web-0"]):
         err, _ = connect_error(lab.service_ip("tether-manager", "tether"), 8081)
         answer = dns("10.96.0.10", "tether-manager.tether.svc.cluster.local")
@@ -306,7 +303,7 @@ def test_cli_status_kubeconfig_and_run(lab):
     data = json.loads(status.stdout)
     assert data["state"] == "up"
     assert {f"{s['namespace']}/{s['name']}": s["cluster_ip"] for s in data["services"]} == lab.cluster_ips
-    assert all(p["running"] for p in data["pods"] if p["name"] != lab.manager_pod or lab.manager_running)
+    assert all(p["running"] for p in data["pods"])
     text = cli("status").stdout
     assert "http://172.30.0.1:6443" in text and "10.96.0.0/16" in text and "default/web" in text
     assert cli("kubeconfig").stdout.strip() == str(lab.kubeconfig)

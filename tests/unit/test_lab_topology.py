@@ -285,12 +285,6 @@ def test_seed_objects_are_complete_for_the_official_client():
     assert any(o["metadata"] == {**o["metadata"], "namespace": "tether", "name": "tether-manager"} for o in cms)
 
 
-def test_seed_marks_the_manager_pending_when_it_does_not_run():
-    seed = objects.seed_objects(build_plan(), "2024-01-01T00:00:00Z", manager_running=False)
-    manager = next(o for o in seed if o["kind"] == "Pod" and o["metadata"]["name"] == "tether-manager-0")
-    assert manager["status"]["phase"] == "Pending"
-
-
 def test_kubeconfig_has_the_lab_context():
     config = objects.kubeconfig("http://172.30.0.1:6443")
     assert config["current-context"] == "tether-lab"
@@ -319,9 +313,7 @@ def test_process_specs(tmp_path):
     assert web.netns == plan.pod("default", "web-0").netns
     assert all_specs["pod/default/udp-echo-0"].probe.kind == "udp"
     assert all_specs["corp-web"].netns == "tether-lab-corp"
-    assert "pod/tether/tether-manager-0" not in {
-        s.name for s in specs.process_specs(plan, paths, "/py", with_manager=False)
-    }
+    assert all_specs["pod/tether/tether-manager-0"].netns == plan.pod("tether", "tether-manager-0").netns
 
 
 def test_network_commands_stay_inside_lab_namespaces():
