@@ -1,0 +1,1 @@
+"""The virtual interface: the TUN device per OS and the userspace network stack behind it."""
