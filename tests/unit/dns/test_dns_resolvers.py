@@ -1,0 +1,271 @@
+"""Resolver configurators: the nft ruleset text, the Linux configurator against a fake nft, choosing a mode."""
+
+import ipaddress
+
+import pytest
+
+from tether.helper.dns.resolvers.base import (
+    DNS_BYPASS_MARK,
+    ResolverConfigurator,
+    ResolverError,
+    ResolverSettings,
+)
+from tether.helper.dns.resolvers.choose import (
+    IMPLEMENTATIONS,
+    Mode,
+    Probes,
+    UnsupportedHost,
+    choose,
+    choose_mode,
+    implementation,
+)
+from tether.helper.dns.resolvers.fake import FakeConfigurator
+from tether.helper.dns.resolvers.linux_nft import (
+    MARKER,
+    LinuxNftConfigurator,
+    nameservers,
+    ruleset,
+    table_comment,
+)
+from tether.helper.dns.resolvers.probe import probe_host
+
+ip = ipaddress.ip_address
+
+
+def test_ruleset_text():
+    text = ruleset(ip("192.0.2.1"), ip("127.0.0.1"), 5353, 0x7E7E0053)
+    assert text == (
+        "table inet tether_dns\n"
+        "delete table inet tether_dns\n"
+        "table inet tether_dns {\n"
+        f'\tcomment "{MARKER}"\n'
+        "\tchain output {\n"
+        "\t\ttype nat hook output priority -100; policy accept;\n"
+        "\t\tmeta mark 0x7e7e0053 return\n"
+        "\t\tip daddr 192.0.2.1 udp dport 53 dnat ip to 127.0.0.1:5353\n"
+        "\t\tip daddr 192.0.2.1 tcp dport 53 dnat ip to 127.0.0.1:5353\n"
+        "\t}\n"
+        "}\n"
+    )
+
+
+def test_ruleset_ipv6():
+    text = ruleset(ip("fd00::53"), ip("::1"), 5353, 1)
+    assert "ip6 daddr fd00::53 udp dport 53 dnat ip6 to [::1]:5353" in text
+    assert "meta mark 0x1 return" in text
+
+
+def test_ruleset_for_a_loopback_nameserver():
+    text = ruleset(ip("127.0.0.1"), ip("127.0.0.1"), 5353, 1)
+    assert "ip daddr 127.0.0.1 udp dport 53 dnat ip to 127.0.0.1:5353" in text
+
+
+@pytest.mark.parametrize(
+    ("nameserver", "server", "port", "mark", "message"),
+    [
+        ("fd00::53", "127.0.0.1", 5353, 1, "cannot change the address family"),
+        ("127.0.0.1", "127.0.0.1", 53, 1, "is the nameserver it would redirect"),
+        ("192.0.2.1", "127.0.0.1", 5353, 0, "non-zero 32-bit"),
+        ("192.0.2.1", "127.0.0.1", 5353, 2**32, "non-zero 32-bit"),
+    ],
+)
+def test_ruleset_refuses(nameserver, server, port, mark, message):
+    with pytest.raises(ResolverError, match=message):
+        ruleset(ip(nameserver), ip(server), port, mark)
+
+
+def test_nameservers_from_resolv_conf():
+    text = "# generated\nsearch corp.example\nnameserver 192.0.2.1 # primary\nnameserver bogus\n"
+    text += "nameserver fe80::1%eth0\n;nameserver 10.0.0.1\noptions edns0\n"
+    assert nameservers(text) == (ip("192.0.2.1"), ip("fe80::1"))
+    assert nameservers("") == ()
+
+
+def test_table_comment():
+    listing = f'table inet tether_dns {{\n\tcomment "{MARKER}"\n\tchain output {{\n\t}}\n}}\n'
+    assert table_comment(listing) == MARKER
+    assert table_comment("table inet tether_dns {\n\tchain output {\n\t}\n}\n") is None
+
+
+class FakeNft:
+    """Stands in for the nft command: keeps one table's text, fails like nft when it is missing."""
+
+    def __init__(self, listing: str | None = None) -> None:
+        self.listing = listing
+        self.calls: list[tuple[tuple[str, ...], str | None]] = []
+
+    def __call__(self, argv, stdin):
+        self.calls.append((tuple(argv), stdin))
+        command = tuple(argv[list(argv).index("nft") + 1 :])
+        if command[:2] == ("-f", "-"):
+            self.listing = stdin.split("delete table inet tether_dns\n", 1)[1]
+            return ""
+        if command[:2] == ("list", "table"):
+            if self.listing is None:
+                raise ResolverError("nft list table inet tether_dns failed (1): Error: No such file or directory")
+            return self.listing
+        if command[:2] == ("delete", "table"):
+            self.listing = None
+            return ""
+        raise AssertionError(f"unexpected nft call {argv}")
+
+
+SETTINGS = ResolverSettings(server=ip("127.0.0.1"), port=5353, tun_name="tether0")
+
+
+def configurator(tmp_path, nft: FakeNft, text: str = "nameserver 192.0.2.1\nnameserver 192.0.2.2\n"):
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(text)
+    return LinuxNftConfigurator(resolv_conf=resolv, run=nft)
+
+
+def test_apply_revert_cycle(tmp_path):
+    nft = FakeNft()
+    linux = configurator(tmp_path, nft)
+    assert isinstance(linux, ResolverConfigurator) and linux.mode == "linux-nft"
+    assert linux.upstream_nameservers() == (ip("192.0.2.1"), ip("192.0.2.2"))
+    linux.apply(SETTINGS)
+    assert linux.redirected == ip("192.0.2.1")
+    script = nft.calls[-1][1]
+    assert script == ruleset(ip("192.0.2.1"), ip("127.0.0.1"), 5353, DNS_BYPASS_MARK)
+    linux.apply(SETTINGS)  # again: replaces, no error
+    linux.revert()
+    assert nft.listing is None and linux.redirected is None
+    linux.revert()  # nothing left: harmless
+    assert [argv[1:3] for argv, _ in nft.calls].count(("delete", "table")) == 1
+
+
+def test_resolv_conf_is_never_written(tmp_path):
+    nft = FakeNft()
+    linux = configurator(tmp_path, nft)
+    before = (tmp_path / "resolv.conf").stat()
+    linux.apply(SETTINGS)
+    linux.revert()
+    after = (tmp_path / "resolv.conf").stat()
+    assert (before.st_mtime_ns, before.st_size) == (after.st_mtime_ns, after.st_size)
+
+
+def test_apply_without_nameserver_is_a_clear_error(tmp_path):
+    linux = configurator(tmp_path, FakeNft(), text="search example\n")
+    with pytest.raises(ResolverError, match="names no nameserver"):
+        linux.apply(SETTINGS)
+    missing = LinuxNftConfigurator(resolv_conf=tmp_path / "absent", run=FakeNft())
+    with pytest.raises(ResolverError, match="cannot read"):
+        missing.apply(SETTINGS)
+
+
+def test_a_foreign_table_of_our_name_is_left_alone(tmp_path):
+    foreign = "table inet tether_dns {\n\tchain output {\n\t}\n}\n"
+    nft = FakeNft(foreign)
+    linux = configurator(tmp_path, nft)
+    with pytest.raises(ResolverError, match="not ours"):
+        linux.apply(SETTINGS)
+    assert linux.cleanup_stale() is False
+    linux.revert()
+    assert nft.listing == foreign
+
+
+def test_cleanup_stale_removes_our_leftover(tmp_path):
+    nft = FakeNft(f'table inet tether_dns {{\n\tcomment "{MARKER}"\n}}\n')
+    linux = configurator(tmp_path, nft)
+    assert linux.cleanup_stale() is True
+    assert nft.listing is None
+    assert linux.cleanup_stale() is False
+
+
+def test_nft_prefix_is_used_for_every_call(tmp_path):
+    nft = FakeNft()
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 192.0.2.1\n")
+    linux = LinuxNftConfigurator(resolv_conf=resolv, run=nft, nft=("ip", "netns", "exec", "ns1", "nft"))
+    linux.apply(SETTINGS)
+    linux.revert()
+    assert all(argv[:5] == ("ip", "netns", "exec", "ns1", "nft") for argv, _ in nft.calls)
+
+
+def test_other_nft_failures_propagate(tmp_path):
+    def broken(argv, stdin):
+        raise ResolverError("nft: Operation not permitted")
+
+    linux = configurator(tmp_path, broken)
+    with pytest.raises(ResolverError, match="not permitted"):
+        linux.apply(SETTINGS)
+
+
+def test_settings_validate():
+    assert ResolverSettings("127.0.0.1", 53, "tun0").server == ip("127.0.0.1")
+    with pytest.raises(ValueError, match="out of range"):
+        ResolverSettings(ip("127.0.0.1"), 0, "tun0")
+
+
+def test_fake_configurator_records_calls():
+    fake = FakeConfigurator(nameservers=(ip("192.0.2.1"),), stale=True)
+    assert isinstance(fake, ResolverConfigurator)
+    assert fake.cleanup_stale() is True and fake.cleanup_stale() is False
+    assert fake.upstream_nameservers() == (ip("192.0.2.1"),)
+    fake.apply(SETTINGS)
+    assert fake.applied == SETTINGS
+    fake.revert()
+    assert fake.applied is None
+    assert [name for name, _ in fake.calls] == [
+        "cleanup_stale",
+        "cleanup_stale",
+        "upstream_nameservers",
+        "apply",
+        "revert",
+    ]
+    failing = FakeConfigurator(fail_apply="no permission")
+    with pytest.raises(ResolverError, match="no permission"):
+        failing.apply(SETTINGS)
+
+
+RESOLVED_STUB = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
+
+CHOICES = [
+    (Probes("linux", "nameserver 192.0.2.1\n", False), Mode.LINUX_NFT),
+    (Probes("linux", "nameserver 127.0.0.1\n", False), Mode.LINUX_NFT),  # a local dnsmasq
+    (Probes("linux", RESOLVED_STUB, True), Mode.SYSTEMD_RESOLVED),
+    (Probes("linux", "nameserver 127.0.0.54\n", True), Mode.SYSTEMD_RESOLVED),
+    (Probes("linux", RESOLVED_STUB, False), Mode.LINUX_NFT),  # stub named, but resolved is not running
+    (Probes("linux", "nameserver 192.0.2.1\n", True), Mode.LINUX_NFT),  # resolved runs, but does not own it
+    (Probes("linux", None, False), Mode.LINUX_NFT),
+    (Probes("darwin", None, False), Mode.MACOS_RESOLVER),
+    (Probes("win32", None, False), Mode.WINDOWS),
+]
+
+
+@pytest.mark.parametrize(("probes", "mode"), CHOICES)
+def test_choose_mode(probes, mode):
+    assert choose_mode(probes) == mode
+
+
+def test_choose_linux_without_resolved_gives_the_nft_configurator():
+    assert choose(Probes("linux", "nameserver 192.0.2.1\n")) is LinuxNftConfigurator
+
+
+@pytest.mark.parametrize("mode", [Mode.SYSTEMD_RESOLVED, Mode.MACOS_RESOLVER, Mode.WINDOWS])
+def test_later_modes_are_named_but_not_faked(mode):
+    assert mode in IMPLEMENTATIONS and IMPLEMENTATIONS[mode] is None
+    with pytest.raises(UnsupportedHost, match=f"not implemented yet on this host: {mode}"):
+        implementation(mode)
+
+
+def test_choose_refuses_unimplemented_and_unknown_hosts():
+    with pytest.raises(UnsupportedHost, match="not implemented yet on this host: systemd-resolved"):
+        choose(Probes("linux", RESOLVED_STUB, True))
+    with pytest.raises(UnsupportedHost, match="freebsd"):
+        choose_mode(Probes("freebsd14", None))
+
+
+def test_every_mode_is_in_the_table():
+    assert set(IMPLEMENTATIONS) == set(Mode)
+
+
+def test_probe_host_reads_a_root(tmp_path):
+    assert probe_host(tmp_path, "linux") == Probes("linux", None, False)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/resolv.conf").write_text(RESOLVED_STUB)
+    (tmp_path / "run/systemd/resolve").mkdir(parents=True)
+    probes = probe_host(tmp_path, "linux")
+    assert probes == Probes("linux", RESOLVED_STUB, True)
+    assert choose_mode(probes) is Mode.SYSTEMD_RESOLVED
