@@ -1,0 +1,180 @@
+"""Checks on everything a client sends the helper (pure: no I/O).
+
+Each check raises ``ValidationError`` with a message that names the field and the offending value;
+the server answers those with INVALID_ARGUMENT. The CLI and tray use the same functions to refuse bad
+input before calling.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MAX_KUBECONFIG_BYTES = 1024 * 1024
+MAX_CIDRS = 256
+MAX_NAMESPACES = 256
+MAX_ENV_VARS = 4096
+MAX_ENV_BYTES = 1024 * 1024
+MAX_CONTEXT_NAME = 253
+MAX_CLIENT_NAME = 64
+
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
+
+
+class ValidationError(ValueError):
+    """Bad input; the message names the value."""
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    text = value if len(value) <= limit else value[:limit] + "..."
+    return repr(text) if any(not c.isprintable() for c in text) or not text else f'"{text}"'
+
+
+def cidr(value: str, field: str = "subnet") -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR with no host bits set; "10.1.2.3/16" is refused with a hint to use "10.1.0.0/16"."""
+    text = value.strip()
+    if not text or text != value:
+        raise ValidationError(f"{field}: {_shown(value)} is not a CIDR (expected e.g. 10.0.0.0/8)")
+    if "/" not in text:
+        try:
+            host = ipaddress.ip_address(text)
+        except ValueError:
+            raise ValidationError(f"{field}: {_shown(value)} is not a CIDR (expected e.g. 10.0.0.0/8)") from None
+        raise ValidationError(
+            f"{field}: {_shown(value)} has no prefix length (expected e.g. {text}/{host.max_prefixlen})"
+        )
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValidationError(f"{field}: {_shown(value)} is not a CIDR (expected e.g. 10.0.0.0/8)") from None
+    raise ValidationError(f"{field}: {_shown(value)} has host bits set; did you mean {network}?")
+
+
+def cidrs(values: Iterable[str], field: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    items = list(values)
+    if len(items) > MAX_CIDRS:
+        raise ValidationError(f"{field}: {len(items)} subnets given, at most {MAX_CIDRS} are allowed")
+    return [cidr(v, field) for v in items]
+
+
+def namespace(value: str, field: str = "namespace", *, allow_empty: bool = True) -> str:
+    """A Kubernetes namespace name: a DNS-1123 label (lower-case letters, digits, '-'; at most 63)."""
+    if not value and allow_empty:
+        return value
+    if len(value) > 63 or not _LABEL.fullmatch(value):
+        raise ValidationError(
+            f"{field}: {_shown(value)} is not a valid namespace name (a DNS-1123 label: at most 63 lower-case "
+            "letters, digits or '-', starting and ending with a letter or digit)"
+        )
+    return value
+
+
+def namespaces(values: Iterable[str], field: str = "mapped namespaces") -> list[str]:
+    items = list(values)
+    if len(items) > MAX_NAMESPACES:
+        raise ValidationError(f"{field}: {len(items)} namespaces given, at most {MAX_NAMESPACES} are allowed")
+    return [namespace(v, field, allow_empty=False) for v in items]
+
+
+def context_name(value: str, field: str = "context") -> str:
+    """A kubeconfig context name: any printable text up to 253 characters (empty: the current context)."""
+    if len(value) > MAX_CONTEXT_NAME:
+        raise ValidationError(f"{field}: {_shown(value)} is longer than {MAX_CONTEXT_NAME} characters")
+    if not value.isprintable():
+        raise ValidationError(f"{field}: {_shown(value)} contains control characters")
+    return value
+
+
+def manager_address(value: str, field: str = "manager address") -> tuple[str, int]:
+    """host:port, where host is a DNS name, an IPv4 address or a bracketed IPv6 address."""
+    host, sep, port_text = value.rpartition(":")
+    bad = f"{field}: {_shown(value)} is not HOST:PORT (e.g. tether-manager.tether:8081 or [fd00::1]:8081)"
+    if not sep or not host or not port_text.isdigit():
+        raise ValidationError(bad)
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValidationError(f"{field}: port {port_text} in {_shown(value)} is not between 1 and 65535")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValidationError(f"{field}: {_shown(host)} in {_shown(value)} is not an IPv6 address") from None
+        return host[1:-1], port
+    if ":" in host:
+        raise ValidationError(f"{field}: {_shown(value)}: put an IPv6 address in brackets, e.g. [{host}]:{port}")
+    try:
+        ipaddress.IPv4Address(host)
+        return host, port
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(len(label) <= 63 and _HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValidationError(f"{field}: {_shown(host)} in {_shown(value)} is not a valid host name")
+    return host, port
+
+
+def env_name(value: str, field: str = "environment") -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise ValidationError(
+            f"{field}: {_shown(value)} is not a valid variable name "
+            "(letters, digits and '_', not starting with a digit)"
+        )
+    return value
+
+
+def environment(values: Mapping[str, str], field: str = "environment") -> dict[str, str]:
+    if len(values) > MAX_ENV_VARS:
+        raise ValidationError(f"{field}: {len(values)} variables given, at most {MAX_ENV_VARS} are allowed")
+    total = 0
+    for name, value in values.items():
+        env_name(name, field)
+        if "\0" in value:
+            raise ValidationError(f"{field}: the value of {name} contains a NUL character")
+        total += len(name.encode()) + len(value.encode()) + 2
+    if total > MAX_ENV_BYTES:
+        raise ValidationError(f"{field}: {total} bytes in all, at most {MAX_ENV_BYTES} are allowed")
+    return dict(values)
+
+
+def portable_environment(values: Mapping[str, str]) -> dict[str, str]:
+    """The subset of an environment that ``environment()`` accepts (clients send this)."""
+    return {k: v for k, v in values.items() if _ENV_NAME.fullmatch(k) and "\0" not in v}
+
+
+def kubeconfig_text(value: str, field: str = "kubeconfig") -> str:
+    if not value.strip():
+        raise ValidationError(f"{field}: empty; send the kubeconfig of the context to connect to")
+    size = len(value.encode())
+    if size > MAX_KUBECONFIG_BYTES:
+        raise ValidationError(f"{field}: {size} bytes, at most {MAX_KUBECONFIG_BYTES} (1 MiB) are allowed")
+    return value
+
+
+def client_name(value: str, field: str = "client name") -> str:
+    if len(value) > MAX_CLIENT_NAME or not value.isprintable():
+        raise ValidationError(f"{field}: {_shown(value)} must be printable and at most {MAX_CLIENT_NAME} characters")
+    return value
+
+
+def connect_request(request: Any) -> None:
+    """Check every field of a ``ConnectRequest``; raise ValidationError on the first bad one."""
+    kubeconfig_text(request.kubeconfig)
+    context_name(request.context)
+    namespace(request.namespace, "namespace")
+    namespace(request.manager_namespace, "manager namespace")
+    if request.manager_address:
+        manager_address(request.manager_address)
+    cidrs(request.also_proxy, "also-proxy")
+    cidrs(request.never_proxy, "never-proxy")
+    cidrs(request.allow_conflicting_subnets, "allow-conflicting-subnets")
+    namespaces(request.mapped_namespaces)
+    environment(dict(request.environment))
+    client_name(request.client_name)

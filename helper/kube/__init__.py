@@ -1,0 +1,1 @@
+"""Kubernetes credentials: flattening a user's kubeconfig (client side) and using it as root (helper side)."""

@@ -1,0 +1,143 @@
+"""The `tether` commands against a helper (FakeSession) in a background thread."""
+
+import json
+
+import pytest
+
+from tether.helper.cli.main import build_parser, main
+
+
+@pytest.fixture
+def kubeconfig(tmp_path, monkeypatch):
+    path = tmp_path / "config"
+    path.write_text(
+        "apiVersion: v1\ncurrent-context: lab\nclusters: [{name: k, cluster: {server: 'https://k:6443'}}]\n"
+        "contexts: [{name: lab, context: {cluster: k, namespace: apps}}, {name: other, context: {cluster: k}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    return path
+
+
+def test_commands_are_registered():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name in ("connect", "disconnect", "status", "quit", "version", "helper", "cluster-info", "lab"):
+        assert name in commands
+
+
+def test_connect_status_disconnect(helper, kubeconfig, capsys):
+    sock = str(helper.socket_path)
+    assert main(["status", "--socket", sock]) == 0
+    assert capsys.readouterr().out.split() == ["phase", "disconnected", "last", "error", "-"]
+
+    assert main(["connect", "--socket", sock, "--never-proxy", "10.9.0.0/16", "--mapped-namespaces", "a,b"]) == 0
+    out = capsys.readouterr().out
+    assert "  finding the traffic-manager" in out
+    assert "connected to lab (https://fake.invalid:6443)" in out
+    request, _ = helper.session.connects[-1]
+    assert list(request.mapped_namespaces) == ["a", "b"]
+    assert "https://k:6443" in request.kubeconfig
+
+    assert main(["status", "--socket", sock, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["phase"] == "connected"
+    assert status["cluster"] == "lab"
+    assert status["routed_subnets"][0] == {"cidr": "10.96.0.0/12", "via": "tun"}
+    assert status["never_proxy"] == ["10.9.0.0/16"]
+    assert status["dns_mode"] == "fake"
+    assert status["conflicts"] == []
+    assert isinstance(status["owner_uid"], int)
+
+    assert main(["status", "--socket", sock]) == 0
+    text = capsys.readouterr().out
+    assert "routed subnets   10.96.0.0/12 (tun), 10.244.0.0/16 (tun)" in text
+    assert "owner" in text
+
+    assert main(["disconnect", "--socket", sock]) == 0
+    assert capsys.readouterr().out.strip() == "disconnected"
+
+
+def test_connect_failure_is_readable(helper, kubeconfig, capsys):
+    helper.session.fail("cannot reach the API server https://k:6443: connection refused")
+    assert main(["connect", "--socket", str(helper.socket_path)]) == 1
+    err = capsys.readouterr().err
+    assert "tether: cannot reach the API server https://k:6443: connection refused" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--also-proxy", "10.1.2.3/16"], '--also-proxy: "10.1.2.3/16" has host bits set; did you mean 10.1.0.0/16?'),
+        (["--never-proxy", "nope"], '--never-proxy: "nope" is not a CIDR'),
+        (["--allow-conflicting-subnets", "10.0.0.0/33"], "--allow-conflicting-subnets"),
+        (["--mapped-namespaces", "ok,Bad_NS"], '--mapped-namespaces: "Bad_NS"'),
+        (["--manager-address", "manager"], '--manager-address: "manager" is not HOST:PORT'),
+        (["--context", "missing"], 'context "missing" not found'),
+    ],
+)
+def test_bad_input_exits_2_naming_the_value(helper, kubeconfig, capsys, args, message):
+    assert main(["connect", "--socket", str(helper.socket_path), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert helper.session.connects == []
+
+
+def test_unreachable_helper_exits_3(tmp_path, capsys):
+    assert main(["status", "--socket", str(tmp_path / "none" / "helper.sock")]) == 3
+    err = capsys.readouterr().err
+    assert "not installed or not running" in err
+    assert main(["version", "--socket", str(tmp_path / "none" / "helper.sock")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tether ")
+    assert "tether-helper unavailable" in out
+
+
+def test_version_and_quit(helper, capsys):
+    sock = str(helper.socket_path)
+    assert main(["version", "--socket", sock]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("tether ") and lines[1].startswith("tether-helper ")
+    assert "(api level 1)" in lines[1]
+    assert main(["quit", "--socket", sock]) == 0
+    helper._thread.join(10)
+    assert helper.stopped
+
+
+def test_helper_start_refuses_without_root(monkeypatch, capsys):
+    from tether.helper import daemon
+
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: 1000)
+    assert main(["helper", "start", "--socket", "/tmp/tether-never/helper.sock"]) == 4
+    assert "must run as root" in capsys.readouterr().err
+
+
+def test_unavailable_session_refuses_connect():
+    import asyncio
+
+    import grpc
+
+    from tether.helper.api.caller import Caller
+    from tether.helper.api.session import SessionError
+    from tether.helper.daemon import UnavailableSession
+    from tether.helper.rpc import helper_pb2 as pb
+
+    async def scenario():
+        session = UnavailableSession()
+        with pytest.raises(SessionError) as info:
+            async for _ in session.connect(pb.ConnectRequest(), Caller(0, 0, 1)):
+                pass
+        return info.value
+
+    error = asyncio.run(scenario())
+    assert error.code == grpc.StatusCode.UNIMPLEMENTED
+    assert "tether.helper.session" in str(error)
+
+
+def test_create_session_falls_back_only_when_the_module_is_missing(monkeypatch):
+    import sys
+
+    from tether.helper import daemon
+    from tether.helper.api.session import SessionConfig
+
+    monkeypatch.setitem(sys.modules, "tether.helper.session", None)
+    session = daemon.create_session(SessionConfig(runtime_dir="/run/tether", state_dir="/var/lib/tether"))
+    assert isinstance(session, daemon.UnavailableSession)
