@@ -160,7 +160,8 @@ async def serve(args: argparse.Namespace) -> int:
     )
     preflight(server_options)  # root, group, socket directory, another helper: refuse before changing anything
     if not args.no_cleanup:
-        startup_cleanup(journal_path(config))
+        # pyroute2's synchronous API runs an event loop of its own: keep it off this one.
+        await asyncio.to_thread(startup_cleanup, journal_path(config))
     session = create_session(config)
     server = HelperServer(session, server_options)
     loop = asyncio.get_running_loop()
