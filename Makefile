@@ -9,10 +9,15 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
 	$(PYTHON) -m pip install -q -e '.[dev]'
 
-# The main job: build the sandbox cluster and show what its traffic-manager discovered.
+# The main job: build the sandbox cluster, start the helper as the workstation, connect, reach a service by name.
+# The helper keeps running in the workstation namespace; `tether lab down` ends it with the rest of the lab.
 demo: deps
 	tether lab up
-	tether lab run -- tether cluster-info --kubeconfig "$$(tether lab kubeconfig)"
+	tether lab run -- sh -c 'tether quit >/dev/null 2>&1; sleep 1; \
+	  setsid tether helper start --group root --log-format text >/run/tether-lab/logs/helper.log 2>&1 &'
+	tether lab run -- sh -c 'for i in $$(seq 50); do tether version >/dev/null 2>&1 && break; sleep 0.2; done'
+	tether lab run -- tether connect --kubeconfig "$$(tether lab kubeconfig)"
+	tether lab run -- curl -sS --max-time 10 http://web.default
 
 test: deps
 	ruff check .
