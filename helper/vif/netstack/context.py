@@ -1,0 +1,34 @@
+"""The state a flow shares with its stack: clock, output and event queues, timers, tables, counters."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from tether.helper.vif.netstack.config import NetStackConfig
+from tether.helper.vif.netstack.timers import Timers
+
+if TYPE_CHECKING:
+    from tether.helper.vif.netstack.events import Event
+    from tether.helper.vif.netstack.tcp import TcpFlow
+    from tether.helper.vif.netstack.udp import UdpFlow
+
+
+class StackContext:
+    """Plain shared state; the flows append to these lists directly (they are the hot path)."""
+
+    __slots__ = ("config", "counters", "dirty", "events", "now", "out", "readable", "rng", "tcp", "timers", "udp")
+
+    def __init__(self, config: NetStackConfig) -> None:
+        self.config = config
+        self.now = 0.0
+        self.out: list[bytes] = []  # packets for the TUN, in order
+        self.events: list[Event] = []
+        self.dirty: list[TcpFlow] = []  # flows with something to transmit at the next output()
+        self.readable: list[TcpFlow] = []  # flows with Data to report at the next events()
+        self.timers = Timers()
+        self.counters: Counter[str] = Counter()
+        self.tcp: dict[bytes, TcpFlow] = {}
+        self.udp: dict[bytes, UdpFlow] = {}
+        self.rng = random.Random(config.seed)
