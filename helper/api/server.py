@@ -447,6 +447,9 @@ class HelperServer:
                 if (info.st_dev, info.st_ino) == identity:
                     path.unlink()
             del self._created[path]
+        # The directory goes too once nothing is left in it (a crash journal would keep it, on purpose).
+        with contextlib.suppress(OSError):
+            self.options.socket_path.parent.rmdir()
         log.info("stopped", extra={"socket": str(self.options.socket_path)})
 
 
