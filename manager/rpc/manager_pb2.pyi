@@ -125,20 +125,32 @@ class Endpoint(_message.Message):
     def __init__(self, ip: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
 
 class TunnelOpen(_message.Message):
-    __slots__ = ("session_id", "protocol", "destination", "source", "dial_timeout_ms", "idle_timeout_ms")
+    __slots__ = ("session_id", "protocol", "destination", "source", "dial_timeout_ms", "idle_timeout_ms", "via")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     DIAL_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     protocol: Protocol
     destination: Endpoint
     source: Endpoint
     dial_timeout_ms: int
     idle_timeout_ms: int
-    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., destination: _Optional[_Union[Endpoint, _Mapping]] = ..., source: _Optional[_Union[Endpoint, _Mapping]] = ..., dial_timeout_ms: _Optional[int] = ..., idle_timeout_ms: _Optional[int] = ...) -> None: ...
+    via: WorkloadRef
+    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., destination: _Optional[_Union[Endpoint, _Mapping]] = ..., source: _Optional[_Union[Endpoint, _Mapping]] = ..., dial_timeout_ms: _Optional[int] = ..., idle_timeout_ms: _Optional[int] = ..., via: _Optional[_Union[WorkloadRef, _Mapping]] = ...) -> None: ...
+
+class WorkloadRef(_message.Message):
+    __slots__ = ("namespace", "name", "kind")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    kind: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class DialResult(_message.Message):
     __slots__ = ("ok", "error", "reason")
