@@ -6,9 +6,28 @@ Typical use by a session::
     applier = open_applier(device.name, journal=journal)
     await applier.apply_async(plan)        # incremental on every cluster-info change
     await applier.clear_async()            # on disconnect
+
+VPN conflicts (``conflicts``, pure; ``os_routes`` reads the OS's tables; ``monitor`` watches them)::
+
+    reader = open_reader()
+    conflicts = find_conflicts(subnets, await reader.read_async(), own_devices=[device.name], allowed=allow)
+    if conflicts:
+        raise ConflictError(conflicts)
+    monitor = RouteMonitor(on_routes_changed)   # awaits on_routes_changed(routes) after changes
+    await monitor.start()
 """
 
 from tether.helper.routing.apply import FakeRouteApplier, RouteApplier, RouteError, open_applier
+from tether.helper.routing.conflicts import (
+    Conflict,
+    ConflictError,
+    OSRoute,
+    find_conflicts,
+    format_conflicts,
+    suggest_allowed,
+)
+from tether.helper.routing.monitor import RouteMonitor
+from tether.helper.routing.os_routes import FakeRouteReader, RouteReader, RouteReadError, open_reader
 from tether.helper.routing.table import (
     EMPTY_PLAN,
     InvalidSubnet,
@@ -20,13 +39,24 @@ from tether.helper.routing.table import (
 
 __all__ = [
     "EMPTY_PLAN",
+    "Conflict",
+    "ConflictError",
     "FakeRouteApplier",
+    "FakeRouteReader",
     "InvalidSubnet",
+    "OSRoute",
     "PlanError",
     "RouteApplier",
     "RouteError",
+    "RouteMonitor",
     "RoutePlan",
+    "RouteReadError",
+    "RouteReader",
     "compute_plan",
     "diff",
+    "find_conflicts",
+    "format_conflicts",
     "open_applier",
+    "open_reader",
+    "suggest_allowed",
 ]
