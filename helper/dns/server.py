@@ -7,6 +7,7 @@ Wiring (what the helper does)::
     host, port = await server.listen("127.0.0.1", 0)
     ...
     server.set_rules(new_config)      # cluster config changed: flushes the cache
+    server.set_rewrite(rewriter)      # --proxy-via: A/AAAA answers to VIPs (or pass rewrite=...); flushes too
     await server.close()
 
 `lookup(name, qtype) -> (rcode, records)` asks the cluster; its records are owned by `name` (the
@@ -40,6 +41,8 @@ from tether.helper.dns.wire import restamp as restamp_reply
 log = logging.getLogger("tether.helper.dns")
 
 ClusterLookup = Callable[[str, int], Awaitable[tuple[int, list[RR]]]]
+# Optional hook (--proxy-via): (name asked of the cluster, qtype, its records) -> the records to answer with.
+AnswerRewrite = Callable[[str, int, list[RR]], list[RR]]
 
 # The types the cluster can answer; anything else for a cluster name is NOTIMP (reference behaviour).
 CLUSTER_TYPES = frozenset(QTYPE.reverse[t] for t in ("A", "AAAA", "CNAME", "SRV", "PTR", "TXT", "MX", "NS"))
@@ -85,8 +88,10 @@ class DNSServer:
         answer_ttl: int = ANSWER_TTL,
         lookup_timeout: float = LOOKUP_TIMEOUT,
         upstream_timeout: float = UPSTREAM_TIMEOUT,
+        rewrite: AnswerRewrite | None = None,
     ) -> None:
         self._lookup = lookup
+        self._rewrite = rewrite
         self._rules = rules
         self.mark = mark
         self.upstream_timeout = upstream_timeout
@@ -115,6 +120,17 @@ class DNSServer:
     def set_rules(self, rules: RulesConfig) -> None:
         """Swap the name rules; cached answers were chosen under the old ones, so they all go."""
         self._rules = rules
+        self.flush()
+
+    # --- proxy-via hook: applied to cluster answers before they are cached, so cached ones carry it too ---
+
+    @property
+    def rewrite(self) -> AnswerRewrite | None:
+        return self._rewrite
+
+    def set_rewrite(self, rewrite: AnswerRewrite | None) -> None:
+        """Swap the answer rewrite; cached answers were rewritten by the old one, so they all go."""
+        self._rewrite = rewrite
         self.flush()
 
     def set_upstream(self, upstream: UpstreamAddress | None) -> None:
@@ -268,6 +284,8 @@ class DNSServer:
     async def _ask_cluster(self, name: str, qtype: int) -> Answer:
         async with asyncio.timeout(self.lookup_timeout):
             rcode, records = await self._lookup(name, qtype)
+        if self._rewrite is not None:
+            records = self._rewrite(name, qtype, list(records))
         return Answer.of(rcode, records)
 
     async def _sibling_rule(self, key: CacheKey, answer: Answer) -> Answer:

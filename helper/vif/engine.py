@@ -23,6 +23,7 @@ from tether.helper.vif.netstack.tcp import TcpFlow
 from tether.manager.rpc import manager_pb2 as pb
 from tether.manager.tunnel import framing
 from tether.manager.tunnel.framing import Protocol
+from tether.manager.wire import IPAddress
 
 log = logging.getLogger("tether.helper.vif")
 
@@ -30,6 +31,12 @@ READ_BATCH = 64
 # A flow keeps at most this many unsent app bytes queued for its stream before it stops consuming.
 STREAM_QUEUE_BYTES = 1 << 20
 _EOF = object()
+
+# Optional hook (--proxy-via): (destination ip, port) -> (ip, port, via) to open the tunnel to, or None to keep
+# the destination. ``via`` is (namespace, name, kind) of the workload whose agent dials, or None (the manager).
+# Raising LookupError refuses the flow as unreachable (a virtual IP nobody handed out). The app's side of the
+# flow keeps the original addresses: the netstack terminates it locally.
+DestinationMapper = Callable[[IPAddress, int], tuple[IPAddress, int, tuple[str, str, str] | None] | None]
 
 
 class TunnelOpener:
@@ -65,10 +72,25 @@ class _FlowBridge:
             if not opener.ready():
                 self._refuse(pb.DialResult.UNREACHABLE)
                 return
+            destination, via = self.flow.dst, None
+            if engine.map_destination is not None:
+                try:
+                    mapped = engine.map_destination(*destination)
+                except LookupError as exc:
+                    log.debug("refusing %r: %s", self.flow, exc)
+                    self._refuse(pb.DialResult.UNREACHABLE)
+                    return
+                if mapped is not None:
+                    destination, via = (mapped[0], mapped[1]), mapped[2]
             self.call = opener.stub.Tunnel()
             await self.call.write(
                 framing.open_message(
-                    opener.session_id, self.protocol, self.flow.dst, self.flow.src, dial_timeout=opener.dial_timeout
+                    opener.session_id,
+                    self.protocol,
+                    destination,
+                    self.flow.src,
+                    dial_timeout=opener.dial_timeout,
+                    via=via,
                 )
             )
             first = await self.call.read()
@@ -181,10 +203,17 @@ class _FlowBridge:
 
 
 class VifEngine:
-    def __init__(self, device: TunDevice, stack: NetStack, opener: TunnelOpener) -> None:
+    def __init__(
+        self,
+        device: TunDevice,
+        stack: NetStack,
+        opener: TunnelOpener,
+        map_destination: DestinationMapper | None = None,
+    ) -> None:
         self.device = device
         self.stack = stack
         self.opener = opener
+        self.map_destination = map_destination  # --proxy-via: VIPs to real destinations (settable)
         self._bridges: dict[int, _FlowBridge] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None

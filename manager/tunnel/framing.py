@@ -8,6 +8,7 @@ that both sides send data, an eof (TCP half-close) or an abort.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -44,6 +45,7 @@ class FlowSpec:
     source: tuple[IPAddress, int] | None
     dial_timeout: float
     idle_timeout: float
+    via: tuple[str, str, str] | None = None  # (namespace, name, kind): dial from that workload's agent
 
     def describe(self) -> str:
         dst_ip, dst_port = self.destination
@@ -58,7 +60,9 @@ def open_message(
     source: tuple[IPAddress, int] | None = None,
     dial_timeout: float = 0.0,
     idle_timeout: float = 0.0,
+    via: tuple[str, str, str] | None = None,
 ) -> pb.TunnelMessage:
+    """``via``: (namespace, name, kind) of the workload whose agent dials (--proxy-via); None: the manager."""
     return pb.TunnelMessage(
         open=pb.TunnelOpen(
             session_id=session_id,
@@ -67,6 +71,7 @@ def open_message(
             source=endpoint_to_pb(*source) if source else None,
             dial_timeout_ms=int(dial_timeout * 1000),
             idle_timeout_ms=int(idle_timeout * 1000),
+            via=pb.WorkloadRef(namespace=via[0], name=via[1], kind=via[2]) if via else None,
         )
     )
 
@@ -102,7 +107,23 @@ def parse_open(message: pb.TunnelMessage) -> FlowSpec:
         source=source,
         dial_timeout=min(dial_timeout, MAX_DIAL_TIMEOUT),
         idle_timeout=idle_timeout,
+        via=_parse_via(request.via) if request.HasField("via") else None,
     )
+
+
+# --- proxy-via: the workload whose agent dials ------------------------------------------------------
+
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+VIA_KINDS = ("", "Deployment", "ReplicaSet", "StatefulSet")
+
+
+def _parse_via(via: pb.WorkloadRef) -> tuple[str, str, str]:
+    for what, value in (("namespace", via.namespace), ("name", via.name)):
+        if len(value) > 63 or not _LABEL.fullmatch(value):
+            raise TunnelError(f'tunnel via workload {what} "{value}" is not a valid DNS-1123 label')
+    if via.kind not in VIA_KINDS:
+        raise TunnelError(f'tunnel via workload kind "{via.kind}" is not one of {", ".join(VIA_KINDS[1:])}')
+    return via.namespace, via.name, via.kind
 
 
 def _is_broadcast(address: IPAddress) -> bool:
