@@ -35,7 +35,33 @@ from tether.helper.dns.server import DNSServer
 from tether.helper.dns.upstream import UpstreamAddress
 from tether.helper.journal import Journal
 from tether.helper.kube.credentials import CredentialsError, KubeCredentials, load_credentials
-from tether.helper.routing import compute_plan, open_applier
+from tether.helper.proxyvia import (
+    ProxyRule,
+    ProxyViaError,
+    Rewriter,
+    VipTable,
+    auto_rules,
+    check_workloads,
+    combine,
+    destination_mapper,
+    parse_proxy_vias,
+    resolve,
+    translated_subnets,
+    validate_virtual_subnet,
+    virtual_subnets_to_route,
+)
+from tether.helper.proxyvia.spec import ProxyViaSpec
+from tether.helper.proxyvia.vips import VirtualSubnetError
+from tether.helper.routing import (
+    Conflict,
+    ConflictError,
+    RouteMonitor,
+    compute_plan,
+    find_conflicts,
+    open_applier,
+    open_reader,
+)
+from tether.helper.routing.conflicts import OSRoute
 from tether.helper.routing.table import RoutePlan
 from tether.helper.rpc import helper_pb2 as pb
 from tether.helper.tunnel.manager_dial import ManagerNotFoundError
@@ -77,6 +103,13 @@ class _Connection:
     namespace: str = "default"
     info: mpb.ClusterInfo | None = None
     dns_address: str = ""
+    conflicts: tuple[Conflict, ...] = ()
+    monitor: RouteMonitor | None = None
+    proxy_specs: list[ProxyViaSpec] = field(default_factory=list)
+    auto_subnets: tuple[object, ...] = ()  # conflicting cluster subnets remapped by --auto-resolve
+    vips: VipTable | None = None
+    rules: list[ProxyRule] = field(default_factory=list)
+    rewriter: Rewriter | None = None
 
 
 class HelperSession:
@@ -124,7 +157,14 @@ class HelperSession:
             error = _explain(exc)
             if isinstance(exc, asyncio.CancelledError | GeneratorExit):
                 error = "the connect was cancelled"
-            self._publish(pb.State(phase=pb.State.DISCONNECTED, cluster=request.context, last_error=error))
+            self._publish(
+                pb.State(
+                    phase=pb.State.DISCONNECTED,
+                    cluster=request.context,
+                    last_error=error,
+                    conflicts=[_conflict_pb(x) for x in connection.conflicts],
+                )
+            )
             if isinstance(exc, GeneratorExit | asyncio.CancelledError):
                 raise
             if isinstance(exc, SessionError):
@@ -179,14 +219,37 @@ class HelperSession:
         c.info = info
         c.opener.stub, c.opener.session_id = c.link.stub, c.link.session_id
 
+        try:
+            c.proxy_specs = parse_proxy_vias(request.proxy_via)
+            if c.proxy_specs:
+                step("checking the --proxy-via workloads")
+                c.proxy_specs = await asyncio.to_thread(
+                    check_workloads, c.proxy_specs, c.namespace, _workload_finder(creds)
+                )
+            c.vips = VipTable(request.virtual_subnet or None)
+        except (ProxyViaError, VirtualSubnetError) as exc:
+            raise SessionError(str(exc), grpc.StatusCode.INVALID_ARGUMENT) from None
+
         c.mapped_namespaces = frozenset(request.mapped_namespaces) or await self._namespaces(creds, c.namespace)
         c.never_route = tuple(await asyncio.to_thread(_api_server_ips, creds.server))
+
+        step("checking the routing table for conflicts")
+        routes = await asyncio.to_thread(_read_routes)
+        conflicts = await self._conflicts(c, info, routes)
+        if conflicts and request.auto_resolve:
+            c.auto_subnets = tuple(ConflictError(conflicts).subnets)
+            log.info("remapping conflicting subnets", extra={"subnets": [str(x) for x in c.auto_subnets]})
+            conflicts = await self._conflicts(c, info, routes)
+        if conflicts:
+            c.conflicts = tuple(conflicts)
+            raise ConflictError(conflicts)
 
         step("creating the network device")
         c.journal = Journal(self._journal_path)
         c.device = await asyncio.to_thread(open_tun, self._tun_name, mtu=self._mtu, journal=c.journal)
         stack = NetStack(NetStackConfig(mtu=self._mtu))
-        c.engine = VifEngine(c.device, stack, c.opener)
+        assert c.vips is not None
+        c.engine = VifEngine(c.device, stack, c.opener, map_destination=destination_mapper(c.vips))
         c.engine.start()
 
         step("starting the DNS server")
@@ -197,7 +260,14 @@ class HelperSession:
         c.never_route += tuple(str(ip) for ip in upstreams)
         c.plan = self._plan(c, info)
         c.dns_rules = self._dns_rules(c, info)
-        c.dns = DNSServer(self._lookup(c), c.dns_rules, UpstreamAddress(str(upstreams[0])), mark=DNS_BYPASS_MARK)
+        c.rewriter = Rewriter(c.vips, c.rules)
+        c.dns = DNSServer(
+            self._lookup(c),
+            c.dns_rules,
+            UpstreamAddress(str(upstreams[0])),
+            mark=DNS_BYPASS_MARK,
+            rewrite=c.rewriter,
+        )
         host, port = await c.dns.listen("127.0.0.1", 0)
 
         step(f"routing {len(c.plan.routes)} subnets through {c.device.name}")
@@ -212,6 +282,8 @@ class HelperSession:
         await asyncio.to_thread(c.resolver.apply, settings)  # type: ignore[attr-defined]
         c.dns_address = f"{host}:{port}"
 
+        c.monitor = RouteMonitor(lambda routes: self._on_routes(c, routes))
+        await c.monitor.start()
         c.link.supervise(
             lambda new: self._on_cluster_info(c, new), lambda status, detail: self._on_link(c, status, detail)
         )
@@ -224,6 +296,8 @@ class HelperSession:
     async def _teardown(self, c: _Connection) -> None:
         """Undo whatever of `c` exists, in reverse order; every step runs even when an earlier one fails."""
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if c.monitor is not None:
+            steps.append(("route monitor", c.monitor.stop))
         if c.resolver is not None:
             steps.append(("resolver", lambda: asyncio.to_thread(c.resolver.revert)))  # type: ignore[attr-defined]
         if c.applier is not None:
@@ -246,6 +320,7 @@ class HelperSession:
         if c.journal is not None:
             c.journal.discard()
         c.resolver = c.applier = c.engine = c.dns = c.device = c.link = c.credentials = c.journal = None
+        c.monitor = None
 
     # --- live changes ---
 
@@ -264,6 +339,8 @@ class HelperSession:
         if rules != c.dns_rules and c.dns is not None:
             c.dns.set_rules(rules)
             c.dns_rules = rules
+        if c.rewriter is not None and c.rewriter.set_rules(c.rules) and c.dns is not None:
+            c.dns.flush()
         self._publish(self._connected_state(c))
 
     def _on_link(self, c: _Connection, status: str, detail: str) -> None:
@@ -277,18 +354,51 @@ class HelperSession:
             state.last_error = detail
             self._publish(state)
 
+    async def _on_routes(self, c: _Connection, routes: list[OSRoute]) -> None:
+        """A route changed while connected (a VPN came up or went away): re-check and report."""
+        if c.info is None:
+            return
+        conflicts = tuple(await self._conflicts(c, c.info, routes))
+        if conflicts != c.conflicts:
+            c.conflicts = conflicts
+            for conflict in conflicts:
+                log.warning("route conflict appeared: %s", conflict.describe())
+            self._publish(self._connected_state(c))
+
+    async def _conflicts(self, c: _Connection, info: mpb.ClusterInfo, routes: list[OSRoute]) -> list[Conflict]:
+        allowed = [*subnets_from_pb(info.routing.allow_conflicting_subnets), *c.request.allow_conflicting_subnets]
+        plan = self._plan(c, info)
+        own = (c.device.name,) if c.device else ()
+        return find_conflicts(plan.routes, routes, own_devices=own, allowed=allowed)
+
     # --- pure-ish helpers ---
 
     def _plan(self, c: _Connection, info: mpb.ClusterInfo) -> RoutePlan:
+        """The routes for `info`; also refreshes the proxy rules, whose translated subnets are not routed."""
         request = c.request
         service = subnets_from_pb(info.service_subnets) or (
             subnets_from_pb([info.service_subnet]) if info.HasField("service_subnet") else []
         )
+        pods = subnets_from_pb(info.pod_subnets)
+        also = [
+            *subnets_from_pb(info.routing.also_proxy_subnets),
+            *(ipaddress.ip_network(a) for a in request.also_proxy),
+        ]
+        c.rules = combine(
+            resolve(c.proxy_specs, service, pods, also, namespace=c.namespace) if c.proxy_specs else [],
+            auto_rules(c.auto_subnets) if c.auto_subnets else [],
+        )
+        translated = translated_subnets(c.rules)
+        virtual: list[object] = []
+        if c.rules and c.vips is not None:
+            for subnet in c.vips.subnets:
+                validate_virtual_subnet(subnet, service=service, pods=pods, also=also, proxied=translated)
+            virtual = list(virtual_subnets_to_route(c.vips, c.rules))
         return compute_plan(
             service_subnets=service,
-            pod_subnets=subnets_from_pb(info.pod_subnets),
-            also_proxy=[*subnets_from_pb(info.routing.also_proxy_subnets), *request.also_proxy],
-            never_proxy=[*subnets_from_pb(info.routing.never_proxy_subnets), *request.never_proxy],
+            pod_subnets=pods,
+            also_proxy=[*also, *virtual],
+            never_proxy=[*subnets_from_pb(info.routing.never_proxy_subnets), *request.never_proxy, *translated],
             never_route=c.never_route,
         )
 
@@ -352,6 +462,9 @@ class HelperSession:
             cluster_domain=info.dns.cluster_domain if info else "",
             connected_since_unix=int(time.time()),
             never_proxy=list(c.request.never_proxy),
+            conflicts=[_conflict_pb(x) for x in c.conflicts],
+            remapped=[_remap_pb(rule) for rule in c.rules],
+            virtual_subnet=str(c.vips.subnet) if c.vips and c.rules else "",
         )
 
     def _publish(self, state: pb.State) -> None:
@@ -375,10 +488,58 @@ def _api_server_ips(server: str) -> list[str]:
         return []
 
 
+def _remap_pb(rule: ProxyRule) -> pb.Remap:
+    workload = f"{rule.workload.namespace}/{rule.workload.name}" if rule.workload else ""
+    return pb.Remap(
+        subnet=str(rule.network), workload=workload, reason="proxy-via" if rule.workload else "auto-resolve"
+    )
+
+
+def _workload_finder(creds: KubeCredentials) -> Callable[[str, str], str | None]:
+    """find(namespace, name) -> the workload's kind, or None: what --proxy-via names must exist."""
+
+    def find(namespace: str, name: str) -> str | None:
+        api = kubernetes.client.ApiClient(creds.configuration)
+        try:
+            apps = kubernetes.client.AppsV1Api(api)
+            for kind, read in (
+                ("Deployment", apps.read_namespaced_deployment),
+                ("StatefulSet", apps.read_namespaced_stateful_set),
+                ("ReplicaSet", apps.read_namespaced_replica_set),
+            ):
+                try:
+                    read(name, namespace, _request_timeout=10)
+                    return kind
+                except kubernetes.client.ApiException as exc:
+                    if exc.status != 404:
+                        raise
+            return None
+        finally:
+            api.close()
+
+    return find
+
+
+def _read_routes() -> list[OSRoute]:
+    with open_reader() as reader:
+        return reader.read()
+
+
+def _conflict_pb(conflict: Conflict) -> pb.Conflict:
+    route = conflict.route
+    return pb.Conflict(
+        subnet=str(conflict.subnet),
+        route=str(route.destination),
+        device=route.device or "",
+        gateway=str(route.gateway) if route.gateway else "",
+        description=conflict.describe(),
+    )
+
+
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"the traffic-manager did not answer: {exc.code().name}: {exc.details()}"
-    if isinstance(exc, ManagerNotFoundError | PortForwardError | SessionError | CredentialsError):
+    if isinstance(exc, ManagerNotFoundError | PortForwardError | SessionError | CredentialsError | ConflictError):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return "timed out waiting for the traffic-manager"

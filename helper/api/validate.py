@@ -65,6 +65,19 @@ def cidrs(values: Iterable[str], field: str) -> list[ipaddress.IPv4Network | ipa
     return [cidr(v, field) for v in items]
 
 
+def proxy_vias(values: Iterable[str]) -> None:
+    """--proxy-via values, checked alone and against each other (overlaps, repeated symbols)."""
+    from tether.helper.proxyvia import ProxyViaError, parse_proxy_vias
+
+    items = list(values)
+    if len(items) > MAX_CIDRS:
+        raise ValidationError(f"proxy-via: {len(items)} values given, at most {MAX_CIDRS} are allowed")
+    try:
+        parse_proxy_vias(items)
+    except ProxyViaError as exc:
+        raise ValidationError(str(exc)) from None
+
+
 def namespace(value: str, field: str = "namespace", *, allow_empty: bool = True) -> str:
     """A Kubernetes namespace name: a DNS-1123 label (lower-case letters, digits, '-'; at most 63)."""
     if not value and allow_empty:
@@ -175,6 +188,9 @@ def connect_request(request: Any) -> None:
     cidrs(request.also_proxy, "also-proxy")
     cidrs(request.never_proxy, "never-proxy")
     cidrs(request.allow_conflicting_subnets, "allow-conflicting-subnets")
+    proxy_vias(request.proxy_via)
+    if request.virtual_subnet:
+        cidr(request.virtual_subnet, "virtual-subnet")
     namespaces(request.mapped_namespaces)
     environment(dict(request.environment))
     client_name(request.client_name)

@@ -56,6 +56,21 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="route cluster subnets inside CIDR even when they overlap an existing route",
     )
     connect.add_argument(
+        "--proxy-via",
+        action="append",
+        default=[],
+        metavar="CIDR=WORKLOAD",
+        help="hide CIDR (or also/service/pods/all) behind virtual IPs, dialed from WORKLOAD's pod (repeatable)",
+    )
+    connect.add_argument(
+        "--auto-resolve",
+        action="store_true",
+        help="hide cluster subnets that conflict with existing routes behind virtual IPs",
+    )
+    connect.add_argument(
+        "--virtual-subnet", default="", metavar="CIDR", help="where virtual IPs come from (default 246.246.0.0/16)"
+    )
+    connect.add_argument(
         "--mapped-namespaces",
         action="append",
         default=[],
@@ -108,6 +123,8 @@ def describe_state(state: pb.State) -> dict[str, Any]:
             {field: getattr(c, field) for field in ("subnet", "route", "device", "gateway", "description")}
             for c in state.conflicts
         ],
+        "remapped": [{"subnet": r.subnet, "workload": r.workload, "reason": r.reason} for r in state.remapped],
+        "virtual_subnet": state.virtual_subnet,
         "tun_device": state.tun_device,
         "owner_uid": state.owner_uid if connected else None,
         "connected_since": since,
@@ -140,6 +157,9 @@ def format_state(state: pb.State) -> str:
         rows.append(("conflicts", "-" if not state.conflicts else ""))
         for conflict in state.conflicts:
             rows.append(("", conflict.description or f"{conflict.subnet} overlaps {conflict.route}"))
+        for remap in info["remapped"]:
+            dialer = f"dialed from {remap['workload']}" if remap["workload"] else "dialed by the traffic-manager"
+            rows.append(("remapped", f"{remap['subnet']} -> {info['virtual_subnet']} ({remap['reason']}, {dialer})"))
         rows.append(("owner", f"uid {info['owner_uid']}"))
         if info["connected_since"]:
             rows.append(("connected since", info["connected_since"]))
@@ -164,6 +184,9 @@ def _check_connect_args(args: argparse.Namespace) -> list[str]:
     validate.namespace(args.manager_namespace, "--manager-namespace")
     if args.manager_address:
         validate.manager_address(args.manager_address, "--manager-address")
+    validate.proxy_vias(args.proxy_via)
+    if args.virtual_subnet:
+        validate.cidr(args.virtual_subnet, "--virtual-subnet")
     mapped = [ns.strip() for item in args.mapped_namespaces for ns in item.split(",") if ns.strip()]
     return validate.namespaces(mapped, "--mapped-namespaces")
 
@@ -180,6 +203,9 @@ def cmd_connect(args: argparse.Namespace) -> int:
             also_proxy=args.also_proxy,
             never_proxy=args.never_proxy,
             allow_conflicting_subnets=args.allow_conflicting_subnets,
+            proxy_via=args.proxy_via,
+            auto_resolve=args.auto_resolve,
+            virtual_subnet=args.virtual_subnet,
             mapped_namespaces=mapped,
             client_name=CLIENT_NAME,
         )
