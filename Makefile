@@ -2,7 +2,7 @@
 PYTHON ?= python3
 APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps
 
-.PHONY: deps demo test lint protos
+.PHONY: deps demo test bench protos
 
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -23,6 +23,10 @@ test: deps
 	ruff check .
 	ruff format --check .
 	$(PYTHON) -m pytest -q -p no:cacheprovider
+
+# Tether against the direct path in the sandbox cluster; prints a table (never fails on speed).
+bench: deps
+	$(PYTHON) -m tests.bench.run $(BENCH_ARGS)
 
 protos:
 	$(PYTHON) resources/proto/generate.py

@@ -158,6 +158,10 @@ class _FlowBridge:
                     self.flow.close()
                     self.engine.kick()
                 # keep reading: the app may still be sending, and the stream ends when both sides are done
+            elif kind == "dial" and not message.dial.ok:
+                # A UDP destination answered ICMP unreachable after the fact: tell the app the same way.
+                self._refuse(message.dial.reason)
+                return
             elif kind == "abort":
                 log.debug("manager ended %r: %s", self.flow, message.abort)
                 self._abort()

@@ -43,6 +43,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
 
+    restart = commands.add_parser(
+        "restart",
+        help="restart one of the lab's processes (e.g. the manager: tether/tether-manager-0)",
+        description="End one lab process by the PID the lab recorded, start it again and wait until it is ready. "
+        "NAME is a pod as NAMESPACE/NAME, or a process name from `tether lab status --json` (e.g. apiserver).",
+    )
+    restart.add_argument("name", metavar="NAME", help="the process or pod to restart")
+    restart.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)")
+    restart.set_defaults(handler=cmd_restart)
+
     kubeconfig = commands.add_parser("kubeconfig", help="print the path of the lab's kubeconfig")
     kubeconfig.set_defaults(handler=cmd_kubeconfig)
 
@@ -106,6 +116,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(render_status(status))
     return 0 if status["state"] in ("up", "down") else 1
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    lab = Lab(log=_progress, timeout=args.timeout)
+    try:
+        record = lab.restart(args.name)
+    except LabError as exc:
+        _err(str(exc))
+        return 1
+    print(f"{record.name} restarted (pid {record.pid})")
+    return 0
 
 
 def cmd_kubeconfig(args: argparse.Namespace) -> int:

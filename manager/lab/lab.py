@@ -278,6 +278,40 @@ class Lab:
         shutil.rmtree(self.paths.root, ignore_errors=True)
         return errors + self.leftovers()
 
+    # --- restart --------------------------------------------------------------------------------
+
+    def restart(self, name: str) -> ProcessRecord:
+        """End one lab process (by the PID the journal records), start it again from its spec, wait
+        until it is ready, and record the new PID. `name` is a process name from the journal
+        ("apiserver", "dns-upstream", "pod/tether/tether-manager-0", ...) or a pod as NAMESPACE/NAME."""
+        require_root("restart")
+        journal = self.journal_file.load()
+        if journal is None or journal.state != UP:
+            raise LabError("the lab is not up (run: tether lab up)")
+        names = [p.name for p in journal.processes]
+        if name not in names and f"pod/{name}" in names:
+            name = f"pod/{name}"
+        record = journal.process(name)
+        plan = build_plan(journal.options.get("vpn", []))
+        specs = process_specs(plan, self.paths, self.python, apiserver_module=self.apiserver_module)
+        spec = next((s for s in specs if s.name == name), None)
+        if record is None or spec is None:
+            raise LabError(f"no lab process {name!r} (processes: {', '.join(names)})")
+        self._journal = journal
+        self.log(f"restarting {name} (pid {record.pid})")
+        if procs.is_running(record.pid, record.start_time):
+            stuck = procs.terminate([record.pid])
+            if stuck:
+                raise LabError(f"{name} (pid {record.pid}) did not exit")
+        if spec.ready_file:
+            with contextlib.suppress(FileNotFoundError):
+                Path(spec.ready_file).unlink()
+        self._journal.processes = [p for p in self._journal.processes if p.name != name]
+        self._save()
+        new = self._start(spec)
+        self._wait_ready([(spec, new)], time.monotonic() + self.timeout)
+        return new
+
     def _remove_netns(self, name: str) -> None:
         pids = [p.pid for p in self._journal.processes if p.netns == name]
         if name in self.ops.list(PREFIX):

@@ -104,8 +104,10 @@ class _DatagramRelay(asyncio.DatagramProtocol):
             self.queue.put_nowait(data)
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable on a connected UDP socket; report it but keep the flow.
+        # ICMP port unreachable on a connected UDP socket: the client answers its app the same way.
         log.debug("udp error: %s", exc)
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(exc)
 
 
 async def _run_udp(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], send: Send) -> None:
@@ -135,7 +137,9 @@ async def _run_udp(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], se
         while True:
             item = await relay.queue.get()
             if isinstance(item, BaseException):
-                raise item
+                reason = framing.dial_reason_for(item)
+                await send(framing.dial_failed(reason, f"{spec.describe()}: {item}"))
+                return
             await send(framing.data_message(item))
 
     async def idle_watch() -> None:

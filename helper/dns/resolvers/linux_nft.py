@@ -25,18 +25,22 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tether.helper.dns.resolvers.base import DNS_BYPASS_MARK, IPAddress, ResolverError, ResolverSettings
+from tether.helper.journal import OwnerMark, owner_mark, parse_owner_mark, process_start_time
 
 log = logging.getLogger("tether.helper.dns.resolvers")
 
 MODE = "linux-nft"
 TABLE = "tether_dns"
-MARKER = "tether-helper dns redirect; removed on disconnect"
+# Names this process (pid and start time), so a cleanup run by another helper can tell a live owner's
+# table from a crashed one's.
+MARKER = owner_mark(os.getpid(), process_start_time()) + " dns redirect; removed on disconnect"
 # The standard destination-NAT priority; spelled as a number because nft 1.0.6 (Debian 12) rejects
 # the name "dstnat" in the output hook.
 PRIORITY = -100
@@ -99,6 +103,13 @@ def ruleset(nameserver: IPAddress, server: IPAddress, port: int, mark: int, tabl
     )
 
 
+def _owned_by_another_live_helper(owner: OwnerMark | None) -> bool:
+    if owner is None or owner.pid is None or owner.pid == os.getpid():
+        return False
+    running = process_start_time(owner.pid)
+    return running is not None and (owner.start_time is None or running == owner.start_time)
+
+
 def table_comment(listing: str) -> str | None:
     """The comment of the table in `nft list table` output (None when it has none)."""
     match = re.search(r'^table [^\n]*\{\n\s*comment "((?:[^"\\]|\\.)*)"', listing, re.MULTILINE)
@@ -123,6 +134,7 @@ class LinuxNftConfigurator:
         self.nft = tuple(nft)
         self.table = table
         self.redirected: IPAddress | None = None  # the nameserver apply() redirects
+        self._owner: OwnerMark | None = None
 
     def upstream_nameservers(self) -> tuple[IPAddress, ...]:
         try:
@@ -160,13 +172,17 @@ class LinuxNftConfigurator:
             if "No such file or directory" in str(exc):
                 return None
             raise
-        return table_comment(listing) == MARKER
+        self._owner = parse_owner_mark(table_comment(listing))
+        return self._owner is not None
 
     def _delete_if_ours(self) -> bool:
         owned = self._ownership()
         if owned is False:
             log.warning("dns: nftables table inet %s has no tether marker; leaving it alone", self.table)
         if not owned:
+            return False
+        if _owned_by_another_live_helper(self._owner):
+            log.info("dns: nftables table inet %s belongs to a running helper; leaving it alone", self.table)
             return False
         self.run([*self.nft, "delete", "table", "inet", self.table], None)
         return True
