@@ -17,12 +17,14 @@ import grpc
 import kubernetes
 
 from tether.manager import __version__, logs
+from tether.manager.agents import AgentRegistry, expire_agents
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
 from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap
 from tether.manager.discovery import ClusterDiscovery, ClusterNetwork
 from tether.manager.dns import ClusterResolver
+from tether.manager.inject import DEFAULT_AGENT_IMAGE, AgentInjector, SidecarConfig, manager_address
 from tether.manager.rpc import manager_pb2_grpc as pb_grpc
-from tether.manager.server import ManagerService, expire_sessions, server_options
+from tether.manager.server import AgentService, ManagerService, expire_sessions, server_options
 from tether.manager.sessions import SessionTable
 
 log = logging.getLogger("tether.manager")
@@ -54,10 +56,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-map", default="tether-manager", help="ConfigMap holding client settings")
     parser.add_argument("--resolv-conf", type=Path, default=Path("/etc/resolv.conf"), help=argparse.SUPPRESS)
     parser.add_argument("--session-idle-timeout", type=float, default=60.0, help="seconds before an idle session ends")
+    parser.add_argument(
+        "--agent-injection",
+        type=_on_off,
+        default=env("AGENT_INJECTION", "false"),  # a string default goes through type= too
+        metavar="true|false",
+        help="inject the tether-agent sidecar into a workload a client asks to dial through (--proxy-via) when "
+        "it has no agent; this changes the workload's pod template, so its pods restart (AGENT_INJECTION; "
+        "default false)",
+    )
+    parser.add_argument(
+        "--agent-image",
+        default=env("AGENT_IMAGE", DEFAULT_AGENT_IMAGE),
+        help=f"the image of injected tether-agent sidecars (AGENT_IMAGE; default {DEFAULT_AGENT_IMAGE})",
+    )
+    parser.add_argument(
+        "--agent-manager-address",
+        default=env("AGENT_MANAGER_ADDRESS", ""),
+        metavar="HOST:PORT",
+        help="where injected sidecars reach this manager (AGENT_MANAGER_ADDRESS; default: the Service "
+        "tether-manager in the manager's namespace, by its cluster DNS name, on --port)",
+    )
     parser.add_argument("--ready-file", type=Path, help="write this file once serving")
     parser.add_argument("--log-format", choices=("json", "text"), default=env("TETHER_LOG_FORMAT", "json"))
     parser.add_argument("--log-level", default=env("TETHER_LOG_LEVEL", "info"))
     return parser
+
+
+def _on_off(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0", ""):
+        return False
+    raise argparse.ArgumentTypeError(f'"{text}" is neither true nor false')
 
 
 def kube_api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
@@ -91,6 +123,12 @@ async def serve(
     loop = asyncio.get_running_loop()
     hub = ClusterInfoHub()
     sessions = SessionTable(idle_timeout=args.session_idle_timeout)
+    sidecar = SidecarConfig(
+        image=args.agent_image,
+        manager=args.agent_manager_address or manager_address(args.namespace, config.cluster_domain, args.port),
+    )
+    injector = AgentInjector(api, sidecar, enabled=args.agent_injection)
+    agents = AgentRegistry(idle_timeout=args.session_idle_timeout, explain_missing=injector.explain_missing)
 
     def publish(network: ClusterNetwork) -> None:
         if hub.publish(build_cluster_info(network, config, args.pod_ip, args.port)):
@@ -106,7 +144,8 @@ async def serve(
         api, config, args.namespace, args.pod_ip, lambda network: loop.call_soon_threadsafe(publish, network)
     )
     server = grpc.aio.server(options=server_options())
-    pb_grpc.add_ManagerServicer_to_server(ManagerService(sessions, hub, resolver), server)
+    pb_grpc.add_ManagerServicer_to_server(ManagerService(sessions, hub, resolver, agents), server)
+    pb_grpc.add_AgentsServicer_to_server(AgentService(agents), server)
     bound = server.add_insecure_port(f"{args.address}:{args.port}")
     if bound == 0:
         log.error("cannot listen", extra={"address": args.address, "port": args.port})
@@ -114,7 +153,16 @@ async def serve(
     discovery.start()
     await server.start()
     expiry = asyncio.ensure_future(expire_sessions(sessions, max(1.0, args.session_idle_timeout / 4)))
-    log.info("serving", extra={"address": args.address, "port": bound, "version": __version__})
+    agent_expiry = asyncio.ensure_future(expire_agents(agents, max(1.0, args.session_idle_timeout / 4)))
+    log.info(
+        "serving",
+        extra={
+            "address": args.address,
+            "port": bound,
+            "version": __version__,
+            "agent_injection": args.agent_injection,
+        },
+    )
     if args.ready_file:
         args.ready_file.write_text(f"{bound}\n")
 
@@ -124,6 +172,7 @@ async def serve(
     await stop.wait()
     log.info("stopping")
     expiry.cancel()
+    agent_expiry.cancel()
     await server.stop(grace=2)
     discovery.stop()
     return 0

@@ -10,6 +10,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 from tether.manager import __version__
+from tether.manager.agents import (
+    AgentError,
+    AgentRegistry,
+    UnknownAgentError,
+    UnknownFlowError,
+    agent_fields,
+)
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.dns import ClusterResolver, DNSLookupError, pack_record
 from tether.manager.rpc import manager_pb2 as pb
@@ -25,10 +32,18 @@ API_LEVEL = 1
 
 
 class ManagerService(pb_grpc.ManagerServicer):
-    def __init__(self, sessions: SessionTable, hub: ClusterInfoHub, resolver: ClusterResolver) -> None:
+    def __init__(
+        self,
+        sessions: SessionTable,
+        hub: ClusterInfoHub,
+        resolver: ClusterResolver,
+        agents: AgentRegistry | None = None,
+    ) -> None:
         self._sessions = sessions
         self._hub = hub
         self._resolver = resolver
+        # Flows with `via` go to these agents; without a registry every such flow finds no agent.
+        self._agents = agents if agents is not None else AgentRegistry(idle_timeout=60.0)
 
     async def Version(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.VersionInfo:
         return pb.VersionInfo(name="tether-manager", version=__version__, api_level=API_LEVEL)
@@ -82,6 +97,9 @@ class ManagerService(pb_grpc.ManagerServicer):
         except (TunnelError, UnknownSessionError) as exc:
             await context.write(framing.dial_failed(pb.DialResult.INVALID, str(exc)))
             return
+        if spec.via is not None:
+            await self._agents.splice(spec, first.open, request_iterator, context.write)
+            return
         try:
             await run_flow(spec, request_iterator, context.write)
         except TunnelError as exc:
@@ -95,6 +113,81 @@ class ManagerService(pb_grpc.ManagerServicer):
         except UnknownSessionError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
             raise  # abort raises; this keeps type checkers honest
+
+
+class AgentService(pb_grpc.AgentsServicer):
+    """What tether-agents call: arrive, keep alive, receive dials, and carry the flows they dial."""
+
+    def __init__(self, agents: AgentRegistry) -> None:
+        self._agents = agents
+
+    async def Arrive(self, request: pb.AgentInfo, context: grpc.aio.ServicerContext) -> pb.AgentSession:
+        try:
+            agent = self._agents.arrive(request)
+        except AgentError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+        peer = _peer_ip(context.peer())
+        fields = {**agent_fields(agent), "version": agent.version, "peer": peer}
+        if agent.pod_ip is not None and peer and peer != str(agent.pod_ip):
+            # Not refused: a CNI or proxy may rewrite the source address; but worth seeing in the log.
+            log.warning("tether-agent connects from another address than its pod IP", extra=fields)
+        log.info("tether-agent arrived", extra=fields)
+        return pb.AgentSession(agent_id=agent.agent_id)
+
+    async def Remain(self, request: pb.AgentSession, context: grpc.aio.ServicerContext) -> pb.Empty:
+        try:
+            self._agents.remain(request.agent_id)
+        except UnknownAgentError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return pb.Empty()
+
+    async def Depart(self, request: pb.AgentSession, context: grpc.aio.ServicerContext) -> pb.Empty:
+        agent = self._agents.depart(request.agent_id)
+        if agent is not None:
+            log.info("tether-agent departed", extra=agent_fields(agent))
+        return pb.Empty()
+
+    async def WatchDials(
+        self, request: pb.AgentSession, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DialRequest]:
+        try:
+            agent = self._agents.get(request.agent_id)
+        except UnknownAgentError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise
+        with self._agents.watching(agent) as dials:
+            # Headers now tell the agent it is live: dials for its workload come to it from here on.
+            await context.send_initial_metadata(())
+            async for dial in dials:
+                yield dial
+
+    async def Tunnel(
+        self, request_iterator: AsyncIterator[pb.TunnelMessage], context: grpc.aio.ServicerContext
+    ) -> None:
+        try:
+            first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("kind") != "agent_flow":
+            kind = first.WhichOneof("kind") or "an empty message"
+            message = f"the first agent tunnel message must be agent_flow, got {kind}"
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        try:
+            await self._agents.attach(first.agent_flow, request_iterator, context.write)
+        except UnknownFlowError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except AgentError as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
+
+def _peer_ip(peer: str) -> str:
+    """The address in a gRPC peer string ("ipv4:10.0.0.1:5000", "ipv6:[::1]:5000"); "" for others."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return ""
+    host = rest.rsplit(":", 1)[0]
+    return host.strip("[]")
 
 
 async def expire_sessions(sessions: SessionTable, interval: float) -> None:

@@ -11,6 +11,7 @@ from tether.manager.lab.topology import (
     CLUSTER_DOMAIN,
     CLUSTER_TXT,
     DNS_IP,
+    LOOPBACK_NAMES,
     UPSTREAM_DNS_IP,
     UPSTREAM_NAMES,
     UPSTREAM_TXT,
@@ -53,6 +54,9 @@ def cluster_conf(plan: LabPlan, listen: IPv4Address, upstream: IPv4Address = UPS
         lines.append(f"host-record={pod.dns_name},{pod.ip}")
     for name, text in CLUSTER_TXT.items():
         lines.append(f'txt-record={name},"{text}"')
+    # host-record, not address=: only the name itself, and AAAA gets NOERROR with no data (not NXDOMAIN)
+    for name, ip in LOOPBACK_NAMES.items():
+        lines.append(f"host-record={name},{ip}")
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from tether.manager.lab import clusterdns
 from tether.manager.lab.topology import (
+    AGENT_IMAGE,
     API_IP,
     API_PORT,
     CORP_NS,
@@ -13,6 +14,7 @@ from tether.manager.lab.topology import (
     INET_NS,
     INET_WEB_IP,
     KUBERNETES_IP,
+    MANAGER_PORT,
     ROUTER_NS,
     SERVICE_CIDR,
     UPSTREAM_DNS_IP,
@@ -26,9 +28,10 @@ from tether.manager.lab.topology import (
 APISERVER_MODULE = "tether.manager.lab.apiserver"
 WORKLOADS_MODULE = "tether.manager.lab.workloads"
 MANAGER_MODULE = "tether.manager.main"
-MANAGER_PORT = 8081
 #: `tether-manager` through its entry point (tether.manager.main:main), with this interpreter.
 MANAGER_BOOT = "import sys; from tether.manager.main import main; sys.exit(main())"
+#: `tether-agent` through its entry point (tether.manager.agent.main:main), with this interpreter.
+AGENT_BOOT = "import sys; from tether.manager.agent.main import main; sys.exit(main())"
 
 
 @dataclass(frozen=True)
@@ -102,13 +105,38 @@ def pod_spec(plan: LabPlan, pod: Pod, paths: StatePaths, python: str) -> Process
         return ProcessSpec(name, pod.netns, argv, env, "", probe)
     if pod.kind == "manager":
         argv = (python, "-c", MANAGER_BOOT, "--port", str(MANAGER_PORT), "--ready-file", ready)
-        env = (*env, ("MANAGER_NAMESPACE", pod.namespace), ("KUBECONFIG", str(paths.pod_kubeconfig)))
+        env = (
+            *env,
+            ("MANAGER_NAMESPACE", pod.namespace),
+            ("KUBECONFIG", str(paths.pod_kubeconfig)),
+            # Injection patches the workload; no pod restarts in the lab, so its agent never comes.
+            ("AGENT_INJECTION", "true"),
+            ("AGENT_IMAGE", AGENT_IMAGE),
+            ("AGENT_MANAGER_ADDRESS", plan.agent_manager_address),
+        )
         probe = Probe(ROUTER_NS, "tcp", str(pod.ip), MANAGER_PORT)
         return ProcessSpec(name, pod.netns, argv, env, ready, probe, after_api=True)
     argv = (python, "-m", WORKLOADS_MODULE, *pod.args, "--ready-file", ready)
     port = pod.ports[0]
     probe = Probe(ROUTER_NS, "udp" if port.protocol == "UDP" else "tcp", str(pod.ip), port.port)
     return ProcessSpec(name, pod.netns, argv, env, ready, probe)
+
+
+def agent_process_name(pod: Pod) -> str:
+    return f"agent/{pod.namespace}/{pod.name}"
+
+
+def agent_spec(plan: LabPlan, pod: Pod, paths: StatePaths, python: str) -> ProcessSpec:
+    """The tether-agent in a workload's pod, as its sidecar container would run it: in the pod's network
+    namespace, configured from the pod's environment (the downward API's POD_NAME, POD_NAMESPACE,
+    POD_IP), dialing the manager's ClusterIP. Ready once it has arrived at the manager."""
+    name = agent_process_name(pod)
+    ready = _ready(paths, name)
+    argv = (
+        python, "-c", AGENT_BOOT, "--manager", plan.agent_manager_address,
+        "--workload", pod.workload, "--kind", "Deployment", "--ready-file", ready,
+    )  # fmt: skip
+    return ProcessSpec(name, pod.netns, argv, _pod_env(pod), ready, after_api=True)
 
 
 def infrastructure_specs(plan: LabPlan, paths: StatePaths, python: str) -> list[ProcessSpec]:
@@ -154,4 +182,5 @@ def process_specs(
 ) -> list[ProcessSpec]:
     specs = [apiserver_spec(paths, python, apiserver_module), *infrastructure_specs(plan, paths, python)]
     specs += [pod_spec(plan, pod, paths, python) for pod in plan.pods]
+    specs += [agent_spec(plan, pod, paths, python) for pod in plan.agent_pods]
     return specs

@@ -61,6 +61,9 @@ UPSTREAM_NAMES: dict[str, IPv4Address] = {
 UPSTREAM_TXT: dict[str, str] = {"example.test": "tether lab upstream"}
 #: A TXT record served by the cluster DNS, for tests of non-address queries.
 CLUSTER_TXT: dict[str, str] = {f"web.default.svc.{CLUSTER_DOMAIN}": "tether lab web service"}
+#: Cluster names that answer a loopback address, as a service mesh's do: only a dial from inside a pod
+#: (a tether-agent's, --proxy-via) reaches what listens there (the web pods' 127.0.0.1:9090).
+LOOPBACK_NAMES: dict[str, IPv4Address] = {f"mesh.default.svc.{CLUSTER_DOMAIN}": IPv4Address("127.0.0.1")}
 
 VPN_IF = "vpn0"
 #: /30 links tried in order for the VPN; the first one outside every VPN CIDR wins.
@@ -83,6 +86,9 @@ VPN_POD_HOST_OFFSET = 200
 
 MASQUERADE_MARK = 0x4000
 APP_LABEL = "app"
+MANAGER_PORT = 8081
+#: The image the lab's objects name for the tether-agent sidecar; the agent itself runs from this checkout.
+AGENT_IMAGE = "tether-lab/tether-agent:latest"
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,10 @@ class Pod:
     veth: str = ""
     #: only-loopback listeners inside the pod (port numbers), for status and tests
     loopback_ports: tuple[int, ...] = ()
+    #: the Deployment that owns the pod
+    workload: str = ""
+    #: whether a tether-agent runs in the pod (the workload's sidecar)
+    agent: bool = False
 
     @property
     def netns(self) -> str:
@@ -179,6 +189,29 @@ class Pod:
 class Endpoint:
     ip: IPv4Address
     port: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Deployment: the pods that carry its name, selected by their app label."""
+
+    namespace: str
+    name: str
+    pods: tuple[Pod, ...]
+    kind: str = "Deployment"
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return {APP_LABEL: self.pods[0].label_dict[APP_LABEL]}
+
+    @property
+    def agent(self) -> bool:
+        """Whether the workload's pods run a tether-agent sidecar."""
+        return any(p.agent for p in self.pods)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -252,6 +285,30 @@ class LabPlan:
     def pods_of(self, kind: str) -> list[Pod]:
         return [p for p in self.pods if p.kind == kind]
 
+    @property
+    def workloads(self) -> tuple[Workload, ...]:
+        """Every pod's Deployment, in the order of their first pods."""
+        owners: dict[tuple[str, str], list[Pod]] = {}
+        for pod in self.pods:
+            owners.setdefault((pod.namespace, pod.workload), []).append(pod)
+        return tuple(Workload(ns, name, tuple(pods)) for (ns, name), pods in owners.items())
+
+    def workload(self, namespace: str, name: str) -> Workload:
+        for workload in self.workloads:
+            if (workload.namespace, workload.name) == (namespace, name):
+                return workload
+        raise KeyError(f"no workload {namespace}/{name} in the lab")
+
+    @property
+    def agent_pods(self) -> list[Pod]:
+        """Pods that run a tether-agent next to their workload."""
+        return [p for p in self.pods if p.agent]
+
+    @property
+    def agent_manager_address(self) -> str:
+        """Where the lab's agents reach the manager: its Service's ClusterIP and gRPC port."""
+        return f"{self.service('tether', 'tether-manager').cluster_ip}:{MANAGER_PORT}"
+
     def selected_pods(self, service: Service) -> list[Pod]:
         if not service.selector:
             return []
@@ -299,12 +356,15 @@ class _PodTemplate:
     args: tuple[str, ...] = ()
     loopback_ports: tuple[int, ...] = ()
     extra_labels: tuple[tuple[str, str], ...] = ()
+    #: the owning Deployment's name; "" = the app label
+    workload: str = ""
+    agent: bool = False
 
 
 def _web(name: str, node: str) -> _PodTemplate:
     return _PodTemplate(
         "default", name, node, "web", "workload", (HTTP,),
-        ("http", "--port", "8080", "--app", "web", "--loopback-port", "9090"), (9090,),
+        ("http", "--port", "8080", "--app", "web", "--loopback-port", "9090"), (9090,), agent=True,
     )  # fmt: skip
 
 
@@ -312,7 +372,7 @@ POD_TEMPLATES = (
     _PodTemplate(
         "kube-system", "coredns-0", "lab-node-1", "kube-dns", "dns",
         (Port("dns", 53, 53, "UDP"), Port("dns-tcp", 53, 53, "TCP")),
-        extra_labels=(("k8s-app", "kube-dns"),),
+        extra_labels=(("k8s-app", "kube-dns"),), workload="coredns",
     ),
     _web("web-0", "lab-node-1"),
     _web("web-1", "lab-node-2"),
@@ -368,8 +428,11 @@ def build_plan(vpn: Sequence[str] = ()) -> LabPlan:
         next_host[t.node] += 1
         labels = ((APP_LABEL, t.app), *t.extra_labels)
         pods.append(
-            Pod(t.namespace, t.name, t.node, ip, labels, t.ports, t.kind, t.args, f"vp{index}", t.loopback_ports)
-        )
+            Pod(
+                t.namespace, t.name, t.node, ip, labels, t.ports, t.kind, t.args, f"vp{index}", t.loopback_ports,
+                t.workload or t.app, t.agent,
+            )
+        )  # fmt: skip
     services = tuple(
         Service(ns, name, IPv4Address(ip), ports, ((APP_LABEL, app),) if app else ())
         for ns, name, ip, ports, app in SERVICE_TEMPLATES

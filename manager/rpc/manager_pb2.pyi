@@ -175,15 +175,51 @@ class DialResult(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., reason: _Optional[_Union[DialResult.Reason, str]] = ...) -> None: ...
 
 class TunnelMessage(_message.Message):
-    __slots__ = ("open", "data", "dial", "eof", "abort")
+    __slots__ = ("open", "data", "dial", "eof", "abort", "agent_flow")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     DIAL_FIELD_NUMBER: _ClassVar[int]
     EOF_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FLOW_FIELD_NUMBER: _ClassVar[int]
     open: TunnelOpen
     data: bytes
     dial: DialResult
     eof: Empty
     abort: str
-    def __init__(self, open: _Optional[_Union[TunnelOpen, _Mapping]] = ..., data: _Optional[bytes] = ..., dial: _Optional[_Union[DialResult, _Mapping]] = ..., eof: _Optional[_Union[Empty, _Mapping]] = ..., abort: _Optional[str] = ...) -> None: ...
+    agent_flow: AgentFlow
+    def __init__(self, open: _Optional[_Union[TunnelOpen, _Mapping]] = ..., data: _Optional[bytes] = ..., dial: _Optional[_Union[DialResult, _Mapping]] = ..., eof: _Optional[_Union[Empty, _Mapping]] = ..., abort: _Optional[str] = ..., agent_flow: _Optional[_Union[AgentFlow, _Mapping]] = ...) -> None: ...
+
+class AgentInfo(_message.Message):
+    __slots__ = ("workload", "pod_name", "pod_ip", "version")
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    POD_NAME_FIELD_NUMBER: _ClassVar[int]
+    POD_IP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    workload: WorkloadRef
+    pod_name: str
+    pod_ip: bytes
+    version: str
+    def __init__(self, workload: _Optional[_Union[WorkloadRef, _Mapping]] = ..., pod_name: _Optional[str] = ..., pod_ip: _Optional[bytes] = ..., version: _Optional[str] = ...) -> None: ...
+
+class AgentSession(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class DialRequest(_message.Message):
+    __slots__ = ("flow_id", "open")
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    flow_id: str
+    open: TunnelOpen
+    def __init__(self, flow_id: _Optional[str] = ..., open: _Optional[_Union[TunnelOpen, _Mapping]] = ...) -> None: ...
+
+class AgentFlow(_message.Message):
+    __slots__ = ("agent_id", "flow_id")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    flow_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., flow_id: _Optional[str] = ...) -> None: ...

@@ -360,3 +360,259 @@ class Manager:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AgentsStub:
+    """What a tether-agent (a sidecar next to a workload) asks of the manager. The agent dials flows
+    from inside its pod for clients whose Tunnel open names the workload in `via` (--proxy-via).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Arrive = channel.unary_unary(
+                '/tether.manager.rpc.Agents/Arrive',
+                request_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentInfo.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.FromString,
+                _registered_method=True)
+        self.Remain = channel.unary_unary(
+                '/tether.manager.rpc.Agents/Remain',
+                request_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.Empty.FromString,
+                _registered_method=True)
+        self.Depart = channel.unary_unary(
+                '/tether.manager.rpc.Agents/Depart',
+                request_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.Empty.FromString,
+                _registered_method=True)
+        self.WatchDials = channel.unary_stream(
+                '/tether.manager.rpc.Agents/WatchDials',
+                request_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.DialRequest.FromString,
+                _registered_method=True)
+        self.Tunnel = channel.stream_stream(
+                '/tether.manager.rpc.Agents/Tunnel',
+                request_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.TunnelMessage.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.TunnelMessage.FromString,
+                _registered_method=True)
+
+
+class AgentsServicer:
+    """What a tether-agent (a sidecar next to a workload) asks of the manager. The agent dials flows
+    from inside its pod for clients whose Tunnel open names the workload in `via` (--proxy-via).
+    """
+
+    def Arrive(self, request, context):
+        """An agent announces itself; the id names it in every later call. An agent that sends nothing
+        for the manager's idle timeout, or whose WatchDials stream ends, is removed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Remain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Depart(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchDials(self, request, context):
+        """The manager pushes work: one DialRequest per client flow this agent is to dial.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Tunnel(self, request_iterator, context):
+        """One stream per dialed flow. The agent's first message is agent_flow (naming the DialRequest's
+        flow); then it sends the DialResult and data/eof/abort exactly as the manager does on Tunnel,
+        and receives the client's data/eof/abort. The manager splices it to the client's Tunnel stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AgentsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Arrive': grpc.unary_unary_rpc_method_handler(
+                    servicer.Arrive,
+                    request_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentInfo.FromString,
+                    response_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.SerializeToString,
+            ),
+            'Remain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Remain,
+                    request_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.FromString,
+                    response_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.Empty.SerializeToString,
+            ),
+            'Depart': grpc.unary_unary_rpc_method_handler(
+                    servicer.Depart,
+                    request_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.FromString,
+                    response_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.Empty.SerializeToString,
+            ),
+            'WatchDials': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDials,
+                    request_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.FromString,
+                    response_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.DialRequest.SerializeToString,
+            ),
+            'Tunnel': grpc.stream_stream_rpc_method_handler(
+                    servicer.Tunnel,
+                    request_deserializer=tether_dot_manager_dot_rpc_dot_manager__pb2.TunnelMessage.FromString,
+                    response_serializer=tether_dot_manager_dot_rpc_dot_manager__pb2.TunnelMessage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tether.manager.rpc.Agents', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tether.manager.rpc.Agents', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Agents:
+    """What a tether-agent (a sidecar next to a workload) asks of the manager. The agent dials flows
+    from inside its pod for clients whose Tunnel open names the workload in `via` (--proxy-via).
+    """
+
+    @staticmethod
+    def Arrive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.manager.rpc.Agents/Arrive',
+            tether_dot_manager_dot_rpc_dot_manager__pb2.AgentInfo.SerializeToString,
+            tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Remain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.manager.rpc.Agents/Remain',
+            tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.SerializeToString,
+            tether_dot_manager_dot_rpc_dot_manager__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Depart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.manager.rpc.Agents/Depart',
+            tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.SerializeToString,
+            tether_dot_manager_dot_rpc_dot_manager__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tether.manager.rpc.Agents/WatchDials',
+            tether_dot_manager_dot_rpc_dot_manager__pb2.AgentSession.SerializeToString,
+            tether_dot_manager_dot_rpc_dot_manager__pb2.DialRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tunnel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tether.manager.rpc.Agents/Tunnel',
+            tether_dot_manager_dot_rpc_dot_manager__pb2.TunnelMessage.SerializeToString,
+            tether_dot_manager_dot_rpc_dot_manager__pb2.TunnelMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -68,6 +68,11 @@ def test_plan_is_deterministic_and_has_the_expected_workloads():
     # the two web replicas sit on different nodes
     assert {a.pod("default", "web-0").node, a.pod("default", "web-1").node} == {"lab-node-1", "lab-node-2"}
     assert a.pod("default", "web-0").loopback_ports == (9090,)
+    web = a.workload("default", "web")
+    assert [p.name for p in web.pods] == ["web-0", "web-1"] and web.agent and web.selector == {"app": "web"}
+    assert [p.name for p in a.agent_pods] == ["web-0", "web-1"]
+    assert a.pod("kube-system", "coredns-0").workload == "coredns"
+    assert a.agent_manager_address == "10.96.1.15:8081"
 
 
 def test_endpoints_follow_selectors_and_kubernetes_leads_to_the_api_server():
@@ -214,7 +219,9 @@ def test_cluster_dnsmasq_config_answers_cluster_names_and_forwards_the_rest():
         'txt-record=web.default.svc.cluster.local,"tether lab web service"',
     ):
         assert expected in lines, expected
-    assert len([line for line in lines if line.startswith("host-record=")]) == len(plan.services) + len(plan.pods)
+    assert "host-record=mesh.default.svc.cluster.local,127.0.0.1" in lines
+    host_records = len(plan.services) + len(plan.pods) + 1  # the mesh name
+    assert len([line for line in lines if line.startswith("host-record=")]) == host_records
 
 
 def test_upstream_dnsmasq_config_is_closed_to_the_real_internet():
@@ -270,12 +277,28 @@ def test_seed_objects_are_complete_for_the_official_client():
     assert kinds.index("Namespace") < kinds.index("Pod")
     assert {o["metadata"]["name"] for o in seed if o["kind"] == "Namespace"} == {"shop", "tether"}
     for obj in seed:
-        assert obj["apiVersion"] == "v1"
+        assert obj["apiVersion"] == ("apps/v1" if obj["kind"] == "Deployment" else "v1")
         model = _deserialize(obj, f"V1{obj['kind']}")
         assert model.metadata.name == obj["metadata"]["name"]
     pods = {o["metadata"]["name"]: _deserialize(o, "V1Pod") for o in seed if o["kind"] == "Pod"}
     assert pods["web-0"].status.pod_ip == str(plan.pod("default", "web-0").ip)
     assert pods["web-0"].status.phase == "Running" and pods["web-0"].metadata.labels == {"app": "web"}
+    # every pod names its Deployment; the web pods carry the tether-agent sidecar
+    deployments = {o["metadata"]["name"]: _deserialize(o, "V1Deployment") for o in seed if o["kind"] == "Deployment"}
+    assert set(deployments) == {"web", "echo", "udp-echo", "bulk", "catalog", "coredns", "tether-manager"}
+    web = deployments["web"]
+    assert web.spec.replicas == 2 and web.spec.selector.match_labels == {"app": "web"}
+    assert [c.name for c in web.spec.template.spec.containers] == ["web", "tether-agent"]
+    assert [c.name for c in deployments["echo"].spec.template.spec.containers] == ["echo"]
+    for pod in pods.values():
+        [owner] = pod.metadata.owner_references
+        assert owner.kind == "Deployment" and owner.controller
+        assert owner.uid == deployments[owner.name].metadata.uid
+        assert pod.metadata.labels.items() >= deployments[owner.name].spec.selector.match_labels.items()
+    assert [c.name for c in pods["web-1"].spec.containers] == ["web", "tether-agent"]
+    assert [s.name for s in pods["web-1"].status.container_statuses] == ["web", "tether-agent"]
+    sidecar = pods["web-0"].spec.containers[1]
+    assert sidecar.args[sidecar.args.index("--manager") + 1] == "10.96.1.15:8081"
     nodes = [_deserialize(o, "V1Node") for o in seed if o["kind"] == "Node"]
     assert [n.spec.pod_cidr for n in nodes] == ["10.244.1.0/24", "10.244.2.0/24"]
     svcs = {o["metadata"]["name"]: _deserialize(o, "V1Service") for o in seed if o["kind"] == "Service"}
@@ -314,6 +337,19 @@ def test_process_specs(tmp_path):
     assert all_specs["pod/default/udp-echo-0"].probe.kind == "udp"
     assert all_specs["corp-web"].netns == "tether-lab-corp"
     assert all_specs["pod/tether/tether-manager-0"].netns == plan.pod("tether", "tether-manager-0").netns
+    assert dict(manager.env)["AGENT_INJECTION"] == "true"
+    # a tether-agent in each web pod's namespace, as its sidecar, pointed at the manager's ClusterIP
+    agents = {name: spec for name, spec in all_specs.items() if name.startswith("agent/")}
+    assert sorted(agents) == ["agent/default/web-0", "agent/default/web-1"]
+    agent = agents["agent/default/web-1"]
+    assert agent.netns == plan.pod("default", "web-1").netns and agent.after_api and agent.ready_file
+    assert "tether.manager.agent.main" in agent.argv[2]
+    args = agent.argv[3:]
+    assert args[args.index("--manager") + 1] == "10.96.1.15:8081"
+    assert args[args.index("--workload") + 1] == "web" and args[args.index("--kind") + 1] == "Deployment"
+    env = dict(agent.env)
+    web1_ip = str(plan.pod("default", "web-1").ip)
+    assert (env["POD_NAME"], env["POD_NAMESPACE"], env["POD_IP"]) == ("web-1", "default", web1_ip)
 
 
 def test_network_commands_stay_inside_lab_namespaces():

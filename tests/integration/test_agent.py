@@ -1,0 +1,183 @@
+"""proxy-via in the lab: flows dialed by the tether-agents that run in the web pods, asked for through the
+real manager the way the helper reaches it (the API server's port-forward, from the workstation)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kubernetes
+import pytest
+from dnslib import QTYPE, RCODE, DNSRecord
+
+from tether.helper.tunnel.manager_dial import ManagerConnection
+from tether.manager.inject import ANNOTATION, SIDECAR_NAME, uninject
+from tether.manager.rpc import manager_pb2 as pb
+from tether.manager.rpc import manager_pb2_grpc as pb_grpc
+from tether.manager.tunnel import framing
+from tether.manager.tunnel.framing import Protocol
+
+WEB = ("default", "web", "Deployment")
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
+
+def kube_configuration(kubeconfig: os.PathLike[str]) -> kubernetes.client.Configuration:
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return configuration
+
+
+class Client:
+    """A client session with the lab's manager, on a loop thread that lives in the workstation namespace."""
+
+    def __init__(self, lab: Any, workstation: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        with workstation():
+            self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+            self.thread.start()
+        self.connection = ManagerConnection(kube_configuration(lab.kubeconfig), "tether")
+        self.stub = pb_grpc.ManagerStub(self.run(lambda: self.connection.open()))
+        info = pb.ClientInfo(name="agent-test", namespace="default", version="test")
+        self.session = self.run(lambda: self.stub.ArriveAsClient(info)).session_id
+
+    def run(self, make: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any:
+        async def call() -> Any:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(lambda: self.stub.Depart(pb.SessionInfo(session_id=self.session)))
+        self.run(lambda: self.connection.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def exchange(
+        self, ip: str, port: int, payload: bytes, via: tuple[str, str, str] | None = WEB
+    ) -> tuple[pb.DialResult, bytes]:
+        """Open a TCP flow, send payload and eof, return the dial result and everything received."""
+        call = self.stub.Tunnel()
+        target = (ipaddress.ip_address(ip), port)
+        await call.write(framing.open_message(self.session, Protocol.TCP, target, dial_timeout=5, via=via))
+        result = (await call.read()).dial
+        if not result.ok:
+            call.cancel()
+            return result, b""
+
+        async def send() -> None:
+            for piece in framing.chunks(payload):
+                await call.write(framing.data_message(piece))
+            await call.write(framing.eof_message())
+
+        sender = asyncio.ensure_future(send())
+        received = bytearray()
+        while (message := await call.read()).WhichOneof("kind") == "data":
+            received += message.data
+        assert message.WhichOneof("kind") == "eof", message
+        await sender
+        await call.done_writing()
+        return result, bytes(received)
+
+
+@pytest.fixture(scope="module")
+def client(lab, workstation):
+    session = Client(lab, workstation)
+    yield session
+    session.close()
+
+
+GET = b"GET / HTTP/1.1\r\nHost: mesh.default\r\nConnection: close\r\n\r\n"
+
+
+def test_via_web_reaches_the_web_pods_own_loopback_through_both_agents(lab, client):
+    bodies = set()
+    for _ in range(4):
+        result, response = client.run(lambda: client.exchange("127.0.0.1", 9090, GET))
+        assert result.ok, result.error
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        bodies.add(response.split(b"\r\n\r\n", 1)[1].decode().strip())
+    # the agents take turns: each answer comes from its own pod's 127.0.0.1:9090
+    assert bodies == {f"hello from web on loopback (pod web-{i})" for i in (0, 1)}
+
+
+def test_via_web_to_the_echo_cluster_ip_echoes_a_megabyte(lab, client):
+    payload = os.urandom(1024 * 1024)
+    result, echoed = client.run(lambda: client.exchange(lab.service_ip("echo"), 7, payload), 120)
+    assert result.ok, result.error
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+
+
+def test_the_manager_itself_cannot_reach_the_web_pods_loopback(lab, client):
+    """Without via the manager dials from its own pod: nothing listens on its 127.0.0.1:9090."""
+    result, _ = client.run(lambda: client.exchange("127.0.0.1", 9090, GET, via=None))
+    assert not result.ok and result.reason == pb.DialResult.REFUSED, result.error
+
+
+def test_a_refused_port_in_the_web_pod_is_refused(lab, client):
+    started = time.monotonic()
+    result, _ = client.run(lambda: client.exchange("127.0.0.1", 9, b"", via=WEB))
+    assert not result.ok and result.reason == pb.DialResult.REFUSED, result.error
+    assert "tcp://127.0.0.1:9" in result.error
+    assert time.monotonic() - started < 5
+
+
+def test_mesh_name_answers_loopback_in_the_cluster_dns(lab, netns):
+    query = DNSRecord.question("mesh.default.svc.cluster.local", "A")
+    with netns(lab.pod_netns["default/echo-0"]):
+        answer = DNSRecord.parse(query.send("10.96.0.10", 53, timeout=3))
+    assert answer.header.rcode == RCODE.NOERROR
+    assert [str(rr.rdata) for rr in answer.rr if rr.rtype == QTYPE.A] == ["127.0.0.1"]
+
+
+def test_agents_run_as_lab_processes_in_the_web_pods(lab_control, lab):
+    status = lab_control.status()
+    agents = {p["name"]: p for p in status["processes"] if p["name"].startswith("agent/")}
+    assert sorted(agents) == ["agent/default/web-0", "agent/default/web-1"]
+    assert all(p["running"] for p in agents.values())
+    assert agents["agent/default/web-0"]["netns"] == lab.pod_netns["default/web-0"]
+
+
+def test_a_workload_without_an_agent_is_rejected_and_gets_the_sidecar_injected(lab, client, workstation):
+    result, _ = client.run(lambda: client.exchange(lab.service_ip("echo"), 7, b"", via=("default", "echo", "")))
+    api_config = kube_configuration(lab.kubeconfig)
+    try:
+        assert not result.ok and result.reason == pb.DialResult.UNREACHABLE
+        assert result.error.startswith("no tether-agent for workload default/echo: "), result.error
+        assert "injected the tether-agent sidecar into Deployment default/echo" in result.error
+        with workstation(), kubernetes.client.ApiClient(api_config) as api:
+            response = kubernetes.client.AppsV1Api(api).read_namespaced_deployment(
+                "echo", "default", _preload_content=False
+            )
+            template = json.loads(response.data)["spec"]["template"]
+        assert [c["name"] for c in template["spec"]["containers"]] == ["echo", SIDECAR_NAME]
+        assert ANNOTATION in template["metadata"]["annotations"]
+    finally:
+        with workstation(), kubernetes.client.ApiClient(api_config) as api:
+            uninject(api, "default", "echo")
+    missing, _ = client.run(lambda: client.exchange("127.0.0.1", 80, b"", via=("default", "nope", "")))
+    assert not missing.ok
+    expected = 'no tether-agent for workload default/nope: no Deployment, StatefulSet or ReplicaSet named "nope"'
+    assert missing.error.startswith(expected), missing.error
+
+
+def test_agents_arrive_again_after_the_manager_restarts(lab_control, lab, workstation):
+    lab_control.restart("tether/tether-manager-0")
+    session = Client(lab, workstation)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            result, response = session.run(lambda: session.exchange("127.0.0.1", 9090, GET))
+            if result.ok or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert result.ok, result.error
+        assert b"hello from web on loopback" in response
+    finally:
+        session.close()
