@@ -464,7 +464,7 @@ class HelperSession:
             never_proxy=list(c.request.never_proxy),
             conflicts=[_conflict_pb(x) for x in c.conflicts],
             remapped=[_remap_pb(rule) for rule in c.rules],
-            virtual_subnet=str(c.vips.subnet) if c.vips and c.rules else "",
+            virtual_subnet=str(c.vips.subnet) if c.vips is not None and c.rules else "",
         )
 
     def _publish(self, state: pb.State) -> None:
