@@ -12,6 +12,7 @@ from typing import Any
 from tether.helper.api import validate
 from tether.helper.api.client import HelperClient, HelperError, build_connect_request
 from tether.helper.api.paths import SOCKET_ENV
+from tether.helper.api.resolutions import Resolution, ResolutionStore
 from tether.helper.cli import exitcodes
 from tether.helper.kube.kubeconfig import KubeconfigError
 from tether.helper.rpc import helper_pb2 as pb
@@ -76,6 +77,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NS,...",
         help="namespaces whose services resolve by <service>.<namespace> (comma-separated, repeatable)",
+    )
+    connect.add_argument(
+        "--forget-resolution",
+        action="store_true",
+        help="do not reuse (and forget) the VPN-conflict resolution remembered for this cluster",
     )
     connect.add_argument("--json", action="store_true", help="print the final state as JSON")
     connect.set_defaults(handler=cmd_connect)
@@ -212,6 +218,16 @@ def cmd_connect(args: argparse.Namespace) -> int:
     except (validate.ValidationError, KubeconfigError) as exc:
         print(f"tether: {exc}", file=sys.stderr)
         return exitcodes.USAGE
+    store = ResolutionStore()
+    given = Resolution(tuple(request.allow_conflicting_subnets), tuple(request.proxy_via), request.auto_resolve)
+    if args.forget_resolution:
+        store.forget(request.context)
+    elif given.empty and (remembered := store.get(request.context)) is not None:
+        request.allow_conflicting_subnets.extend(remembered.allow_conflicting_subnets)
+        request.proxy_via.extend(remembered.proxy_via)
+        request.auto_resolve = remembered.auto_resolve
+        out = sys.stderr if args.json else sys.stdout
+        print(f"  using the resolution remembered for {request.context}: {remembered.describe()}", file=out)
     state: pb.State | None = None
     with _client(args) as helper:
         try:
@@ -227,6 +243,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("tether: interrupted; the helper abandons the connect", file=sys.stderr)
             return exitcodes.INTERRUPTED
+    if state.phase == pb.State.CONNECTED and not given.empty:
+        store.remember(request.context, given)
     if args.json:
         print(json.dumps(describe_state(state), indent=2))
     else:
@@ -256,7 +274,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"phase": "unavailable", "error": exc.message, "fix": exc.fix}, indent=2))
             return exitcodes.report(exc)
-    print(json.dumps(describe_state(state), indent=2) if args.json else format_state(state))
+    info = describe_state(state)
+    remembered = ResolutionStore().get(state.cluster) if state.cluster else None
+    info["remembered_resolution"] = remembered.describe() if remembered else None
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_state(state))
+        if remembered:
+            print(f"remembered resolution for {state.cluster}: {remembered.describe()}")
     return exitcodes.OK
 
 
