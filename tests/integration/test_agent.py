@@ -8,19 +8,16 @@ import hashlib
 import ipaddress
 import json
 import os
-import threading
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kubernetes
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
+from manager_client import ManagerClient, kube_configuration
 
-from tether.helper.tunnel.manager_dial import ManagerConnection
 from tether.manager.inject import ANNOTATION, SIDECAR_NAME, uninject
 from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.rpc import manager_pb2_grpc as pb_grpc
 from tether.manager.tunnel import framing
 from tether.manager.tunnel.framing import Protocol
 
@@ -28,36 +25,11 @@ WEB = ("default", "web", "Deployment")
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
-def kube_configuration(kubeconfig: os.PathLike[str]) -> kubernetes.client.Configuration:
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    return configuration
-
-
-class Client:
-    """A client session with the lab's manager, on a loop thread that lives in the workstation namespace."""
+class Client(ManagerClient):
+    """A client session with the lab's manager that asks for flows dialed by an agent."""
 
     def __init__(self, lab: Any, workstation: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        with workstation():
-            self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-            self.thread.start()
-        self.connection = ManagerConnection(kube_configuration(lab.kubeconfig), "tether")
-        self.stub = pb_grpc.ManagerStub(self.run(lambda: self.connection.open()))
-        info = pb.ClientInfo(name="agent-test", namespace="default", version="test")
-        self.session = self.run(lambda: self.stub.ArriveAsClient(info)).session_id
-
-    def run(self, make: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any:
-        async def call() -> Any:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.run(lambda: self.stub.Depart(pb.SessionInfo(session_id=self.session)))
-        self.run(lambda: self.connection.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        super().__init__(lab, workstation, name="agent-test")
 
     async def exchange(
         self, ip: str, port: int, payload: bytes, via: tuple[str, str, str] | None = WEB

@@ -7,16 +7,14 @@ import hashlib
 import ipaddress
 import json
 import os
-import threading
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kubernetes
 import pytest
 from dnslib import QTYPE, RCODE
+from manager_client import ManagerClient, kube_configuration
 
-from tether.helper.tunnel.manager_dial import ManagerConnection
 from tether.manager.dns import unpack_record
 from tether.manager.rpc import manager_pb2 as pb
 from tether.manager.rpc import manager_pb2_grpc as pb_grpc
@@ -26,42 +24,6 @@ from tether.manager.wire import ip_from_bytes, subnet_from_pb, subnets_from_pb
 
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
 NODE_CIDRS = {ipaddress.ip_network("10.244.1.0/24"), ipaddress.ip_network("10.244.2.0/24")}
-
-
-def kube_configuration(kubeconfig: os.PathLike[str]) -> kubernetes.client.Configuration:
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    return configuration
-
-
-class ManagerClient:
-    """A session with the lab's manager, driven from a loop thread that lives in the workstation namespace."""
-
-    def __init__(self, lab: Any, workstation: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        with workstation():
-            # Threads inherit the namespace they are started from: the port-forward's sockets belong there.
-            self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-            self.thread.start()
-        self.connection = ManagerConnection(kube_configuration(lab.kubeconfig), "tether")
-        self.stub = pb_grpc.ManagerStub(self.run(lambda: self.connection.open()))
-        self.session = self.run(
-            lambda: self.stub.ArriveAsClient(pb.ClientInfo(name="integration", namespace="default", version="test"))
-        ).session_id
-
-    def run(self, make: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any:
-        """Run make() on the client's loop: gRPC aio calls must be created where they run."""
-
-        async def call() -> Any:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.run(lambda: self.stub.Depart(pb.SessionInfo(session_id=self.session)))
-        self.run(lambda: self.connection.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 @pytest.fixture(scope="module")
