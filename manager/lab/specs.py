@@ -168,8 +168,15 @@ def corp_spec(plan: LabPlan, paths: StatePaths, python: str) -> ProcessSpec:
         python, "-m", WORKLOADS_MODULE, "http", "--port", str(VPN_HOST_PORT), "--app", "corp",
         "--greeting", "hello from corp host {local}", "--ready-file", ready,
     )  # fmt: skip
-    # probed from the workstation through vpn0, the way tests and users reach it
-    probe = Probe(WS_NS, "tcp", str(plan.vpn.hosts[0].address), VPN_HOST_PORT)
+    # Probed from the workstation through vpn0, the way tests and users reach it, at a host outside the
+    # cluster ranges: a connected Tether may route the cluster ranges elsewhere (allowed or while the VPN
+    # comes up), and that must not make the lab look broken.
+    outside = [h for h in plan.vpn.hosts if h.where == "outside cluster ranges"]
+    probe = (
+        Probe(WS_NS, "tcp", str(outside[0].address), VPN_HOST_PORT)
+        if outside
+        else Probe(CORP_NS, "tcp", str(plan.vpn.hosts[0].address), VPN_HOST_PORT)
+    )
     return ProcessSpec("corp-web", CORP_NS, argv, ready_file=ready, probe=probe)
 
 

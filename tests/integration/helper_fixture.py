@@ -139,8 +139,9 @@ class RunningHelper:
         assert out.returncode == 0, f"tether status failed ({out.returncode}): {out.stderr}\n{self.tail()}"
         return json.loads(out.stdout)
 
-    def connect(self) -> dict[str, Any]:
-        out = self.cli("connect", "--kubeconfig", str(self.kubeconfig), "--json", timeout=90)
+    def connect(self, *flags: str) -> dict[str, Any]:
+        """`tether connect --json [FLAGS...]`; asserts it connected and returns the state."""
+        out = self.cli("connect", "--kubeconfig", str(self.kubeconfig), "--json", *flags, timeout=90)
         assert out.returncode == 0, f"tether connect failed ({out.returncode}): {out.stderr}\n{self.tail()}"
         state = json.loads(out.stdout)
         assert state["phase"] == "connected", state
