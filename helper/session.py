@@ -247,7 +247,8 @@ class HelperSession:
         step("creating the network device")
         c.journal = Journal(self._journal_path)
         c.device = await asyncio.to_thread(open_tun, self._tun_name, mtu=self._mtu, journal=c.journal)
-        stack = NetStack(NetStackConfig(mtu=self._mtu))
+        offload = getattr(c.device, "checksum_offload", False)  # the TUN sums TCP/UDP checksums for us (tun_linux)
+        stack = NetStack(NetStackConfig(mtu=self._mtu, partial_checksums=offload))
         assert c.vips is not None
         c.engine = VifEngine(c.device, stack, c.opener, map_destination=destination_mapper(c.vips))
         c.engine.start()

@@ -3,41 +3,71 @@
 A local listener (a unix socket, so it does not depend on the caller's network
 namespace, or loopback TCP) accepts connections; each one becomes its own
 websocket to the API server speaking the v4.channel.k8s.io framing: every
-frame starts with a channel byte (0 data, 1 error for the first port), and the
-server's first frame on each channel carries the port number.
+message starts with a channel byte (0 data, 1 error for the first port), and
+the server's first message on each channel carries the port number.
+
+Every byte between the helper and the manager passes here, so each forwarded
+connection is two asyncio protocols spliced together rather than two streams
+and two tasks: what one side reads is framed (or unframed) and written to the
+other side in the same callback, without queues, task switches or copies in
+between. The websocket client is a small RFC 6455 implementation of its own
+(upgrade, masking, fragmented messages, ping/pong, close), all a port-forward
+needs. Back-pressure is the transports' own: a side whose write buffer fills
+up pauses reading on the other side until it drains.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import ssl
+import struct
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-import aiohttp
 import kubernetes
+
+try:  # aiohttp's C implementation of RFC 6455 masking (aiohttp is a dependency anyway)
+    from aiohttp._websocket.helpers import websocket_mask as _c_mask
+except ImportError:  # pragma: no cover - depends on the installed aiohttp
+    _c_mask = None
 
 log = logging.getLogger("tether.helper.portforward")
 
 DATA_CHANNEL = 0
 ERROR_CHANNEL = 1
-READ_CHUNK = 256 * 1024
 PROTOCOL = "v4.channel.k8s.io"
+# Connecting, the upgrade and both port announcements must be done within this many seconds.
+OPEN_TIMEOUT = 30.0
+# Error-channel text kept per message at most; the HTTP head of the upgrade's answer at most.
+_MAX_TEXT = 64 * 1024
+_MAX_RESPONSE_HEAD = 64 * 1024
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+_OP_CONTINUATION, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_LEN16 = struct.Struct("!BBH")
+_LEN64 = struct.Struct("!BBQ")
 
 
 class PortForwardError(ConnectionError):
     """The API server refused or broke a port-forward; the text says which pod and why."""
 
 
-def _ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLContext | bool:
+def _ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLContext | None:
     if not configuration.host.startswith("https"):
-        return False
-    if not configuration.verify_ssl:
-        return False
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-    if configuration.cert_file:
+        return None
+    if configuration.verify_ssl:
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if configuration.cert_file:  # a client certificate authenticates whether or not we verify the server
         context.load_cert_chain(configuration.cert_file, configuration.key_file)
     return context
 
@@ -45,6 +75,353 @@ def _ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLConte
 def _auth_headers(configuration: kubernetes.client.Configuration) -> dict[str, str]:
     token = configuration.get_api_key_with_prefix("authorization")
     return {"Authorization": token} if token else {}
+
+
+def _python_mask(mask: bytes, data: bytearray) -> None:
+    size = len(data)
+    if size:
+        key = int.from_bytes((mask * (size // 4 + 1))[:size], "big")
+        data[:] = (int.from_bytes(data, "big") ^ key).to_bytes(size, "big")
+
+
+_mask = _c_mask or _python_mask
+
+
+def client_frame(opcode: int, payload: bytes | bytearray | memoryview, channel: int | None = None) -> bytearray:
+    """One final, masked client frame carrying ``channel`` (one byte, if given) and ``payload``."""
+    body = bytearray() if channel is None else bytearray((channel,))
+    body += payload
+    size = len(body)
+    key = os.urandom(4)
+    _mask(key, body)
+    if size < 126:
+        head = bytes((0x80 | opcode, 0x80 | size))
+    elif size < 65536:
+        head = _LEN16.pack(0x80 | opcode, 0x80 | 126, size)
+    else:
+        head = _LEN64.pack(0x80 | opcode, 0x80 | 127, size)
+    body[0:0] = head + key
+    return body
+
+
+def _status_message(body: bytes) -> str:
+    """The ``message`` of the Kubernetes Status that starts a refused upgrade's body, if it is there."""
+    start = body.find(b"{")
+    if start < 0:
+        return ""
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(body[start:].decode(errors="replace")).get("message")
+        return message if isinstance(message, str) else ""
+    return ""
+
+
+class _Side(asyncio.Protocol):
+    """What both ends of a forwarded connection share: a transport, a peer, and back-pressure towards it."""
+
+    transport: asyncio.Transport | None = None
+    peer: _Side | None = None
+    closed = False
+
+    def pause_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.closed:
+            peer.transport.resume_reading()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _WebSocket(_Side):
+    """The API server's end: a websocket client speaking v4.channel.k8s.io for one port."""
+
+    def __init__(self, pod: str, port: int, request: bytes, key: str) -> None:
+        self.pod, self.port = pod, port
+        self._request = request
+        self._accept = base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest()).decode()
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = loop.create_future()  # upgraded, and the port announced on both channels
+        self._upgraded = False
+        self._sent_close = False
+        self._buffer = bytearray()  # the HTTP head of the answer, later a frame header split between reads
+        self._announced: set[int] = set()
+        self._early: list[bytes] = []  # data before there was a peer to write it to
+        # The frame being read.
+        self._remaining = 0  # its payload bytes still to come
+        self._opcode = 0
+        self._final = False
+        self._control = bytearray()  # a control frame's payload
+        # The message being read: data messages may be fragmented, and their first byte is the channel.
+        self._in_message = False
+        self._skip = False  # a text message: not part of this protocol
+        self._channel = -1  # -1: the message's next payload byte is its channel
+        self._message = bytearray()  # port announcements and error text
+
+    # --- transport events ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self._request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            reason = f": {exc}" if exc else ""
+            self.ready.set_exception(
+                PortForwardError(f"port-forward to pod {self.pod}: the API server closed the connection{reason}")
+            )
+        if self.peer is not None:
+            self.peer.close()
+
+    def eof_received(self) -> bool:
+        return False  # the server has finished: close our side too
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if not self._upgraded:
+                data = self._response_head(data)
+                if not data:
+                    return
+            self._frames(data)
+        except PortForwardError as exc:
+            self._fail(exc)
+
+    # --- the upgrade ---
+
+    def _response_head(self, data: bytes) -> bytes:
+        head = self._buffer
+        head += data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(head) > _MAX_RESPONSE_HEAD:
+                raise PortForwardError(f"port-forward to pod {self.pod}: the API server's answer has no end")
+            return b""
+        lines = head[:end].decode("latin-1").split("\r\n")
+        rest = bytes(head[end + 4 :])
+        head.clear()
+        status_line = lines[0].split(" ", 2)
+        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+        if status != 101:
+            reason = status_line[2] if len(status_line) > 2 else ""
+            text = f"port-forward to pod {self.pod} refused by the API server: {status} {reason}".rstrip()
+            detail = _status_message(rest)
+            raise PortForwardError(f"{text}: {detail}" if detail else text)
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("upgrade", "").lower() != "websocket" or headers.get("sec-websocket-accept") != self._accept:
+            raise PortForwardError(f"port-forward to pod {self.pod}: the API server's websocket upgrade is invalid")
+        if headers.get("sec-websocket-extensions"):
+            raise PortForwardError(f"port-forward to pod {self.pod}: websocket extensions that were not asked for")
+        self._upgraded = True
+        return rest
+
+    # --- frames from the server ---
+
+    def _frames(self, data: bytes) -> None:
+        if self._buffer:
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        view = memoryview(data)
+        size = len(data)
+        pos = 0
+        while pos < size:
+            remaining = self._remaining
+            if remaining:
+                end = pos + remaining if pos + remaining < size else size
+                self._payload(view[pos:end])
+                self._remaining = remaining - (end - pos)
+                pos = end
+                if not self._remaining:
+                    self._end_of_frame()
+                continue
+            # A frame header: 2 bytes, then 2 or 8 bytes of length; a server does not mask.
+            if size - pos < 2:
+                self._buffer += view[pos:]
+                return
+            first, second = data[pos], data[pos + 1]
+            if first & 0x70:
+                raise PortForwardError(f"port-forward to pod {self.pod}: a websocket frame with reserved bits set")
+            if second & 0x80:
+                raise PortForwardError(f"port-forward to pod {self.pod}: a masked websocket frame from the server")
+            length = second & 0x7F
+            header = 4 if length == 126 else 10 if length == 127 else 2
+            if size - pos < header:
+                self._buffer += view[pos:]
+                return
+            if header != 2:
+                length = int.from_bytes(view[pos + 2 : pos + header], "big")
+            pos += header
+            self._start_frame(first & 0x0F, bool(first & 0x80), length)
+            if not length:
+                self._end_of_frame()
+
+    def _start_frame(self, opcode: int, final: bool, length: int) -> None:
+        if opcode >= _OP_CLOSE:
+            if length > 125 or not final:
+                raise PortForwardError(f"port-forward to pod {self.pod}: a malformed websocket control frame")
+            self._control.clear()
+        elif opcode == _OP_CONTINUATION:
+            if not self._in_message:
+                raise PortForwardError(f"port-forward to pod {self.pod}: a websocket continuation without a message")
+        elif opcode in (_OP_TEXT, _OP_BINARY):
+            if self._in_message:
+                raise PortForwardError(f"port-forward to pod {self.pod}: a websocket message inside another one")
+            self._in_message = True
+            self._skip = opcode == _OP_TEXT
+        else:
+            raise PortForwardError(f"port-forward to pod {self.pod}: unknown websocket opcode {opcode}")
+        self._opcode = opcode
+        self._final = final
+        self._remaining = length
+
+    def _payload(self, chunk: memoryview) -> None:
+        if self._opcode >= _OP_CLOSE:
+            self._control += chunk
+            return
+        if self._skip:
+            return
+        if self._channel < 0:
+            self._channel = chunk[0]
+            chunk = chunk[1:]
+            if not chunk:
+                return
+        if self._channel == DATA_CHANNEL and DATA_CHANNEL in self._announced:
+            peer = self.peer
+            if peer is None:
+                self._early.append(bytes(chunk))
+            elif not peer.closed and peer.transport is not None:
+                peer.transport.write(chunk)
+        elif len(self._message) < _MAX_TEXT:
+            self._message += chunk[: _MAX_TEXT - len(self._message)]
+
+    def _end_of_frame(self) -> None:
+        if self._opcode >= _OP_CLOSE:
+            self._control_frame(self._opcode, bytes(self._control))
+            return
+        if not self._final:
+            return
+        channel, message = self._channel, self._message
+        self._in_message = self._skip = False
+        self._channel = -1
+        if channel in (DATA_CHANNEL, ERROR_CHANNEL) and channel not in self._announced:
+            if len(message) != 2:
+                raise PortForwardError(f"port-forward to pod {self.pod}: unexpected opening frame on channel {channel}")
+            self._announced.add(channel)
+            if len(self._announced) == 2 and not self.ready.done():
+                self.ready.set_result(None)
+        elif channel == ERROR_CHANNEL and message:
+            log.warning("port-forward to %s:%d: %s", self.pod, self.port, message.decode(errors="replace"))
+        message.clear()
+
+    def _control_frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == _OP_PING:
+            self._send(client_frame(_OP_PONG, payload))
+        elif opcode == _OP_CLOSE:
+            self.close()
+        # a pong answers nothing we asked
+
+    # --- towards the server ---
+
+    def send_data(self, data: bytes) -> None:
+        self._send(client_frame(_OP_BINARY, data, DATA_CHANNEL))
+
+    def _send(self, frame: bytearray) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(frame)
+
+    def close(self) -> None:
+        """Send a close frame (once), then close the connection when what is queued has been written."""
+        if self.closed or self.transport is None:
+            return
+        if self._upgraded and not self._sent_close:
+            self._sent_close = True
+            self.transport.write(client_frame(_OP_CLOSE, b"\x03\xe8"))  # 1000: normal closure
+        self.closed = True
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail(self, exc: PortForwardError) -> None:
+        if self.ready.done():
+            log.warning("%s", exc)
+        else:
+            self.ready.set_exception(exc)
+        self.abort()
+
+    def attach(self, peer: _Side) -> None:
+        """From now on, data goes to ``peer`` (whose transport is open)."""
+        assert peer.transport is not None
+        self.peer = peer
+        for data in self._early:
+            peer.transport.write(data)
+        self._early.clear()
+
+
+class _Local(_Side):
+    """A local client's connection (the manager's gRPC channel), spliced to a websocket of its own."""
+
+    def __init__(self, forward: PodPortForward) -> None:
+        self.forward = forward
+        self.websocket: _WebSocket | None = None
+        self._opening: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.pause_reading()  # nowhere to send to before the websocket is open
+        self.forward._live.add(self)
+        self._opening = asyncio.ensure_future(self._open())
+
+    async def _open(self) -> None:
+        try:
+            websocket = await self.forward._open_websocket()
+        except PortForwardError as exc:
+            log.warning("%s", exc)
+            self.close()
+            return
+        if self.closed:
+            websocket.close()
+            return
+        self.websocket = websocket
+        self.peer = websocket
+        websocket.attach(self)
+        if websocket.closed:
+            self.close()
+            return
+        assert self.transport is not None
+        self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        websocket = self.websocket
+        if websocket is not None:
+            websocket.send_data(data)
+
+    def eof_received(self) -> bool:
+        return False  # v4 framing has no half-close: when either side ends, the connection ends
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.forward._live.discard(self)
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        if self.websocket is not None:
+            self.websocket.close()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
 
 
 class PodPortForward:
@@ -56,120 +433,91 @@ class PodPortForward:
         self._configuration = configuration
         self._remote_port = remote_port
         self._pod = f"{namespace}/{pod}"
-        base = configuration.host.rstrip("/")
-        self._url = (
-            f"{base}/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}/portforward?ports={int(remote_port)}"
+        url = urlsplit(configuration.host.rstrip("/"))
+        self._tls = url.scheme == "https"
+        self._host = url.hostname or "localhost"
+        self._port = url.port or (443 if self._tls else 80)
+        self._host_header = url.netloc.rpartition("@")[2]
+        self._path = (
+            f"{url.path}/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}/portforward?ports={int(remote_port)}"
         )
-        self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._ssl_made = False
         self._server: asyncio.AbstractServer | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._live: set[_Local] = set()
 
     async def listen_unix(self, path: Path) -> str:
-        self._server = await asyncio.start_unix_server(self._serve, path=str(path))
+        self._server = await asyncio.get_running_loop().create_unix_server(lambda: _Local(self), path=str(path))
         return f"unix:{path}"
 
     async def listen_tcp(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._server = await asyncio.start_server(self._serve, host, port)
+        self._server = await asyncio.get_running_loop().create_server(lambda: _Local(self), host, port)
         bound = self._server.sockets[0].getsockname()
         return f"{bound[0]}:{bound[1]}"
 
-    def _client(self) -> aiohttp.ClientSession:
-        # Created lazily, inside the running loop and the caller's network namespace.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers=_auth_headers(self._configuration),
-                connector=aiohttp.TCPConnector(ssl=_ssl_context(self._configuration)),
-            )
-        return self._session
-
     async def probe(self) -> None:
         """Open and close one forwarded connection, so a wrong pod or port fails early and clearly."""
-        websocket = await self._connect()
-        await websocket.close()
+        websocket = await self._open_websocket()
+        websocket.close()
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        for local in list(self._live):
+            local.close()
+            if local.websocket is not None:
+                local.websocket.abort()
+        self._live.clear()
 
-    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self._ssl_made:  # made once, in the caller's thread (loading a CA bundle takes a while)
+            self._ssl = _ssl_context(self._configuration)
+            self._ssl_made = True
+        return self._ssl
+
+    def _request(self) -> tuple[bytes, str]:
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {self._path} HTTP/1.1",
+            f"Host: {self._host_header}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            f"Sec-WebSocket-Protocol: {PROTOCOL}",
+            *(f"{name}: {value}" for name, value in _auth_headers(self._configuration).items()),
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode(), key
+
+    async def _open_websocket(self) -> _WebSocket:
+        """Connect, upgrade, and wait until the server has announced the port on both channels."""
+        request, key = self._request()
+        loop = asyncio.get_running_loop()
+        context = self._ssl_context()
+        server_hostname = None
+        if context is not None:
+            server_hostname = getattr(self._configuration, "tls_server_name", None) or self._host
+        websocket: _WebSocket | None = None
+
+        def factory() -> _WebSocket:
+            nonlocal websocket
+            websocket = _WebSocket(self._pod, self._remote_port, request, key)
+            return websocket
+
         try:
-            websocket = await self._client().ws_connect(
-                self._url, protocols=(PROTOCOL,), max_msg_size=0, autoping=True, heartbeat=None
-            )
-        except aiohttp.WSServerHandshakeError as exc:
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                await loop.create_connection(
+                    factory, self._host, self._port, ssl=context, server_hostname=server_hostname
+                )
+                assert websocket is not None
+                await websocket.ready
+        except BaseException as exc:
+            if websocket is not None:
+                websocket.abort()
+            if isinstance(exc, PortForwardError) or not isinstance(exc, OSError | ssl.SSLError | TimeoutError):
+                raise
+            detail = str(exc) or type(exc).__name__
             raise PortForwardError(
-                f"port-forward to pod {self._pod} refused by the API server: {exc.status} {exc.message}"
+                f"cannot reach the API server for a port-forward to pod {self._pod}: {detail}"
             ) from None
-        except aiohttp.ClientError as exc:
-            raise PortForwardError(
-                f"cannot reach the API server for a port-forward to pod {self._pod}: {exc}"
-            ) from None
-        # The server announces the port on both channels before any data.
-        for _ in range(2):
-            frame = await websocket.receive()
-            if frame.type != aiohttp.WSMsgType.BINARY or len(frame.data) != 3:
-                await websocket.close()
-                raise PortForwardError(f"port-forward to pod {self._pod}: unexpected opening frame {frame.type!r}")
         return websocket
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            websocket = await self._connect()
-        except PortForwardError as exc:
-            log.warning("%s", exc)
-            writer.close()
-            self._connections.discard(task)
-            return
-        try:
-            await _splice(reader, writer, websocket, self._pod, self._remote_port)
-        except asyncio.CancelledError:
-            # close() cancels live connections; this task is the top of its connection, so ending
-            # quietly is right (asyncio's stream server would otherwise log the cancellation as an error).
-            pass
-        finally:
-            self._connections.discard(task)
-            await websocket.close()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-
-async def _splice(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    websocket: aiohttp.ClientWebSocketResponse,
-    pod: str,
-    port: int,
-) -> None:
-    async def local_to_pod() -> None:
-        while payload := await reader.read(READ_CHUNK):
-            await websocket.send_bytes(bytes((DATA_CHANNEL,)) + payload)
-
-    async def pod_to_local() -> None:
-        async for frame in websocket:
-            if frame.type != aiohttp.WSMsgType.BINARY or not frame.data:
-                continue
-            channel, payload = frame.data[0], frame.data[1:]
-            if channel == DATA_CHANNEL:
-                writer.write(payload)
-                await writer.drain()
-            elif channel == ERROR_CHANNEL and payload:
-                log.warning("port-forward to %s:%d: %s", pod, port, payload.decode(errors="replace"))
-
-    tasks = [asyncio.ensure_future(local_to_pod()), asyncio.ensure_future(pod_to_local())]
-    try:
-        # v4 framing has no half-close: when either side ends, the connection ends.
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -40,15 +40,42 @@ DestinationMapper = Callable[[IPAddress, int], tuple[IPAddress, int, tuple[str, 
 
 
 class TunnelOpener:
-    """Where streams come from: the manager stub and the current session (both change on reconnect)."""
+    """Where streams come from: the manager stub and the current session (both change on reconnect).
+
+    One Tunnel stream is kept opened ahead (its headers sent, the manager's handler waiting for the Open), so
+    a new connection's dial does not also wait for a stream to be set up at both ends: the next one is opened
+    once the current flow has its dial answer, off the new connection's path.
+    """
 
     def __init__(self) -> None:
         self.stub: Any = None
         self.session_id = ""
         self.dial_timeout = 5.0
+        self.open_ahead = True
+        self._spare: tuple[Any, grpc.aio.StreamStreamCall] | None = None  # (stub, call) opened ahead on that stub
 
     def ready(self) -> bool:
         return self.stub is not None and bool(self.session_id)
+
+    def tunnel(self) -> tuple[grpc.aio.StreamStreamCall, bool]:
+        """A Tunnel stream for a new flow, and whether it was opened ahead (and so may have died meanwhile)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            stub, call = spare
+            if stub is self.stub and not call.done():
+                return call, True
+            call.cancel()
+        return self.stub.Tunnel(), False
+
+    def prepare(self) -> None:
+        """Open the next flow's stream ahead, if there is none (and the session is up)."""
+        if self.open_ahead and self._spare is None and self.ready():
+            self._spare = (self.stub, self.stub.Tunnel())
+
+    def discard(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare[1].cancel()
 
 
 class _FlowBridge:
@@ -82,18 +109,24 @@ class _FlowBridge:
                     return
                 if mapped is not None:
                     destination, via = (mapped[0], mapped[1]), mapped[2]
-            self.call = opener.stub.Tunnel()
-            await self.call.write(
-                framing.open_message(
-                    opener.session_id,
-                    self.protocol,
-                    destination,
-                    self.flow.src,
-                    dial_timeout=opener.dial_timeout,
-                    via=via,
-                )
+            request = framing.open_message(
+                opener.session_id, self.protocol, destination, self.flow.src, dial_timeout=opener.dial_timeout, via=via
             )
-            first = await self.call.read()
+            self.call, ahead = opener.tunnel()
+            try:
+                await self.call.write(request)
+                first = await self.call.read()
+                if ahead and first is grpc.aio.EOF:
+                    raise ConnectionError("the stream opened ahead was closed")
+            except (grpc.aio.AioRpcError, ConnectionError):
+                if not ahead or not opener.ready():
+                    raise
+                # The stream opened ahead died with its connection, or the manager let it go: once more, anew.
+                self.call.cancel()
+                self.call = opener.stub.Tunnel()
+                await self.call.write(request)
+                first = await self.call.read()
+            opener.prepare()
             if first is grpc.aio.EOF or first.WhichOneof("kind") != "dial":
                 self._refuse(pb.DialResult.UNREACHABLE)
                 return
@@ -183,6 +216,7 @@ class _FlowBridge:
     async def _app_to_cluster(self) -> None:
         assert self.call is not None
         flow = self.flow
+        stack = self.engine.stack
         tcp = self.protocol is Protocol.TCP
         while True:
             item = await self.outbound.get()
@@ -196,7 +230,8 @@ class _FlowBridge:
                 self.queued_bytes -= len(item)
                 # The app's window reopens only now that gRPC has taken the bytes.
                 flow.consumed(len(item))
-                self.engine.kick()
+                if stack.has_output:  # a window update is owed (small reads usually owe none)
+                    self.engine.kick()
 
     def app_data(self, data: bytes) -> None:
         self.queued_bytes += len(data)
@@ -222,6 +257,9 @@ class VifEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._kick_pending = False
+        # Checksum offload: a device that offers it (see tun_linux) and a stack that builds partial checksums.
+        self._offload = bool(getattr(device, "checksum_offload", False)) and stack.config.partial_checksums
+        self._write = device.write_partial if self._offload else device.write  # type: ignore[attr-defined]
         self.dropped_writes = 0
         self.on_error: Callable[[BaseException], None] | None = None
 
@@ -235,6 +273,7 @@ class VifEngine:
                 self._loop.remove_reader(self.device.fileno())
         if self._timer is not None:
             self._timer.cancel()
+        self.opener.discard()
         self.stack.abort_all()
         self._flush()
         bridges = list(self._bridges.values())
@@ -266,14 +305,17 @@ class VifEngine:
         now = self._loop.time()
         stack = self.stack
         try:
-            packets = self.device.read_batch(READ_BATCH)
+            if self._offload:
+                for packet, verified in self.device.read_batch_offload(READ_BATCH):  # type: ignore[attr-defined]
+                    stack.input(packet, now, verified)
+            else:
+                for packet in self.device.read_batch(READ_BATCH):
+                    stack.input(packet, now)
         except OSError as exc:
             log.error("reading the TUN failed: %s", exc)
             if self.on_error:
                 self.on_error(exc)
             return
-        for packet in packets:
-            stack.input(packet, now)
         self._process()
 
     def _on_timer(self) -> None:
@@ -296,8 +338,9 @@ class VifEngine:
 
     def _flush(self) -> None:
         now = self._loop.time() if self._loop is not None else 0.0
+        write = self._write
         for packet in self.stack.output(now):
-            if not self.device.write(packet):
+            if not write(packet):
                 self.dropped_writes += 1  # TCP retransmits; a full TUN queue is congestion like any other
 
     def _arm_timer(self) -> None:

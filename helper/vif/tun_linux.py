@@ -11,6 +11,14 @@
 * IPv6 address autoconfiguration is turned off on the device (no link-local address), so the kernel
   does not send router solicitations and MLD reports into it; addresses the plan assigns still work.
 * The descriptor is non-blocking and close-on-exec; ``read`` returns None on EAGAIN.
+* Checksum offload: the device is opened with IFF_VNET_HDR and TUNSETOFFLOAD(TUN_F_CSUM) when the kernel
+  allows (``checksum_offload``), so every packet crosses the descriptor behind a 10-byte virtio_net_hdr.
+  The kernel then hands over the packets it generates without summing their TCP/UDP payload (NEEDS_CSUM:
+  the field holds the pseudo-header sum) and takes ours the same way: ``read_batch_offload`` returns each
+  packet with whether its checksum is vouched for, ``write_partial`` writes a netstack packet built with
+  ``partial_checksums`` as CHECKSUM_PARTIAL (delivered locally, it is never summed at all). The plain
+  ``read``/``read_batch``/``write`` keep their meaning of whole IP packets with complete checksums (a
+  partial checksum is completed for them), for callers that do not know about offload.
 
 The device remembers the network namespace it was created in; later netlink operations (``close``,
 addresses) run there even when called from a thread in another namespace, so a device made inside a
@@ -33,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.helper.journal import owner_mark, process_start_time
 from tether.helper.vif.device import DEFAULT_BATCH, DEFAULT_MTU, DEFAULT_NAME, TunDevice, TunError, validate_mtu
+from tether.helper.vif.netstack.checksum import checksum
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -43,8 +52,27 @@ __all__ = ["NetnsPin", "TunLinux"]
 
 TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+# struct virtio_net_hdr (legacy, host byte order): flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+VNET_HDR = struct.Struct("=BBHHHH")
+VNET_HDR_LEN = VNET_HDR.size
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+VIRTIO_NET_HDR_F_DATA_VALID = 2
+VIRTIO_NET_HDR_GSO_NONE = 0
+_VERIFIED = VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID
+_PLAIN_HDR = bytes(VNET_HDR_LEN)
+# Headers for our partial packets: IPv4 without options, IPv6 without extension headers (what the netstack emits).
+_PARTIAL_HDRS = {
+    (4, 6): VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 20, 16),
+    (4, 17): VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 20, 6),
+    (6, 6): VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 40, 16),
+    (6, 17): VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 40, 6),
+}
 IFNAMSIZ = 16
 CLONE_NEWNET = 0x40000000
 IN6_ADDR_GEN_MODE_NONE = 1
@@ -165,6 +193,22 @@ def validate_name(name: str) -> str:
     return name
 
 
+def _complete(data: bytes) -> bytes:
+    """The IP packet behind a virtio_net_hdr, its checksum completed if the kernel left it partial."""
+    flags, _gso, _hdr_len, _gso_size, start, offset = VNET_HDR.unpack_from(data)
+    packet = data[VNET_HDR_LEN:]
+    if not flags & VIRTIO_NET_HDR_F_NEEDS_CSUM or start + offset + 2 > len(packet):
+        return packet
+    # The field holds the pseudo-header sum; the checksum covers everything from csum_start on.
+    fixed = bytearray(packet)
+    field = start + offset
+    value = checksum(fixed[start:])
+    if offset == 6 and not value:
+        value = 0xFFFF  # UDP: a zero checksum would mean "none"
+    fixed[field : field + 2] = value.to_bytes(2, "big")
+    return bytes(fixed)
+
+
 class TunLinux(TunDevice):
     """A TUN device on Linux (see the module docstring). Needs CAP_NET_ADMIN."""
 
@@ -186,7 +230,7 @@ class TunLinux(TunDevice):
         try:
             if "%d" not in name and self._with_ipr(lambda ipr: ipr.link_lookup(ifname=name)):
                 raise TunError(errno.EEXIST, f"cannot create TUN device {name}: a device with that name exists")
-            self._fd, self.name = self._create(name)
+            self._fd, self.name, self.checksum_offload = self._create(name)
             if journal is not None:
                 journal.add_link(self.name)
             pid = os.getpid() if owner_pid is None else owner_pid
@@ -199,7 +243,7 @@ class TunLinux(TunDevice):
             raise
 
     @staticmethod
-    def _create(name: str) -> tuple[int, str]:
+    def _create(name: str) -> tuple[int, str, bool]:
         try:
             fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -207,7 +251,7 @@ class TunLinux(TunDevice):
         except PermissionError:
             raise TunError(errno.EPERM, f"cannot create TUN device {name}: no access to {TUN_PATH}") from None
         try:
-            ifr = struct.pack(f"{IFNAMSIZ}sH", name.encode(), IFF_TUN | IFF_NO_PI)
+            ifr = struct.pack(f"{IFNAMSIZ}sH", name.encode(), IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)
             result = fcntl.ioctl(fd, TUNSETIFF, ifr)
         except OSError as exc:
             os.close(fd)
@@ -219,7 +263,13 @@ class TunLinux(TunDevice):
                 reason = exc.strerror or str(exc)
             raise TunError(exc.errno, f"cannot create TUN device {name}: {reason}") from None
         actual = result[:IFNAMSIZ].split(b"\0", 1)[0].decode()
-        return fd, actual
+        try:
+            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
+            offload = True
+        except OSError:
+            offload = False  # the header stays (the device has it from birth), all-zero: plain packets
+        return fd, actual, offload
 
     def _configure(self, ipr: IPRoute) -> int:
         found = ipr.link_lookup(ifname=self.name)
@@ -287,21 +337,31 @@ class TunLinux(TunDevice):
 
     def read(self) -> bytes | None:
         try:
-            return os.read(self._fd, READ_SIZE)
+            data = os.read(self._fd, VNET_HDR_LEN + READ_SIZE)
         except BlockingIOError:
             return None
         except OSError as exc:
             if self._closed:
                 raise TunError(errno.EBADF, f"{self.name} is closed") from None
             raise TunError(exc.errno, f"reading from {self.name}: {exc.strerror}") from exc
+        return _complete(data)
 
     def read_batch(self, max_packets: int = DEFAULT_BATCH) -> list[bytes]:
+        return [_complete(data) for data in self._read_raw(max_packets)]
+
+    def read_batch_offload(self, max_packets: int = DEFAULT_BATCH) -> list[tuple[memoryview, bool]]:
+        """Up to ``max_packets`` packets, each with True when the kernel vouched for its TCP/UDP checksum
+        (NEEDS_CSUM: never computed, the field holds the pseudo-header sum; DATA_VALID: checked)."""
+        return [(memoryview(data)[VNET_HDR_LEN:], bool(data[0] & _VERIFIED)) for data in self._read_raw(max_packets)]
+
+    def _read_raw(self, max_packets: int) -> list[bytes]:
         packets: list[bytes] = []
         read = os.read
         fd = self._fd
+        size = VNET_HDR_LEN + READ_SIZE
         try:
             while len(packets) < max_packets:
-                packets.append(read(fd, READ_SIZE))
+                packets.append(read(fd, size))
         except BlockingIOError:
             pass
         except OSError as exc:
@@ -310,8 +370,18 @@ class TunLinux(TunDevice):
         return packets
 
     def write(self, packet: bytes | bytearray | memoryview) -> bool:
+        """Write a whole packet whose checksums are complete."""
+        return self._writev(_PLAIN_HDR, packet)
+
+    def write_partial(self, packet: bytes | bytearray | memoryview) -> bool:
+        """Write a packet of a netstack with ``partial_checksums``: TCP and UDP ones as CHECKSUM_PARTIAL."""
+        version = packet[0] >> 4
+        header = _PARTIAL_HDRS.get((version, packet[6] if version == 6 else packet[9]), _PLAIN_HDR)
+        return self._writev(header, packet)
+
+    def _writev(self, header: bytes, packet: bytes | bytearray | memoryview) -> bool:
         try:
-            os.write(self._fd, packet)
+            os.writev(self._fd, (header, packet))
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:

@@ -30,12 +30,138 @@ async def run_flow(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], se
         await _run_udp(spec, incoming, send)
 
 
+# Bytes read from a pod and not yet taken by the flow's sender; above this, reading from the pod pauses.
+_POD_READ_LIMIT = 2 * framing.MAX_CHUNK
+
+
+class _PodConnection(asyncio.Protocol):
+    """The pod's end of a TCP flow, read and written without streams.
+
+    Reads keep the transport's own ``bytes`` objects and hand them on as they are (one per message when they
+    fit), writes go straight to the transport, and each side's back-pressure is the transport's: reading
+    pauses while the client has not taken what came, and ``drain`` waits while the pod does not read.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._eof = False
+        self._lost = False
+        self._error: BaseException | None = None
+        self._interrupted: BaseException | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._reader: asyncio.Future[None] | None = None
+        self._drainer: asyncio.Future[None] | None = None
+
+    # --- transport events ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size >= _POD_READ_LIMIT and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return True  # keep the transport open: the client may still be sending (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = self._eof = True
+        self._error = exc
+        self._wake_reader()
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None and not drainer.done():
+            drainer.set_exception(ConnectionResetError("Connection lost"))
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None and not drainer.done():
+            drainer.set_result(None)
+
+    def _wake_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    # --- the flow's side ---
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Make a pending (or the next) ``read`` raise ``exc``: the other direction failed."""
+        self._interrupted = exc
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.set_exception(exc)
+
+    async def read(self) -> bytes:
+        """What the pod sent, at most MAX_CHUNK bytes; b"" once it sent FIN."""
+        if self._interrupted is not None:
+            raise self._interrupted
+        while not self._chunks:
+            if self._eof:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._reader = self._loop.create_future()
+            await self._reader
+        chunks = self._chunks
+        first = chunks[0]
+        if len(chunks) == 1 and len(first) <= framing.MAX_CHUNK:
+            data = first
+            chunks.clear()
+        else:
+            taken, size = 0, 0
+            while taken < len(chunks) and size + len(chunks[taken]) <= framing.MAX_CHUNK:
+                size += len(chunks[taken])
+                taken += 1
+            if taken == 0:  # one chunk bigger than a message
+                data = first[: framing.MAX_CHUNK]
+                chunks[0] = first[framing.MAX_CHUNK :]
+            else:
+                data = b"".join(chunks[:taken])
+                del chunks[:taken]
+        self._size -= len(data)
+        if self._reading_paused and self._size < _POD_READ_LIMIT // 2 and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        if self._lost or self.transport is None:
+            raise ConnectionResetError("Connection lost")
+        self.transport.write(data)
+        if self._writing_paused:
+            self._drainer = self._loop.create_future()
+            await self._drainer  # back-pressure: a slow cluster peer stops us pulling from the stream
+
+    def write_eof(self) -> None:
+        if self.transport is not None and not self._lost and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 async def _run_tcp(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], send: Send) -> None:
     host, port = str(spec.destination[0]), spec.destination[1]
+    loop = asyncio.get_running_loop()
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=framing.MAX_CHUNK), spec.dial_timeout
-        )
+        async with asyncio.timeout(spec.dial_timeout):
+            _, pod = await loop.create_connection(_PodConnection, host, port)
     except (OSError, TimeoutError) as exc:
         log.info("dial %s failed: %s", spec.describe(), exc or type(exc).__name__)
         await send(framing.dial_failed(framing.dial_reason_for(exc), f"dial {spec.describe()}: {exc or 'timeout'}"))
@@ -46,12 +172,9 @@ async def _run_tcp(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], se
         async for message in incoming:
             kind = message.WhichOneof("kind")
             if kind == "data":
-                writer.write(message.data)
-                # drain() is the back-pressure: a slow cluster peer stops us pulling from the stream.
-                await writer.drain()
+                await pod.write(message.data)
             elif kind == "eof":
-                if writer.can_write_eof():
-                    writer.write_eof()
+                pod.write_eof()
                 return
             elif kind == "abort":
                 raise FlowAbortedError(message.abort)
@@ -59,18 +182,19 @@ async def _run_tcp(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], se
                 raise TunnelError(f"unexpected {kind} message on an open TCP flow")
         raise FlowAbortedError("the client closed the stream without eof")
 
-    async def remote_to_client() -> None:
-        while True:
-            payload = await reader.read(framing.MAX_CHUNK)
-            if not payload:
-                await send(framing.eof_message())
-                return
-            await send(framing.data_message(payload))
+    def upward_done(task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            pod.interrupt(task.exception())  # type: ignore[arg-type]
 
+    # The client's side in a task of its own, the pod's in this one. Either failing ends the flow; a clean
+    # end needs both: the pod's FIN passed on as eof and the client's eof passed on as FIN.
     upward = asyncio.ensure_future(client_to_remote())
-    downward = asyncio.ensure_future(remote_to_client())
+    upward.add_done_callback(upward_done)
     try:
-        await _until_both_done_or_failure(upward, downward)
+        while payload := await pod.read():
+            await send(framing.data_message(payload))
+        await send(framing.eof_message())
+        await upward
     except FlowAbortedError as exc:
         log.debug("flow %s aborted by client: %s", spec.describe(), exc)
     except (ConnectionError, OSError) as exc:
@@ -78,19 +202,9 @@ async def _run_tcp(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], se
         with contextlib.suppress(Exception):
             await send(framing.abort_message(f"{spec.describe()}: {exc}"))
     finally:
-        for task in (upward, downward):
-            task.cancel()
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-
-
-async def _until_both_done_or_failure(*tasks: asyncio.Future[None]) -> None:
-    pending = set(tasks)
-    while pending:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()  # re-raises the first failure
+        upward.remove_done_callback(upward_done)
+        upward.cancel()
+        pod.close()
 
 
 class _DatagramRelay(asyncio.DatagramProtocol):

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tether.helper.api.client import HelperClient, HelperError
 from tether.manager.lab import procs
 from tether.manager.lab.lab import Lab
 from tether.manager.lab.runner import LabError
@@ -180,6 +181,18 @@ def cpu_seconds(pid: int) -> float | None:
 def children_cpu() -> float:
     usage = os.times()
     return usage.children_user + usage.children_system
+
+
+def helper_answers(socket_path: Path) -> bool:
+    """Whether a helper serves on ``socket_path`` (a socket file alone may be a crashed run's leftover)."""
+    if not socket_path.exists():
+        return False
+    try:
+        with HelperClient(socket_path, timeout=5) as helper:
+            helper.version()
+    except HelperError:
+        return False
+    return True
 
 
 def tun_devices(netns: str) -> list[str]:
@@ -360,7 +373,7 @@ class Bench:
 
     def start_helper(self) -> None:
         RUN_DIR.mkdir(mode=0o755, exist_ok=True)
-        if SOCKET.exists() and self._cli("version", "--socket", str(SOCKET), timeout=10).returncode == 0:
+        if helper_answers(SOCKET):
             raise BenchError(f"a helper already answers on {SOCKET}: another benchmark run? (tether quit --socket ...)")
         argv = ["helper", "start", "--socket", str(SOCKET), "--group", "root", "--log-format", "text"]
         argv += ["--state-dir", str(RUN_DIR / "state")]
@@ -379,7 +392,7 @@ class Bench:
         while time.monotonic() < deadline:
             if self.helper.poll() is not None:
                 raise BenchError(f"the helper exited ({self.helper.returncode}): {self._log_tail()}")
-            if SOCKET.exists() and self._cli("version", "--socket", str(SOCKET), timeout=10).returncode == 0:
+            if helper_answers(SOCKET):
                 return
             time.sleep(0.2)
         raise BenchError(f"the helper did not answer on {SOCKET} within 30s: {self._log_tail()}")

@@ -137,6 +137,9 @@ class FakeCall:
     def cancel(self):
         self.cancelled = True
 
+    def done(self):
+        return self.cancelled
+
 
 class FakeStub:
     def __init__(self, dial):
