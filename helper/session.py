@@ -405,12 +405,13 @@ class HelperSession:
 
     def _dns_rules(self, c: _Connection, info: mpb.ClusterInfo) -> RulesConfig:
         plan = c.plan
+        include, exclude = dns_suffixes(info, c.request)
         return RulesConfig(
             cluster_domain=info.dns.cluster_domain or "cluster.local.",
             namespace=c.namespace,
             mapped_namespaces=c.mapped_namespaces,
-            include_suffixes=tuple(info.dns.include_suffixes),
-            exclude_suffixes=tuple(info.dns.exclude_suffixes) or DEFAULT_EXCLUDE_SUFFIXES,
+            include_suffixes=include,
+            exclude_suffixes=exclude,
             routed_subnets=plan.routes if plan else (),
         )
 
@@ -466,6 +467,8 @@ class HelperSession:
             conflicts=[_conflict_pb(x) for x in c.conflicts],
             remapped=[_remap_pb(rule) for rule in c.rules],
             virtual_subnet=str(c.vips.subnet) if c.vips is not None and c.rules else "",
+            dns_include_suffixes=list(c.dns_rules.include_suffixes) if c.dns_rules else [],
+            dns_exclude_suffixes=list(c.dns_rules.exclude_suffixes) if c.dns_rules else [],
         )
 
     def _publish(self, state: pb.State) -> None:
@@ -474,6 +477,16 @@ class HelperSession:
             if mailbox.full():
                 mailbox.get_nowait()
             mailbox.put_nowait(state)
+
+
+def dns_suffixes(info: mpb.ClusterInfo, request: pb.ConnectRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The include and exclude suffixes: the manager's (or the default exclusions) joined with the client's.
+
+    Joining, not replacing, is enough for the client to win: an include-suffix at least as long as a
+    matching exclude-suffix sends the name to the cluster (see dns.rules)."""
+    include = [*info.dns.include_suffixes, *request.dns_include_suffixes]
+    exclude = [*(info.dns.exclude_suffixes or DEFAULT_EXCLUDE_SUFFIXES), *request.dns_exclude_suffixes]
+    return tuple(dict.fromkeys(include)), tuple(dict.fromkeys(exclude))
 
 
 def _api_server_ips(server: str) -> list[str]:

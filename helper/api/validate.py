@@ -19,6 +19,8 @@ MAX_ENV_VARS = 4096
 MAX_ENV_BYTES = 1024 * 1024
 MAX_CONTEXT_NAME = 253
 MAX_CLIENT_NAME = 64
+MAX_SUFFIXES = 256
+MAX_DNS_NAME = 253
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -177,6 +179,32 @@ def client_name(value: str, field: str = "client name") -> str:
     return value
 
 
+def dns_suffix(value: str, field: str = "DNS suffix") -> str:
+    """A domain suffix such as ".corp.example" or "corp.example"; returned in the dotted form ".corp.example"."""
+    text = value.strip().lower().rstrip(".")
+    if text.startswith("."):
+        text = text[1:]
+    labels = text.split(".") if text else []
+    if (
+        not labels
+        or len(text) > MAX_DNS_NAME
+        or value != value.strip()
+        or not all(len(label) <= 63 and _HOST_LABEL.fullmatch(label) for label in labels)
+    ):
+        raise ValidationError(
+            f"{field}: {_shown(value)} is not a domain suffix (expected e.g. .corp.example: dot-separated labels "
+            "of letters, digits and '-')"
+        )
+    return "." + text
+
+
+def dns_suffixes(values: Iterable[str], field: str) -> list[str]:
+    items = list(values)
+    if len(items) > MAX_SUFFIXES:
+        raise ValidationError(f"{field}: {len(items)} suffixes given, at most {MAX_SUFFIXES} are allowed")
+    return [dns_suffix(v, field) for v in items]
+
+
 def connect_request(request: Any) -> None:
     """Check every field of a ``ConnectRequest``; raise ValidationError on the first bad one."""
     kubeconfig_text(request.kubeconfig)
@@ -192,5 +220,7 @@ def connect_request(request: Any) -> None:
     if request.virtual_subnet:
         cidr(request.virtual_subnet, "virtual-subnet")
     namespaces(request.mapped_namespaces)
+    dns_suffixes(request.dns_include_suffixes, "DNS include-suffixes")
+    dns_suffixes(request.dns_exclude_suffixes, "DNS exclude-suffixes")
     environment(dict(request.environment))
     client_name(request.client_name)

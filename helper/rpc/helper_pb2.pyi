@@ -22,7 +22,7 @@ class VersionInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("kubeconfig", "context", "namespace", "manager_namespace", "manager_address", "also_proxy", "never_proxy", "allow_conflicting_subnets", "mapped_namespaces", "environment", "client_name", "proxy_via", "auto_resolve", "virtual_subnet")
+    __slots__ = ("kubeconfig", "context", "namespace", "manager_namespace", "manager_address", "also_proxy", "never_proxy", "allow_conflicting_subnets", "mapped_namespaces", "environment", "client_name", "proxy_via", "auto_resolve", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,8 @@ class ConnectRequest(_message.Message):
     PROXY_VIA_FIELD_NUMBER: _ClassVar[int]
     AUTO_RESOLVE_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    DNS_INCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
+    DNS_EXCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
     kubeconfig: str
     context: str
     namespace: str
@@ -58,7 +60,9 @@ class ConnectRequest(_message.Message):
     proxy_via: _containers.RepeatedScalarFieldContainer[str]
     auto_resolve: bool
     virtual_subnet: str
-    def __init__(self, kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., manager_address: _Optional[str] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., allow_conflicting_subnets: _Optional[_Iterable[str]] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., client_name: _Optional[str] = ..., proxy_via: _Optional[_Iterable[str]] = ..., auto_resolve: _Optional[bool] = ..., virtual_subnet: _Optional[str] = ...) -> None: ...
+    dns_include_suffixes: _containers.RepeatedScalarFieldContainer[str]
+    dns_exclude_suffixes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., manager_address: _Optional[str] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., allow_conflicting_subnets: _Optional[_Iterable[str]] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., client_name: _Optional[str] = ..., proxy_via: _Optional[_Iterable[str]] = ..., auto_resolve: _Optional[bool] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConnectProgress(_message.Message):
     __slots__ = ("step", "state")
@@ -91,7 +95,7 @@ class Conflict(_message.Message):
     def __init__(self, subnet: _Optional[str] = ..., route: _Optional[str] = ..., device: _Optional[str] = ..., gateway: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class State(_message.Message):
-    __slots__ = ("phase", "cluster", "server", "namespace", "manager_version", "routed_subnets", "dns_mode", "dns_server", "conflicts", "last_error", "tun_device", "owner_uid", "cluster_domain", "connected_since_unix", "never_proxy", "remapped", "virtual_subnet")
+    __slots__ = ("phase", "cluster", "server", "namespace", "manager_version", "routed_subnets", "dns_mode", "dns_server", "conflicts", "last_error", "tun_device", "owner_uid", "cluster_domain", "connected_since_unix", "never_proxy", "remapped", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         DISCONNECTED: _ClassVar[State.Phase]
@@ -121,6 +125,8 @@ class State(_message.Message):
     NEVER_PROXY_FIELD_NUMBER: _ClassVar[int]
     REMAPPED_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    DNS_INCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
+    DNS_EXCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
     phase: State.Phase
     cluster: str
     server: str
@@ -138,7 +144,9 @@ class State(_message.Message):
     never_proxy: _containers.RepeatedScalarFieldContainer[str]
     remapped: _containers.RepeatedCompositeFieldContainer[Remap]
     virtual_subnet: str
-    def __init__(self, phase: _Optional[_Union[State.Phase, str]] = ..., cluster: _Optional[str] = ..., server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_version: _Optional[str] = ..., routed_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., dns_mode: _Optional[str] = ..., dns_server: _Optional[str] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., last_error: _Optional[str] = ..., tun_device: _Optional[str] = ..., owner_uid: _Optional[int] = ..., cluster_domain: _Optional[str] = ..., connected_since_unix: _Optional[int] = ..., never_proxy: _Optional[_Iterable[str]] = ..., remapped: _Optional[_Iterable[_Union[Remap, _Mapping]]] = ..., virtual_subnet: _Optional[str] = ...) -> None: ...
+    dns_include_suffixes: _containers.RepeatedScalarFieldContainer[str]
+    dns_exclude_suffixes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, phase: _Optional[_Union[State.Phase, str]] = ..., cluster: _Optional[str] = ..., server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_version: _Optional[str] = ..., routed_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., dns_mode: _Optional[str] = ..., dns_server: _Optional[str] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., last_error: _Optional[str] = ..., tun_device: _Optional[str] = ..., owner_uid: _Optional[int] = ..., cluster_domain: _Optional[str] = ..., connected_since_unix: _Optional[int] = ..., never_proxy: _Optional[_Iterable[str]] = ..., remapped: _Optional[_Iterable[_Union[Remap, _Mapping]]] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Remap(_message.Message):
     __slots__ = ("subnet", "workload", "reason")

@@ -146,3 +146,30 @@ def test_connect_request_ok():
 def test_connect_request_names_the_bad_field(changes, message):
     with pytest.raises(ValidationError, match=message):
         validate.connect_request(good_request(**changes))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (".corp.example", ".corp.example"),
+        ("corp.example", ".corp.example"),
+        ("Corp.Example.", ".corp.example"),
+        ("io", ".io"),
+    ],
+)
+def test_dns_suffix_normalised(value, expected):
+    assert validate.dns_suffix(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["", ".", "..corp", "corp..example", "-corp.example", "corp_x.example", " corp", "a" * 64]
+)
+def test_dns_suffix_bad_names_the_value(value):
+    with pytest.raises(ValidationError, match=r"DNS include-suffixes: .* is not a domain suffix"):
+        validate.dns_suffix(value, "DNS include-suffixes")
+
+
+def test_connect_request_checks_dns_suffixes():
+    request = pb.ConnectRequest(kubeconfig="apiVersion: v1", dns_exclude_suffixes=[".ok.example", "bad suffix"])
+    with pytest.raises(ValidationError, match='DNS exclude-suffixes: "bad suffix"'):
+        validate.connect_request(request)
