@@ -1,8 +1,13 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
-APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps
+APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES)
+# The tray's end-to-end test and `make screenshots`: a real tray (Xvfb + trayer), X tools to drive and
+# photograph it, a private session bus, and what PySide6's xcb plugin loads that those do not pull in
+# (the rest of its libraries, libgl1, libx11-xcb1, libxcb-randr0, libxcb-shape0..., come with xvfb).
+DESKTOP_PACKAGES = xvfb trayer xdotool x11-utils imagemagick dbus-daemon fonts-dejavu-core \
+  libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libegl1
 
-.PHONY: deps demo test bench protos
+.PHONY: deps demo test bench protos screenshots
 
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -27,6 +32,11 @@ test: deps
 # Tether against the direct path in the sandbox cluster; prints a table (never fails on speed).
 bench: deps
 	$(PYTHON) -m tests.bench.run $(BENCH_ARGS)
+
+# The README's pictures of the tray (docs/screenshots/): the real tray under Xvfb + trayer, against the
+# sandbox cluster (with its VPN) and a real helper. Root; leaves the lab as it found it.
+screenshots: deps
+	$(PYTHON) tests/integration/screenshots.py docs/screenshots
 
 protos:
 	$(PYTHON) resources/proto/generate.py

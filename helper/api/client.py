@@ -236,6 +236,7 @@ def build_connect_request(
     *,
     context: str | None = None,
     kubeconfig: str | os.PathLike[str] | None = None,
+    kubeconfig_text: str | None = None,
     namespace: str = "",
     manager_namespace: str = "",
     manager_address: str = "",
@@ -245,19 +246,26 @@ def build_connect_request(
     proxy_via: Sequence[str] = (),
     auto_resolve: bool = False,
     virtual_subnet: str = "",
+    dns_include_suffixes: Sequence[str] = (),
+    dns_exclude_suffixes: Sequence[str] = (),
     mapped_namespaces: Sequence[str] = (),
     environment: Mapping[str, str] | None = None,
     client_name: str = "tether",
 ) -> pb.ConnectRequest:
     """A checked ConnectRequest carrying this user's kubeconfig for ``context`` (flattened) and environment.
 
+    ``kubeconfig_text`` (exclusive with ``kubeconfig``) is kubeconfig YAML held in memory, for clusters
+    whose token comes from the OS keychain: it goes to the helper without touching the disk.
+
     Raises ``validate.ValidationError`` for bad values and ``kubeconfig.KubeconfigError`` for a kubeconfig
     that cannot be used; both name the offending value or file.
     """
     from tether.helper.kube.kubeconfig import flatten
 
+    if kubeconfig is not None and kubeconfig_text is not None:
+        raise ValueError("build_connect_request: give kubeconfig or kubeconfig_text, not both")
     env = dict(os.environ if environment is None else environment)
-    flat = flatten(context or None, kubeconfig=kubeconfig, environ=env)
+    flat = flatten(context or None, kubeconfig=kubeconfig, environ=env, text=kubeconfig_text)
     request = pb.ConnectRequest(
         kubeconfig=flat.text,
         context=flat.context,
@@ -270,6 +278,8 @@ def build_connect_request(
         proxy_via=list(proxy_via),
         auto_resolve=auto_resolve,
         virtual_subnet=virtual_subnet,
+        dns_include_suffixes=list(dns_include_suffixes),
+        dns_exclude_suffixes=list(dns_exclude_suffixes),
         mapped_namespaces=list(mapped_namespaces),
         environment=validate.portable_environment(env),
         client_name=client_name,

@@ -10,10 +10,13 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import platformdirs
+
+from tether.helper.rpc import helper_pb2 as pb
 
 log = logging.getLogger("tether.resolutions")
 
@@ -36,6 +39,16 @@ class Resolution:
         if self.auto_resolve:
             parts.append("--auto-resolve")
         return " ".join(parts) or "none"
+
+    @classmethod
+    def of_request(cls, request: pb.ConnectRequest) -> Resolution:
+        """The resolution a request carries (its conflict flags)."""
+        return cls(tuple(request.allow_conflicting_subnets), tuple(request.proxy_via), request.auto_resolve)
+
+    def apply_to(self, request: pb.ConnectRequest) -> None:
+        request.allow_conflicting_subnets.extend(self.allow_conflicting_subnets)
+        request.proxy_via.extend(self.proxy_via)
+        request.auto_resolve = request.auto_resolve or self.auto_resolve
 
     @classmethod
     def from_json(cls, data: object) -> Resolution | None:
@@ -92,3 +105,32 @@ class ResolutionStore:
         with os.fdopen(handle, "w") as stream:
             json.dump(data, stream, indent=2, sort_keys=True)
         os.replace(temporary, self.path)
+
+
+def connect_remembering(
+    request: pb.ConnectRequest,
+    run: Callable[[pb.ConnectRequest], pb.State],
+    store: ResolutionStore,
+    *,
+    forget: bool = False,
+    on_remembered: Callable[[Resolution], None] | None = None,
+) -> pb.State:
+    """Connect with ``run`` so that the CLI and the tray treat remembered resolutions alike.
+
+    A request that carries no resolution of its own gets the one remembered for its context (reported
+    through ``on_remembered`` before ``run``); ``forget`` drops the remembered one instead. A resolution
+    the request carried is remembered once ``run`` returns a connected state: the user chose it and it
+    worked, so the next connect to that cluster needs no choosing. Errors from ``run`` propagate and
+    remember nothing.
+    """
+    given = Resolution.of_request(request)
+    if forget:
+        store.forget(request.context)
+    elif given.empty and (remembered := store.get(request.context)) is not None:
+        remembered.apply_to(request)
+        if on_remembered is not None:
+            on_remembered(remembered)
+    state = run(request)
+    if state.phase == pb.State.CONNECTED and not given.empty:
+        store.remember(request.context, given)
+    return state

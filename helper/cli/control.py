@@ -12,7 +12,7 @@ from typing import Any
 from tether.helper.api import validate
 from tether.helper.api.client import HelperClient, HelperError, build_connect_request
 from tether.helper.api.paths import SOCKET_ENV
-from tether.helper.api.resolutions import Resolution, ResolutionStore
+from tether.helper.api.resolutions import Resolution, ResolutionStore, connect_remembering
 from tether.helper.cli import exitcodes
 from tether.helper.kube.kubeconfig import KubeconfigError
 from tether.helper.rpc import helper_pb2 as pb
@@ -72,6 +72,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--virtual-subnet", default="", metavar="CIDR", help="where virtual IPs come from (default 246.246.0.0/16)"
     )
     connect.add_argument(
+        "--dns-include-suffix",
+        action="append",
+        default=[],
+        metavar="SUFFIX",
+        help="resolve names under SUFFIX (e.g. .corp.example) in the cluster (repeatable)",
+    )
+    connect.add_argument(
+        "--dns-exclude-suffix",
+        action="append",
+        default=[],
+        metavar="SUFFIX",
+        help="resolve names under SUFFIX with the normal resolver, never the cluster (repeatable)",
+    )
+    connect.add_argument(
         "--mapped-namespaces",
         action="append",
         default=[],
@@ -125,6 +139,8 @@ def describe_state(state: pb.State) -> dict[str, Any]:
         "dns_mode": state.dns_mode,
         "dns_server": state.dns_server,
         "cluster_domain": state.cluster_domain,
+        "dns_include_suffixes": list(state.dns_include_suffixes),
+        "dns_exclude_suffixes": list(state.dns_exclude_suffixes),
         "conflicts": [
             {field: getattr(c, field) for field in ("subnet", "route", "device", "gateway", "description")}
             for c in state.conflicts
@@ -158,6 +174,10 @@ def format_state(state: pb.State) -> str:
         if info["cluster_domain"]:
             dns += f", domain {info['cluster_domain']}"
         rows.append(("dns", dns))
+        if info["dns_include_suffixes"]:
+            rows.append(("dns to cluster", " ".join(info["dns_include_suffixes"])))
+        if info["dns_exclude_suffixes"]:
+            rows.append(("dns never cluster", " ".join(info["dns_exclude_suffixes"])))
         if info["tun_device"]:
             rows.append(("device", info["tun_device"]))
         rows.append(("conflicts", "-" if not state.conflicts else ""))
@@ -193,6 +213,8 @@ def _check_connect_args(args: argparse.Namespace) -> list[str]:
     validate.proxy_vias(args.proxy_via)
     if args.virtual_subnet:
         validate.cidr(args.virtual_subnet, "--virtual-subnet")
+    validate.dns_suffixes(args.dns_include_suffix, "--dns-include-suffix")
+    validate.dns_suffixes(args.dns_exclude_suffix, "--dns-exclude-suffix")
     mapped = [ns.strip() for item in args.mapped_namespaces for ns in item.split(",") if ns.strip()]
     return validate.namespaces(mapped, "--mapped-namespaces")
 
@@ -212,39 +234,38 @@ def cmd_connect(args: argparse.Namespace) -> int:
             proxy_via=args.proxy_via,
             auto_resolve=args.auto_resolve,
             virtual_subnet=args.virtual_subnet,
+            dns_include_suffixes=args.dns_include_suffix,
+            dns_exclude_suffixes=args.dns_exclude_suffix,
             mapped_namespaces=mapped,
             client_name=CLIENT_NAME,
         )
     except (validate.ValidationError, KubeconfigError) as exc:
         print(f"tether: {exc}", file=sys.stderr)
         return exitcodes.USAGE
-    store = ResolutionStore()
-    given = Resolution(tuple(request.allow_conflicting_subnets), tuple(request.proxy_via), request.auto_resolve)
-    if args.forget_resolution:
-        store.forget(request.context)
-    elif given.empty and (remembered := store.get(request.context)) is not None:
-        request.allow_conflicting_subnets.extend(remembered.allow_conflicting_subnets)
-        request.proxy_via.extend(remembered.proxy_via)
-        request.auto_resolve = remembered.auto_resolve
-        out = sys.stderr if args.json else sys.stdout
+    out = sys.stderr if args.json else sys.stdout
+
+    def announce(remembered: Resolution) -> None:
         print(f"  using the resolution remembered for {request.context}: {remembered.describe()}", file=out)
-    state: pb.State | None = None
-    with _client(args) as helper:
-        try:
+
+    def run(request: pb.ConnectRequest) -> pb.State:
+        with _client(args) as helper:
+            state: pb.State | None = None
             for progress in helper.connect(request):
                 if progress.step:
-                    print(f"  {progress.step}", file=sys.stderr if args.json else sys.stdout, flush=True)
+                    print(f"  {progress.step}", file=out, flush=True)
                 if progress.HasField("state"):
                     state = progress.state
-            if state is None:
-                state = helper.status()
-        except HelperError as exc:
-            return exitcodes.report(exc)
-        except KeyboardInterrupt:
-            print("tether: interrupted; the helper abandons the connect", file=sys.stderr)
-            return exitcodes.INTERRUPTED
-    if state.phase == pb.State.CONNECTED and not given.empty:
-        store.remember(request.context, given)
+            return state if state is not None else helper.status()
+
+    try:
+        state = connect_remembering(
+            request, run, ResolutionStore(), forget=args.forget_resolution, on_remembered=announce
+        )
+    except HelperError as exc:
+        return exitcodes.report(exc)
+    except KeyboardInterrupt:
+        print("tether: interrupted; the helper abandons the connect", file=sys.stderr)
+        return exitcodes.INTERRUPTED
     if args.json:
         print(json.dumps(describe_state(state), indent=2))
     else:

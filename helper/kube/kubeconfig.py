@@ -5,11 +5,13 @@ cluster and its user, with every file reference inlined (``certificate-authority
 ``client-key`` become ``*-data``; ``tokenFile`` becomes ``token``; a relative ``exec.command`` that
 contains a path separator becomes absolute).
 
-Which files: an explicit path, else ``$KUBECONFIG`` (a ``:``-separated list; ``;`` on Windows), else
-``~/.kube/config``. Files from ``$KUBECONFIG`` are merged the way kubectl does it: the first file that
-defines a cluster, user or context name wins, and so does the first ``current-context``; listed files
-that do not exist are skipped. Relative paths are resolved against the directory of the file that
-defined the entry.
+Which files: kubeconfig text given in memory (``text=``: the tray's added clusters, whose token lives
+in the OS keychain and must never be written to a file), else an explicit path, else ``$KUBECONFIG``
+(a ``:``-separated list; ``;`` on Windows), else ``~/.kube/config``. Files from ``$KUBECONFIG`` are
+merged the way kubectl does it: the first file that defines a cluster, user or context name wins, and
+so does the first ``current-context``; listed files that do not exist are skipped. Relative paths are
+resolved against the directory of the file that defined the entry; in-memory text has no directory, so
+it may refer to files only by absolute path.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ SECTIONS = {"clusters": "cluster", "users": "user", "contexts": "context"}
 CLUSTER_FILES = (("certificate-authority", "certificate-authority-data"),)
 USER_FILES = (("client-certificate", "client-certificate-data"), ("client-key", "client-key-data"))
 MAX_FILE_BYTES = 256 * 1024
+# Stands for in-memory text wherever a file path would be shown or recorded.
+IN_MEMORY = Path("<kubeconfig text>")
 
 
 class KubeconfigError(Exception):
@@ -92,15 +96,21 @@ def _load_file(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
     except OSError as exc:
         raise KubeconfigError(f"kubeconfig {path}: cannot read it: {exc.strerror or exc}") from None
-    if len(data) > 4 * MAX_KUBECONFIG_BYTES:
-        raise KubeconfigError(f"kubeconfig {path}: {len(data)} bytes is too large for a kubeconfig")
+    return _parse(data, path)
+
+
+def _parse(data: bytes | str, path: Path) -> dict[str, Any]:
+    size = len(data.encode() if isinstance(data, str) else data)
+    if size > 4 * MAX_KUBECONFIG_BYTES:
+        raise KubeconfigError(f"kubeconfig {path}: {size} bytes is too large for a kubeconfig")
     try:
         loaded = yaml.safe_load(data)
     except yaml.MarkedYAMLError as exc:
+        # Only the problem and its position: the snippet PyYAML adds could show a token.
         where = (
             f" at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}" if exc.problem_mark else ""
         )
-        raise KubeconfigError(f"kubeconfig {path}: not valid YAML{where}: {exc.problem or exc}") from None
+        raise KubeconfigError(f"kubeconfig {path}: not valid YAML{where}: {exc.problem or 'syntax error'}") from None
     except yaml.YAMLError as exc:
         raise KubeconfigError(f"kubeconfig {path}: not valid YAML: {exc}") from None
     if loaded is None:
@@ -137,8 +147,18 @@ def _merge_file(merged: MergedKubeconfig, path: Path, data: dict[str, Any]) -> N
 
 
 def load_merged(
-    explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+    explicit: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    text: str | None = None,
 ) -> MergedKubeconfig:
+    """The files (or the in-memory ``text``, exclusive with ``explicit``) merged the way kubectl does."""
+    if text is not None:
+        if explicit:
+            raise ValueError("give either a kubeconfig path or kubeconfig text, not both")
+        merged = MergedKubeconfig(files=[IN_MEMORY])
+        _merge_file(merged, IN_MEMORY, _parse(text, IN_MEMORY))
+        return merged
     paths, skip_missing = kubeconfig_paths(explicit, environ)
     merged = MergedKubeconfig(files=[])
     for path in paths:
@@ -166,7 +186,11 @@ def _resolve(path_text: Any, source: Path, what: str) -> Path:
     if not isinstance(path_text, str) or not path_text:
         raise KubeconfigError(f"kubeconfig {source}: {what} must be a file path")
     path = Path(path_text)
-    return path if path.is_absolute() else (source.parent / path)
+    if path.is_absolute():
+        return path
+    if source == IN_MEMORY:
+        raise KubeconfigError(f"kubeconfig {source}: {what} {path_text} must be an absolute path (no directory here)")
+    return source.parent / path
 
 
 def _read_referenced(path: Path, source: Path, what: str) -> bytes:
@@ -208,7 +232,7 @@ def _flatten_user(user: dict[str, Any], source: Path, name: str) -> dict[str, An
             raise KubeconfigError(f"kubeconfig {source}: {owner} exec needs a command")
         command = exec_spec["command"]
         if ("/" in command or os.sep in command) and not Path(command).is_absolute():
-            exec_spec["command"] = str((source.parent / command).resolve())
+            exec_spec["command"] = str(_resolve(command, source, f"{owner} exec command").resolve())
     provider = user.get("auth-provider")
     if isinstance(provider, dict) and isinstance(provider.get("config"), dict):
         _inline(provider["config"], (("idp-certificate-authority", "idp-certificate-authority-data"),), source, owner)
@@ -220,9 +244,13 @@ def flatten(
     *,
     kubeconfig: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    text: str | None = None,
 ) -> FlatKubeconfig:
-    """The minified, self-contained kubeconfig for ``context`` (default: the current context)."""
-    merged = load_merged(kubeconfig, environ)
+    """The minified, self-contained kubeconfig for ``context`` (default: the current context).
+
+    ``text``: kubeconfig YAML held in memory instead of files (exclusive with ``kubeconfig``).
+    """
+    merged = load_merged(kubeconfig, environ, text=text)
     files = merged.describe_files()
     available = ", ".join(merged.contexts) or "none"
     name = context or merged.current_context

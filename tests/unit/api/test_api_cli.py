@@ -30,12 +30,15 @@ def test_connect_status_disconnect(helper, kubeconfig, capsys):
     assert main(["status", "--socket", sock]) == 0
     assert capsys.readouterr().out.split() == ["phase", "disconnected", "last", "error", "-"]
 
-    assert main(["connect", "--socket", sock, "--never-proxy", "10.9.0.0/16", "--mapped-namespaces", "a,b"]) == 0
+    argv = ["connect", "--socket", sock, "--never-proxy", "10.9.0.0/16", "--mapped-namespaces", "a,b"]
+    argv += ["--dns-include-suffix", ".corp.example", "--dns-exclude-suffix", "internal"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "  finding the traffic-manager" in out
     assert "connected to lab (https://fake.invalid:6443)" in out
     request, _ = helper.session.connects[-1]
     assert list(request.mapped_namespaces) == ["a", "b"]
+    assert (list(request.dns_include_suffixes), list(request.dns_exclude_suffixes)) == ([".corp.example"], ["internal"])
     assert "https://k:6443" in request.kubeconfig
 
     assert main(["status", "--socket", sock, "--json"]) == 0
@@ -73,6 +76,7 @@ def test_connect_failure_is_readable(helper, kubeconfig, capsys):
         (["--mapped-namespaces", "ok,Bad_NS"], '--mapped-namespaces: "Bad_NS"'),
         (["--manager-address", "manager"], '--manager-address: "manager" is not HOST:PORT'),
         (["--context", "missing"], 'context "missing" not found'),
+        (["--dns-include-suffix", "a b"], '--dns-include-suffix: "a b" is not a domain suffix'),
     ],
 )
 def test_bad_input_exits_2_naming_the_value(helper, kubeconfig, capsys, args, message):

@@ -131,3 +131,27 @@ def test_build_connect_request(tmp_path):
         build_connect_request(also_proxy=["10.0.0.1/8"], environment=env)
     with pytest.raises(KubeconfigError, match='context "prod" not found'):
         build_connect_request(context="prod", environment=env)
+
+
+IN_MEMORY_CONFIG = (
+    "apiVersion: v1\ncurrent-context: added\n"
+    "clusters: [{name: added, cluster: {server: 'https://added:6443', certificate-authority-data: Q0E=}}]\n"
+    "users: [{name: added, user: {token: s3cret-token}}]\n"
+    "contexts: [{name: added, context: {cluster: added, user: added, namespace: apps}}]\n"
+)
+
+
+def test_build_connect_request_from_kubeconfig_text(tmp_path):
+    # No kubeconfig file anywhere: the text alone must be enough, and no file is read or written.
+    env = {"KUBECONFIG": str(tmp_path / "missing"), "HOME": str(tmp_path)}
+    request = build_connect_request(kubeconfig_text=IN_MEMORY_CONFIG, environment=env, client_name="tether-tray")
+    assert request.context == "added"
+    assert "server: https://added:6443" in request.kubeconfig
+    assert "token: s3cret-token" in request.kubeconfig
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="not both"):
+        build_connect_request(kubeconfig=tmp_path / "config", kubeconfig_text=IN_MEMORY_CONFIG, environment=env)
+    with pytest.raises(
+        KubeconfigError, match='context "prod" not found in <kubeconfig text>; available contexts: added'
+    ):
+        build_connect_request(context="prod", kubeconfig_text=IN_MEMORY_CONFIG, environment=env)

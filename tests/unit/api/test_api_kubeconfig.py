@@ -212,3 +212,43 @@ def test_empty_file_in_a_list_is_fine(two_files, tmp_path):
     empty = tmp_path / "empty"
     empty.write_text("")
     assert flatten(environ={"KUBECONFIG": f"{empty}:{a}"}).context == "lab"
+
+
+def test_flatten_in_memory_text(tmp_path):
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(b"CA-ABS")
+    text = yaml.safe_dump(
+        config(
+            "mem",
+            clusters=[("mem", {"server": "https://mem:6443", "certificate-authority": str(ca)})],
+            users=[("u", {"token": "tok-mem"})],
+            contexts=[("mem", {"cluster": "mem", "user": "u", "namespace": "team"})],
+        )
+    )
+    flat = flatten(text=text, environ={"KUBECONFIG": str(tmp_path / "nothing-here")})
+    doc = yaml.safe_load(flat.text)
+    assert (flat.context, flat.server, flat.namespace) == ("mem", "https://mem:6443", "team")
+    assert doc["clusters"][0]["cluster"]["certificate-authority-data"] == b64(b"CA-ABS")
+    assert doc["users"][0]["user"]["token"] == "tok-mem"
+    assert [str(p) for p in flat.sources] == ["<kubeconfig text>"]
+
+
+def test_flatten_in_memory_text_refuses_relative_files_and_paths_together(tmp_path):
+    text = yaml.safe_dump(
+        config(
+            "mem",
+            clusters=[("mem", {"server": "https://mem", "certificate-authority": "ca.crt"})],
+            contexts=[("mem", {"cluster": "mem"})],
+        )
+    )
+    with pytest.raises(KubeconfigError, match=r"certificate-authority ca\.crt must be an absolute path"):
+        flatten(text=text)
+    with pytest.raises(ValueError, match="not both"):
+        flatten(text=text, kubeconfig=tmp_path / "config")
+
+
+def test_yaml_errors_in_memory_do_not_quote_the_text():
+    with pytest.raises(KubeconfigError) as caught:
+        flatten(text="users:\n- name: u\n  user: {token: top-secret\n  bad: [")
+    assert "top-secret" not in str(caught.value)
+    assert "<kubeconfig text>: not valid YAML at line" in str(caught.value)

@@ -1,0 +1,135 @@
+"""Desktop notifications: which changes deserve one (pure), and who shows them (an interface, Qt, a fake).
+
+A notification marks a transition, never a state: the helper repeats states (every subnet change sends
+one), and the user wants to hear "connected" once. The first state the tray sees is its baseline, not
+news: starting the tray while connected says nothing. Failures of a connect this tray asked for are
+announced from the connect's own error (``connect_failed``), so the state that follows it stays quiet.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from tether.helper.api.client import HelperError
+from tether.helper.rpc import helper_pb2 as pb
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QSystemTrayIcon
+
+APP_TITLE = "Tether"
+
+
+class Level(enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Notification:
+    title: str
+    message: str
+    level: Level = Level.INFO
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the tray last showed, for deciding what is new."""
+
+    phase: int | None = None  # None: nothing seen yet
+    cluster: str = ""
+    last_error: str = ""
+    unreachable: str = ""  # the unreachable error's message, "" while reachable
+
+
+def seen(state: pb.State | None, unreachable: HelperError | None, before: Seen) -> Seen:
+    if unreachable is not None:
+        return Seen(before.phase, before.cluster, before.last_error, unreachable.message)
+    if state is None:
+        return before
+    return Seen(state.phase, state.cluster or before.cluster, state.last_error, "")
+
+
+def on_state(before: Seen, state: pb.State) -> Notification | None:
+    """The notification for moving from ``before`` to ``state``, if the move deserves one."""
+    if before.phase is None:
+        return None
+    cluster = state.cluster or before.cluster or "the cluster"
+    if state.phase == before.phase:
+        return None
+    if state.phase == pb.State.CONNECTED:
+        if before.phase == pb.State.RECONNECTING:
+            return Notification(APP_TITLE, f"Reconnected to {cluster}")
+        return Notification(APP_TITLE, f"Connected to {cluster}")
+    if state.phase == pb.State.DISCONNECTED and before.phase in (pb.State.CONNECTED, pb.State.RECONNECTING):
+        if state.last_error:
+            return Notification(APP_TITLE, f"Disconnected from {cluster}: {state.last_error}", Level.ERROR)
+        return Notification(APP_TITLE, f"Disconnected from {cluster}")
+    if state.phase == pb.State.RECONNECTING and before.phase == pb.State.CONNECTED:
+        return Notification(APP_TITLE, f"Lost the connection to {cluster}; reconnecting", Level.WARNING)
+    if state.phase == pb.State.ERROR and before.phase != pb.State.CONNECTING:
+        # An ERROR straight out of CONNECTING is a failed connect: connect_failed tells that one.
+        detail = state.last_error or "see the status window"
+        return Notification(APP_TITLE, f"Error on {cluster}: {detail}", Level.ERROR)
+    return None
+
+
+def on_unreachable(before: Seen, error: HelperError) -> Notification | None:
+    """Once when the helper stops answering (or is missing at start), not on every retry."""
+    if before.unreachable:
+        return None
+    text = f"{error.message}. {error.fix}" if error.fix else error.message
+    return Notification("Tether helper unreachable", text, Level.ERROR)
+
+
+def on_reachable(before: Seen) -> Notification | None:
+    if before.unreachable:
+        return Notification(APP_TITLE, "The Tether helper is reachable again")
+    return None
+
+
+def connect_failed(cluster: str, error: str) -> Notification:
+    return Notification(f"Could not connect to {cluster}", error, Level.ERROR)
+
+
+# --- who shows them ------------------------------------------------------------------------------------
+
+
+class Notifier(Protocol):
+    def notify(self, notification: Notification) -> None: ...
+
+
+class TrayNotifier:
+    """Shows notifications as the tray icon's balloon/notification (``QSystemTrayIcon.showMessage``)."""
+
+    TIMEOUT_MS = 6000
+
+    def __init__(self, tray: QSystemTrayIcon) -> None:
+        from PySide6.QtWidgets import QSystemTrayIcon  # here, so the rules above import without Qt
+
+        self._tray = tray
+        self._icons = {
+            Level.INFO: QSystemTrayIcon.MessageIcon.Information,
+            Level.WARNING: QSystemTrayIcon.MessageIcon.Warning,
+            Level.ERROR: QSystemTrayIcon.MessageIcon.Critical,
+        }
+
+    def notify(self, notification: Notification) -> None:
+        self._tray.showMessage(
+            notification.title, notification.message, self._icons[notification.level], self.TIMEOUT_MS
+        )
+
+
+class FakeNotifier:
+    """Records notifications, for tests."""
+
+    def __init__(self) -> None:
+        self.shown: list[Notification] = []
+
+    def notify(self, notification: Notification) -> None:
+        self.shown.append(notification)
+
+    def messages(self) -> list[str]:
+        return [n.message for n in self.shown]

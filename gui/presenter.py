@@ -1,0 +1,114 @@
+"""Wires the tray together: controller -> view -> tray icon, notifications on transitions, menu clicks ->
+controller or windows. It holds no state of its own beyond what was last announced.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from PySide6.QtCore import QObject, Signal
+
+from tether.gui import notify, view
+from tether.gui.controller import TrayController
+from tether.gui.tray import TrayIcon
+from tether.helper.api.client import HelperError
+from tether.helper.rpc import helper_pb2 as pb
+
+
+class WindowOpener(Protocol):
+    """What the presenter needs of ``windows.Windows`` (tests pass a recorder)."""
+
+    def open_status(self) -> object: ...
+
+    def open_settings(self) -> object: ...
+
+    def open_conflicts(self, state: pb.State | None = None, context: str = "") -> object: ...
+
+    def open_add_cluster(self) -> object: ...
+
+
+class TrayPresenter(QObject):
+    quitRequested = Signal()
+
+    def __init__(
+        self,
+        controller: TrayController,
+        tray: TrayIcon,
+        notifier: notify.Notifier,
+        windows: WindowOpener,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.tray = tray
+        self.notifier = notifier
+        self.windows = windows
+        self._seen = notify.Seen()
+
+        controller.stateChanged.connect(self._state_changed)
+        controller.helperUnreachable.connect(self._unreachable)
+        controller.helperReachable.connect(self._reachable)
+        controller.activityChanged.connect(self.refresh)
+        controller.clustersChanged.connect(self.refresh)
+        controller.connectFailed.connect(self._connect_failed)
+        controller.disconnectFailed.connect(self._disconnect_failed)
+        controller.conflictsFound.connect(self._conflicts_found)
+        tray.actionTriggered.connect(self.trigger)
+        tray.menuAboutToShow.connect(controller.refresh_clusters)
+        self.refresh()
+
+    def current_view(self) -> view.TrayView:
+        c = self.controller
+        return view.compute_view(c.state, c.unreachable, c.clusters, c.activity)
+
+    def refresh(self, *_: object) -> None:
+        self.tray.render(self.current_view())
+
+    # --- helper news ---
+
+    def _state_changed(self, state: pb.State) -> None:
+        if (notification := notify.on_state(self._seen, state)) is not None:
+            self.notifier.notify(notification)
+        self._seen = notify.seen(state, None, self._seen)
+        self.refresh()
+
+    def _unreachable(self, error: HelperError) -> None:
+        if (notification := notify.on_unreachable(self._seen, error)) is not None:
+            self.notifier.notify(notification)
+        self._seen = notify.seen(None, error, self._seen)
+        self.refresh()
+
+    def _reachable(self) -> None:
+        if (notification := notify.on_reachable(self._seen)) is not None:
+            self.notifier.notify(notification)
+        self._seen = notify.Seen(self._seen.phase, self._seen.cluster, self._seen.last_error, "")
+
+    def _connect_failed(self, error: str) -> None:
+        self.notifier.notify(notify.connect_failed(self.controller.last_target or "the cluster", error))
+
+    def _disconnect_failed(self, error: str) -> None:
+        self.notifier.notify(notify.Notification("Could not disconnect", error, notify.Level.ERROR))
+
+    def _conflicts_found(self, state: pb.State) -> None:
+        self.windows.open_conflicts(state, self.controller.last_target)
+
+    # --- menu clicks ---
+
+    def trigger(self, action: str, argument: str = "") -> None:
+        c = self.controller
+        if action == view.CONNECT and argument:
+            c.connect_cluster(argument)
+        elif action in (view.DISCONNECT, view.CANCEL):
+            c.disconnect()
+        elif action == view.CONFLICTS:
+            self.windows.open_conflicts(c.state)
+        elif action == view.STATUS_WINDOW:
+            self.windows.open_status()
+        elif action == view.SETTINGS:
+            self.windows.open_settings()
+        elif action == view.ADD_CLUSTER:
+            self.windows.open_add_cluster()
+        elif action == view.RETRY:
+            c.retry_now()
+        elif action == view.QUIT:
+            self.quitRequested.emit()

@@ -1,0 +1,151 @@
+"""Screenshots of the tray for the README: ``make screenshots`` (root), or
+``python tests/integration/screenshots.py [DIRECTORY]`` (default ``docs/screenshots``).
+
+It does what the end-to-end test does, against the same real parts: the sandbox cluster with its "VPN"
+(``--vpn 10.0.0.0/8``), a real ``tether helper start`` in the workstation namespace, and the real
+``tether-tray`` in trayer under Xvfb (see ``desktop.py``). The pictures are of the real thing: the
+cluster's real subnets, the VPN's real route, the workloads the cluster really has. A fake helper would
+need no root, but would show made-up data in the README.
+
+1. Connect from the menu; the VPN conflict opens the dialog: ``conflict-dialog.png`` (once the workload
+   list has loaded, with "Remap automatically" chosen).
+2. Apply: connected, with the conflicting subnets remapped; the menu: ``tray-menu.png`` (the tray area
+   of the screen, icon and menu).
+3. "Open status window": ``status-window.png``.
+
+Then it disconnects, quits the tray and the helper, and leaves the lab as it found it: down if it was
+down, else with the VPN it had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import tray_probe as probe
+from desktop import Desktop, desktop
+from helper_fixture import running_helper
+from test_vpn import VPN
+from tray_driver import TrayApp
+
+from tether.helper.api.client import HelperClient
+from tether.helper.rpc import helper_pb2 as pb
+from tether.manager.lab.journal import UP
+from tether.manager.lab.lab import Lab
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DIR = REPO / "docs" / "screenshots"
+CONNECT_TIMEOUT = 60.0
+MARGIN = 12  # pixels of desktop around the tray menu
+
+
+def wait_for_phase(socket: Path, phase: pb.State.Phase.ValueType, timeout: float = CONNECT_TIMEOUT) -> pb.State:
+    deadline = time.monotonic() + timeout
+    with HelperClient(socket) as client:
+        while (state := client.status()).phase != phase:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"screenshots: the helper is not {pb.State.Phase.Name(phase)}: {state}")
+            time.sleep(0.2)
+    return state
+
+
+def widget_state(snap: dict, window: str, name: str) -> dict | None:
+    entry = probe.window(snap, window)
+    return probe.widget(entry, name) if entry else None
+
+
+def text_of(snap: dict, window: str, name: str) -> str:
+    widget = widget_state(snap, window, name)
+    return (widget or {}).get("text") or ""
+
+
+def conflict_dialog(tray: TrayApp, screen: Desktop, out: Path) -> None:
+    tray.choose("tether-connect")
+    tray.wait_window("conflictDialog", CONNECT_TIMEOUT)
+    # The workload picker fills in the background; take the picture once it has (its status line stops
+    # saying "loading…").
+    tray.wait(lambda s: "loading" not in text_of(s, "conflictDialog", "workloadStatus"), "the workload list")
+    tray.click_widget("conflictDialog", "autoRemapChoice", at_left=True)
+    tray.wait(lambda s: (w := widget_state(s, "conflictDialog", "applyButton")) and w["enabled"], "Apply enabled")
+    screen.screenshot(out / "conflict-dialog.png", window=tray.x_window(tray.wait_window("conflictDialog")))
+    tray.click_widget("conflictDialog", "applyButton")
+
+
+def tray_menu(tray: TrayApp, screen: Desktop, out: Path) -> None:
+    assert tray.icon is not None
+    # Clicked at the icon's lower edge, the menu opens below the panel instead of over it.
+    popup, _ = tray.open_menu(at=(tray.icon.width // 2, tray.icon.height - 1))
+    panel = screen.tray_panel()
+    assert panel is not None
+    left = max(0, min(popup.x, panel.x) - MARGIN)
+    right = max(popup.x + popup.width, panel.x + panel.width)
+    bottom = popup.y + popup.height + MARGIN
+    screen.screenshot(out / "tray-menu.png", area=(left, 0, right - left, bottom))
+    screen.key("Escape")
+    tray.wait(lambda s: probe.window(s, "tether-menu") is None, "the menu to close")
+
+
+def status_window(tray: TrayApp, screen: Desktop, out: Path) -> None:
+    tray.choose("tether-status-window")
+    window = tray.wait_window("statusWindow")
+    time.sleep(0.5)  # let it paint the state it just received (a picture, not an assertion)
+    screen.screenshot(out / "status-window.png", window=tray.x_window(window))
+
+
+def take(out: Path, lab: Lab, workdir: Path) -> None:
+    info = lab.info()
+    with running_helper(info.ws_netns, info.kubeconfig, workdir, "screenshots") as helper:
+        helper.start()
+        with desktop(workdir / "desktop") as screen:
+            tray = TrayApp(screen, helper.socket, info.kubeconfig, netns=info.ws_netns)
+            try:
+                tray.start()
+                conflict_dialog(tray, screen, out)
+                wait_for_phase(helper.socket, pb.State.CONNECTED)
+                tray.wait(lambda s: probe.window(s, "conflictDialog") is None, "the dialog to close")
+                tray_menu(tray, screen, out)
+                status_window(tray, screen, out)
+                tray.choose("tether-disconnect")
+                wait_for_phase(helper.socket, pb.State.DISCONNECTED)
+                tray.choose("tether-quit", quits=True)
+            except BaseException:
+                print(tray.tail(), file=sys.stderr)
+                raise
+            finally:
+                tray.stop()
+        if helper.quit() != 0 or helper.leftovers():
+            raise SystemExit(f"screenshots: the helper did not end cleanly\n{helper.tail()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Save screenshots of the tray (root; uses the sandbox cluster).")
+    parser.add_argument("directory", nargs="?", type=Path, default=DEFAULT_DIR)
+    out = parser.parse_args(argv).directory.resolve()
+    if os.geteuid() != 0:
+        print("screenshots: run as root (the sandbox cluster and the helper need it)", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    lab = Lab(log=lambda msg: print(f"[lab] {msg}", file=sys.stderr))
+    journal = lab.journal_file.load()
+    was_up = journal is not None and journal.state == UP
+    vpn_before = list(journal.options.get("vpn", [])) if was_up and journal is not None else []
+    lab.up(vpn=[VPN])
+    try:
+        with tempfile.TemporaryDirectory(prefix="tether-shots-") as workdir:
+            take(out, lab, Path(workdir))
+    finally:
+        if was_up:
+            lab.up(vpn=vpn_before)
+        elif leftovers := lab.down():
+            print(f"screenshots: the lab left {leftovers}", file=sys.stderr)
+    for name in ("tray-menu.png", "status-window.png", "conflict-dialog.png"):
+        print(out / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
