@@ -175,9 +175,9 @@ def format_state(state: pb.State) -> str:
             dns += f", domain {info['cluster_domain']}"
         rows.append(("dns", dns))
         if info["dns_include_suffixes"]:
-            rows.append(("dns to cluster", " ".join(info["dns_include_suffixes"])))
+            rows.append(("dns include", " ".join(info["dns_include_suffixes"])))
         if info["dns_exclude_suffixes"]:
-            rows.append(("dns never cluster", " ".join(info["dns_exclude_suffixes"])))
+            rows.append(("dns exclude", " ".join(info["dns_exclude_suffixes"])))
         if info["tun_device"]:
             rows.append(("device", info["tun_device"]))
         rows.append(("conflicts", "-" if not state.conflicts else ""))
