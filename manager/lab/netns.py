@@ -59,9 +59,15 @@ class NetnsOps:
         self.runner.run(["ip", "-n", netns, "link", "set", dev, "up"])
 
     def veth(self, netns: str, name: str, peer_netns: str, peer: str) -> None:
-        """A veth pair created inside netns with its peer placed straight into peer_netns; both up."""
+        """A veth pair created inside netns with its peer placed straight into peer_netns; both up.
+
+        The lab is IPv4 only: neither end gets an IPv6 link-local address, which the kernel would add (with
+        its route) a moment after the link comes up, racing whoever compares route tables before and after.
+        """
         argv = ["ip", "-n", netns, "link", "add", name, "type", "veth", "peer", "name", peer, "netns", peer_netns]
         self.runner.run(argv)
+        self.runner.run(["ip", "-n", netns, "link", "set", "dev", name, "addrgenmode", "none"])
+        self.runner.run(["ip", "-n", peer_netns, "link", "set", "dev", peer, "addrgenmode", "none"])
         self.link_up(netns, name)
         self.link_up(peer_netns, peer)
 
