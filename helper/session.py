@@ -78,6 +78,8 @@ log = logging.getLogger("tether.helper.session")
 
 DEFAULT_MANAGER_NAMESPACE = "tether"
 DEFAULT_MTU = 65000
+# The netstack holds an ACK for received data this long, so a request's ACK rides on its response.
+DELAYED_ACK = 0.002
 Phase = pb.State.Phase
 
 
@@ -217,7 +219,7 @@ class HelperSession:
         await c.link.open()
         info = await c.link.first_cluster_info()
         c.info = info
-        c.opener.stub, c.opener.session_id = c.link.stub, c.link.session_id
+        c.opener.stub, c.opener.session_id, c.opener.mux = c.link.stub, c.link.session_id, c.link.mux
 
         try:
             c.proxy_specs = parse_proxy_vias(request.proxy_via)
@@ -248,7 +250,7 @@ class HelperSession:
         c.journal = Journal(self._journal_path)
         c.device = await asyncio.to_thread(open_tun, self._tun_name, mtu=self._mtu, journal=c.journal)
         offload = getattr(c.device, "checksum_offload", False)  # the TUN sums TCP/UDP checksums for us (tun_linux)
-        stack = NetStack(NetStackConfig(mtu=self._mtu, partial_checksums=offload))
+        stack = NetStack(NetStackConfig(mtu=self._mtu, partial_checksums=offload, delayed_ack=DELAYED_ACK))
         assert c.vips is not None
         c.engine = VifEngine(c.device, stack, c.opener, map_destination=destination_mapper(c.vips))
         c.engine.start()
@@ -346,10 +348,13 @@ class HelperSession:
 
     def _on_link(self, c: _Connection, status: str, detail: str) -> None:
         if status == "connected":
-            c.opener.stub, c.opener.session_id = c.link.stub, c.link.session_id  # type: ignore[union-attr]
+            link = c.link
+            assert link is not None
+            c.opener.stub, c.opener.session_id, c.opener.mux = link.stub, link.session_id, link.mux
             self._publish(self._connected_state(c))
         else:
             c.opener.session_id = ""
+            c.opener.mux = None
             state = self._connected_state(c)
             state.phase = pb.State.RECONNECTING
             state.last_error = detail

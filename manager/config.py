@@ -27,6 +27,7 @@ from .subnets import InvalidCIDR, IPNetwork, parse_cidr
 __all__ = [
     "DEFAULT_CLUSTER_DOMAIN",
     "DEFAULT_EXCLUDE_SUFFIXES",
+    "DEFAULT_TUNNEL_MUX_PORT",
     "ENV_VARS",
     "HELM_KEYS",
     "VALUES_YAML_KEY",
@@ -40,6 +41,8 @@ __all__ = [
 log = logging.getLogger("tether.manager.config")
 
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+# The manager pod's tunnel mux port (one TCP connection per client carrying all its flows); 0 turns it off.
+DEFAULT_TUNNEL_MUX_PORT = 8082
 # Names under these suffixes go to the workstation's own resolver unless an
 # include-suffix says otherwise: a lookup of github.com must not depend on the cluster.
 DEFAULT_EXCLUDE_SUFFIXES: tuple[str, ...] = (".com", ".io", ".net", ".org", ".ru")
@@ -82,6 +85,8 @@ class ManagerConfig:
     service_cidr: IPNetwork | None = None
     # Lowercase, without leading or trailing dot; the RPC layer adds the root dot if it wants one.
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    # Where clients open the tunnel mux (advertised in VersionInfo); 0: no mux, flows use the gRPC Tunnel.
+    tunnel_mux_port: int = DEFAULT_TUNNEL_MUX_PORT
     # Helm key -> where its value came from ("default", "env X", "ConfigMap m key k"); for logs.
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
@@ -208,6 +213,13 @@ def _parse_domain(raw: Any) -> str:
     return name
 
 
+def _parse_port(raw: Any) -> int:
+    text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if not text.isdigit() or int(text) > 65535:
+        raise _BadValue(f"invalid port {_show(raw)}: expected a number from 1 to 65535, or 0 for none")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class _Key:
     helm: str
@@ -238,6 +250,7 @@ _KEYS: tuple[_Key, ...] = (
     _Key("podCIDRs", "POD_CIDRS", "pod_cidrs", _parse_cidr_list),
     _Key("serviceCIDR", "SERVICE_CIDR", "service_cidr", _parse_optional_cidr),
     _Key("clusterDomain", "CLUSTER_DOMAIN", "cluster_domain", _parse_domain),
+    _Key("tunnelMuxPort", "TUNNEL_MUX_PORT", "tunnel_mux_port", _parse_port),
 )
 _BY_HELM = {k.helm: k for k in _KEYS}
 HELM_KEYS: tuple[str, ...] = tuple(_BY_HELM)

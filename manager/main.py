@@ -26,6 +26,7 @@ from tether.manager.inject import DEFAULT_AGENT_IMAGE, AgentInjector, SidecarCon
 from tether.manager.rpc import manager_pb2_grpc as pb_grpc
 from tether.manager.server import AgentService, ManagerService, expire_sessions, server_options
 from tether.manager.sessions import SessionTable
+from tether.manager.tunnel.mux_server import MuxListener
 
 log = logging.getLogger("tether.manager")
 
@@ -144,12 +145,14 @@ async def serve(
         api, config, args.namespace, args.pod_ip, lambda network: loop.call_soon_threadsafe(publish, network)
     )
     server = grpc.aio.server(options=server_options())
-    pb_grpc.add_ManagerServicer_to_server(ManagerService(sessions, hub, resolver, agents), server)
+    service = ManagerService(sessions, hub, resolver, agents)
+    pb_grpc.add_ManagerServicer_to_server(service, server)
     pb_grpc.add_AgentsServicer_to_server(AgentService(agents), server)
     bound = server.add_insecure_port(f"{args.address}:{args.port}")
     if bound == 0:
         log.error("cannot listen", extra={"address": args.address, "port": args.port})
         return 1
+    mux = await _start_mux(service, args, config)
     discovery.start()
     await server.start()
     expiry = asyncio.ensure_future(expire_sessions(sessions, max(1.0, args.session_idle_timeout / 4)))
@@ -159,6 +162,7 @@ async def serve(
         extra={
             "address": args.address,
             "port": bound,
+            "tunnel_mux_port": service.tunnel_mux_port,
             "version": __version__,
             "agent_injection": args.agent_injection,
         },
@@ -173,9 +177,29 @@ async def serve(
     log.info("stopping")
     expiry.cancel()
     agent_expiry.cancel()
+    if mux is not None:
+        mux.close()
     await server.stop(grace=2)
     discovery.stop()
     return 0
+
+
+async def _start_mux(service: ManagerService, args: argparse.Namespace, config: ManagerConfig) -> MuxListener | None:
+    """Serve the tunnel mux when configured; without it (or when its port is taken) clients use the gRPC Tunnel."""
+    port = config.tunnel_mux_port
+    if not port:
+        return None
+    if port == args.port:
+        log.error("the tunnel mux port is the gRPC port; serving no tunnel mux", extra={"port": port})
+        return None
+    flows = service.flows
+    listener = MuxListener(flows.check_session, flows.serve_stream)
+    try:
+        service.tunnel_mux_port = await listener.start(args.address, port)
+    except OSError as exc:
+        log.error("cannot listen for the tunnel mux; clients will use the gRPC Tunnel: %s", exc, extra={"port": port})
+        return None
+    return listener
 
 
 def main(argv: Sequence[str] | None = None) -> int:

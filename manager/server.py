@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -23,8 +22,7 @@ from tether.manager.rpc import manager_pb2 as pb
 from tether.manager.rpc import manager_pb2_grpc as pb_grpc
 from tether.manager.sessions import SessionTable, UnknownSessionError
 from tether.manager.tunnel import framing
-from tether.manager.tunnel.dialer import run_flow
-from tether.manager.tunnel.framing import TunnelError
+from tether.manager.tunnel.flows import FlowServer
 
 log = logging.getLogger("tether.manager.server")
 
@@ -38,15 +36,21 @@ class ManagerService(pb_grpc.ManagerServicer):
         hub: ClusterInfoHub,
         resolver: ClusterResolver,
         agents: AgentRegistry | None = None,
+        tunnel_mux_port: int = 0,
     ) -> None:
         self._sessions = sessions
         self._hub = hub
         self._resolver = resolver
         # Flows with `via` go to these agents; without a registry every such flow finds no agent.
         self._agents = agents if agents is not None else AgentRegistry(idle_timeout=60.0)
+        # The same flows, whether a Tunnel stream or a tunnel mux stream (on this port; 0: none) carries them.
+        self.flows = FlowServer(sessions, self._agents)
+        self.tunnel_mux_port = tunnel_mux_port
 
     async def Version(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.VersionInfo:
-        return pb.VersionInfo(name="tether-manager", version=__version__, api_level=API_LEVEL)
+        return pb.VersionInfo(
+            name="tether-manager", version=__version__, api_level=API_LEVEL, tunnel_mux_port=self.tunnel_mux_port
+        )
 
     async def ArriveAsClient(self, request: pb.ClientInfo, context: grpc.aio.ServicerContext) -> pb.SessionInfo:
         if not request.name:
@@ -91,21 +95,7 @@ class ManagerService(pb_grpc.ManagerServicer):
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
             return
-        try:
-            spec = framing.parse_open(first)
-            self._sessions.get(spec.session_id)
-        except (TunnelError, UnknownSessionError) as exc:
-            await context.write(framing.dial_failed(pb.DialResult.INVALID, str(exc)))
-            return
-        if spec.via is not None:
-            await self._agents.splice(spec, first.open, request_iterator, context.write)
-            return
-        try:
-            await run_flow(spec, request_iterator, context.write)
-        except TunnelError as exc:
-            log.warning("tunnel %s broke the protocol: %s", spec.describe(), exc)
-            with contextlib.suppress(Exception):
-                await context.write(framing.abort_message(str(exc)))
+        await self.flows.serve(first, request_iterator, context.write)
 
     async def _session(self, session_id: str, context: grpc.aio.ServicerContext) -> object:
         try:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import kubernetes
 
 from tether.helper.tunnel.portforward import PodPortForward
 from tether.manager.server import server_options
+
+ProtocolT = TypeVar("ProtocolT", bound=asyncio.Protocol)
 
 MANAGER_SERVICE = "tether-manager"
 GRPC_PORT_NAME = "grpc"
@@ -65,6 +69,7 @@ class ManagerConnection:
         self.pod: ManagerPod | None = None
         self.forward: PodPortForward | None = None
         self.channel: grpc.aio.Channel | None = None
+        self._others: list[PodPortForward] = []  # to other ports of the same pod (the tunnel mux)
 
     async def open(self) -> grpc.aio.Channel:
         api = kubernetes.client.ApiClient(self._configuration)
@@ -79,9 +84,22 @@ class ManagerConnection:
         self.channel = grpc.aio.insecure_channel(target, options=server_options())
         return self.channel
 
+    async def connect_port(
+        self, port: int, protocol_factory: Callable[[], ProtocolT]
+    ) -> tuple[asyncio.BaseTransport, ProtocolT]:
+        """A connection to another port of the manager's pod, through a port-forward, for a protocol in this
+        process (the tunnel mux)."""
+        assert self.pod is not None, "open() first"
+        forward = PodPortForward(self._configuration, self.pod.namespace, self.pod.name, port)
+        self._others.append(forward)
+        transport, protocol = await forward.connect(protocol_factory)
+        return transport, protocol  # type: ignore[return-value]
+
     async def close(self) -> None:
         if self.channel is not None:
             await self.channel.close()
-        if self.forward is not None:
-            await self.forward.close()
+        for forward in [self.forward, *self._others]:
+            if forward is not None:
+                await forward.close()
+        self._others.clear()
         self._scratch.cleanup()

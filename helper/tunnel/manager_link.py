@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +18,7 @@ import grpc
 import kubernetes
 
 from tether.helper.tunnel.manager_dial import ManagerConnection
+from tether.helper.tunnel.mux_client import MuxClient, TransportOpener, connect_mux
 from tether.manager import __version__
 from tether.manager.rpc import manager_pb2 as pb
 from tether.manager.rpc import manager_pb2_grpc as pb_grpc
@@ -53,6 +55,9 @@ class ManagerLink:
         self.manager_pod = ""
         self._supervisor: asyncio.Task[None] | None = None
         self.reconnects = 0
+        # The tunnel mux, when the manager offers one and it could be opened; else flows use Tunnel streams.
+        self.mux: MuxClient | None = None
+        self.use_mux = True
 
     async def open(self) -> None:
         """Connect and arrive once; errors propagate (the caller decides whether to retry)."""
@@ -69,6 +74,36 @@ class ManagerLink:
         self.version = version.version
         arrived = await self.stub.ArriveAsClient(self._client, timeout=CALL_TIMEOUT)
         self.session_id = arrived.session_id
+        if version.tunnel_mux_port and self.use_mux:
+            self.mux = await self._open_mux(version.tunnel_mux_port)
+        else:
+            log.info("the traffic-manager offers no tunnel mux; flows use gRPC Tunnel streams")
+
+    async def _open_mux(self, port: int) -> MuxClient | None:
+        """The tunnel mux for this session, or None (logged) when it cannot be had: flows fall back to gRPC."""
+        opener: TransportOpener
+        if self._manager_address:
+            host = _host(self._manager_address)
+            where = f"{host}:{port}"
+
+            def opener(factory: Callable[[], MuxClient]) -> Awaitable[tuple[asyncio.BaseTransport, MuxClient]]:
+                return asyncio.get_running_loop().create_connection(factory, host, port)
+
+        else:
+            assert self._connection is not None
+            opener = functools.partial(self._connection.connect_port, port)
+            where = f"a port-forward to {self.manager_pod} port {port}"
+        try:
+            mux = await connect_mux(opener, self.session_id, timeout=CALL_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "cannot open the tunnel mux through %s (%s); flows use gRPC Tunnel streams", where, _describe(exc)
+            )
+            return None
+        log.info("tunnel mux connected", extra={"through": where})
+        return mux
 
     async def first_cluster_info(self, timeout: float = 30.0) -> pb.ClusterInfo:
         assert self.stub is not None
@@ -130,7 +165,14 @@ class ManagerLink:
             async for info in stub.WatchClusterInfo(session):
                 await on_info(info)
 
+        async def mux_watch(mux: MuxClient) -> None:
+            reason = await asyncio.shield(mux.closed)
+            raise ConnectionError(f"the tunnel mux connection ended: {reason}")
+
         tasks = [asyncio.ensure_future(keepalive()), asyncio.ensure_future(watch())]
+        if self.mux is not None:
+            # The mux shares the link's fate: losing it is losing the manager (a restart, a dropped forward).
+            tasks.append(asyncio.ensure_future(mux_watch(self.mux)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -142,6 +184,9 @@ class ManagerLink:
 
     async def _close_transport(self) -> None:
         self.session_id = ""
+        if self.mux is not None:
+            self.mux.close("the client is disconnecting")
+            self.mux = None
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
@@ -165,6 +210,12 @@ class ManagerLink:
 
 def client_info(name: str, namespace: str) -> pb.ClientInfo:
     return pb.ClientInfo(name=name, namespace=namespace, version=__version__)
+
+
+def _host(address: str) -> str:
+    """The host of HOST:PORT or [V6]:PORT."""
+    host = address.rpartition(":")[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def _describe(exc: BaseException) -> str:

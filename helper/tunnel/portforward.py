@@ -27,6 +27,7 @@ import logging
 import os
 import ssl
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -124,13 +125,27 @@ class _Side(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.pause_reading()
+        if peer is not None:
+            peer.hold()
 
     def resume_writing(self) -> None:
         peer = self.peer
-        if peer is not None and peer.transport is not None and not peer.closed:
-            peer.transport.resume_reading()
+        if peer is not None and not peer.closed:
+            peer.release()
+
+    # What the other side calls: take these bytes; stop sending me more (my write buffer is full); go on.
+
+    def receive(self, data: bytes | memoryview) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def hold(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def release(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def close(self) -> None:
         raise NotImplementedError
@@ -297,8 +312,8 @@ class _WebSocket(_Side):
             peer = self.peer
             if peer is None:
                 self._early.append(bytes(chunk))
-            elif not peer.closed and peer.transport is not None:
-                peer.transport.write(chunk)
+            elif not peer.closed:
+                peer.receive(chunk)
         elif len(self._message) < _MAX_TEXT:
             self._message += chunk[: _MAX_TEXT - len(self._message)]
 
@@ -360,11 +375,10 @@ class _WebSocket(_Side):
         self.abort()
 
     def attach(self, peer: _Side) -> None:
-        """From now on, data goes to ``peer`` (whose transport is open)."""
-        assert peer.transport is not None
+        """From now on, data goes to ``peer`` (which is ready to receive)."""
         self.peer = peer
         for data in self._early:
-            peer.transport.write(data)
+            peer.receive(data)
         self._early.clear()
 
 
@@ -424,6 +438,82 @@ class _Local(_Side):
             self.transport.close()
 
 
+class _Attached(_Side, asyncio.Transport):
+    """A websocket to a pod port as an asyncio transport for a protocol in this process (no local socket).
+
+    The protocol writes with ``write`` (each call one websocket message on the data channel) and gets the
+    pod's bytes in ``data_received``; ``pause_writing``/``resume_writing`` follow the websocket connection's
+    write buffer, and ``pause_reading`` stops reading from the API server.
+    """
+
+    def __init__(self, websocket: _WebSocket, protocol: asyncio.Protocol, forward: PodPortForward) -> None:
+        asyncio.Transport.__init__(self)
+        self.websocket = websocket
+        self.peer = websocket
+        self.protocol = protocol
+        self._forward = forward
+        self._lost = False
+
+    # the websocket's side (_Side)
+
+    def receive(self, data: bytes | memoryview) -> None:
+        self.protocol.data_received(data if isinstance(data, bytes) else bytes(data))
+
+    def hold(self) -> None:
+        self.protocol.pause_writing()
+
+    def release(self) -> None:
+        self.protocol.resume_writing()
+
+    def close(self) -> None:
+        """Close the websocket (once what is queued is written) and tell the protocol."""
+        self.closed = True
+        self.websocket.close()
+        self._connection_lost(None)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        if not self._lost:
+            self._lost = True
+            self._forward._live.discard(self)
+            self.protocol.connection_lost(exc)
+
+    # the protocol's side (asyncio.Transport)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.closed and data:
+            self.websocket.send_data(data)  # type: ignore[arg-type]
+
+    def is_closing(self) -> bool:
+        return self.closed or self.websocket.closed
+
+    def abort(self) -> None:
+        self.closed = True
+        self.websocket.abort()
+        self._connection_lost(None)
+
+    def pause_reading(self) -> None:
+        if self.websocket.transport is not None:
+            self.websocket.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.websocket.transport is not None and not self.closed:
+            self.websocket.transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        transport = self.websocket.transport
+        return transport is not None and transport.is_reading()
+
+    def get_write_buffer_size(self) -> int:
+        transport = self.websocket.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "peername":
+            return f"{self.websocket.pod}:{self.websocket.port}"
+        transport = self.websocket.transport
+        return transport.get_extra_info(name, default) if transport is not None else default
+
+
 class PodPortForward:
     """Forward connections on a local endpoint to port `remote_port` of one pod."""
 
@@ -444,7 +534,7 @@ class PodPortForward:
         self._ssl: ssl.SSLContext | None = None
         self._ssl_made = False
         self._server: asyncio.AbstractServer | None = None
-        self._live: set[_Local] = set()
+        self._live: set[_Local | _Attached] = set()
 
     async def listen_unix(self, path: Path) -> str:
         self._server = await asyncio.get_running_loop().create_unix_server(lambda: _Local(self), path=str(path))
@@ -454,6 +544,21 @@ class PodPortForward:
         self._server = await asyncio.get_running_loop().create_server(lambda: _Local(self), host, port)
         bound = self._server.sockets[0].getsockname()
         return f"{bound[0]}:{bound[1]}"
+
+    async def connect(
+        self, protocol_factory: Callable[[], asyncio.Protocol]
+    ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+        """One forwarded connection, in this process: ``protocol_factory()``'s protocol talks to the pod port
+        through a transport that writes straight into the websocket (no local listener, no second hop)."""
+        websocket = await self._open_websocket()
+        protocol = protocol_factory()
+        attached = _Attached(websocket, protocol, self)
+        self._live.add(attached)
+        protocol.connection_made(attached)
+        websocket.attach(attached)
+        if websocket.closed:
+            attached.close()
+        return attached, protocol
 
     async def probe(self) -> None:
         """Open and close one forwarded connection, so a wrong pod or port fails early and clearly."""

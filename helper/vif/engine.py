@@ -1,9 +1,10 @@
-"""The VIF engine: packets from the TUN through the netstack, each flow a Tunnel stream to the manager.
+"""The VIF engine: packets from the TUN through the netstack, each flow a stream to the manager.
 
-One asyncio loop owns the TUN fd, the netstack and every flow's gRPC stream.
+One asyncio loop owns the TUN fd, the netstack and every flow's stream (on the
+tunnel mux, or a gRPC Tunnel stream as the fallback; see ``tunnel.streams``).
 Flow control is end to end: bytes the app sent are `consumed()` (reopening its
-TCP window) only after the gRPC stream accepted them, and bytes from the
-cluster are pulled from the stream only while the app's side has room.
+TCP window) only after the stream accepted them, and bytes from the cluster
+are pulled from the stream only while the app's side has room.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import grpc
-
+from tether.helper.tunnel.streams import TunnelOpener, TunnelStream
 from tether.helper.vif.device import TunDevice
-from tether.helper.vif.netstack.events import Closed, Data, Datagram, DialRequested, PeerClosed, Writable
+from tether.helper.vif.netstack.events import Closed, Data, Datagram, DialRequested, Event, PeerClosed, Writable
 from tether.helper.vif.netstack.stack import NetStack
 from tether.helper.vif.netstack.tcp import TcpFlow
 from tether.manager.rpc import manager_pb2 as pb
@@ -27,9 +27,9 @@ from tether.manager.wire import IPAddress
 
 log = logging.getLogger("tether.helper.vif")
 
+__all__ = ["DestinationMapper", "TunnelOpener", "VifEngine"]
+
 READ_BATCH = 64
-# A flow keeps at most this many unsent app bytes queued for its stream before it stops consuming.
-STREAM_QUEUE_BYTES = 1 << 20
 _EOF = object()
 
 # Optional hook (--proxy-via): (destination ip, port) -> (ip, port, via) to open the tunnel to, or None to keep
@@ -39,95 +39,72 @@ _EOF = object()
 DestinationMapper = Callable[[IPAddress, int], tuple[IPAddress, int, tuple[str, str, str] | None] | None]
 
 
-class TunnelOpener:
-    """Where streams come from: the manager stub and the current session (both change on reconnect).
-
-    One Tunnel stream is kept opened ahead (its headers sent, the manager's handler waiting for the Open), so
-    a new connection's dial does not also wait for a stream to be set up at both ends: the next one is opened
-    once the current flow has its dial answer, off the new connection's path.
-    """
-
-    def __init__(self) -> None:
-        self.stub: Any = None
-        self.session_id = ""
-        self.dial_timeout = 5.0
-        self.open_ahead = True
-        self._spare: tuple[Any, grpc.aio.StreamStreamCall] | None = None  # (stub, call) opened ahead on that stub
-
-    def ready(self) -> bool:
-        return self.stub is not None and bool(self.session_id)
-
-    def tunnel(self) -> tuple[grpc.aio.StreamStreamCall, bool]:
-        """A Tunnel stream for a new flow, and whether it was opened ahead (and so may have died meanwhile)."""
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            stub, call = spare
-            if stub is self.stub and not call.done():
-                return call, True
-            call.cancel()
-        return self.stub.Tunnel(), False
-
-    def prepare(self) -> None:
-        """Open the next flow's stream ahead, if there is none (and the session is up)."""
-        if self.open_ahead and self._spare is None and self.ready():
-            self._spare = (self.stub, self.stub.Tunnel())
-
-    def discard(self) -> None:
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            spare[1].cancel()
-
-
 class _FlowBridge:
-    """One app flow and its Tunnel stream."""
+    """One app flow and the stream that carries it to the manager (see ``tunnel.streams``)."""
 
     def __init__(self, engine: VifEngine, flow: Any, protocol: Protocol) -> None:
         self.engine = engine
         self.flow = flow
         self.protocol = protocol
-        self.call: grpc.aio.StreamStreamCall | None = None
-        self.outbound: asyncio.Queue[object] = asyncio.Queue()
+        self.stream: TunnelStream | None = None
+        # App data and eof go straight to the stream while it takes them without waiting; otherwise (no credit,
+        # a full connection, a gRPC stream) through this queue and a sender task, both made when first needed.
+        self.outbound: asyncio.Queue[object] | None = None
+        self.sender: asyncio.Future[None] | None = None  # started once the dial has been answered
+        self.sender_idle = False  # the sender task waits for the queue: app data may go straight to the stream
+        self.accepted = False
         self.queued_bytes = 0
-        self.writable = asyncio.Event()
+        self.writable: asyncio.Event | None = None  # made when a delivery first waits for room
         self.cluster_done = False
+        # The open goes out now, in the batch that brought the SYN; what it raises is the task's to handle.
+        self._begun: bool | BaseException
+        try:
+            self._begun = self._begin()
+        except Exception as exc:
+            self._begun = exc
         self.task = asyncio.ensure_future(self._run())
+
+    def _begin(self) -> bool:
+        """Open the flow's stream and start it (False: the flow was refused at once)."""
+        engine = self.engine
+        opener = engine.opener
+        if not opener.ready():
+            self._refuse(pb.DialResult.UNREACHABLE)
+            return False
+        destination, via = self.flow.dst, None
+        if engine.map_destination is not None:
+            try:
+                mapped = engine.map_destination(*destination)
+            except LookupError as exc:
+                log.debug("refusing %r: %s", self.flow, exc)
+                self._refuse(pb.DialResult.UNREACHABLE)
+                return False
+            if mapped is not None:
+                destination, via = (mapped[0], mapped[1]), mapped[2]
+        request = framing.open_message(
+            opener.session_id, self.protocol, destination, self.flow.src, dial_timeout=opener.dial_timeout, via=via
+        )
+        self.stream = opener.stream()
+        self.stream.start(request, early=self._early_reply)
+        return True
+
+    def _early_reply(self, first: pb.TunnelMessage) -> None:
+        """The dial answer, the moment the mux has it: a connected destination gets the app its SYN-ACK now (the
+        mux's after-receive hook writes it); everything else waits for the task."""
+        if first.WhichOneof("kind") == "dial" and first.dial.ok:
+            self.flow.accept()
+            self.engine.kick()
 
     async def _run(self) -> None:
         engine = self.engine
-        opener = engine.opener
         try:
-            if not opener.ready():
-                self._refuse(pb.DialResult.UNREACHABLE)
+            if isinstance(self._begun, BaseException):
+                raise self._begun
+            if not self._begun:
                 return
-            destination, via = self.flow.dst, None
-            if engine.map_destination is not None:
-                try:
-                    mapped = engine.map_destination(*destination)
-                except LookupError as exc:
-                    log.debug("refusing %r: %s", self.flow, exc)
-                    self._refuse(pb.DialResult.UNREACHABLE)
-                    return
-                if mapped is not None:
-                    destination, via = (mapped[0], mapped[1]), mapped[2]
-            request = framing.open_message(
-                opener.session_id, self.protocol, destination, self.flow.src, dial_timeout=opener.dial_timeout, via=via
-            )
-            self.call, ahead = opener.tunnel()
-            try:
-                await self.call.write(request)
-                first = await self.call.read()
-                if ahead and first is grpc.aio.EOF:
-                    raise ConnectionError("the stream opened ahead was closed")
-            except (grpc.aio.AioRpcError, ConnectionError):
-                if not ahead or not opener.ready():
-                    raise
-                # The stream opened ahead died with its connection, or the manager let it go: once more, anew.
-                self.call.cancel()
-                self.call = opener.stub.Tunnel()
-                await self.call.write(request)
-                first = await self.call.read()
-            opener.prepare()
-            if first is grpc.aio.EOF or first.WhichOneof("kind") != "dial":
+            assert self.stream is not None
+            first = await self.stream.first_reply()
+            if first is None or first.WhichOneof("kind") != "dial":
                 self._refuse(pb.DialResult.UNREACHABLE)
                 return
             if not first.dial.ok:
@@ -135,26 +112,30 @@ class _FlowBridge:
                 self._refuse(first.dial.reason)
                 return
             self.flow.accept()
-            engine.kick()
-            sender = asyncio.ensure_future(self._app_to_cluster())
+            engine.process_now()  # the app's connect waits for the SYN-ACK
+            self.stream.set_sink(self._sink_tcp if self.protocol is Protocol.TCP else self._sink_udp)
+            self.accepted = True
+            if self.outbound is not None:  # datagrams that came with the first one (UDP)
+                self.sender = asyncio.ensure_future(self._app_to_cluster())
             try:
                 await self._cluster_to_app()
-                if self.cluster_done:
-                    # A clean end: the manager closes the stream only after our eof, so the sender is done.
-                    await sender
+                if self.cluster_done and self.sender is not None:
+                    # A clean end: the manager ends the stream only after our eof, so the sender is done.
+                    await self.sender
             finally:
-                sender.cancel()
+                if self.sender is not None:
+                    self.sender.cancel()
         except asyncio.CancelledError:
             raise
-        except grpc.aio.AioRpcError as exc:
-            log.debug("tunnel for %r ended: %s", self.flow, exc.code().name)
+        except ConnectionError as exc:
+            log.debug("tunnel for %r ended: %s", self.flow, exc)
             self._abort()
         except Exception:
             log.exception("tunnel for %r failed", self.flow)
             self._abort()
         finally:
-            if self.call is not None:
-                self.call.cancel()
+            if self.stream is not None:
+                self.stream.close()
             engine.forget(self.flow)
 
     def _refuse(self, reason: int) -> None:
@@ -170,35 +151,49 @@ class _FlowBridge:
             self.engine.kick()
 
     async def _cluster_to_app(self) -> None:
-        assert self.call is not None
+        stream = self.stream
+        assert stream is not None
         tcp = self.protocol is Protocol.TCP
         while True:
-            message = await self.call.read()
-            if message is grpc.aio.EOF:
+            item = await stream.read()
+            if type(item) is bytes:
+                if tcp:
+                    await self._deliver(item)
+                else:
+                    self.flow.send(item)
+                    self.engine.kick()
+                continue
+            if item is None:
                 if not self.cluster_done:
                     self._abort()
                 return
-            kind = message.WhichOneof("kind")
-            if kind == "data":
-                if tcp:
-                    await self._deliver(message.data)
-                else:
-                    self.flow.send(message.data)
-                    self.engine.kick()
-            elif kind == "eof":
+            kind = item.WhichOneof("kind")
+            if kind == "eof":
                 self.cluster_done = True
                 if tcp:
                     self.flow.close()
                     self.engine.kick()
                 # keep reading: the app may still be sending, and the stream ends when both sides are done
-            elif kind == "dial" and not message.dial.ok:
+            elif kind == "dial" and not item.dial.ok:
                 # A UDP destination answered ICMP unreachable after the fact: tell the app the same way.
-                self._refuse(message.dial.reason)
+                self._refuse(item.dial.reason)
                 return
             elif kind == "abort":
-                log.debug("manager ended %r: %s", self.flow, message.abort)
+                log.debug("manager ended %r: %s", self.flow, item.abort)
                 self._abort()
                 return
+
+    def _sink_tcp(self, data: bytes) -> int:
+        """Cluster data as it arrives, while nothing waits before it: what the app's side has room for."""
+        taken = self.flow.send(data)
+        if taken:
+            self.engine.kick()
+        return taken
+
+    def _sink_udp(self, data: bytes) -> int:
+        self.flow.send(data)
+        self.engine.kick()
+        return len(data)
 
     async def _deliver(self, data: bytes) -> None:
         view = memoryview(data)
@@ -210,35 +205,61 @@ class _FlowBridge:
                 continue
             if self.flow.closed:
                 return
+            if self.writable is None:
+                self.writable = asyncio.Event()
             self.writable.clear()
             await self.writable.wait()
 
     async def _app_to_cluster(self) -> None:
-        assert self.call is not None
+        stream, outbound = self.stream, self.outbound
+        assert stream is not None and outbound is not None
         flow = self.flow
         stack = self.engine.stack
         tcp = self.protocol is Protocol.TCP
         while True:
-            item = await self.outbound.get()
+            self.sender_idle = True
+            item = await outbound.get()
+            self.sender_idle = False
             if item is _EOF:
-                await self.call.write(framing.eof_message())
+                await stream.write_eof()
                 return
             assert isinstance(item, bytes)
             for piece in framing.chunks(item) if tcp else (item,):
-                await self.call.write(framing.data_message(piece))
+                await stream.write_data(piece)
             if tcp:
                 self.queued_bytes -= len(item)
-                # The app's window reopens only now that gRPC has taken the bytes.
+                # The app's window reopens only now that the stream has taken the bytes.
                 flow.consumed(len(item))
                 if stack.has_output:  # a window update is owed (small reads usually owe none)
                     self.engine.kick()
 
+    def _nothing_queued(self) -> bool:
+        """Nothing waits to be sent before what comes now (so it may go straight to the stream)."""
+        return (self.outbound is None or self.outbound.empty()) and (self.sender is None or self.sender_idle)
+
     def app_data(self, data: bytes) -> None:
+        stream = self.stream
+        if stream is not None and self._nothing_queued() and stream.try_write_data(data):
+            # Written without a task switch; the window reopens as the sender would have reopened it.
+            if self.protocol is Protocol.TCP:
+                self.flow.consumed(len(data))
+            return
         self.queued_bytes += len(data)
-        self.outbound.put_nowait(data)
+        self._queue(data)
 
     def app_eof(self) -> None:
-        self.outbound.put_nowait(_EOF)
+        stream = self.stream
+        if stream is not None and self._nothing_queued() and stream.try_write_eof():
+            return
+        self._queue(_EOF)
+
+    def _queue(self, item: object) -> None:
+        if self.outbound is None:
+            self.outbound = asyncio.Queue()
+        self.outbound.put_nowait(item)
+        # Before the dial is answered a gRPC stream is still being written its open: the sender waits till then.
+        if self.sender is None and self.accepted:
+            self.sender = asyncio.ensure_future(self._app_to_cluster())
 
 
 class VifEngine:
@@ -257,6 +278,9 @@ class VifEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._kick_pending = False
+        self._kick_handle: asyncio.Handle | None = None
+        self._processing = False  # within _process's dispatch (flows may call back)
+        opener.set_after_receive(self._after_receive)
         # Checksum offload: a device that offers it (see tun_linux) and a stack that builds partial checksums.
         self._offload = bool(getattr(device, "checksum_offload", False)) and stack.config.partial_checksums
         self._write = device.write_partial if self._offload else device.write  # type: ignore[attr-defined]
@@ -274,6 +298,8 @@ class VifEngine:
         if self._timer is not None:
             self._timer.cancel()
         self.opener.discard()
+        opened = self.opener.opened
+        log.info("tunnel flows: %d on the tunnel mux, %d on gRPC Tunnel streams", opened["mux"], opened["grpc"])
         self.stack.abort_all()
         self._flush()
         bridges = list(self._bridges.values())
@@ -294,10 +320,11 @@ class VifEngine:
         """Flow methods were called: write what the stack produced, soon, once for the whole burst."""
         if not self._kick_pending and self._loop is not None:
             self._kick_pending = True
-            self._loop.call_soon(self._after_kick)
+            self._kick_handle = self._loop.call_soon(self._after_kick)
 
     def _after_kick(self) -> None:
         self._kick_pending = False
+        self._kick_handle = None
         self._process()
 
     def _on_readable(self) -> None:
@@ -327,14 +354,37 @@ class VifEngine:
     def _process(self) -> None:
         """Hand events to their flows, write the output, and re-arm the timer."""
         stack = self.stack
-        while True:
-            events = stack.events()
-            if not events:
-                break
-            for event in events:
-                self._dispatch(event)
+        self._processing = True
+        try:
+            while True:
+                events = stack.events()
+                if not events:
+                    break
+                if len(events) > 1:
+                    events = _dials_first(events)
+                for event in events:
+                    self._dispatch(event)
+        finally:
+            self._processing = False
+        self.opener.flush()  # what the flows wrote to the cluster goes first: it is on the latency path
         self._flush()
         self._arm_timer()
+
+    def _after_receive(self) -> None:
+        """The tunnel mux handed on what it read: write what the flows gave the netstack now, not a turn later."""
+        if self._kick_pending:
+            self.process_now()
+
+    def process_now(self) -> None:
+        """What ``kick`` does, without waiting for the next turn of the loop (for what an app waits on)."""
+        if self._processing:
+            self.kick()  # called from within _process: its own flush follows
+            return
+        self._kick_pending = False
+        if self._kick_handle is not None:
+            self._kick_handle.cancel()
+            self._kick_handle = None
+        self._process()
 
     def _flush(self) -> None:
         now = self._loop.time() if self._loop is not None else 0.0
@@ -367,10 +417,22 @@ class VifEngine:
         elif isinstance(event, PeerClosed):
             bridge.app_eof()
         elif isinstance(event, Writable):
-            bridge.writable.set()
+            if bridge.writable is not None:
+                bridge.writable.set()
         elif isinstance(event, Closed):
-            bridge.writable.set()
+            if bridge.writable is not None:
+                bridge.writable.set()
             if event.reason != "done":
                 # The app reset or the flow timed out: end the stream now. A clean close ends by itself.
                 bridge.task.cancel()
                 self._bridges.pop(id(flow), None)
+
+
+def _dials_first(events: list[Event]) -> list[Event]:
+    """New flows' opens go out ahead of other flows' data and ends that came in the same batch: a connection
+    being set up waits for its dial, while the end of another one waits for nobody. A flow's own events keep
+    their order (its DialRequested is its first)."""
+    dials = [event for event in events if type(event) is DialRequested]
+    if not dials or len(dials) == len(events):
+        return events
+    return dials + [event for event in events if type(event) is not DialRequested]

@@ -87,6 +87,8 @@ VPN_POD_HOST_OFFSET = 200
 MASQUERADE_MARK = 0x4000
 APP_LABEL = "app"
 MANAGER_PORT = 8081
+#: The manager's tunnel mux (its default tunnelMuxPort): a named container port of its pod, and of its Service.
+MANAGER_MUX_PORT = 8082
 #: The image the lab's objects name for the tether-agent sidecar; the agent itself runs from this checkout.
 AGENT_IMAGE = "tether-lab/tether-agent:latest"
 
@@ -391,7 +393,8 @@ POD_TEMPLATES = (
         ("http", "--port", "8080", "--app", "catalog"),
     ),
     _PodTemplate(
-        "tether", "tether-manager-0", "lab-node-2", "tether-manager", "manager", (Port("grpc", 8081, 8081),),
+        "tether", "tether-manager-0", "lab-node-2", "tether-manager", "manager",
+        (Port("grpc", MANAGER_PORT, MANAGER_PORT), Port("mux", MANAGER_MUX_PORT, MANAGER_MUX_PORT)),
     ),
 )  # fmt: skip
 
@@ -410,7 +413,10 @@ SERVICE_TEMPLATES: tuple[tuple[str, str, str, tuple[Port, ...], str], ...] = (
         (Port("http", 80, 8080), Port("source", 9000, 9000), Port("sink", 9001, 9001)), "bulk",
     ),
     ("shop", "catalog", "10.96.1.14", (Port("http", 80, 8080),), "catalog"),
-    ("tether", "tether-manager", "10.96.1.15", (Port("grpc", 8081, 8081),), "tether-manager"),
+    (
+        "tether", "tether-manager", "10.96.1.15",
+        (Port("grpc", MANAGER_PORT, MANAGER_PORT), Port("mux", MANAGER_MUX_PORT, MANAGER_MUX_PORT)), "tether-manager",
+    ),
 )  # fmt: skip
 
 K8S_NAMESPACES = ("default", "kube-system", "kube-public", "shop", "tether")

@@ -21,14 +21,16 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class VersionInfo(_message.Message):
-    __slots__ = ("name", "version", "api_level")
+    __slots__ = ("name", "version", "api_level", "tunnel_mux_port")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_MUX_PORT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     api_level: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ...) -> None: ...
+    tunnel_mux_port: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ..., tunnel_mux_port: _Optional[int] = ...) -> None: ...
 
 class ClientInfo(_message.Message):
     __slots__ = ("name", "namespace", "version")

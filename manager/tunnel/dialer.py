@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import socket
 import time
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tether.manager.rpc import manager_pb2 as pb
 from tether.manager.tunnel import framing
 from tether.manager.tunnel.framing import FlowSpec, Protocol, TunnelError
+from tether.manager.wire import IPAddress
 
 log = logging.getLogger("tether.manager.tunnel")
 
@@ -23,9 +28,27 @@ class FlowAbortedError(Exception):
     """The client ended the flow abnormally."""
 
 
-async def run_flow(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], send: Send) -> None:
+class FastPath(typing.Protocol):
+    """What a carrier that can move a TCP flow's bytes without a task switch offers (a tunnel mux stream).
+
+    ``try_send_data`` sends to the client at once, or returns False (then ``send`` is awaited as usual); a
+    ``sink`` the flow sets is handed the client's data as it arrives and returns how much it took (the rest
+    comes through ``incoming``). Only the latency changes: order, back-pressure and errors stay the flow's.
+    """
+
+    sink: Callable[[bytes], int] | None
+
+    def try_send_data(self, data: bytes) -> bool: ...
+
+    def flush(self) -> None:
+        """Send what ``try_send_data`` took now rather than at the end of this turn of the loop."""
+
+
+async def run_flow(
+    spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], send: Send, fast: FastPath | None = None
+) -> None:
     if spec.protocol is Protocol.TCP:
-        await _run_tcp(spec, incoming, send)
+        await _run_tcp(spec, incoming, send, fast)
     else:
         await _run_udp(spec, incoming, send)
 
@@ -55,6 +78,10 @@ class _PodConnection(asyncio.Protocol):
         self._writing_paused = False
         self._reader: asyncio.Future[None] | None = None
         self._drainer: asyncio.Future[None] | None = None
+        # Sends to the client at once (True) or cannot (False); tried while the flow's reader waits with nothing
+        # buffered, so order is kept.
+        self.forward: Callable[[bytes], bool] | None = None
+        self.forwarded: Callable[[], None] | None = None  # after a read was forwarded: send it now
 
     # --- transport events ---
 
@@ -63,6 +90,17 @@ class _PodConnection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        forward = self.forward
+        if (
+            forward is not None
+            and self._reader is not None
+            and not self._chunks
+            and len(data) <= framing.MAX_CHUNK
+            and forward(data)
+        ):
+            if self.forwarded is not None:
+                self.forwarded()
+            return
         self._chunks.append(data)
         self._size += len(data)
         if self._size >= _POD_READ_LIMIT and not self._reading_paused and self.transport is not None:
@@ -147,6 +185,13 @@ class _PodConnection(asyncio.Protocol):
             self._drainer = self._loop.create_future()
             await self._drainer  # back-pressure: a slow cluster peer stops us pulling from the stream
 
+    def write_now(self, data: bytes) -> int:
+        """Write if the pod's side is not holding us back: all of ``data`` (taken) or nothing (0)."""
+        if self._lost or self._writing_paused or self.transport is None:
+            return 0
+        self.transport.write(data)
+        return len(data)
+
     def write_eof(self) -> None:
         if self.transport is not None and not self._lost and self.transport.can_write_eof():
             self.transport.write_eof()
@@ -156,17 +201,74 @@ class _PodConnection(asyncio.Protocol):
             self.transport.close()
 
 
-async def _run_tcp(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], send: Send) -> None:
-    host, port = str(spec.destination[0]), spec.destination[1]
+async def _connect(address: IPAddress, port: int) -> socket.socket:
+    """A connected non-blocking socket, as ``loop.create_connection`` would dial it minus the resolving and, as
+    a destination in the cluster usually answers within the connect call itself, without a turn of the loop."""
     loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        error = sock.connect_ex((str(address), port))
+        if error == errno.EINPROGRESS:
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not error and not _connected(sock):
+                writable = loop.create_future()
+                loop.add_writer(sock.fileno(), _set_done, writable)
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(sock.fileno())
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, f"connect to {address} port {port}: {os.strerror(error)}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False  # ENOTCONN: still connecting
+    return True
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _run_tcp(
+    spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], send: Send, fast: FastPath | None
+) -> None:
     try:
         async with asyncio.timeout(spec.dial_timeout):
-            _, pod = await loop.create_connection(_PodConnection, host, port)
+            sock = await _connect(*spec.destination)
     except (OSError, TimeoutError) as exc:
         log.info("dial %s failed: %s", spec.describe(), exc or type(exc).__name__)
         await send(framing.dial_failed(framing.dial_reason_for(exc), f"dial {spec.describe()}: {exc or 'timeout'}"))
         return
-    await send(framing.dial_ok())
+    # Connected: the client's connect waits for this answer, not for the transport made next (nothing the client
+    # sends can arrive before it has the answer), nor for the rest of this turn of the loop.
+    try:
+        await send(framing.dial_ok())
+    except BaseException:
+        sock.close()
+        raise
+    if fast is not None:
+        fast.flush()
+    try:
+        _, pod = await asyncio.get_running_loop().connect_accepted_socket(_PodConnection, sock)
+    except OSError as exc:  # the socket broke in the meantime: as if the destination had reset it
+        sock.close()
+        with contextlib.suppress(Exception):
+            await send(framing.abort_message(f"{spec.describe()}: {exc}"))
+        return
+    except BaseException:
+        sock.close()
+        raise
 
     async def client_to_remote() -> None:
         async for message in incoming:
@@ -190,6 +292,9 @@ async def _run_tcp(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], se
     # end needs both: the pod's FIN passed on as eof and the client's eof passed on as FIN.
     upward = asyncio.ensure_future(client_to_remote())
     upward.add_done_callback(upward_done)
+    if fast is not None:
+        pod.forward, pod.forwarded = fast.try_send_data, fast.flush
+        fast.sink = pod.write_now
     try:
         while payload := await pod.read():
             await send(framing.data_message(payload))
@@ -202,6 +307,9 @@ async def _run_tcp(spec: FlowSpec, incoming: AsyncIterator[pb.TunnelMessage], se
         with contextlib.suppress(Exception):
             await send(framing.abort_message(f"{spec.describe()}: {exc}"))
     finally:
+        if fast is not None:
+            fast.sink = None
+        pod.forward = pod.forwarded = None
         upward.remove_done_callback(upward_done)
         upward.cancel()
         pod.close()

@@ -126,8 +126,11 @@ def _parse_via(via: pb.WorkloadRef) -> tuple[str, str, str]:
     return via.namespace, via.name, via.kind
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 def _is_broadcast(address: IPAddress) -> bool:
-    return address == ipaddress.IPv4Address("255.255.255.255")
+    return address == _BROADCAST
 
 
 def data_message(payload: bytes) -> pb.TunnelMessage:

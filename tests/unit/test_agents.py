@@ -14,7 +14,6 @@ import time
 import grpc
 import pytest
 
-from tether.manager import server as server_module
 from tether.manager.agent.agent import AgentSettings, TetherAgent
 from tether.manager.agents import AgentError, AgentRegistry, UnknownAgentError
 from tether.manager.clusterinfo import ClusterInfoHub
@@ -24,6 +23,7 @@ from tether.manager.rpc import manager_pb2 as pb
 from tether.manager.rpc import manager_pb2_grpc as pb_grpc
 from tether.manager.server import AgentService, ManagerService, server_options
 from tether.manager.sessions import SessionTable
+from tether.manager.tunnel import flows as flows_module
 from tether.manager.tunnel import framing
 from tether.manager.tunnel.framing import Protocol
 
@@ -194,7 +194,7 @@ class Harness:
 
 
 def run(scenario, monkeypatch, **harness):
-    monkeypatch.setattr(server_module, "run_flow", manager_must_not_dial)
+    monkeypatch.setattr(flows_module, "run_flow", manager_must_not_dial)
 
     async def main():
         async with Harness(**harness) as h:

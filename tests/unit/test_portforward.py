@@ -330,6 +330,76 @@ def test_forward_carries_bytes_both_ways_over_unix_and_tcp(configuration, namesp
     _run(main())
 
 
+class _Collect(asyncio.Protocol):
+    """A protocol in this process, on a forwarded connection of its own (PodPortForward.connect)."""
+
+    def __init__(self):
+        self.received = bytearray()
+        self.lost = asyncio.get_running_loop().create_future()
+        self.more = asyncio.Event()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        assert isinstance(data, bytes)
+        self.received += data
+        self.more.set()
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+def test_connect_gives_a_protocol_in_process_a_transport_to_the_pod(configuration, namespace, echo_port):
+    async def main():
+        forward = PodPortForward(configuration, namespace, "echo", echo_port)
+        try:
+            transport, protocol = await forward.connect(_Collect)
+            assert protocol.transport is transport and not transport.is_closing()
+            payload = os.urandom(3 * MiB)
+            for i in range(0, len(payload), 100_000):
+                transport.write(payload[i : i + 100_000])
+            while len(protocol.received) < len(payload):
+                protocol.more.clear()
+                await asyncio.wait_for(protocol.more.wait(), 10)
+            assert bytes(protocol.received) == payload
+            transport.close()
+            assert await asyncio.wait_for(protocol.lost, 5) is None
+            assert transport.is_closing()
+        finally:
+            await forward.close()
+
+    _run(main())
+
+
+def test_connect_to_a_closed_port_loses_the_connection(configuration, namespace):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+
+    async def main():
+        forward = PodPortForward(configuration, namespace, "echo", closed_port)
+        try:
+            transport, protocol = await forward.connect(_Collect)
+            await asyncio.wait_for(protocol.lost, 10)  # the API server ends the websocket: the protocol hears it
+            assert transport.is_closing()
+        finally:
+            await forward.close()
+
+    _run(main())
+
+
+def test_closing_the_forward_ends_connected_protocols(configuration, namespace, echo_port):
+    async def main():
+        forward = PodPortForward(configuration, namespace, "echo", echo_port)
+        _, protocol = await forward.connect(_Collect)
+        await forward.close()
+        assert await asyncio.wait_for(protocol.lost, 5) is None
+
+    _run(main())
+
+
 def test_forward_to_a_closed_port_closes_the_local_connection(configuration, namespace, caplog):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,6 +20,10 @@ class NetStackConfig:
     # Give up (RST, Closed "timeout") after this many RTOs in a row without progress.
     max_retries: int = 10
     syn_ack_retries: int = 5
+    # Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2), seconds; 0 (the default) ACKs every batch of received data at
+    # once. Otherwise an ACK for in-order data is held this long, or until a segment we send carries it, or until
+    # two full-sized segments are unacknowledged: a request's ACK then rides on its response (one TUN write less).
+    delayed_ack: float = 0.0
     # Initial congestion window, in segments (RFC 6928 uses 10).
     initial_cwnd: int = 10
     # Holes (out-of-order blocks) kept per flow; data making more is dropped (the app retransmits). Bytes are
@@ -53,3 +57,5 @@ class NetStackConfig:
             raise ValueError("rcv_buf and snd_buf must be positive")
         if self.rcv_buf > 1 << 30:
             raise ValueError("rcv_buf above 1 GiB cannot be advertised")
+        if not 0 <= self.delayed_ack <= 0.5:
+            raise ValueError(f"delayed_ack {self.delayed_ack} is outside 0..0.5 s (RFC 1122's limit)")

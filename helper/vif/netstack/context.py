@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING
 
 from tether.helper.vif.netstack.config import NetStackConfig
@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 class StackContext:
     """Plain shared state; the flows append to these lists directly (they are the hot path)."""
 
-    __slots__ = ("config", "counters", "dirty", "events", "now", "out", "readable", "rng", "tcp", "timers", "udp")
+    __slots__ = (
+        "config", "counters", "delacks", "dirty", "events", "now", "out", "readable", "rng", "tcp", "timers", "udp",
+    )  # fmt: skip
 
     def __init__(self, config: NetStackConfig) -> None:
         self.config = config
@@ -28,6 +30,9 @@ class StackContext:
         self.dirty: list[TcpFlow] = []  # flows with something to transmit at the next output()
         self.readable: list[TcpFlow] = []  # flows with Data to report at the next events()
         self.timers = Timers()
+        # Delayed ACKs in the order they fall due (one delay for all): (due, flow); stale when the flow's own
+        # ``delack_due`` differs (its ACK went out meanwhile, on data or at once).
+        self.delacks: deque[tuple[float, TcpFlow]] = deque()
         self.counters: Counter[str] = Counter()
         self.tcp: dict[bytes, TcpFlow] = {}
         self.udp: dict[bytes, UdpFlow] = {}

@@ -162,12 +162,24 @@ class NetStack:
 
     def next_deadline(self) -> float | None:
         """When ``on_timer`` should next be called (None: no timer pending). Check again after ``output()``."""
-        return self._ctx.timers.next_deadline()
+        ctx = self._ctx
+        deadline = ctx.timers.next_deadline()
+        delacks = ctx.delacks
+        while delacks and delacks[0][1].delack_due != delacks[0][0]:
+            delacks.popleft()  # that ACK went out meanwhile
+        if delacks and (deadline is None or delacks[0][0] < deadline):
+            return delacks[0][0]
+        return deadline
 
     def on_timer(self, now: float) -> None:
-        """Run the timers due at ``now`` (retransmissions, probes, expiries)."""
+        """Run the timers due at ``now`` (retransmissions, probes, expiries, delayed ACKs)."""
         ctx = self._ctx
         ctx.now = now
+        delacks = ctx.delacks
+        while delacks and delacks[0][0] <= now:
+            due, flow = delacks.popleft()
+            if flow.delack_due == due:
+                flow.delayed_ack_due()
         for flow in ctx.timers.pop_due(now):
             flow.on_timer(now)  # type: ignore[attr-defined]
 

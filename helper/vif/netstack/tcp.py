@@ -71,6 +71,8 @@ _RECEIVING = frozenset((ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2))
 _T_NONE, _T_DIAL, _T_RTO, _T_PERSIST, _T_TIME_WAIT = range(5)
 _DEFAULT_MSS = {4: 536, 6: 1220}
 _QUOTE = 1232  # enough of the SYN to quote in an ICMP error
+# With delayed ACKs, a window update waits for the next segment while the app can still send this much.
+_UPDATE_SLACK = 32 * 1024
 
 
 def _window_shift(buffer: int) -> int:
@@ -84,12 +86,12 @@ class TcpFlow:
     """The owner's handle on one TCP connection (and the connection itself)."""
 
     __slots__ = (
-        "ack_every", "ack_pending", "app_addr", "app_port", "buf_seq", "ctx", "cwnd", "deadline", "dst_addr",
-        "dst_port", "dupacks", "fin_queued", "heap_deadline", "in_dirty", "in_readable", "in_recovery", "irs", "iss",
-        "key", "max_snd_wnd", "mss", "ooo", "persist_backoff", "rcv_acked", "rcv_adv", "rcv_buf", "rcv_nxt",
-        "rcv_wscale", "recover", "retries", "rto", "rtt_seq", "rtt_time", "rttvar", "rx", "sack_ok", "snd_buf",
-        "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "sndbuf", "srtt", "ssthresh",
-        "state", "syn_packet", "syn_time", "tag", "timer_kind", "tpl", "unconsumed", "update_threshold",
+        "ack_every", "ack_pending", "app_addr", "app_port", "buf_seq", "ctx", "cwnd", "deadline", "delack_due",
+        "dst_addr", "dst_port", "dupacks", "fin_queued", "heap_deadline", "in_dirty", "in_readable", "in_recovery",
+        "irs", "iss", "key", "max_snd_wnd", "mss", "ooo", "persist_backoff", "rcv_acked", "rcv_adv", "rcv_buf",
+        "rcv_nxt", "rcv_wscale", "recover", "retries", "rto", "rtt_seq", "rtt_time", "rttvar", "rx", "sack_ok",
+        "snd_buf", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "sndbuf", "srtt",
+        "ssthresh", "state", "syn_packet", "syn_time", "tag", "timer_kind", "tpl", "unconsumed", "update_threshold",
         "want_writable", "wscale_ok",
     )  # fmt: skip
 
@@ -168,6 +170,7 @@ class TcpFlow:
         self.deadline: float | None = None
         self.heap_deadline: float | None = None
         self.ack_pending = False
+        self.delack_due = 0.0  # when a held ACK is due; 0: none held
         self.in_dirty = False
         self.in_readable = False
         self._arm(_T_DIAL, ctx.now + cfg.dial_timeout)
@@ -272,7 +275,13 @@ class TcpFlow:
             free = (self.rcv_buf - self.unconsumed) >> ws
             edge = self.rcv_nxt + ((free if free < 0xFFFF else 0xFFFF) << ws)
             if edge - self.rcv_adv >= self.update_threshold:
-                self._need_ack()
+                if self.ctx.config.delayed_ack and self.rcv_adv - self.rcv_nxt >= _UPDATE_SLACK:
+                    # The app may still send plenty (the first window of a connection, 64 KiB unscaled): the
+                    # update can wait for our next segment, as a held ACK does.
+                    if not self.delack_due:
+                        self._delay_ack()
+                else:
+                    self._need_ack()
 
     def close(self) -> None:
         """No more data from the owner: FIN after everything queued has been sent. Before accept(): refuse()."""
@@ -539,9 +548,27 @@ class TcpFlow:
                 self._deliver(chunk)
             if fin_follows:
                 self._peer_fin()
-        if self.rcv_nxt - self.rcv_acked >= self.ack_every:
+        unacked = self.rcv_nxt - self.rcv_acked
+        if unacked >= self.ack_every:
             self._send_ack()  # a big batch: don't let the app's window run dry waiting for output()
-        else:
+        elif unacked >= 2 * self.mss or (fin and self.state != CLOSE_WAIT) or not self.ctx.config.delayed_ack:
+            # Every second full-sized segment is ACKed at once (RFC 5681), and so is a FIN after ours: no segment
+            # of ours is coming to carry its ACK.
+            self._need_ack()
+        elif not self.delack_due:
+            self._delay_ack()
+
+    def _delay_ack(self) -> None:
+        ctx = self.ctx
+        due = ctx.now + ctx.config.delayed_ack
+        self.delack_due = due
+        ctx.delacks.append((due, self))
+
+    def delayed_ack_due(self) -> None:
+        """The stack's delayed-ACK timer: the held ACK goes out at the next output()."""
+        self.delack_due = 0.0
+        if self.state >= ESTABLISHED:
+            self.ctx.counters["tcp_delayed_ack"] += 1
             self._need_ack()
 
     def _deliver(self, data: bytes) -> None:
@@ -605,6 +632,7 @@ class TcpFlow:
 
     def _send_ack(self) -> None:
         self.ack_pending = False
+        self.delack_due = 0.0
         options = self.ooo.sack_option() if self.ooo and self.sack_ok else b""
         self.ctx.out.append(self.tpl.segment(self.snd_nxt, self.rcv_nxt, ACK, self._window_field(), b"", options))
 
@@ -674,6 +702,7 @@ class TcpFlow:
             if nxt > self.snd_max:
                 self.snd_max = nxt
             self.ack_pending = False
+            self.delack_due = 0.0  # our data carried the ACK
             if self.timer_kind != _T_RTO:
                 self._arm(_T_RTO, ctx.now + self.rto)
         elif self.snd_max == self.snd_una and self.timer_kind != _T_PERSIST:
@@ -687,6 +716,7 @@ class TcpFlow:
         wfield = self._window_field()
         self.ctx.counters["tcp_retransmit"] += 1
         self.ack_pending = False
+        self.delack_due = 0.0
         if una < data_end:
             n = min(self.mss, data_end - una)
             end = una + n
@@ -777,6 +807,7 @@ class TcpFlow:
         self.ctx.counters["tcp_window_probe"] += 1
         self.ctx.out.append(self.tpl.segment(self.snd_una - 1, self.rcv_nxt, ACK, self._window_field()))
         self.ack_pending = False
+        self.delack_due = 0.0
         self.persist_backoff = min(self.persist_backoff * 2, self.ctx.config.max_rto)
         self._arm(_T_PERSIST, self.ctx.now + self.persist_backoff)
 

@@ -1,0 +1,63 @@
+"""Where a client's flow goes, whichever transport carries it (a gRPC Tunnel stream or a tunnel mux stream).
+
+The first message must be a valid open from a live session; then the flow is dialed by the manager
+(``dialer.run_flow``) or, with ``via``, by one of the workload's tether-agents (``AgentRegistry.splice``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from tether.manager.agents import AgentRegistry, Send
+from tether.manager.rpc import manager_pb2 as pb
+from tether.manager.sessions import SessionTable, UnknownSessionError
+from tether.manager.tunnel import framing
+from tether.manager.tunnel.dialer import FastPath, run_flow
+from tether.manager.tunnel.framing import TunnelError
+from tether.manager.tunnel.mux import MuxStream
+
+log = logging.getLogger("tether.manager.server")
+
+
+class FlowServer:
+    def __init__(self, sessions: SessionTable, agents: AgentRegistry) -> None:
+        self._sessions = sessions
+        self._agents = agents
+
+    async def serve(
+        self,
+        first: pb.TunnelMessage,
+        incoming: AsyncIterator[pb.TunnelMessage],
+        send: Send,
+        session_id: str | None = None,
+        fast: FastPath | None = None,
+    ) -> None:
+        """Run one flow; returns when it is over. ``session_id``: the flow's carrier belongs to that session;
+        ``fast``: the carrier can also move bytes without a task switch (see ``dialer.FastPath``)."""
+        try:
+            spec = framing.parse_open(first)
+            if session_id is not None and spec.session_id != session_id:
+                raise TunnelError("the open names another session than its tunnel mux connection")
+            self._sessions.get(spec.session_id)
+        except (TunnelError, UnknownSessionError) as exc:
+            await send(framing.dial_failed(pb.DialResult.INVALID, str(exc)))
+            return
+        if spec.via is not None:
+            await self._agents.splice(spec, first.open, incoming, send)
+            return
+        try:
+            await run_flow(spec, incoming, send, fast)
+        except TunnelError as exc:
+            log.warning("tunnel %s broke the protocol: %s", spec.describe(), exc)
+            with contextlib.suppress(Exception):
+                await send(framing.abort_message(str(exc)))
+
+    async def serve_stream(self, first: pb.TunnelMessage, stream: MuxStream, session_id: str) -> None:
+        """A tunnel mux stream's flow (``mux_server.FlowHandler``)."""
+        await self.serve(first, stream.messages(), stream.send, session_id, fast=stream)
+
+    def check_session(self, session_id: str) -> None:
+        """Raise UnknownSessionError unless the session is live (``mux_server.SessionCheck``)."""
+        self._sessions.get(session_id)
