@@ -12,7 +12,6 @@ from PySide6.QtNetwork import QLocalServer
 from test_gui_support import (
     FakeHelper,
     collect_garbage_on_the_gui_thread,  # noqa: F401 (an autouse fixture)
-    short_dir,
 )
 
 from tether.gui import app as tray_app
@@ -47,8 +46,8 @@ def test_a_second_instance_hands_over_to_the_first(qtbot, instance_name):
     third.close()
 
 
-def test_a_stale_socket_left_by_a_crash_is_taken_over(qtbot, work_dir):
-    path = work_dir / "tray.sock"
+def test_a_stale_socket_left_by_a_crash_is_taken_over(qtbot, work):
+    path = work / "tray.sock"
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(path))
     stale.close()  # the file stays, nobody listens: what a killed tray leaves
@@ -59,19 +58,10 @@ def test_a_stale_socket_left_by_a_crash_is_taken_over(qtbot, work_dir):
     instance.close()
 
 
-def test_the_instance_name_is_per_user(monkeypatch, work_dir):
+def test_the_instance_name_is_per_user(monkeypatch, work):
     uid = str(os.getuid())
     assert default_name({}) == f"tether-tray-{uid}"
-    assert default_name({"XDG_RUNTIME_DIR": str(work_dir)}) == str(work_dir / f"tether-tray-{uid}.sock")
-
-
-@pytest.fixture
-def work_dir():
-    import shutil
-
-    base = short_dir()
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
+    assert default_name({"XDG_RUNTIME_DIR": str(work)}) == str(work / f"tether-tray-{uid}.sock")
 
 
 # --- waiting for a tray ---
@@ -97,8 +87,8 @@ def test_giving_up_when_no_tray_appears(qtbot):
 # --- the entry point ---
 
 
-def test_main_without_a_tray_says_so_and_exits_1(qtbot, capsys, instance_name, work_dir):
-    helper = FakeHelper(work_dir / "run" / "helper.sock").start()
+def test_main_without_a_tray_says_so_and_exits_1(qtbot, capsys, instance_name, work):
+    helper = FakeHelper(work / "run" / "helper.sock").start()
     try:
         code = tray_app.main(
             ["--socket", str(helper.socket_path), "--tray-wait", "0", "--instance-name", instance_name]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import shutil
 import socket
 import threading
 
@@ -14,7 +13,6 @@ from test_gui_support import (
     Options,
     collect_garbage_on_the_gui_thread,  # noqa: F401 (an autouse fixture)
     make_controller,
-    short_dir,
     write_kubeconfig,
 )
 
@@ -27,20 +25,6 @@ from tether.helper.api.resolutions import Resolution
 from tether.helper.rpc import helper_pb2 as pb
 
 WAIT = 5000
-
-
-@pytest.fixture
-def work():
-    base = short_dir()
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def helper(work):
-    fake = FakeHelper(work / "run" / "helper.sock").start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

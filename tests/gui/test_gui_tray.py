@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 from test_gui_support import (
     VPN_CONFLICT,
-    FakeHelper,
     collect_garbage_on_the_gui_thread,  # noqa: F401 (an autouse fixture)
     make_controller,
-    short_dir,
 )
 
 from tether.gui import notify, view
@@ -42,20 +38,6 @@ class RecordingWindows:
 
     def open_add_cluster(self):
         self.opened.append(("add-cluster",))
-
-
-@pytest.fixture
-def work():
-    base = short_dir()
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def helper(work):
-    fake = FakeHelper(work / "run" / "helper.sock").start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

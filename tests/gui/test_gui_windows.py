@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from test_gui_support import (
     VPN_CONFLICT,
-    FakeHelper,
     collect_garbage_on_the_gui_thread,  # noqa: F401 (an autouse fixture)
     make_controller,
-    short_dir,
 )
 
 from tether.gui.autostart import FakeAutostart
@@ -25,20 +21,6 @@ from tether.helper.api.resolutions import Resolution
 from tether.helper.rpc import helper_pb2 as pb
 
 WAIT = 5000
-
-
-@pytest.fixture
-def work():
-    base = short_dir()
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def helper(work):
-    fake = FakeHelper(work / "run" / "helper.sock").start()
-    yield fake
-    fake.stop()
 
 
 class Named:
