@@ -27,7 +27,7 @@ from tether.helper.api.paths import default_socket
 from tether.helper.api.server import HelperServer, ServerOptions, ServerSetupError, preflight
 from tether.helper.api.session import Session, SessionConfig, SessionError
 from tether.helper.rpc import helper_pb2 as pb
-from tether.manager import __version__, logs
+from tether.manager import __version__, eventloop, logs
 
 log = logging.getLogger("tether.helper")
 
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_NOT_ROOT
     try:
-        return asyncio.run(serve(args))
+        return eventloop.run(serve(args))
     except (ServerSetupError, ValueError) as exc:
         print(f"tether-helper: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import kubernetes
 
-from tether.manager import __version__, logs
+from tether.manager import __version__, eventloop, logs
 from tether.manager.agents import AgentRegistry, expire_agents
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
 from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tether-manager: cannot use {args.resolv_conf}: {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(serve(args, config, api, resolver))
+        return eventloop.run(serve(args, config, api, resolver))
     return 0
 
 

@@ -5,6 +5,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 
 def pytest_configure(config: object) -> None:
     directory = tempfile.mkdtemp(prefix="tether-test-config-")
@@ -16,3 +18,12 @@ def pytest_unconfigure(config: object) -> None:
     directory = os.environ.pop("TETHER_TEST_CONFIG_DIR", "")
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def each_event_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per event loop Tether's processes may run on (``tether.manager.eventloop.run``
+    reads the choice): uvloop differs from asyncio in ways code can trip over (a first read before a
+    pause in connection_made takes effect, call_at's handle for a deadline already past)."""
+    monkeypatch.setenv("TETHER_EVENT_LOOP", request.param)
+    return request.param

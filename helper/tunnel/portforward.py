@@ -29,6 +29,7 @@ import ssl
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 from urllib.parse import quote, urlsplit
 
 import kubernetes
@@ -179,8 +180,8 @@ class _WebSocket(_Side):
     # --- transport events ---
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, though they are one in all but name
+        self.transport = cast(asyncio.Transport, transport)
         transport.write(self._request)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -389,10 +390,13 @@ class _Local(_Side):
         self.forward = forward
         self.websocket: _WebSocket | None = None
         self._opening: asyncio.Task[None] | None = None
+        # What the client sent before the websocket was open: pausing in connection_made does not stop
+        # every loop from delivering a first read (uvloop's does), and those bytes must not be lost.
+        self._early = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, though they are one in all but name
+        self.transport = cast(asyncio.Transport, transport)
         transport.pause_reading()  # nowhere to send to before the websocket is open
         self.forward._live.add(self)
         self._opening = asyncio.ensure_future(self._open())
@@ -413,6 +417,9 @@ class _Local(_Side):
         if websocket.closed:
             self.close()
             return
+        if self._early:
+            websocket.send_data(bytes(self._early))
+            self._early.clear()
         assert self.transport is not None
         self.transport.resume_reading()
 
@@ -420,6 +427,8 @@ class _Local(_Side):
         websocket = self.websocket
         if websocket is not None:
             websocket.send_data(data)
+        else:
+            self._early += data
 
     def eof_received(self) -> bool:
         return False  # v4 framing has no half-close: when either side ends, the connection ends

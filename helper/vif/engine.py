@@ -276,7 +276,10 @@ class VifEngine:
         self.map_destination = map_destination  # --proxy-via: VIPs to real destinations (settable)
         self._bridges: dict[int, _FlowBridge] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # The armed timer and when it fires: uvloop's call_at hands back a plain Handle (no when()) for a
+        # deadline already past.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._kick_pending = False
         self._kick_handle: asyncio.Handle | None = None
         self._processing = False  # within _process's dispatch (flows may call back)
@@ -398,10 +401,11 @@ class VifEngine:
         if self._loop is None or deadline is None:
             return
         if self._timer is not None:
-            if self._timer.when() <= deadline:
+            if self._timer_at <= deadline:
                 return
             self._timer.cancel()
         self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline
 
     def _dispatch(self, event: object) -> None:
         flow = event.flow  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tether.manager import __version__, logs
+from tether.manager import __version__, eventloop, logs
 from tether.manager.agent.agent import AgentRefusedError, AgentSettings, TetherAgent
 from tether.manager.agents import AgentError, check_workload
 
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tether-agent: {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(serve(settings))
+        return eventloop.run(serve(settings))
     return 0
 
 

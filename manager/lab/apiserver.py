@@ -43,7 +43,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import aiohttp
 import aiohttp.web
@@ -51,6 +51,8 @@ import attrs
 import kmock
 import kubernetes.client
 from kmock import KubernetesEmulator, KubernetesError
+
+from tether.manager import eventloop
 
 # Named explicitly: under "python -m" __name__ would be "__main__".
 log = logging.getLogger("tether.manager.lab.apiserver")
@@ -1163,8 +1165,7 @@ class _PortForward:
             self.writable.set()
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.Transport)
-            self.transport = transport
+            self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
 
         def data_received(self, data: bytes) -> None:
             self.forward._to_client(self.prefix, data)
@@ -1191,7 +1192,7 @@ class _PortForward:
         # writer; our frames go there directly.
         writer = getattr(ws, "_writer", None)
         transport = getattr(writer, "transport", None)
-        if not isinstance(transport, asyncio.Transport):
+        if transport is None or not hasattr(transport, "write"):  # uvloop's are not asyncio.Transport subclasses
             raise RuntimeError("the port-forward needs a prepared websocket whose transport aiohttp exposes")
         self._transport = transport
         self._protocol = getattr(writer, "protocol", None)
@@ -1548,7 +1549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         seed = _load_seed(args.seed) if args.seed else []
-        asyncio.run(_serve_until_signalled(args, seed))
+        eventloop.run(_serve_until_signalled(args, seed))
     except (OSError, ValueError, SeedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,6 +29,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
+from tether.manager import eventloop
+
 PATTERN_PERIOD = 251
 PATTERN = bytes(range(PATTERN_PERIOD)) * 1024  # 257 KB, a whole number of periods
 CHUNK = 256 * 1024
@@ -321,7 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args))
+        eventloop.run(run(args))
     return 0
 
 

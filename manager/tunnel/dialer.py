@@ -11,6 +11,7 @@ import socket
 import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 from tether.manager.rpc import manager_pb2 as pb
 from tether.manager.tunnel import framing
@@ -86,8 +87,8 @@ class _PodConnection(asyncio.Protocol):
     # --- transport events ---
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, though they are one in all but name
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         forward = self.forward

@@ -13,6 +13,7 @@ import pytest
 
 from tether.helper.tunnel.manager_link import ManagerLink, client_info
 from tether.helper.tunnel.streams import GrpcTunnelStream, MuxTunnelStream, TunnelOpener
+from tether.manager import eventloop
 from tether.manager.agents import AgentRegistry
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.config import DEFAULT_TUNNEL_MUX_PORT
@@ -25,6 +26,8 @@ from tether.manager.sessions import SessionTable
 from tether.manager.tunnel import framing
 from tether.manager.tunnel.framing import Protocol
 from tether.manager.tunnel.mux_server import MuxListener
+
+pytestmark = pytest.mark.usefixtures("each_event_loop")
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -99,7 +102,7 @@ def _opener(link: ManagerLink) -> TunnelOpener:
 
 
 def run(coro):
-    asyncio.run(asyncio.wait_for(coro, 30))
+    eventloop.run(asyncio.wait_for(coro, 30))
 
 
 def test_the_link_opens_the_advertised_mux_and_flows_take_it():

@@ -15,7 +15,10 @@ import pytest
 
 from tether.helper.tunnel import portforward
 from tether.helper.tunnel.portforward import PodPortForward, PortForwardError, _python_mask, client_frame
+from tether.manager import eventloop
 from tether.manager.lab.apiserver import LabApiServerThread
+
+pytestmark = pytest.mark.usefixtures("each_event_loop")
 
 MiB = 1 << 20
 _namespaces = itertools.count(1)
@@ -112,7 +115,7 @@ def _upgraded_websocket(key="dGhlIHNhbXBsZSBub25jZQ=="):
 
 
 def _run(coro):
-    return asyncio.run(coro)
+    return eventloop.run(coro)
 
 
 def test_websocket_reads_split_and_fragmented_frames_byte_by_byte():

@@ -11,6 +11,7 @@ import pytest
 
 from tether.helper.tunnel.mux_client import MuxClient, connect_mux
 from tether.helper.tunnel.streams import MuxTunnelStream
+from tether.manager import eventloop
 from tether.manager.agents import AgentRegistry
 from tether.manager.rpc import manager_pb2 as pb
 from tether.manager.sessions import SessionTable, UnknownSessionError
@@ -21,12 +22,14 @@ from tether.manager.tunnel.framing import Protocol
 from tether.manager.tunnel.mux import MuxConnection, MuxStream, MuxStreamError
 from tether.manager.tunnel.mux_server import MuxListener, MuxServerConnection
 
+pytestmark = pytest.mark.usefixtures("each_event_loop")
+
 SESSION = "0123456789abcdef"
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 20))
+    return eventloop.run(asyncio.wait_for(coro, 20))
 
 
 # --- an in-memory pipe between two protocols ----------------------------------------------------------
