@@ -209,6 +209,8 @@ async def _connect(address: IPAddress, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
+        # The client's own stack decides when to send; connect_accepted_socket leaves Nagle on with asyncio's loop.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         error = sock.connect_ex((str(address), port))
         if error == errno.EINPROGRESS:
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
