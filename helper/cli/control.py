@@ -323,7 +323,7 @@ def cmd_version(args: argparse.Namespace) -> int:
         try:
             info = helper.version()
         except HelperError as exc:
-            print(f"{'tether-helper'} unavailable: {exc.message}")
-            return exitcodes.OK
+            # The client's version is still printed; the status says the helper is missing (scripts wait on it).
+            return exitcodes.report(exc)
     print(f"{info.name or 'tether-helper'} {info.version} (api level {info.api_level})")
     return exitcodes.OK

@@ -89,10 +89,10 @@ def test_unreachable_helper_exits_3(tmp_path, capsys):
     assert main(["status", "--socket", str(tmp_path / "none" / "helper.sock")]) == 3
     err = capsys.readouterr().err
     assert "not installed or not running" in err
-    assert main(["version", "--socket", str(tmp_path / "none" / "helper.sock")]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("tether ")
-    assert "tether-helper unavailable" in out
+    assert main(["version", "--socket", str(tmp_path / "none" / "helper.sock")]) == 3
+    captured = capsys.readouterr()
+    assert captured.out.startswith("tether ") and "tether-helper" not in captured.out
+    assert "not installed or not running" in captured.err
 
 
 def test_version_and_quit(helper, capsys):
