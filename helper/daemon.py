@@ -184,6 +184,7 @@ async def serve(args: argparse.Namespace) -> int:
     except Exception:
         log.exception("closing the session failed")
         return EXIT_FAILURE
+    server.remove_directory()  # empty now that the session's journal is gone
     return EXIT_OK
 
 

@@ -447,10 +447,14 @@ class HelperServer:
                 if (info.st_dev, info.st_ino) == identity:
                     path.unlink()
             del self._created[path]
-        # The directory goes too once nothing is left in it (a crash journal would keep it, on purpose).
+        self.remove_directory()
+        log.info("stopped", extra={"socket": str(self.options.socket_path)})
+
+    def remove_directory(self) -> None:
+        """Remove the socket directory once nothing is left in it: at stop, and again once the session's
+        journal (kept there until the session has undone its changes) is gone."""
         with contextlib.suppress(OSError):
             self.options.socket_path.parent.rmdir()
-        log.info("stopped", extra={"socket": str(self.options.socket_path)})
 
 
 def _caller_from(creds: PeerCredentials) -> Caller:

@@ -175,11 +175,13 @@ class RunningHelper:
         shutil.rmtree(self.rundir, ignore_errors=True)
 
     def leftovers(self) -> list[str]:
-        """What this helper left: workstation state, its journal, its sockets."""
+        """What this helper left: workstation state, its journal, its sockets, the directory it made for them."""
         found = workstation_leftovers(self.netns)
         for path in (self.journal, self.socket, self.rundir / "helper-auth.sock"):
             if path.exists():
                 found.append(f"file {path}")
+        if self.rundir.exists():
+            found.append(f"directory {self.rundir}")
         return found
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -104,6 +105,24 @@ def test_a_crashed_helper_is_cleaned_up_by_the_next_start(lab, lab_run, tmp_path
         assert workstation_leftovers(lab.ws_netns) == []
         assert helper.quit() == 0, helper.tail()
         assert helper.leftovers() == []
+
+
+@pytest.mark.parametrize("stop", ["quit", "sigterm"])
+def test_stopping_a_connected_helper_leaves_nothing(lab, lab_run, tmp_path, stop):
+    """Quit or SIGTERM with the session still up: the helper undoes everything itself, down to the socket
+    directory it made (which holds the session's journal until the session is gone)."""
+    with running_helper(lab.ws_netns, lab.kubeconfig, tmp_path) as helper:
+        helper.start()
+        helper.connect()
+        assert curl(lab_run, "http://web.default").startswith("hello from web")
+        assert helper.journal.exists()
+        if stop == "quit":
+            assert helper.quit() == 0, helper.tail()
+        else:
+            assert helper.proc is not None
+            helper.proc.send_signal(signal.SIGTERM)
+            assert helper.proc.wait(30) == 0, helper.tail()
+        assert helper.leftovers() == [], helper.tail()
 
 
 # --- one connected helper for the rest --------------------------------------------------------------
