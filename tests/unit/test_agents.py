@@ -13,6 +13,7 @@ import time
 
 import grpc
 import pytest
+from echo_servers import UdpEcho, echo_handler
 
 from tether.manager.agent.agent import AgentSettings, TetherAgent
 from tether.manager.agents import AgentError, AgentRegistry, UnknownAgentError
@@ -106,22 +107,15 @@ def test_idle_agents_expire_and_their_watch_ends():
     asyncio.run(scenario())
 
 
+async def refused_with(call: grpc.aio.StreamStreamCall, first: pb.TunnelMessage) -> grpc.StatusCode:
+    """Send ``first`` on an agent Tunnel call; the status the manager ends the call with."""
+    await call.write(first)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call.read()
+    return raised.value.code()
+
+
 # --- manager + agent over gRPC on loopback ---------------------------------------------------------
-
-
-async def echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-
-
-class UdpEcho(asyncio.DatagramProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(b"echo:" + data, addr)
 
 
 async def manager_must_not_dial(*args: object) -> None:
@@ -364,16 +358,10 @@ def test_agent_that_never_takes_the_flow_times_out_and_never_sees_the_session(mo
         assert "lazy-0" in result.error and "did not take the flow" in result.error
         assert 0.4 < time.monotonic() - started < 2
         # too late now; and a flow can only be taken by the agent it was given to
-        late = h.agents_stub.Tunnel()
-        await late.write(pb.TunnelMessage(agent_flow=pb.AgentFlow(agent_id=session.agent_id, flow_id=request.flow_id)))
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await late.read()
-        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-        bad_first = h.agents_stub.Tunnel()
-        await bad_first.write(framing.data_message(b"x"))
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await bad_first.read()
-        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        late = pb.TunnelMessage(agent_flow=pb.AgentFlow(agent_id=session.agent_id, flow_id=request.flow_id))
+        assert await refused_with(h.agents_stub.Tunnel(), late) == grpc.StatusCode.NOT_FOUND
+        bad_first = framing.data_message(b"x")
+        assert await refused_with(h.agents_stub.Tunnel(), bad_first) == grpc.StatusCode.INVALID_ARGUMENT
         watch.cancel()
 
     run(scenario, monkeypatch, start_agent=False)
@@ -388,11 +376,8 @@ def test_a_flow_given_to_one_agent_cannot_be_taken_by_another(monkeypatch):
             await asyncio.sleep(0.02)
         await h.open_flow(Protocol.TCP, h.echo_port, via=("default", "lazy", ""), dial_timeout=5)
         request = await watch.read()
-        stolen = h.agents_stub.Tunnel()
-        await stolen.write(pb.TunnelMessage(agent_flow=pb.AgentFlow(agent_id=thief.agent_id, flow_id=request.flow_id)))
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stolen.read()
-        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        stolen = pb.TunnelMessage(agent_flow=pb.AgentFlow(agent_id=thief.agent_id, flow_id=request.flow_id))
+        assert await refused_with(h.agents_stub.Tunnel(), stolen) == grpc.StatusCode.PERMISSION_DENIED
         watch.cancel()
 
     run(scenario, monkeypatch, start_agent=False)
