@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tether.helper.api import validate
-from tether.helper.api.resolutions import Resolution
+from tether.helper.api.proxyvia import SYMBOLS
 from tether.helper.api.validate import ValidationError
-from tether.helper.proxyvia.spec import SYMBOLS
+from tether.helper.user.resolutions import Resolution
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

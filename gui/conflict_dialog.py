@@ -44,10 +44,10 @@ from tether.gui.dialog_parts import (
     show_message,
 )
 from tether.gui.workloads import WorkloadSource
-from tether.helper.api.resolutions import Resolution, ResolutionStore
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.api.proxyvia import SYMBOLS
 from tether.helper.api.validate import ValidationError
-from tether.helper.proxyvia.spec import SYMBOLS
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.user.resolutions import Resolution, ResolutionStore
 
 LOADING = "loading…"
 _OBJECT_NAMES = {Choice.ALLOW: "allowChoice", Choice.PROXY_VIA: "proxyViaChoice", Choice.AUTO_REMAP: "autoRemapChoice"}

@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from tether.gui.contexts import Cluster, Source
-from tether.helper.api.client import build_connect_request
-from tether.helper.api.resolutions import Resolution
+from tether.helper.api import helper_pb2 as pb
 from tether.helper.api.validate import ValidationError
-from tether.helper.kube.kubeconfig import KubeconfigError
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.user.client import build_connect_request
+from tether.helper.user.kubeconfig import KubeconfigError
+from tether.helper.user.resolutions import Resolution
 
 CLIENT_NAME = "tether-tray"
 

@@ -2,7 +2,7 @@
 
 Kubeconfig contexts come from ``--kubeconfig``, else ``$KUBECONFIG`` (several files joined by
 ``os.pathsep``; the first ``current-context`` wins), else ``~/.kube/config``, read by the same code that
-builds connect requests (``tether.helper.kube.kubeconfig``), so the menu never offers a context that a
+builds connect requests (``tether.helper.user.kubeconfig``), so the menu never offers a context that a
 connect could not find. Nothing here raises: a broken kubeconfig or settings file becomes a ``problems``
 line that names the file and what is wrong, and the rest of the list still shows.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from tether.helper.kube.kubeconfig import KubeconfigError, list_contexts
+from tether.helper.user.kubeconfig import KubeconfigError, list_contexts
 
 
 class Source(Enum):

@@ -41,10 +41,10 @@ from tether.gui.connect_request import (
 from tether.gui.contexts import AddedClusters, Cluster, ClusterList, default_added_clusters, load_clusters
 from tether.gui.retry import Backoff
 from tether.gui.view import ACTIVE_PHASES, Activity
-from tether.helper.api.client import HelperCallError, HelperClient, HelperError, HelperNotRunningError, TokenSource
+from tether.helper.api import helper_pb2 as pb
 from tether.helper.api.paths import auth_socket_for, default_socket
-from tether.helper.api.resolutions import Resolution, ResolutionStore, connect_remembering
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.user.client import HelperCallError, HelperClient, HelperError, HelperNotRunningError, TokenSource
+from tether.helper.user.resolutions import Resolution, ResolutionStore, connect_remembering
 
 log = logging.getLogger("tether.gui.controller")
 

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from tether.gui import state_summary
-from tether.helper.api.resolutions import Resolution
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.resolutions import Resolution
 
 MASK = "[redacted]"
 

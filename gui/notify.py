@@ -12,8 +12,8 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from tether.helper.api.client import HelperError
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import HelperError
 
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QSystemTrayIcon

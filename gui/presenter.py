@@ -11,8 +11,8 @@ from PySide6.QtCore import QObject, Signal
 from tether.gui import notify, view
 from tether.gui.controller import TrayController
 from tether.gui.tray import TrayIcon
-from tether.helper.api.client import HelperError
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import HelperError
 
 
 class WindowOpener(Protocol):

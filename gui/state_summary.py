@@ -14,8 +14,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tether.helper.api.resolutions import Resolution
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.resolutions import Resolution
 
 PHASES = {
     pb.State.DISCONNECTED: "disconnected",

@@ -28,8 +28,8 @@ from PySide6.QtWidgets import (
 from tether.gui import state_summary
 from tether.gui.diagnostics import collect_versions, diagnostics_text
 from tether.gui.dialog_parts import ERROR_STYLE, message_label, show_message
-from tether.helper.api.resolutions import Resolution
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.resolutions import Resolution
 
 MAX_EVENTS = 100
 

@@ -13,13 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tether.gui.contexts import ClusterList, Source
-from tether.helper.api.client import (
-    HelperError,
-    HelperNotInstalledError,
-    HelperNotRunningError,
-    HelperPermissionError,
-)
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import HelperError, HelperNotInstalledError, HelperNotRunningError, HelperPermissionError
 
 IconKey = Literal["disconnected", "connecting", "connected", "conflict", "error"]
 ICON_KEYS: tuple[IconKey, ...] = ("disconnected", "connecting", "connected", "conflict", "error")

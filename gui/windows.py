@@ -15,8 +15,8 @@ from PySide6.QtWidgets import QWidget
 from tether.gui.autostart import Autostart, autostart_for
 from tether.gui.contexts import Source
 from tether.gui.controller import TrayController
-from tether.helper.api.resolutions import Resolution
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.resolutions import Resolution
 
 if TYPE_CHECKING:
     from tether.gui.add_cluster_dialog import AddClusterDialog

@@ -73,7 +73,7 @@ class KubeWorkloadSource:
     def _client(self, context: str) -> tuple[Any, str]:
         import kubernetes.config
 
-        from tether.helper.kube.kubeconfig import flatten
+        from tether.helper.user.kubeconfig import flatten
 
         text = self.kubeconfig_text_for(context) if self.kubeconfig_text_for is not None else None
         if text is not None:
@@ -86,7 +86,7 @@ class KubeWorkloadSource:
     def list_workloads(self, context: str) -> list[str]:
         import kubernetes.client
 
-        from tether.helper.kube.kubeconfig import KubeconfigError
+        from tether.helper.user.kubeconfig import KubeconfigError
 
         try:
             api_client, namespace = self._client(context)

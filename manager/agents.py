@@ -33,11 +33,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
-from tether.manager.rpc import manager_pb2 as pb
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.framing import FlowSpec
+from tether.manager.api.wire import IPAddress
 from tether.manager.sessions import SessionTable, UnknownSessionError
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import FlowSpec
-from tether.manager.wire import IPAddress
 
 log = logging.getLogger("tether.manager.agents")
 

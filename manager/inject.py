@@ -29,7 +29,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tether.manager import __version__
+from tether.manager.api.version import __version__
 
 log = logging.getLogger("tether.manager.inject")
 

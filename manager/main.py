@@ -16,17 +16,19 @@ from pathlib import Path
 import grpc
 import kubernetes
 
-from tether.manager import __version__, eventloop, logs
 from tether.manager.agents import AgentRegistry, expire_agents
+from tether.manager.api import manager_pb2_grpc as pb_grpc
+from tether.manager.api.grpcopts import grpc_options
+from tether.manager.api.version import __version__
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
 from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap
 from tether.manager.discovery import ClusterDiscovery, ClusterNetwork
 from tether.manager.dns import ClusterResolver
 from tether.manager.inject import DEFAULT_AGENT_IMAGE, AgentInjector, SidecarConfig, manager_address
-from tether.manager.rpc import manager_pb2_grpc as pb_grpc
-from tether.manager.server import AgentService, ManagerService, expire_sessions, server_options
+from tether.manager.server import AgentService, ManagerService, expire_sessions
 from tether.manager.sessions import SessionTable
 from tether.manager.tunnel.mux_server import MuxListener
+from tether.runtime import eventloop, logs
 
 log = logging.getLogger("tether.manager")
 
@@ -144,7 +146,7 @@ async def serve(
     discovery = ClusterDiscovery(
         api, config, args.namespace, args.pod_ip, lambda network: loop.call_soon_threadsafe(publish, network)
     )
-    server = grpc.aio.server(options=server_options())
+    server = grpc.aio.server(options=grpc_options())
     service = ManagerService(sessions, hub, resolver, agents)
     pb_grpc.add_ManagerServicer_to_server(service, server)
     pb_grpc.add_AgentsServicer_to_server(AgentService(agents), server)

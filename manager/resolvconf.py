@@ -6,7 +6,7 @@ import contextlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from tether.manager.wire import IPAddress
+from tether.manager.api.wire import IPAddress
 
 
 @dataclass(frozen=True)

@@ -8,25 +8,16 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from tether.manager import __version__
-from tether.manager.agents import (
-    AgentError,
-    AgentRegistry,
-    UnknownAgentError,
-    UnknownFlowError,
-    agent_fields,
-)
+from tether.manager.agents import AgentError, AgentRegistry, UnknownAgentError, UnknownFlowError, agent_fields
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api import manager_pb2_grpc as pb_grpc
+from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.dns import ClusterResolver, DNSLookupError, pack_record
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.rpc import manager_pb2_grpc as pb_grpc
 from tether.manager.sessions import SessionTable, UnknownSessionError
-from tether.manager.tunnel import framing
 from tether.manager.tunnel.flows import FlowServer
 
 log = logging.getLogger("tether.manager.server")
-
-API_LEVEL = 1
 
 
 class ManagerService(pb_grpc.ManagerServicer):
@@ -185,15 +176,3 @@ async def expire_sessions(sessions: SessionTable, interval: float) -> None:
         await asyncio.sleep(interval)
         for session in sessions.expire():
             log.info("session expired", extra={"session": session.session_id[:8], "client": session.name})
-
-
-def server_options() -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", framing.MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", framing.MAX_MESSAGE_BYTES),
-        # Clients keep sessions alive themselves; these catch dead transports (a dropped port-forward).
-        ("grpc.keepalive_time_ms", 20_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ]

@@ -22,7 +22,7 @@ def pytest_unconfigure(config: object) -> None:
 
 @pytest.fixture(params=["asyncio", "uvloop"])
 def each_event_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test once per event loop Tether's processes may run on (``tether.manager.eventloop.run``
+    """Run the test once per event loop Tether's processes may run on (``tether.runtime.eventloop.run``
     reads the choice): uvloop differs from asyncio in ways code can trip over (a first read before a
     pause in connection_made takes effect, call_at's handle for a deadline already past)."""
     monkeypatch.setenv("TETHER_EVENT_LOOP", request.param)

@@ -1,4 +1,5 @@
-"""The helper's local API: the gRPC server, caller identity, authorization and the client library.
+"""The helper's API face, spoken on both sides of its socket.
 
-Nothing in this package needs Qt; the client side (``client``, ``paths``, ``validate``) needs no root.
+The generated stubs (``helper_pb2``), the checks every request passes on either side (``validate``,
+``proxyvia``) and where the sockets live (``paths``). It imports nothing else of the helper.
 """

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tether.helper.api.proxyvia import ProxyViaError, parse_proxy_vias
+
 MAX_KUBECONFIG_BYTES = 1024 * 1024
 MAX_CIDRS = 256
 MAX_NAMESPACES = 256
@@ -69,8 +71,6 @@ def cidrs(values: Iterable[str], field: str) -> list[ipaddress.IPv4Network | ipa
 
 def proxy_vias(values: Iterable[str]) -> None:
     """--proxy-via values, checked alone and against each other (overlaps, repeated symbols)."""
-    from tether.helper.proxyvia import ProxyViaError, parse_proxy_vias
-
     items = list(values)
     if len(items) > MAX_CIDRS:
         raise ValidationError(f"proxy-via: {len(items)} values given, at most {MAX_CIDRS} are allowed")

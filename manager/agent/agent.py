@@ -24,13 +24,14 @@ from pathlib import Path
 
 import grpc
 
-from tether.manager import __version__
 from tether.manager.agents import Send, StreamWriter
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.rpc import manager_pb2_grpc as pb_grpc
-from tether.manager.tunnel import framing
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api import manager_pb2_grpc as pb_grpc
+from tether.manager.api.framing import FlowSpec, TunnelError
+from tether.manager.api.grpcopts import reconnecting_channel_options
+from tether.manager.api.version import __version__
 from tether.manager.tunnel.dialer import run_flow
-from tether.manager.tunnel.framing import FlowSpec, TunnelError
 
 log = logging.getLogger("tether.agent")
 
@@ -77,22 +78,6 @@ class AgentStats:
     destinations: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
-def channel_options() -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", framing.MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", framing.MAX_MESSAGE_BYTES),
-        # A manager that vanished without closing the connection is noticed within ~30 s.
-        ("grpc.keepalive_time_ms", 20_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        # gRPC's own reconnect backoff grows to two minutes by default; a restarted manager should
-        # see its agents again within seconds.
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 5_000),
-    ]
-
-
 class TetherAgent:
     def __init__(self, settings: AgentSettings, run: RunFlow = run_flow) -> None:
         self.settings = settings
@@ -109,7 +94,7 @@ class TetherAgent:
 
     async def run(self) -> None:
         """Serve until :meth:`stop`: keep a session with the manager and dial what it asks."""
-        channel = grpc.aio.insecure_channel(self.settings.manager, options=channel_options())
+        channel = grpc.aio.insecure_channel(self.settings.manager, options=reconnecting_channel_options())
         stub = pb_grpc.AgentsStub(channel)
         delay = self.settings.min_backoff
         try:

@@ -13,9 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tether.manager import __version__, eventloop, logs
 from tether.manager.agent.agent import AgentRefusedError, AgentSettings, TetherAgent
 from tether.manager.agents import AgentError, check_workload
+from tether.manager.api.version import __version__
+from tether.runtime import eventloop, logs
 
 log = logging.getLogger("tether.agent")
 

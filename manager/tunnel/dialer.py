@@ -13,10 +13,10 @@ import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import FlowSpec, Protocol, TunnelError
-from tether.manager.wire import IPAddress
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.framing import FlowSpec, Protocol, TunnelError
+from tether.manager.api.wire import IPAddress
 
 log = logging.getLogger("tether.manager.tunnel")
 

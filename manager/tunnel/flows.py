@@ -11,12 +11,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from tether.manager.agents import AgentRegistry, Send
-from tether.manager.rpc import manager_pb2 as pb
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.framing import TunnelError
+from tether.manager.api.mux import MuxStream
 from tether.manager.sessions import SessionTable, UnknownSessionError
-from tether.manager.tunnel import framing
 from tether.manager.tunnel.dialer import FastPath, run_flow
-from tether.manager.tunnel.framing import TunnelError
-from tether.manager.tunnel.mux import MuxStream
 
 log = logging.getLogger("tether.manager.server")
 

@@ -6,12 +6,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.tunnel import muxframe as mf
-from tether.manager.tunnel.mux import IDLE_TIMEOUT, MAX_STREAMS, PING_INTERVAL, MuxConnection, MuxStream, parse_message
-from tether.manager.tunnel.muxframe import MuxProtocolError
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api import muxframe as mf
+from tether.manager.api.mux import IDLE_TIMEOUT, MAX_STREAMS, PING_INTERVAL, MuxConnection, MuxStream, parse_message
+from tether.manager.api.muxframe import MuxProtocolError
 
-log = logging.getLogger("tether.manager.tunnel.mux")
+log = logging.getLogger("tether.manager.api.mux")
 
 # (session id) -> None, or raise (a KeyError, e.g. UnknownSessionError) naming why the session is not usable.
 SessionCheck = Callable[[str], object]

@@ -15,8 +15,8 @@ PROTO_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PROTO_ROOT.parent.parent
 # proto package folder -> the repository folder that holds that import path
 TARGETS = {
-    "tether/manager/rpc": "manager/rpc",
-    "tether/helper/rpc": "helper/rpc",
+    "tether/manager/api": "manager/api",
+    "tether/helper/api": "helper/api",
 }
 
 

@@ -17,8 +17,8 @@ import struct
 import sys
 import time
 
-from tether.helper.vif.netstack import Data, DialRequested, NetStack, NetStackConfig
-from tether.helper.vif.netstack.packets import ACK, PSH, SYN, TcpTemplate
+from tether.helper.root.vif.netstack import Data, DialRequested, NetStack, NetStackConfig
+from tether.helper.root.vif.netstack.packets import ACK, PSH, SYN, TcpTemplate
 
 APP, SVC = bytes((10, 1, 0, 2)), bytes((10, 96, 0, 10))
 SPORT, DPORT = 40000, 80

@@ -55,11 +55,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.helper.api.client import HelperClient, HelperError
-from tether.manager.lab import procs
-from tether.manager.lab.lab import Lab
-from tether.manager.lab.runner import LabError
-from tether.manager.lab.topology import DNS_IP, UPSTREAM_DNS_IP, WS_NS, StatePaths, pod_netns
+from tether.helper.user.client import HelperClient, HelperError
+from tether.lab import procs
+from tether.lab.lab import Lab
+from tether.lab.runner import LabError
+from tether.lab.topology import DNS_IP, UPSTREAM_DNS_IP, WS_NS, StatePaths, pod_netns
 
 HERE = Path(__file__).resolve().parent
 CLIENT = HERE / "client.py"
@@ -167,7 +167,7 @@ def netns_argv(netns: str, argv: list[str]) -> list[str]:
 
 
 def tether_cli(*argv: str) -> list[str]:
-    return netns_argv(WS_NS, [sys.executable, "-m", "tether.helper.cli.main", *argv])
+    return netns_argv(WS_NS, [sys.executable, "-m", "tether.helper.user.cli.main", *argv])
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -217,7 +217,7 @@ def helper_processes(netns: str) -> list[tuple[int, str]]:
             cmdline = Path(f"/proc/{word}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        if "helper start" in cmdline or "tether-helper" in cmdline or "tether.helper.daemon" in cmdline:
+        if "helper start" in cmdline or "tether-helper" in cmdline or "tether.helper.root.daemon" in cmdline:
             found.append((int(word), cmdline))
     return found
 

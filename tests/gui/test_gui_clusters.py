@@ -11,7 +11,7 @@ from gui_pem_support import ca_pem
 from tether.gui import clusters
 from tether.gui.clusters import AddedCluster, ClusterError, KeyringVault, MemoryVault, VaultError
 from tether.gui.settings import Settings, SettingsStore
-from tether.helper.api.client import build_connect_request
+from tether.helper.user.client import build_connect_request
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl"
 

@@ -4,9 +4,9 @@ import pytest
 
 from tether.gui import conflict_choice as choice
 from tether.gui.conflict_choice import Choice, ConflictRow
-from tether.helper.api.resolutions import Resolution
+from tether.helper.api import helper_pb2 as pb
 from tether.helper.api.validate import ValidationError
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.user.resolutions import Resolution
 
 CONFLICTS = [
     ConflictRow("10.96.0.0/12", "10.0.0.0/8", "tun-vpn"),

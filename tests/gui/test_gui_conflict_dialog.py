@@ -9,8 +9,8 @@ from PySide6.QtWidgets import QComboBox, QLabel, QPlainTextEdit, QPushButton, QR
 from tether.gui import conflict_choice
 from tether.gui.conflict_dialog import LOADING, ConflictDialog
 from tether.gui.workloads import FakeWorkloadSource
-from tether.helper.api.resolutions import Resolution, ResolutionStore
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.resolutions import Resolution, ResolutionStore
 
 WORKLOADS = {"lab": ["default/echo", "default/web", "shop/gateway"]}
 

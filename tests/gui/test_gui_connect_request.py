@@ -11,7 +11,7 @@ from tether.gui.clusters import VaultError
 from tether.gui.connect_request import RequestError, build_request
 from tether.gui.contexts import Cluster, Source
 from tether.gui.settings import SettingsError
-from tether.helper.api.resolutions import Resolution
+from tether.helper.user.resolutions import Resolution
 
 
 def test_kubeconfig_context_with_settings_and_resolution(tmp_path):

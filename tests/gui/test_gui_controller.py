@@ -16,13 +16,13 @@ from test_gui_support import (
     write_kubeconfig,
 )
 
+from tests.doubles.fake_session import FakeSession
 from tether.gui import view
 from tether.gui.contexts import Source
 from tether.gui.retry import Backoff
-from tether.helper.api.client import HelperNotInstalledError, HelperPermissionError
-from tether.helper.api.fake_session import FakeSession
-from tether.helper.api.resolutions import Resolution
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import HelperNotInstalledError, HelperPermissionError
+from tether.helper.user.resolutions import Resolution
 
 WAIT = 5000
 

@@ -18,10 +18,10 @@ from test_gui_support import (
     write_kubeconfig,
 )
 
-from tether.helper.api.client import HelperCallError
-from tether.helper.api.resolutions import Resolution, ResolutionStore, connect_remembering
-from tether.helper.cli.main import main as cli
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.cli.main import main as cli
+from tether.helper.user.client import HelperCallError
+from tether.helper.user.resolutions import Resolution, ResolutionStore, connect_remembering
 
 CONNECTED = pb.State(phase=pb.State.CONNECTED, cluster="lab")
 

@@ -10,9 +10,9 @@ from tether.gui import status_window as status_module
 from tether.gui.diagnostics import collect_versions, diagnostics_text, scrub
 from tether.gui.state_summary import ResolutionLine, resolution_lines
 from tether.gui.status_window import StatusWindow
-from tether.helper.api.client import HelperNotRunningError
-from tether.helper.api.resolutions import Resolution
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import HelperNotRunningError
+from tether.helper.user.resolutions import Resolution
 
 VERSIONS = {"tether": "0.1.0", "PySide6": "6.12.0", "Qt": "6.12.0", "Python": "CPython 3.11.2", "OS": "Linux-test"}
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJlLXNlY3JldA"

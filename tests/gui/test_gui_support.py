@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
+from tests.doubles.fake_session import FakeSession
 from tether.gui.controller import TrayController
 from tether.gui.retry import Backoff
-from tether.helper.api.client import HelperCallError, HelperClient, build_connect_request
-from tether.helper.api.fake_session import FakeSession
-from tether.helper.api.resolutions import ResolutionStore
-from tether.helper.api.server import HelperServer, ServerOptions
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.root.server.server import HelperServer, ServerOptions
+from tether.helper.user.client import HelperCallError, HelperClient, build_connect_request
+from tether.helper.user.resolutions import ResolutionStore
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -240,7 +240,7 @@ def test_fake_helper_publishes_arbitrary_states(work):
 
 def test_the_fake_helper_runs_by_hand_and_stops_on_sigterm(work):
     socket_path = work / "run" / "helper.sock"
-    command = [sys.executable, "-m", "tether.helper.api.fake_session", "--socket", str(socket_path)]
+    command = [sys.executable, "-m", "tests.doubles.fake_session", "--socket", str(socket_path)]
     process = subprocess.Popen(
         [*command, "--conflict", "error", "--step-delay", "0"], stdout=subprocess.PIPE, text=True
     )

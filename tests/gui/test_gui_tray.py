@@ -16,8 +16,8 @@ from tether.gui.contexts import Cluster, ClusterList
 from tether.gui.notify import FakeNotifier, Level, Notification, Seen
 from tether.gui.presenter import TrayPresenter
 from tether.gui.tray import TrayIcon
-from tether.helper.api.client import HelperNotRunningError
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import HelperNotRunningError
 
 WAIT = 5000
 CLUSTERS = ClusterList((Cluster("lab", current=True), Cluster("staging")))

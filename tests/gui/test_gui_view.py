@@ -7,13 +7,13 @@ import pytest
 
 from tether.gui import view
 from tether.gui.contexts import Cluster, ClusterList, Source
-from tether.helper.api.client import (
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import (
     HelperCallError,
     HelperNotInstalledError,
     HelperNotRunningError,
     HelperPermissionError,
 )
-from tether.helper.rpc import helper_pb2 as pb
 
 CLUSTERS = ClusterList(
     (Cluster("lab", current=True), Cluster("staging"), Cluster("edge", Source.ADDED)),

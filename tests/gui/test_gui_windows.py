@@ -17,8 +17,8 @@ from tether.gui.settings import SettingsStore
 from tether.gui.tray import TrayIcon
 from tether.gui.windows import Windows
 from tether.gui.workloads import FakeWorkloadSource
-from tether.helper.api.resolutions import Resolution
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.resolutions import Resolution
 
 WAIT = 5000
 

@@ -3,7 +3,7 @@
 Fixtures:
 
 * ``lab`` (session): brings the lab up once (through the Python API) and yields a
-  ``tether.manager.lab.report.LabInfo``: ``kubeconfig``, ``api_url``, ``netns`` (all namespaces),
+  ``tether.lab.report.LabInfo``: ``kubeconfig``, ``api_url``, ``netns`` (all namespaces),
   ``ws_netns``, ``cluster_ips`` / ``pod_ips`` / ``pod_netns`` keyed "namespace/name",
   ``service_ip(name, namespace="default")``, ``manager_pod`` / ``manager_ip`` /
   ``manager_namespace``, ``vpn_hosts``, and the whole ``plan``.
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from tether.manager.lab.lab import Lab
-from tether.manager.lab.netns import entered
-from tether.manager.lab.netns import workstation as _workstation
-from tether.manager.lab.topology import PREFIX, StatePaths
+from tether.lab.lab import Lab
+from tether.lab.netns import entered
+from tether.lab.netns import workstation as _workstation
+from tether.lab.topology import PREFIX, StatePaths
 
 LAB_FIXTURES = {"lab", "lab_control", "workstation", "netns", "lab_run", "assert_lab_gone"}
 
@@ -132,7 +132,7 @@ def lab_run(lab):
     """lab_run(*cmd, pod=None, timeout=30) -> CompletedProcess: `tether lab run [--pod POD] -- CMD`."""
 
     def run(*cmd: str, pod: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "tether.helper.cli.main", "lab", "run"]
+        argv = [sys.executable, "-m", "tether.helper.user.cli.main", "lab", "run"]
         if pod:
             argv += ["--pod", pod]
         return subprocess.run([*argv, "--", *cmd], capture_output=True, text=True, timeout=timeout)

@@ -1,6 +1,6 @@
 """A real `tether helper start` in the lab's workstation namespace, driven through the real CLI.
 
-``RunningHelper`` starts the helper as a subprocess (``ip netns exec <ws> python -m tether.helper.cli.main
+``RunningHelper`` starts the helper as a subprocess (``ip netns exec <ws> python -m tether.helper.user.cli.main
 helper start``, so the PID is the helper's own) on a socket directory of its own under /run, with its
 log in a file; ``cli(...)`` runs ``tether ... --socket S`` inside the workstation namespace;
 ``connect()``, ``disconnect()``, ``quit()`` and ``kill()`` do what they say and check the result.
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tether.helper.journal import LINK_PREFIX, NFT_TABLE_PREFIX, ROUTE_PROTO
+from tether.helper.root.journal import LINK_PREFIX, NFT_TABLE_PREFIX, ROUTE_PROTO
 
-CLI = [sys.executable, "-m", "tether.helper.cli.main"]
+CLI = [sys.executable, "-m", "tether.helper.user.cli.main"]
 LOG_TAIL = 60
 
 

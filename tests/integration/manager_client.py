@@ -11,9 +11,9 @@ from typing import Any
 
 import kubernetes
 
-from tether.helper.tunnel.manager_dial import ManagerConnection
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.rpc import manager_pb2_grpc as pb_grpc
+from tether.helper.cluster.manager_dial import ManagerConnection
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api import manager_pb2_grpc as pb_grpc
 
 
 def kube_configuration(kubeconfig: os.PathLike[str]) -> kubernetes.client.Configuration:

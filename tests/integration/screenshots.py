@@ -32,10 +32,10 @@ from helper_fixture import running_helper
 from test_vpn import VPN
 from tray_driver import TrayApp
 
-from tether.helper.api.client import HelperClient
-from tether.helper.rpc import helper_pb2 as pb
-from tether.manager.lab.journal import UP
-from tether.manager.lab.lab import Lab
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import HelperClient
+from tether.lab.journal import UP
+from tether.lab.lab import Lab
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO / "docs" / "screenshots"

@@ -16,10 +16,10 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from manager_client import ManagerClient, kube_configuration
 
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.framing import Protocol
 from tether.manager.inject import ANNOTATION, SIDECAR_NAME, uninject
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import Protocol
 
 WEB = ("default", "web", "Deployment")
 LOOPBACK = ipaddress.ip_address("127.0.0.1")

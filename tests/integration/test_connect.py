@@ -30,10 +30,10 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from helper_fixture import RunningHelper, running_helper, workstation_leftovers
 
-from tether.helper.api.client import HelperClient, HelperError
-from tether.helper.rpc import helper_pb2 as pb
-from tether.manager.lab.topology import SERVICE_CIDR, UPSTREAM_DNS_IP, build_plan
-from tether.manager.lab.workloads import PATTERN
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import HelperClient, HelperError
+from tether.lab.topology import SERVICE_CIDR, UPSTREAM_DNS_IP, build_plan
+from tether.lab.workloads import PATTERN
 
 pytestmark = pytest.mark.lab
 
@@ -368,7 +368,9 @@ def test_non_cluster_names_go_to_the_upstream(lab, lab_run, helper, workstation)
 
 
 def test_status_json_shows_the_connection(lab, lab_run, helper):
-    out = lab_run(sys.executable, "-m", "tether.helper.cli.main", "status", "--json", "--socket", str(helper.socket))
+    out = lab_run(
+        sys.executable, "-m", "tether.helper.user.cli.main", "status", "--json", "--socket", str(helper.socket)
+    )
     assert out.returncode == 0, out.stderr
     state = json.loads(out.stdout)
     device = state["tun_device"]

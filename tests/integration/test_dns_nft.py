@@ -25,11 +25,11 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger
 from dnslib.server import DNSServer as LibServer
 
-from tether.helper.dns.resolvers.base import DNS_BYPASS_MARK, ResolverError, ResolverSettings
-from tether.helper.dns.resolvers.linux_nft import TABLE, LinuxNftConfigurator
-from tether.helper.dns.rules import RulesConfig
-from tether.helper.dns.server import DNSServer
-from tether.helper.dns.upstream import UpstreamAddress
+from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, ResolverError, ResolverSettings
+from tether.helper.root.dns.resolvers.linux_nft import TABLE, LinuxNftConfigurator
+from tether.helper.root.dns.rules import RulesConfig
+from tether.helper.root.dns.server import DNSServer
+from tether.helper.root.dns.upstream import UpstreamAddress
 
 UPSTREAM_IP = "192.0.2.1"
 CLONE_NEWNET = 0x40000000

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from tether.helper.api.caller import Caller
-from tether.helper.api.fake_session import FakeSession
-from tether.helper.api.server import HelperServer, ServerOptions
-from tether.helper.kube.credentials import aload_credentials, load_credentials
-from tether.helper.rpc import helper_pb2 as pb
+from tests.doubles.fake_session import FakeSession
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.root.kube.credentials import aload_credentials, load_credentials
+from tether.helper.root.server.caller import Caller
+from tether.helper.root.server.server import HelperServer, ServerOptions
 
 GROUP, OUTSIDER, OWNER, MEMBER = 64010, 64011, 64012, 64013
 IDS = (GROUP, OUTSIDER, OWNER, MEMBER)
@@ -167,12 +167,12 @@ class Clients:
             else self._argv(OUTSIDER, OUTSIDER, (), [])
         )
         probe = subprocess.run(
-            [*argv, "-c", "import grpc, tether.helper.api.client"], env=self.env, capture_output=True, timeout=60
+            [*argv, "-c", "import grpc, tether.helper.user.client"], env=self.env, capture_output=True, timeout=60
         )
         return probe.returncode == 0
 
     def run(self, uid: int, groups: tuple[int, ...], *args: str) -> subprocess.CompletedProcess[str]:
-        python_args = ["-m", "tether.helper.cli.main", *args, "--socket", str(self.socket_path)]
+        python_args = ["-m", "tether.helper.user.cli.main", *args, "--socket", str(self.socket_path)]
         return subprocess.run(
             self._argv(uid, uid, groups, python_args), env=self.env, capture_output=True, text=True, timeout=60
         )
@@ -279,7 +279,7 @@ def test_ownership_between_real_uids(clients, helper):
     assert helper.session.state().phase == pb.State.CONNECTED
 
     root = subprocess.run(
-        [sys.executable, "-m", "tether.helper.cli.main", "disconnect", "--socket", str(helper.server.socket_path)],
+        [sys.executable, "-m", "tether.helper.user.cli.main", "disconnect", "--socket", str(helper.server.socket_path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -305,7 +305,7 @@ def test_exec_plugin_runs_as_the_caller_not_root(workdir):
 
 def test_exec_plugins_survive_busy_grpc_threads(workdir, helper):
     """Starting plugins while gRPC threads are busy must not crash them (it did with fork())."""
-    from tether.helper.api.client import HelperClient
+    from tether.helper.user.client import HelperClient
 
     caller = Caller(uid=OWNER, gid=OWNER, pid=1, groups=(GROUP,), username=str(OWNER))
     text = (workdir / "kubeconfig").read_text()

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from dnslib import DNSRecord
 
-from tether.manager.lab import procs, workloads
-from tether.manager.lab.topology import SERVICE_CIDR
+from tether.lab import procs, workloads
+from tether.lab.topology import SERVICE_CIDR
 
 pytestmark = pytest.mark.lab
 
@@ -71,7 +71,10 @@ def connect_error(host, port, timeout=3.0):
 
 def cli(*args, timeout=60):
     return subprocess.run(
-        [sys.executable, "-m", "tether.helper.cli.main", "lab", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "tether.helper.user.cli.main", "lab", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

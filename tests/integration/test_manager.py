@@ -15,12 +15,12 @@ import pytest
 from dnslib import QTYPE, RCODE
 from manager_client import ManagerClient, kube_configuration
 
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api import manager_pb2_grpc as pb_grpc
+from tether.manager.api.framing import Protocol
+from tether.manager.api.wire import ip_from_bytes, subnet_from_pb, subnets_from_pb
 from tether.manager.dns import unpack_record
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.rpc import manager_pb2_grpc as pb_grpc
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import Protocol
-from tether.manager.wire import ip_from_bytes, subnet_from_pb, subnets_from_pb
 
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
 NODE_CIDRS = {ipaddress.ip_network("10.244.1.0/24"), ipaddress.ip_network("10.244.2.0/24")}

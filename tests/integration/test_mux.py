@@ -18,12 +18,12 @@ import pytest
 from helper_fixture import RunningHelper, running_helper
 from manager_client import ManagerClient, kube_configuration
 
-from tether.helper.tunnel.mux_client import MuxClient, connect_mux
-from tether.helper.tunnel.streams import MuxTunnelStream
+from tether.helper.root.tunnel.mux_client import MuxClient, connect_mux
+from tether.helper.root.tunnel.streams import MuxTunnelStream
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.framing import Protocol
 from tether.manager.config import DEFAULT_TUNNEL_MUX_PORT
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import Protocol
 
 pytestmark = pytest.mark.lab
 

@@ -25,9 +25,9 @@ from typing import TypeVar
 
 import pytest
 
-from tether.helper.routing.conflicts import ConflictError, OSRoute, find_conflicts
-from tether.helper.routing.monitor import RouteMonitor
-from tether.helper.routing.os_routes import FakeRouteReader, LinuxRouteReader
+from tether.helper.root.routing.conflicts import ConflictError, OSRoute, find_conflicts
+from tether.helper.root.routing.monitor import RouteMonitor
+from tether.helper.root.routing.os_routes import FakeRouteReader, LinuxRouteReader
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000

@@ -25,8 +25,8 @@ from test_vpn import VIRTUAL_SUBNET, VPN, cluster_subnets, get, set_vpn
 from tray_driver import TrayApp
 
 from tether.gui.view import tooltip as expected_tooltip
-from tether.helper.api.client import HelperClient
-from tether.helper.rpc import helper_pb2 as pb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.user.client import HelperClient
 
 pytestmark = pytest.mark.lab
 

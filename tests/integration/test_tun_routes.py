@@ -27,9 +27,9 @@ from typing import TypeVar
 
 import pytest
 
-from tether.helper import cleanup
-from tether.helper.journal import ROUTE_PROTO, Journal, read_journal
-from tether.helper.routing.table import RoutePlan, compute_plan
+from tether.helper.root import cleanup
+from tether.helper.root.journal import ROUTE_PROTO, Journal, read_journal
+from tether.helper.root.routing.table import RoutePlan, compute_plan
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -222,8 +222,8 @@ def wait_for_udp(dev, dst: str, timeout: float = 5) -> tuple[str, int, str, int,
 
 
 def test_device_basics(tun_ns):
-    from tether.helper.vif.device import TunError
-    from tether.helper.vif.tun_linux import TunLinux
+    from tether.helper.root.vif.device import TunError
+    from tether.helper.root.vif.tun_linux import TunLinux
 
     def body() -> None:
         with TunLinux("tether0", mtu=MTU) as dev:
@@ -256,7 +256,7 @@ def test_device_basics(tun_ns):
 
 
 def test_invalid_arguments():
-    from tether.helper.vif.tun_linux import TunLinux
+    from tether.helper.root.vif.tun_linux import TunLinux
 
     for name in ("", "x" * 16, "bad name", "tether%s", "a/b"):
         with pytest.raises(ValueError, match="invalid device name"):
@@ -267,7 +267,7 @@ def test_invalid_arguments():
 
 
 def test_close_from_another_namespace_reaches_the_device(tun_ns):
-    from tether.helper.vif.tun_linux import TunLinux
+    from tether.helper.root.vif.tun_linux import TunLinux
 
     dev = call_in(tun_ns, lambda: TunLinux("tether0", mtu=1500))
     assert "tether0" in links(tun_ns)
@@ -276,8 +276,8 @@ def test_close_from_another_namespace_reaches_the_device(tun_ns):
 
 
 def test_asyncio_reader_gets_packets(tun_ns):
-    from tether.helper.routing.apply_linux import LinuxRouteApplier
-    from tether.helper.vif.tun_linux import TunLinux
+    from tether.helper.root.routing.apply_linux import LinuxRouteApplier
+    from tether.helper.root.vif.tun_linux import TunLinux
 
     def body() -> list[tuple]:
         async def main() -> list[tuple]:
@@ -319,8 +319,8 @@ def test_asyncio_reader_gets_packets(tun_ns):
 
 
 def test_plan_apply_change_crash_and_cleanup(tun_ns, tmp_path):
-    from tether.helper.routing.apply_linux import LinuxRouteApplier
-    from tether.helper.vif.tun_linux import TunLinux
+    from tether.helper.root.routing.apply_linux import LinuxRouteApplier
+    from tether.helper.root.vif.tun_linux import TunLinux
 
     journal_path = tmp_path / "run" / "journal.json"
     plan1 = compute_plan(
@@ -429,8 +429,8 @@ def test_plan_apply_change_crash_and_cleanup(tun_ns, tmp_path):
 
 
 def test_cleanup_without_journal_uses_markers(tun_ns, tmp_path):
-    from tether.helper.routing.apply_linux import LinuxRouteApplier
-    from tether.helper.vif.tun_linux import TunLinux
+    from tether.helper.root.routing.apply_linux import LinuxRouteApplier
+    from tether.helper.root.vif.tun_linux import TunLinux
 
     journal_path = tmp_path / "journal.json"
     leaked: list = []
@@ -457,9 +457,9 @@ def test_cleanup_without_journal_uses_markers(tun_ns, tmp_path):
 
 
 def test_conflicting_route_is_named_and_nothing_stays_half_applied(tun_ns):
-    from tether.helper.routing.apply import RouteError
-    from tether.helper.routing.apply_linux import LinuxRouteApplier
-    from tether.helper.vif.tun_linux import TunLinux
+    from tether.helper.root.routing.apply import RouteError
+    from tether.helper.root.routing.apply_linux import LinuxRouteApplier
+    from tether.helper.root.vif.tun_linux import TunLinux
 
     subprocess.run(["ip", "-n", tun_ns, "link", "add", "vpn0", "type", "veth", "peer", "name", "vpn1"], check=True)
     subprocess.run(["ip", "-n", tun_ns, "link", "set", "vpn0", "up"], check=True)
@@ -492,8 +492,8 @@ def test_conflicting_route_is_named_and_nothing_stays_half_applied(tun_ns):
 
 
 def test_missing_device_is_a_clear_error(tun_ns):
-    from tether.helper.routing.apply import RouteError
-    from tether.helper.routing.apply_linux import LinuxRouteApplier
+    from tether.helper.root.routing.apply import RouteError
+    from tether.helper.root.routing.apply_linux import LinuxRouteApplier
 
     def body() -> None:
         applier = LinuxRouteApplier("tether7")
@@ -505,8 +505,8 @@ def test_missing_device_is_a_clear_error(tun_ns):
 
 
 def test_clear_after_the_device_is_gone(tun_ns, tmp_path):
-    from tether.helper.routing.apply_linux import LinuxRouteApplier
-    from tether.helper.vif.tun_linux import TunLinux
+    from tether.helper.root.routing.apply_linux import LinuxRouteApplier
+    from tether.helper.root.vif.tun_linux import TunLinux
 
     def body() -> None:
         journal = Journal(tmp_path / "journal.json")

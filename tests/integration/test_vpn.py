@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 from helper_fixture import _ns_json, running_helper, workstation_leftovers
 
-from tether.helper.api.client import HelperCallError, HelperClient, build_connect_request
-from tether.helper.journal import ROUTE_PROTO
-from tether.manager.lab.topology import SERVICE_CIDR, build_plan
+from tether.helper.root.journal import ROUTE_PROTO
+from tether.helper.user.client import HelperCallError, HelperClient, build_connect_request
+from tether.lab.topology import SERVICE_CIDR, build_plan
 
 pytestmark = pytest.mark.lab
 

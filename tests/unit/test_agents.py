@@ -17,16 +17,17 @@ from echo_servers import UdpEcho, echo_handler
 
 from tether.manager.agent.agent import AgentSettings, TetherAgent
 from tether.manager.agents import AgentError, AgentRegistry, UnknownAgentError
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api import manager_pb2_grpc as pb_grpc
+from tether.manager.api.framing import Protocol
+from tether.manager.api.grpcopts import grpc_options
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.dns import ClusterResolver
 from tether.manager.resolvconf import ResolverConfig
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.rpc import manager_pb2_grpc as pb_grpc
-from tether.manager.server import AgentService, ManagerService, server_options
+from tether.manager.server import AgentService, ManagerService
 from tether.manager.sessions import SessionTable
 from tether.manager.tunnel import flows as flows_module
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import Protocol
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 WEB = ("default", "web", "")
@@ -133,7 +134,7 @@ class Harness:
         self.agents = AgentRegistry(idle_timeout=30)
         self.port = free_port()
         await self.start_manager()
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=server_options())
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=grpc_options())
         self.stub = pb_grpc.ManagerStub(self.channel)
         self.agents_stub = pb_grpc.AgentsStub(self.channel)
         self.echo = await asyncio.start_server(echo_handler, "127.0.0.1", 0)
@@ -149,7 +150,7 @@ class Harness:
 
     async def start_manager(self) -> None:
         resolver = ClusterResolver(ResolverConfig(nameservers=(LOOPBACK,), search=(), ndots=1), "cluster.local")
-        self.server = grpc.aio.server(options=server_options())
+        self.server = grpc.aio.server(options=grpc_options())
         service = ManagerService(self.sessions, ClusterInfoHub(), resolver, self.agents)
         pb_grpc.add_ManagerServicer_to_server(service, self.server)
         pb_grpc.add_AgentsServicer_to_server(AgentService(self.agents), self.server)

@@ -1,7 +1,7 @@
 import asyncio
 
+from tether.manager.api import manager_pb2 as pb
 from tether.manager.clusterinfo import ClusterInfoHub
-from tether.manager.rpc import manager_pb2 as pb
 
 
 def info(port: int) -> pb.ClusterInfo:

@@ -7,7 +7,7 @@ import sys
 
 import uvloop
 
-from tether.manager import eventloop
+from tether.runtime import eventloop
 
 
 async def _loop_type() -> type:

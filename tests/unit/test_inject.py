@@ -6,6 +6,7 @@ import json
 import kubernetes
 import pytest
 
+from tether.lab.apiserver import LabApiServerThread
 from tether.manager.inject import (
     ANNOTATION,
     SIDECAR_NAME,
@@ -18,7 +19,6 @@ from tether.manager.inject import (
     sidecar_container,
     uninject,
 )
-from tether.manager.lab.apiserver import LabApiServerThread
 
 CONFIG = SidecarConfig(image="tether-agent:test", manager=manager_address("tether", "cluster.local", 8081))
 

@@ -22,7 +22,7 @@ from kubernetes import client, watch
 from kubernetes.client import ApiException
 from kubernetes.stream import portforward
 
-from tether.manager.lab.apiserver import (
+from tether.lab.apiserver import (
     LabApiServerThread,
     json_patch,
     kubeconfig_for,
@@ -795,7 +795,7 @@ def _start_runner(tmp_path, *extra):
     command = [
         sys.executable,
         "-m",
-        "tether.manager.lab.apiserver",
+        "tether.lab.apiserver",
         "--listen",
         "127.0.0.1:0",
         "--service-cidr",

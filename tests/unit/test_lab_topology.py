@@ -10,11 +10,11 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from kubernetes import client
 
-from tether.manager.lab import clusterdns, firewall, kubeproxy, network, objects, specs, workloads
-from tether.manager.lab.journal import BUILDING, UP, Journal, JournalFile, ProcessRecord
-from tether.manager.lab.netns import NetnsOps
-from tether.manager.lab.runner import RecordingRunner
-from tether.manager.lab.topology import (
+from tether.lab import clusterdns, firewall, kubeproxy, network, objects, specs, workloads
+from tether.lab.journal import BUILDING, UP, Journal, JournalFile, ProcessRecord
+from tether.lab.netns import NetnsOps
+from tether.lab.runner import RecordingRunner
+from tether.lab.topology import (
     CLUSTER_CIDR,
     DNS_IP,
     KUBERNETES_IP,
@@ -324,7 +324,7 @@ def test_process_specs(tmp_path):
     all_specs = {s.name: s for s in specs.process_specs(plan, paths, "/py")}
     api = all_specs["apiserver"]
     assert api.netns == "tether-lab-router"
-    assert api.argv[:3] == ("/py", "-m", "tether.manager.lab.apiserver")
+    assert api.argv[:3] == ("/py", "-m", "tether.lab.apiserver")
     assert "--listen" in api.argv and "172.30.0.1:6443" in api.argv and str(paths.seed) in api.argv
     manager = all_specs["pod/tether/tether-manager-0"]
     assert manager.after_api and dict(manager.env)["MANAGER_NAMESPACE"] == "tether"
@@ -332,7 +332,7 @@ def test_process_specs(tmp_path):
     assert dict(manager.env)["KUBECONFIG"] == str(paths.pod_kubeconfig)
     assert "--port" in manager.argv and "8081" in manager.argv
     web = all_specs["pod/default/web-0"]
-    assert web.argv[:3] == ("/py", "-m", "tether.manager.lab.workloads")
+    assert web.argv[:3] == ("/py", "-m", "tether.lab.workloads")
     assert web.netns == plan.pod("default", "web-0").netns
     assert all_specs["pod/default/udp-echo-0"].probe.kind == "udp"
     assert all_specs["corp-web"].netns == "tether-lab-corp"
@@ -445,7 +445,7 @@ def test_http_hello_and_path_echo():
 
 @pytest.mark.parametrize("command", [["up"], ["up", "--vpn", "10.0.0.0/8"], ["down"], ["run", "--", "true"]])
 def test_cli_needs_root(monkeypatch, capsys, command):
-    from tether.helper.cli.main import main
+    from tether.helper.user.cli.main import main
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert main(["lab", *command]) == 1

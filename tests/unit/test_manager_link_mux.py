@@ -11,21 +11,22 @@ import grpc
 import kubernetes
 import pytest
 
-from tether.helper.tunnel.manager_link import ManagerLink, client_info
-from tether.helper.tunnel.streams import GrpcTunnelStream, MuxTunnelStream, TunnelOpener
-from tether.manager import eventloop
+from tether.helper.root.tunnel.manager_link import ManagerLink, client_info
+from tether.helper.root.tunnel.streams import GrpcTunnelStream, MuxTunnelStream, TunnelOpener
 from tether.manager.agents import AgentRegistry
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api import manager_pb2_grpc as pb_grpc
+from tether.manager.api.framing import Protocol
+from tether.manager.api.grpcopts import grpc_options
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.config import DEFAULT_TUNNEL_MUX_PORT
 from tether.manager.dns import ClusterResolver
 from tether.manager.resolvconf import ResolverConfig
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.rpc import manager_pb2_grpc as pb_grpc
-from tether.manager.server import ManagerService, server_options
+from tether.manager.server import ManagerService
 from tether.manager.sessions import SessionTable
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import Protocol
 from tether.manager.tunnel.mux_server import MuxListener
+from tether.runtime import eventloop
 
 pytestmark = pytest.mark.usefixtures("each_event_loop")
 
@@ -57,7 +58,7 @@ class Manager:
         hub = ClusterInfoHub()
         hub.publish(pb.ClusterInfo(manager_port=1))
         self.service = ManagerService(self.sessions, hub, resolver, AgentRegistry(idle_timeout=30))
-        self.server = grpc.aio.server(options=server_options())
+        self.server = grpc.aio.server(options=grpc_options())
         pb_grpc.add_ManagerServicer_to_server(self.service, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
@@ -149,7 +150,7 @@ def test_without_a_usable_mux_flows_use_grpc_streams(mux, caplog):
 
 
 def test_losing_the_mux_is_losing_the_manager_and_the_link_comes_back_with_a_new_one(monkeypatch):
-    monkeypatch.setattr("tether.helper.tunnel.manager_link.BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr("tether.helper.root.tunnel.manager_link.BACKOFF_FIRST", 0.01)
 
     async def main():
         async with Manager() as manager:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tether.manager.lab.apiserver import LabApiServerThread
+from tether.lab.apiserver import LabApiServerThread
 
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tether"}}
 

@@ -13,15 +13,16 @@ from dnslib import QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
 from echo_servers import UdpEcho, echo_handler
 
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api import manager_pb2_grpc as pb_grpc
+from tether.manager.api.framing import Protocol
+from tether.manager.api.grpcopts import grpc_options
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.dns import ClusterResolver, unpack_record
 from tether.manager.resolvconf import ResolverConfig
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.rpc import manager_pb2_grpc as pb_grpc
-from tether.manager.server import ManagerService, server_options
+from tether.manager.server import ManagerService
 from tether.manager.sessions import SessionTable
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import Protocol
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -69,11 +70,11 @@ class Harness:
             "cluster.local",
             port=self.dns_port,
         )
-        self.server = grpc.aio.server(options=server_options())
+        self.server = grpc.aio.server(options=grpc_options())
         pb_grpc.add_ManagerServicer_to_server(ManagerService(self.sessions, self.hub, resolver), self.server)
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=server_options())
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=grpc_options())
         self.stub = pb_grpc.ManagerStub(self.channel)
         self.echo = await asyncio.start_server(echo_handler, "127.0.0.1", 0)
         self.echo_port = self.echo.sockets[0].getsockname()[1]

@@ -13,10 +13,10 @@ import threading
 import kubernetes
 import pytest
 
-from tether.helper.tunnel import portforward
-from tether.helper.tunnel.portforward import PodPortForward, PortForwardError, _python_mask, client_frame
-from tether.manager import eventloop
-from tether.manager.lab.apiserver import LabApiServerThread
+from tether.helper.cluster import portforward
+from tether.helper.cluster.portforward import PodPortForward, PortForwardError, _python_mask, client_frame
+from tether.lab.apiserver import LabApiServerThread
+from tether.runtime import eventloop
 
 pytestmark = pytest.mark.usefixtures("each_event_loop")
 

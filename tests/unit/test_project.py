@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIRS = {"gui": "tether.gui", "helper": "tether.helper", "manager": "tether.manager"}
+PACKAGE_DIRS = {
+    "gui": "tether.gui",
+    "helper": "tether.helper",
+    "manager": "tether.manager",
+    "runtime": "tether.runtime",
+    "lab": "tether.lab",
+}
 
 
 def test_generated_stubs_are_current(tmp_path):

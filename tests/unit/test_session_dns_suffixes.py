@@ -1,9 +1,9 @@
 """The DNS suffixes a connection uses: the manager's (or the default exclusions) joined with the client's."""
 
-from tether.helper.dns.rules import DEFAULT_EXCLUDE_SUFFIXES, RulesConfig, Target, decide
-from tether.helper.rpc import helper_pb2 as pb
-from tether.helper.session import dns_suffixes
-from tether.manager.rpc import manager_pb2 as mpb
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.root.dns.rules import DEFAULT_EXCLUDE_SUFFIXES, RulesConfig, Target, decide
+from tether.helper.root.session import dns_suffixes
+from tether.manager.api import manager_pb2 as mpb
 
 
 def info(include=(), exclude=()):

@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from tether.manager import eventloop
 from tether.manager.tunnel import dialer
+from tether.runtime import eventloop
 
 pytestmark = pytest.mark.usefixtures("each_event_loop")
 

@@ -2,9 +2,9 @@ import ipaddress
 
 import pytest
 
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import Protocol, TunnelError
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.framing import Protocol, TunnelError
 
 ECHO = (ipaddress.ip_address("10.96.0.7"), 7)
 

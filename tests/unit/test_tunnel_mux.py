@@ -9,18 +9,18 @@ import socket
 
 import pytest
 
-from tether.helper.tunnel.mux_client import MuxClient, connect_mux
-from tether.helper.tunnel.streams import MuxTunnelStream
-from tether.manager import eventloop
+from tether.helper.root.tunnel.mux_client import MuxClient, connect_mux
+from tether.helper.root.tunnel.streams import MuxTunnelStream
 from tether.manager.agents import AgentRegistry
-from tether.manager.rpc import manager_pb2 as pb
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api import muxframe as mf
+from tether.manager.api.framing import Protocol
+from tether.manager.api.mux import MuxConnection, MuxStream, MuxStreamError
 from tether.manager.sessions import SessionTable, UnknownSessionError
-from tether.manager.tunnel import framing
-from tether.manager.tunnel import muxframe as mf
 from tether.manager.tunnel.flows import FlowServer
-from tether.manager.tunnel.framing import Protocol
-from tether.manager.tunnel.mux import MuxConnection, MuxStream, MuxStreamError
 from tether.manager.tunnel.mux_server import MuxListener, MuxServerConnection
+from tether.runtime import eventloop
 
 pytestmark = pytest.mark.usefixtures("each_event_loop")
 

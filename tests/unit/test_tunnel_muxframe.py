@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from tether.manager.tunnel import muxframe as mf
-from tether.manager.tunnel.muxframe import FrameDecoder, MuxProtocolError
+from tether.manager.api import muxframe as mf
+from tether.manager.api.muxframe import FrameDecoder, MuxProtocolError
 
 
 def raw(stream: int, ftype: int, payload: bytes = b"", length: int | None = None) -> bytes:

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from tether.helper.vif.device import FakeTun
-from tether.helper.vif.engine import TunnelOpener, VifEngine
-from tether.helper.vif.netstack import NetStackConfig
-from tether.manager import eventloop
+from tether.helper.root.vif.device import FakeTun
+from tether.helper.root.vif.engine import TunnelOpener, VifEngine
+from tether.helper.root.vif.netstack import NetStackConfig
+from tether.runtime import eventloop
 
 pytestmark = pytest.mark.usefixtures("each_event_loop")
 

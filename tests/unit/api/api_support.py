@@ -8,8 +8,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from tether.helper.api.fake_session import FakeSession
-from tether.helper.api.server import HelperServer, ServerOptions
+from tests.doubles.fake_session import FakeSession
+from tether.helper.root.server.server import HelperServer, ServerOptions
 
 
 def options_for(socket_dir: Path) -> ServerOptions:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from api_support import ServerThread, options_for, short_tmp
 
-from tether.helper.api.fake_session import FakeSession
+from tests.doubles.fake_session import FakeSession
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tether.helper.api.authz import Action, Denied, authorize
+from tether.helper.root.server.authz import Action, Denied, authorize
 
 OWNER, OTHER, ROOT = 1000, 1001, 0
 ALLOWED, DENIED = True, False

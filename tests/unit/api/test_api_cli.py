@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tether.helper.cli.main import build_parser, main
+from tether.helper.user.cli.main import build_parser, main
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_version_and_quit(helper, capsys):
 
 
 def test_helper_start_refuses_without_root(monkeypatch, capsys):
-    from tether.helper import daemon
+    from tether.helper.root import daemon
 
     monkeypatch.setattr(daemon.os, "geteuid", lambda: 1000)
     assert main(["helper", "start", "--socket", "/tmp/tether-never/helper.sock"]) == 4
@@ -119,10 +119,10 @@ def test_unavailable_session_refuses_connect():
 
     import grpc
 
-    from tether.helper.api.caller import Caller
-    from tether.helper.api.session import SessionError
-    from tether.helper.daemon import UnavailableSession
-    from tether.helper.rpc import helper_pb2 as pb
+    from tether.helper.api import helper_pb2 as pb
+    from tether.helper.root.daemon import UnavailableSession
+    from tether.helper.root.server.caller import Caller
+    from tether.helper.root.server.session_api import SessionError
 
     async def scenario():
         session = UnavailableSession()
@@ -133,15 +133,15 @@ def test_unavailable_session_refuses_connect():
 
     error = asyncio.run(scenario())
     assert error.code == grpc.StatusCode.UNIMPLEMENTED
-    assert "tether.helper.session" in str(error)
+    assert "tether.helper.root.session" in str(error)
 
 
 def test_create_session_falls_back_only_when_the_module_is_missing(monkeypatch):
     import sys
 
-    from tether.helper import daemon
-    from tether.helper.api.session import SessionConfig
+    from tether.helper.root import daemon
+    from tether.helper.root.server.session_api import SessionConfig
 
-    monkeypatch.setitem(sys.modules, "tether.helper.session", None)
+    monkeypatch.setitem(sys.modules, "tether.helper.root.session", None)
     session = daemon.create_session(SessionConfig(runtime_dir="/run/tether", state_dir="/var/lib/tether"))
     assert isinstance(session, daemon.UnavailableSession)

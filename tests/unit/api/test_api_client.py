@@ -9,8 +9,10 @@ import threading
 import grpc
 import pytest
 
-from tether.helper.api import client as client_module
-from tether.helper.api.client import (
+from tether.helper.api.paths import auth_socket_for, default_socket
+from tether.helper.api.validate import ValidationError
+from tether.helper.user import client as client_module
+from tether.helper.user.client import (
     HelperCallError,
     HelperClient,
     HelperNotInstalledError,
@@ -20,9 +22,7 @@ from tether.helper.api.client import (
     TokenSource,
     build_connect_request,
 )
-from tether.helper.api.paths import auth_socket_for, default_socket
-from tether.helper.api.validate import ValidationError
-from tether.helper.kube.kubeconfig import KubeconfigError
+from tether.helper.user.kubeconfig import KubeconfigError
 
 
 def test_socket_paths(monkeypatch):

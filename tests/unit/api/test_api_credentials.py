@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tether.helper.api.caller import Caller
-from tether.helper.kube import credentials
-from tether.helper.kube.credentials import CredentialsError, PluginResult, load_credentials, parse_exec_credential
+from tether.helper.root.kube import credentials
+from tether.helper.root.kube.credentials import CredentialsError, PluginResult, load_credentials, parse_exec_credential
+from tether.helper.root.server.caller import Caller
 
 V1 = "client.authentication.k8s.io/v1"
 ME = Caller(uid=os.geteuid(), gid=os.getegid(), pid=os.getpid(), groups=tuple(os.getgroups()), username="me")

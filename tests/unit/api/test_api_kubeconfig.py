@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tether.helper.kube.kubeconfig import KubeconfigError, flatten, kubeconfig_paths, list_contexts
+from tether.helper.user.kubeconfig import KubeconfigError, flatten, kubeconfig_paths, list_contexts
 
 
 def write(path: Path, document: dict) -> Path:

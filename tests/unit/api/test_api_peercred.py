@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tether.helper.api import peercred
-from tether.helper.api.peercred import PeerCredentials, PeerCredentialsError
+from tether.helper.root.server import peercred
+from tether.helper.root.server.peercred import PeerCredentials, PeerCredentialsError
 
 
 def test_parse_ucred():

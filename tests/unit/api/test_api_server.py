@@ -11,14 +11,14 @@ import grpc
 import pytest
 from api_support import ServerThread, options_for, short_tmp
 
-from tether.helper.api import server as server_module
-from tether.helper.api.caller import Caller
-from tether.helper.api.client import AsyncHelperClient, HelperCallError, HelperClient, TokenSource
-from tether.helper.api.fake_session import FakeSession
-from tether.helper.api.server import HelperServer, ServerOptions, ServerSetupError
-from tether.helper.api.tokens import TokenStore
-from tether.helper.rpc import helper_pb2 as pb
-from tether.helper.rpc import helper_pb2_grpc as pb_grpc
+from tests.doubles.fake_session import FakeSession
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.api import helper_pb2_grpc as pb_grpc
+from tether.helper.root.server import server as server_module
+from tether.helper.root.server.caller import Caller
+from tether.helper.root.server.server import HelperServer, ServerOptions, ServerSetupError
+from tether.helper.root.server.tokens import TokenStore
+from tether.helper.user.client import AsyncHelperClient, HelperCallError, HelperClient, TokenSource
 
 KUBECONFIG = "apiVersion: v1\nkind: Config\n"
 

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from tether.helper.api.caller import Caller
-from tether.helper.api.tokens import TokenError, TokenStore
+from tether.helper.root.server.caller import Caller
+from tether.helper.root.server.tokens import TokenError, TokenStore
 
 ALICE = Caller(uid=1000, gid=1000, pid=11, groups=(1000, 998), username="alice")
 BOB = Caller(uid=1001, gid=1001, pid=12, groups=(1001,), username="bob")

@@ -2,9 +2,9 @@
 
 import pytest
 
+from tether.helper.api import helper_pb2 as pb
 from tether.helper.api import validate
 from tether.helper.api.validate import ValidationError
-from tether.helper.rpc import helper_pb2 as pb
 
 
 def test_cidr_accepts_networks():

@@ -1,4 +1,4 @@
-from tether.helper.api.resolutions import Resolution, ResolutionStore
+from tether.helper.user.resolutions import Resolution, ResolutionStore
 
 
 def test_remember_get_forget_round_trip(tmp_path):

@@ -17,9 +17,9 @@ from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RCODE, RR, SRV, TXT, A, DNSR
 from dnslib.server import BaseResolver, DNSLogger
 from dnslib.server import DNSServer as LibServer
 
-from tether.helper.dns.rules import RulesConfig
-from tether.helper.dns.server import DNSServer
-from tether.helper.dns.upstream import UpstreamAddress
+from tether.helper.root.dns.rules import RulesConfig
+from tether.helper.root.dns.server import DNSServer
+from tether.helper.root.dns.upstream import UpstreamAddress
 
 CLUSTER = "default.svc.cluster.local."
 BIG_TXT = [("x" * 200).encode()] * 5  # about 1 KB: more than a classic UDP reply holds

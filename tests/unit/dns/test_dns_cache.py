@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from dnslib import QTYPE, RCODE, RR, A
 
-from tether.helper.dns.cache import LRU, Answer, AnswerCache
+from tether.helper.root.dns.cache import LRU, Answer, AnswerCache
 
 
 class Clock:

@@ -4,13 +4,9 @@ import ipaddress
 
 import pytest
 
-from tether.helper.dns.resolvers.base import (
-    DNS_BYPASS_MARK,
-    ResolverConfigurator,
-    ResolverError,
-    ResolverSettings,
-)
-from tether.helper.dns.resolvers.choose import (
+from tests.doubles.fake_resolver import FakeConfigurator
+from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, ResolverConfigurator, ResolverError, ResolverSettings
+from tether.helper.root.dns.resolvers.choose import (
     IMPLEMENTATIONS,
     Mode,
     Probes,
@@ -19,15 +15,8 @@ from tether.helper.dns.resolvers.choose import (
     choose_mode,
     implementation,
 )
-from tether.helper.dns.resolvers.fake import FakeConfigurator
-from tether.helper.dns.resolvers.linux_nft import (
-    MARKER,
-    LinuxNftConfigurator,
-    nameservers,
-    ruleset,
-    table_comment,
-)
-from tether.helper.dns.resolvers.probe import probe_host
+from tether.helper.root.dns.resolvers.linux_nft import MARKER, LinuxNftConfigurator, nameservers, ruleset, table_comment
+from tether.helper.root.dns.resolvers.probe import probe_host
 
 ip = ipaddress.ip_address
 

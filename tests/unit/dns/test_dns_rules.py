@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from tether.helper.dns.rules import (
+from tether.helper.root.dns.rules import (
     Decision,
     RulesConfig,
     Target,

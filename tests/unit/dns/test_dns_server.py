@@ -11,10 +11,10 @@ import pytest
 from dns_support import RULES, FakeCluster, LoopThread, ask, serving, tcp_exchange, udp_exchange
 from dnslib import EDNS0, QTYPE, RCODE, DNSError, DNSRecord
 
-from tether.helper.dns.rules import RulesConfig
-from tether.helper.dns.server import DNSServer
-from tether.helper.dns.upstream import UpstreamAddress
-from tether.helper.dns.wire import skip_name
+from tether.helper.root.dns.rules import RulesConfig
+from tether.helper.root.dns.server import DNSServer
+from tether.helper.root.dns.upstream import UpstreamAddress
+from tether.helper.root.dns.wire import skip_name
 
 
 def run(coro):

@@ -5,7 +5,7 @@ import struct
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, TXT, A, DNSRecord
 
-from tether.helper.dns.wire import (
+from tether.helper.root.dns.wire import (
     CLASSIC_UDP_LIMIT,
     EDNS_UDP_LIMIT,
     TCP_LIMIT,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tether.helper.vif.netstack import DialRequested, Event, NetStack, NetStackConfig, TcpFlow
-from tether.helper.vif.netstack.packets import ACK, FIN, PSH, RST, SYN, Decoded, build_tcp, decode
+from tether.helper.root.vif.netstack import DialRequested, Event, NetStack, NetStackConfig, TcpFlow
+from tether.helper.root.vif.netstack.packets import ACK, FIN, PSH, RST, SYN, Decoded, build_tcp, decode
 
 APP = "10.1.0.2"
 SVC = "10.96.0.10"

@@ -3,8 +3,8 @@
 import pytest
 from netstack_helpers import App, Harness, pump
 
-from tether.helper.vif.netstack import NetStackConfig, TcpFlow
-from tether.helper.vif.netstack.packets import ACK, FIN, PSH
+from tether.helper.root.vif.netstack import NetStackConfig, TcpFlow
+from tether.helper.root.vif.netstack.packets import ACK, FIN, PSH
 
 DELAY = 0.002
 

@@ -5,8 +5,8 @@ import pytest
 from linux_capture import CAPTURE
 from netstack_helpers import reference_checksum
 
-from tether.helper.vif.netstack.checksum import checksum, fold, verify, word_sum
-from tether.helper.vif.netstack.packets import (
+from tether.helper.root.vif.netstack.checksum import checksum, fold, verify, word_sum
+from tether.helper.root.vif.netstack.packets import (
     ACK,
     FIN,
     PSH,

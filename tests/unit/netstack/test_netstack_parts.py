@@ -1,7 +1,7 @@
 """The small pieces on their own: timers and out-of-order blocks."""
 
-from tether.helper.vif.netstack.reassembly import OutOfOrder
-from tether.helper.vif.netstack.timers import Timers
+from tether.helper.root.vif.netstack.reassembly import OutOfOrder
+from tether.helper.root.vif.netstack.timers import Timers
 
 
 class Flow:

@@ -4,9 +4,9 @@ import time
 import pytest
 from netstack_helpers import APP, APP6, SVC, SVC6, App, Harness, pump
 
-from tether.helper.vif.netstack import Closed, Data, Datagram, DialRequested, PeerClosed
-from tether.helper.vif.netstack.checksum import checksum
-from tether.helper.vif.netstack.packets import ACK, FIN, PSH, RST, SYN, build_icmp, build_tcp, build_udp, decode
+from tether.helper.root.vif.netstack import Closed, Data, Datagram, DialRequested, PeerClosed
+from tether.helper.root.vif.netstack.checksum import checksum
+from tether.helper.root.vif.netstack.packets import ACK, FIN, PSH, RST, SYN, build_icmp, build_tcp, build_udp, decode
 
 
 def test_3000_concurrent_flows():

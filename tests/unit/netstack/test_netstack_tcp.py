@@ -4,8 +4,8 @@ import pytest
 from linux_capture import CAPTURE
 from netstack_helpers import APP, APP6, SVC, SVC6, App, Harness, pump
 
-from tether.helper.vif.netstack import Closed, Data, Datagram, DialRequested, PeerClosed, Reset, TcpFlow, Writable
-from tether.helper.vif.netstack.packets import ACK, FIN, PSH, RST, SYN, build_tcp, decode
+from tether.helper.root.vif.netstack import Closed, Data, Datagram, DialRequested, PeerClosed, Reset, TcpFlow, Writable
+from tether.helper.root.vif.netstack.packets import ACK, FIN, PSH, RST, SYN, build_tcp, decode
 
 
 def established(h: Harness | None = None, **kw: object) -> tuple[Harness, App, TcpFlow]:

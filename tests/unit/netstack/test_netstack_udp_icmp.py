@@ -1,7 +1,7 @@
 from netstack_helpers import APP, APP6, SVC, SVC6, Harness
 
-from tether.helper.vif.netstack import Closed, Datagram, DialRequested, UdpFlow
-from tether.helper.vif.netstack.packets import build_icmp, build_udp
+from tether.helper.root.vif.netstack import Closed, Datagram, DialRequested, UdpFlow
+from tether.helper.root.vif.netstack.packets import build_icmp, build_udp
 
 
 def open_udp(h: Harness, src: str = APP, dst: str = SVC, payload: bytes = b"q1") -> UdpFlow:

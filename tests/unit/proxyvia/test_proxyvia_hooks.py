@@ -8,16 +8,16 @@ import socket
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
-from tether.helper.dns.rules import RulesConfig
-from tether.helper.dns.server import DNSServer
-from tether.helper.proxyvia import Rewriter, VipTable, WorkloadRef, destination_mapper, parse_proxy_vias, resolve
-from tether.helper.vif.device import FakeTun
-from tether.helper.vif.engine import TunnelOpener, VifEngine
-from tether.helper.vif.netstack import NetStack, NetStackConfig
-from tether.helper.vif.netstack.packets import ACK, RST, SYN, build_tcp, build_udp, decode
-from tether.manager.rpc import manager_pb2 as pb
-from tether.manager.tunnel import framing
-from tether.manager.tunnel.framing import Protocol, TunnelError
+from tether.helper.root.dns.rules import RulesConfig
+from tether.helper.root.dns.server import DNSServer
+from tether.helper.root.proxyvia import Rewriter, VipTable, WorkloadRef, destination_mapper, parse_proxy_vias, resolve
+from tether.helper.root.vif.device import FakeTun
+from tether.helper.root.vif.engine import TunnelOpener, VifEngine
+from tether.helper.root.vif.netstack import NetStack, NetStackConfig
+from tether.helper.root.vif.netstack.packets import ACK, RST, SYN, build_tcp, build_udp, decode
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.framing import Protocol, TunnelError
 
 ip = ipaddress.ip_address
 RULES = RulesConfig(namespace="default", mapped_namespaces=frozenset({"default"}))

@@ -7,7 +7,8 @@ import re
 import pytest
 from dnslib import AAAA, CNAME, MX, QTYPE, RR, SRV, TXT, A
 
-from tether.helper.proxyvia.rewrite import (
+from tether.helper.api.proxyvia import ProxyRule, WorkloadRef, auto_rules, combine, parse_proxy_vias, resolve
+from tether.helper.root.proxyvia.rewrite import (
     Rewriter,
     UnknownVirtualIP,
     destination_mapper,
@@ -16,8 +17,7 @@ from tether.helper.proxyvia.rewrite import (
     rewrite_records,
     virtual_subnets_to_route,
 )
-from tether.helper.proxyvia.spec import ProxyRule, WorkloadRef, auto_rules, combine, parse_proxy_vias, resolve
-from tether.helper.proxyvia.vips import VipTable
+from tether.helper.root.proxyvia.vips import VipTable
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -115,7 +115,7 @@ def test_loopback_unchanged_without_a_workload():
 def test_exhaustion_drops_the_record(caplog):
     table = VipTable("10.9.9.0/30", None)
     rules = rules_for("service=echo")
-    with caplog.at_level(logging.WARNING, logger="tether.helper.proxyvia"):
+    with caplog.at_level(logging.WARNING, logger="tether.helper.root.proxyvia"):
         out = rewrite_records([a("10.96.0.1"), a("10.96.0.2"), a("10.96.0.3"), aaaa("fd00:96::1")], rules, table)
     assert [str(r.rdata) for r in out] == ["10.9.9.1", "10.9.9.2"]
     assert "10.9.9.0/30 is exhausted" in caplog.text

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tether.helper.proxyvia.spec import (
+from tether.helper.api.proxyvia import (
     ProxyRule,
     ProxyViaError,
     WorkloadRef,

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from tether.helper.proxyvia.spec import WorkloadRef
-from tether.helper.proxyvia.vips import (
+from tether.helper.api.proxyvia import WorkloadRef
+from tether.helper.root.proxyvia.vips import (
     DEFAULT_VIRTUAL_SUBNET6,
     VIRTUAL_SUBNETS,
     VipExhausted,

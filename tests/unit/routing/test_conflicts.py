@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from tether.helper.routing.conflicts import (
+from tether.helper.root.routing.conflicts import (
     Conflict,
     ConflictError,
     OSRoute,
@@ -15,7 +15,7 @@ from tether.helper.routing.conflicts import (
     ignore_reason,
     suggest_allowed,
 )
-from tether.helper.routing.table import InvalidSubnet
+from tether.helper.root.routing.table import InvalidSubnet
 
 ROUTE_TYPES = {"unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable", "prohibit", "throw"}
 TABLES = {"main": 254, "local": 255, "default": 253}

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from tether.helper import cleanup
-from tether.helper.journal import (
+from tether.helper.root import cleanup
+from tether.helper.root.journal import (
     ExtraRecord,
     Journal,
     JournalCorrupt,
@@ -31,14 +31,14 @@ def test_round_trip(tmp_path):
     journal.add_routes([RouteRecord("10.43.0.0/16", "tether0"), RouteRecord("fd00::/64", "tether0")])
     journal.add_routes([RouteRecord("10.43.0.0/16", "tether0")])
     journal.add_nft_table("inet", "tether_dns")
-    journal.add_record("resolver", "link:tether0", {"domains": ["cluster.local"]}, module="tether.helper.dns.x")
-    journal.add_record("resolver", "link:tether0", {"domains": ["svc"]}, module="tether.helper.dns.x")
+    journal.add_record("resolver", "link:tether0", {"domains": ["cluster.local"]}, module="tether.helper.root.dns.x")
+    journal.add_record("resolver", "link:tether0", {"domains": ["svc"]}, module="tether.helper.root.dns.x")
     state = read_journal(path)
     assert state == journal.state
     assert state.links == ("tether0",)
     assert [str(r) for r in state.routes] == ["10.43.0.0/16 dev tether0 proto 126", "fd00::/64 dev tether0 proto 126"]
     assert state.nft_tables == (NftTableRecord("inet", "tether_dns"),)
-    assert state.records == (ExtraRecord("resolver", "link:tether0", {"domains": ["svc"]}, "tether.helper.dns.x"),)
+    assert state.records == (ExtraRecord("resolver", "link:tether0", {"domains": ["svc"]}, "tether.helper.root.dns.x"),)
     assert not state.is_empty
 
     journal.remove_routes([RouteRecord("10.43.0.0/16", "tether0")])

@@ -7,10 +7,10 @@ import queue
 
 import pytest
 
-from tether.helper.routing.apply import FakeRouteApplier, RouteError, UnsupportedPlatform, open_applier
-from tether.helper.routing.table import EMPTY_PLAN, compute_plan
-from tether.helper.vif.device import FakeTun, TunError, open_tun, platform_key
-from tether.helper.vif.device import UnsupportedPlatform as TunUnsupported
+from tether.helper.root.routing.apply import FakeRouteApplier, RouteError, UnsupportedPlatform, open_applier
+from tether.helper.root.routing.table import EMPTY_PLAN, compute_plan
+from tether.helper.root.vif.device import FakeTun, TunError, open_tun, platform_key
+from tether.helper.root.vif.device import UnsupportedPlatform as TunUnsupported
 
 
 def test_fake_tun_round_trip():

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from tether.helper.routing.table import (
+from tether.helper.root.routing.table import (
     EMPTY_PLAN,
     MAX_ROUTES,
     InvalidSubnet,

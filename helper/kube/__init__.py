@@ -1,1 +1,0 @@
-"""Kubernetes credentials: flattening a user's kubeconfig (client side) and using it as root (helper side)."""

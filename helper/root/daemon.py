@@ -1,0 +1,217 @@
+"""`tether-helper` (also `tether helper start`): the privileged daemon, in the foreground.
+
+Start-up: refuse unless root; undo what a crashed helper left behind (``tether.helper.root.cleanup.run()``,
+unless ``--no-cleanup``); build the session (``tether.helper.root.session.create_session(SessionConfig)``);
+serve the API (``tether.helper.root.server.server``) until SIGTERM/SIGINT or a Quit call; then stop serving,
+close the session (which undoes its changes) and remove the sockets.
+
+Exit status: 0 after a clean stop (signal or Quit), 1 when it cannot start or fails, 4 when not root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.api.paths import default_socket
+from tether.helper.root.server.caller import Caller
+from tether.helper.root.server.server import HelperServer, ServerOptions, ServerSetupError, preflight
+from tether.helper.root.server.session_api import Session, SessionConfig, SessionError
+from tether.manager.api.version import __version__
+from tether.runtime import eventloop, logs
+
+log = logging.getLogger("tether.helper")
+
+DEFAULT_STATE_DIR = Path("/var/lib/tether")
+SESSION_MODULE = "tether.helper.root.session"
+CLEANUP_MODULE = "tether.helper.root.cleanup"
+EXIT_OK, EXIT_FAILURE, EXIT_NOT_ROOT = 0, 1, 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        default=None,
+        help="the API socket (default: $TETHER_HELPER_SOCKET or /run/tether/helper.sock); "
+        "the credentials socket goes next to it",
+    )
+    parser.add_argument(
+        "--group",
+        default=None,
+        help='group (name or gid) allowed to use the sockets (default: "tether", which must exist)',
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log format on stderr (default: text on a terminal, else json)",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("TETHER_LOG_LEVEL", "info"), help="log level")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="persistent state (journals)")
+    parser.add_argument(
+        "--session-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for the session (repeatable)",
+    )
+    parser.add_argument(
+        "--no-cleanup", action="store_true", help="skip undoing what a previous (crashed) helper left behind"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tether-helper",
+        description="Tether's privileged helper: owns the TUN device, routes and DNS for one cluster connection, "
+        "and serves the tether CLI and tray on a local socket.",
+    )
+    parser.add_argument("--version", action="version", version=f"tether-helper {__version__}")
+    add_arguments(parser)
+    return parser
+
+
+class UnavailableSession:
+    """Used only when this build has no session module: reports DISCONNECTED and refuses Connect."""
+
+    def state(self) -> pb.State:
+        return pb.State(phase=pb.State.DISCONNECTED)
+
+    async def connect(self, request: pb.ConnectRequest, caller: Caller) -> AsyncIterator[pb.ConnectProgress]:
+        raise SessionError(
+            f"this tether-helper cannot connect: it was built without {SESSION_MODULE}",
+            grpc.StatusCode.UNIMPLEMENTED,
+        )
+        yield pb.ConnectProgress()  # pragma: no cover - makes this an async generator
+
+    async def disconnect(self, caller: Caller) -> pb.State:
+        return self.state()
+
+    async def watch(self) -> AsyncIterator[pb.State]:
+        yield self.state()
+        await asyncio.Event().wait()  # nothing ever changes
+
+    async def close(self) -> None:
+        return None
+
+
+def create_session(config: SessionConfig) -> Session:
+    """The real session, from ``tether.helper.root.session.create_session``; see ``UnavailableSession``."""
+    try:
+        import tether.helper.root.session as session_module
+    except ModuleNotFoundError as exc:
+        if exc.name != SESSION_MODULE:
+            raise
+        log.warning("no session module: Connect will be refused", extra={"session_module": SESSION_MODULE})
+        return UnavailableSession()
+    return session_module.create_session(config)
+
+
+def journal_path(config: SessionConfig) -> Path:
+    """Where the session keeps its journal: ``--session-option journal=PATH``, else ``<runtime dir>/journal.json``."""
+    return Path(config.options.get("journal", str(config.runtime_dir / "journal.json")))
+
+
+def startup_cleanup(journal: Path) -> None:
+    """Undo a crashed helper's leftovers, if this build has the cleanup module."""
+    try:
+        import tether.helper.root.cleanup as cleanup
+    except ModuleNotFoundError as exc:
+        if exc.name != CLEANUP_MODULE:
+            raise
+        return
+    try:
+        report = cleanup.run(journal)
+    except cleanup.CleanupRefused as exc:
+        raise ServerSetupError(str(exc)) from None
+    removed = list(getattr(report, "removed", []) or [])
+    errors = list(getattr(report, "errors", []) or [])
+    if removed:
+        log.info("cleaned up after a previous helper", extra={"removed": removed})
+    if errors:
+        log.warning("cleanup left things behind", extra={"errors": errors})
+
+
+def _parse_options(pairs: Sequence[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--session-option {pair!r}: expected KEY=VALUE")
+        options[key] = value
+    return options
+
+
+async def serve(args: argparse.Namespace) -> int:
+    socket_path = args.socket or default_socket()
+    server_options = ServerOptions(socket_path=socket_path, group=args.group)
+    config = SessionConfig(
+        runtime_dir=socket_path.parent, state_dir=args.state_dir, options=_parse_options(args.session_option)
+    )
+    preflight(server_options)  # root, group, socket directory, another helper: refuse before changing anything
+    if not args.no_cleanup:
+        # pyroute2's synchronous API runs an event loop of its own: keep it off this one.
+        await asyncio.to_thread(startup_cleanup, journal_path(config))
+    session = create_session(config)
+    server = HelperServer(session, server_options)
+    loop = asyncio.get_running_loop()
+    try:
+        await server.start()
+    except BaseException:
+        await session.close()
+        raise
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.request_stop)
+    try:
+        await server.wait()
+        log.info("stopping", extra={"reason": "quit" if server.quit_requested else "signal"})
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await server.stop()
+    try:
+        await session.close()
+    except Exception:
+        log.exception("closing the session failed")
+        return EXIT_FAILURE
+    server.remove_directory()  # empty now that the session's journal is gone
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = args.log_format or ("text" if sys.stderr.isatty() else "json")
+    logs.configure(args.log_level, fmt)
+    if os.geteuid() != 0:
+        print(
+            "tether-helper: must run as root (it creates a network device, routes and DNS settings); "
+            "use `sudo tether helper start` or the tether-helper service",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_ROOT
+    try:
+        return eventloop.run(serve(args))
+    except (ServerSetupError, ValueError) as exc:
+        print(f"tether-helper: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,188 @@
+"""Linux without systemd-resolved: redirect queries for the primary nameserver to our server with nftables.
+
+This is the "overriding resolver" mode. /etc/resolv.conf is only read, never written: an nftables
+table of our own DNATs UDP and TCP port 53 bound for the primary nameserver to our DNS server, so
+every program's queries reach us whatever resolver library it uses. Our server forwards the names
+that are not the cluster's to that same nameserver from sockets carrying `mark`; the table's first
+rule lets marked packets through untouched, which is what stops the redirection from looping.
+
+Why the ``output`` hook only: it sees the queries of local programs, which is what the workstation
+needs. DNAT there works even when the primary nameserver is a loopback address (a local dnsmasq
+or unbound on 127.0.0.1): the packet never leaves the host, the kernel re-routes it after NAT, and
+conntrack maps our replies back so the program sees them come from 127.0.0.1:53. Redirecting
+forwarded traffic (containers, VMs) would need the ``prerouting`` hook, and DNAT from there to a
+loopback address needs ``route_localnet=1`` on the inbound interface, a host-wide change we do not
+make; that is later work.
+
+Caveats: flows already tracked by conntrack before apply() (a long-lived UDP socket to the
+nameserver) keep their old translation until they expire (30 s for UDP); likewise after revert().
+Only the first nameserver is redirected (glibc asks the others only after it times out).
+
+The table carries a comment as its ownership marker; nothing here touches a table without it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, IPAddress, ResolverError, ResolverSettings
+from tether.helper.root.journal import OwnerMark, owner_mark, parse_owner_mark, process_start_time
+
+log = logging.getLogger("tether.helper.root.dns.resolvers")
+
+MODE = "linux-nft"
+TABLE = "tether_dns"
+# Names this process (pid and start time), so a cleanup run by another helper can tell a live owner's
+# table from a crashed one's.
+MARKER = owner_mark(os.getpid(), process_start_time()) + " dns redirect; removed on disconnect"
+# The standard destination-NAT priority; spelled as a number because nft 1.0.6 (Debian 12) rejects
+# the name "dstnat" in the output hook.
+PRIORITY = -100
+
+# (argv, stdin) -> stdout; raises ResolverError on failure.
+Runner = Callable[[Sequence[str], str | None], str]
+
+
+def run_command(argv: Sequence[str], stdin: str | None = None) -> str:
+    try:
+        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ResolverError(f"{' '.join(argv)}: {exc}") from None
+    if done.returncode != 0:
+        raise ResolverError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def nameservers(resolv_conf_text: str) -> tuple[IPAddress, ...]:
+    """The nameserver lines of a resolv.conf, in order; unparsable ones are skipped, as glibc does."""
+    found: list[IPAddress] = []
+    for raw in resolv_conf_text.splitlines():
+        words = raw.split("#", 1)[0].split(";", 1)[0].split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            try:
+                found.append(ipaddress.ip_address(words[1].split("%", 1)[0]))
+            except ValueError:
+                continue
+    return tuple(found)
+
+
+def ruleset(nameserver: IPAddress, server: IPAddress, port: int, mark: int, table: str = TABLE) -> str:
+    """The whole nft script for apply(): replaces any earlier version of our table in one transaction."""
+    if nameserver.version != server.version:
+        raise ResolverError(
+            f"the primary nameserver {nameserver} is IPv{nameserver.version} but our DNS server {server} is "
+            f"IPv{server.version}: NAT cannot change the address family"
+        )
+    if nameserver == server and port == 53:
+        raise ResolverError(f"our DNS server {server}:53 is the nameserver it would redirect: use another port")
+    if not 0 < mark < 2**32:
+        raise ResolverError(f"mark {mark:#x} must be a non-zero 32-bit value")
+    family = "ip" if nameserver.version == 4 else "ip6"
+    target = f"{server}:{port}" if server.version == 4 else f"[{server}]:{port}"
+    rules = [f"meta mark {mark:#x} return"]
+    rules += [f"{family} daddr {nameserver} {proto} dport 53 dnat {family} to {target}" for proto in ("udp", "tcp")]
+    body = "\n".join(f"\t\t{rule}" for rule in rules)
+    # "add table; delete table; table {...}" is the atomic replace idiom: the add makes the delete
+    # safe when the table is absent, and nft -f applies the three as one transaction.
+    return (
+        f"table inet {table}\n"
+        f"delete table inet {table}\n"
+        f"table inet {table} {{\n"
+        f'\tcomment "{MARKER}"\n'
+        f"\tchain output {{\n"
+        f"\t\ttype nat hook output priority {PRIORITY}; policy accept;\n"
+        f"{body}\n"
+        f"\t}}\n"
+        f"}}\n"
+    )
+
+
+def _owned_by_another_live_helper(owner: OwnerMark | None) -> bool:
+    if owner is None or owner.pid is None or owner.pid == os.getpid():
+        return False
+    running = process_start_time(owner.pid)
+    return running is not None and (owner.start_time is None or running == owner.start_time)
+
+
+def table_comment(listing: str) -> str | None:
+    """The comment of the table in `nft list table` output (None when it has none)."""
+    match = re.search(r'^table [^\n]*\{\n\s*comment "((?:[^"\\]|\\.)*)"', listing, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+class LinuxNftConfigurator:
+    mode = MODE
+
+    def __init__(
+        self,
+        resolv_conf: Path = Path("/etc/resolv.conf"),
+        mark: int = DNS_BYPASS_MARK,
+        run: Runner = run_command,
+        nft: Sequence[str] = ("nft",),
+        table: str = TABLE,
+    ) -> None:
+        self.resolv_conf = resolv_conf
+        self.mark = mark
+        self.run = run
+        # The nft command line; tests prefix it with `ip netns exec NS` to stay out of the host.
+        self.nft = tuple(nft)
+        self.table = table
+        self.redirected: IPAddress | None = None  # the nameserver apply() redirects
+        self._owner: OwnerMark | None = None
+
+    def upstream_nameservers(self) -> tuple[IPAddress, ...]:
+        try:
+            text = self.resolv_conf.read_text()
+        except OSError as exc:
+            raise ResolverError(f"cannot read {self.resolv_conf}: {exc.strerror}") from None
+        return nameservers(text)
+
+    def apply(self, settings: ResolverSettings) -> None:
+        servers = self.upstream_nameservers()
+        if not servers:
+            raise ResolverError(f"{self.resolv_conf} names no nameserver to redirect")
+        if self._ownership() is False:
+            raise ResolverError(f"nftables table inet {self.table} exists and is not ours; not touching it")
+        script = ruleset(servers[0], settings.server, settings.port, self.mark, self.table)
+        self.run([*self.nft, "-f", "-"], script)
+        self.redirected = servers[0]
+        log.info("dns: redirecting %s port 53 to %s port %d", servers[0], settings.server, settings.port)
+
+    def revert(self) -> None:
+        self.redirected = None
+        self._delete_if_ours()
+
+    def cleanup_stale(self) -> bool:
+        removed = self._delete_if_ours()
+        if removed:
+            log.info("dns: removed a leftover nftables table inet %s", self.table)
+        return removed
+
+    def _ownership(self) -> bool | None:
+        """True: our table exists; False: a table of that name exists without our marker; None: absent."""
+        try:
+            listing = self.run([*self.nft, "list", "table", "inet", self.table], None)
+        except ResolverError as exc:
+            if "No such file or directory" in str(exc):
+                return None
+            raise
+        self._owner = parse_owner_mark(table_comment(listing))
+        return self._owner is not None
+
+    def _delete_if_ours(self) -> bool:
+        owned = self._ownership()
+        if owned is False:
+            log.warning("dns: nftables table inet %s has no tether marker; leaving it alone", self.table)
+        if not owned:
+            return False
+        if _owned_by_another_live_helper(self._owner):
+            log.info("dns: nftables table inet %s belongs to a running helper; leaving it alone", self.table)
+            return False
+        self.run([*self.nft, "delete", "table", "inet", self.table], None)
+        return True

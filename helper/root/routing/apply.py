@@ -1,0 +1,168 @@
+"""Applying a RoutePlan to the TUN device: the interface, the per-platform table, and a fake.
+
+An applier is bound to one device. ``apply(plan)`` makes the device's routes and addresses equal to
+the plan, incrementally: what is already there stays untouched, missing items are added, stale ones
+removed. It either succeeds completely or raises ``RouteError`` and leaves things as they were
+(what the failed call added is removed again). It only ever touches routes it owns.
+
+The calls block (netlink round trips); from asyncio code use ``apply_async`` / ``clear_async``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import errno
+import importlib
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from tether.helper.root.routing.table import EMPTY_PLAN, IPNetwork, RoutePlan, diff, parse_subnet
+
+if TYPE_CHECKING:
+    from tether.helper.root.journal import Journal
+
+__all__ = [
+    "PLATFORMS",
+    "FakeRouteApplier",
+    "RouteApplier",
+    "RouteError",
+    "UnsupportedPlatform",
+    "open_applier",
+]
+
+
+class UnsupportedPlatform(NotImplementedError):
+    """No route applier for this platform (yet)."""
+
+
+class RouteError(Exception):
+    """Adding or removing a route or address failed. Names the item, the device and the cause.
+
+    ``item`` is the route (a network) or address (an interface) that failed; ``code`` the errno when
+    the OS gave one; ``existing`` describes a conflicting route owned by someone else, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        device: str,
+        item: object = None,
+        code: int | None = None,
+        existing: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.device = device
+        self.item = item
+        self.code = code
+        self.existing = existing
+
+
+Change = tuple[RoutePlan, RoutePlan]  # (added, removed)
+
+
+class RouteApplier(abc.ABC):
+    device: str
+
+    @property
+    @abc.abstractmethod
+    def applied(self) -> RoutePlan:
+        """The plan the last successful ``apply`` put in place (EMPTY_PLAN at first)."""
+
+    @abc.abstractmethod
+    def apply(self, plan: RoutePlan) -> Change:
+        """Make the device match ``plan``; returns ``(added, removed)``. All or nothing (RouteError)."""
+
+    def clear(self) -> Change:
+        """Remove everything this applier put in place."""
+        return self.apply(EMPTY_PLAN)
+
+    async def apply_async(self, plan: RoutePlan) -> Change:
+        return await asyncio.to_thread(self.apply, plan)
+
+    async def clear_async(self) -> Change:
+        return await asyncio.to_thread(self.clear)
+
+
+class FakeRouteApplier(RouteApplier):
+    """A route applier for tests of callers: keeps the plan in memory and records every call.
+
+    ``foreign`` routes act like somebody else's identical route (adding one fails like EEXIST);
+    ``fail_on`` makes adding those routes fail with another error. A failed apply changes nothing.
+    """
+
+    def __init__(
+        self,
+        device: str = "tether0",
+        *,
+        foreign: Iterable[str | IPNetwork] = (),
+        fail_on: Iterable[str | IPNetwork] = (),
+    ) -> None:
+        self.device = device
+        self.foreign: set[IPNetwork] = {parse_subnet(r, what="route") for r in foreign}
+        self.fail_on: set[IPNetwork] = {parse_subnet(r, what="route") for r in fail_on}
+        self.history: list[Change] = []
+        self.calls: list[RoutePlan] = []
+        self._applied = EMPTY_PLAN
+
+    @property
+    def applied(self) -> RoutePlan:
+        return self._applied
+
+    def apply(self, plan: RoutePlan) -> Change:
+        self.calls.append(plan)
+        added, removed = diff(self._applied, plan)
+        for route in added.routes:
+            if route in self.foreign:
+                raise RouteError(
+                    f"cannot add route {route} dev {self.device}: the same route already exists (foreign)",
+                    device=self.device,
+                    item=route,
+                    code=errno.EEXIST,
+                    existing=f"{route} (foreign)",
+                )
+            if route in self.fail_on:
+                raise RouteError(
+                    f"cannot add route {route} dev {self.device}: injected failure", device=self.device, item=route
+                )
+        self._applied = plan
+        self.history.append((added, removed))
+        return added, removed
+
+
+# --- the platform table ------------------------------------------------------------------------------
+
+ApplierFactory = Callable[..., RouteApplier]
+
+
+def _lazy(module: str, attr: str) -> ApplierFactory:
+    def factory(device: str, **kwargs: Any) -> RouteApplier:
+        return getattr(importlib.import_module(module), attr)(device, **kwargs)
+
+    return factory
+
+
+def _not_yet(platform: str) -> ApplierFactory:
+    def factory(device: str, **kwargs: Any) -> RouteApplier:
+        raise UnsupportedPlatform(f"applying routes on {platform} is not implemented yet")
+
+    return factory
+
+
+PLATFORMS: dict[str, ApplierFactory] = {
+    "linux": _lazy("tether.helper.root.routing.apply_linux", "LinuxRouteApplier"),
+    "darwin": _not_yet("macOS"),
+    "windows": _not_yet("Windows"),
+}
+
+
+def open_applier(device: str, *, journal: Journal | None = None, platform: str = sys.platform) -> RouteApplier:
+    """The route applier for ``device`` on this platform; records its routes in ``journal`` if given."""
+    from tether.helper.root.vif.device import platform_key
+
+    factory = PLATFORMS.get(platform_key(platform))
+    if factory is None:
+        raise UnsupportedPlatform(f"no route applier for platform {platform!r}")
+    return factory(device, journal=journal)

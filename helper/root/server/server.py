@@ -1,0 +1,462 @@
+"""The helper's gRPC server: the Helper service on a unix socket, plus the credentials socket beside it.
+
+Layout (defaults)::
+
+    /run/tether/               root:root 0755 (created if missing; refused if not root's or group/other-writable)
+    /run/tether/helper.sock    root:tether 0660  gRPC, every call carries "tether-token" metadata
+    /run/tether/helper-auth.sock root:tether 0660  connect, read one JSON line {"token", "expires_in", "uid"}
+
+Only members of the group can connect to either socket; the kernel tells the helper who connected to
+the credentials socket, and the token it hands out stands for that caller on the main socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import grp
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.api import helper_pb2_grpc as pb_grpc
+from tether.helper.api import validate
+from tether.helper.api.paths import (
+    API_LEVEL,
+    DEFAULT_GROUP,
+    DEFAULT_SOCKET,
+    MAX_SOCKET_PATH,
+    TOKEN_METADATA,
+    auth_socket_for,
+)
+from tether.helper.root.server import authz
+from tether.helper.root.server.authz import Action
+from tether.helper.root.server.caller import Caller, username_for
+from tether.helper.root.server.peercred import PeerCredentials, PeerCredentialsError, peer_credentials
+from tether.helper.root.server.session_api import Session, SessionError
+from tether.helper.root.server.tokens import DEFAULT_TTL, TokenError, TokenStore
+from tether.manager.api.version import __version__
+
+log = logging.getLogger("tether.helper.api")
+
+HELPER_NAME = "tether-helper"
+SOCKET_MODE = 0o660
+DIR_MODE = 0o755
+
+
+class ServerSetupError(Exception):
+    """The helper cannot serve; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """``group``: name or gid for the sockets; None means "tether", which must exist.
+
+    ``require_root`` False is the test mode: no euid check, the socket directory must belong to the
+    current user instead of root, and (with ``set_group`` False) the sockets keep the user's group.
+    """
+
+    socket_path: Path = DEFAULT_SOCKET
+    group: str | int | None = None
+    require_root: bool = True
+    set_group: bool = True
+    token_ttl: float = DEFAULT_TTL
+
+    @property
+    def auth_socket_path(self) -> Path:
+        return auth_socket_for(self.socket_path)
+
+
+# --- setup checks ------------------------------------------------------------------------------------
+
+
+def resolve_group(group: str | int | None) -> int:
+    """The gid for the sockets. The default group must exist; an explicit numeric gid need not."""
+    if group is None:
+        try:
+            return grp.getgrnam(DEFAULT_GROUP).gr_gid
+        except KeyError:
+            raise ServerSetupError(
+                f'the group "{DEFAULT_GROUP}" does not exist. Create it with `groupadd --system {DEFAULT_GROUP}` '
+                f"and add the users who may use Tether (`usermod -aG {DEFAULT_GROUP} USER`; they must log in "
+                "again), or choose another group with --group"
+            ) from None
+    if isinstance(group, int) or group.isdigit():
+        gid = int(group)
+        if not 0 <= gid < 2**32 - 1:
+            raise ServerSetupError(f"--group {group}: not a valid gid")
+        return gid
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ServerSetupError(f"--group {group}: no such group (create it with `groupadd --system {group}`)") from None
+
+
+def prepare_socket_dir(directory: Path, owner_uid: int) -> None:
+    """Create ``directory`` (0755) if missing; refuse one that others could tamper with."""
+    if not directory.exists():
+        try:
+            directory.mkdir(mode=DIR_MODE, parents=True)
+            os.chmod(directory, DIR_MODE)  # mkdir's mode is filtered by the umask
+        except OSError as exc:
+            raise ServerSetupError(f"cannot create the socket directory {directory}: {exc.strerror}") from None
+    info = directory.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise ServerSetupError(f"refusing to use {directory}: it is not a directory (a symlink or a file)")
+    if info.st_uid != owner_uid:
+        whose = "root" if owner_uid == 0 else f"uid {owner_uid}"
+        raise ServerSetupError(
+            f"refusing to use {directory}: it is owned by uid {info.st_uid}, not {whose}; "
+            f"remove it or `chown {owner_uid}:0 {directory}`"
+        )
+    if info.st_mode & 0o022:
+        raise ServerSetupError(
+            f"refusing to use {directory}: it is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"`chmod 755 {directory}`"
+        )
+
+
+def _answers(path: Path) -> bool:
+    """True when something accepts connections on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                return False
+            raise
+        return True
+
+
+def clear_stale_socket(path: Path) -> None:
+    """Remove a socket left by a crashed helper; refuse when a live helper still answers on it."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ServerSetupError(f"{path} exists and is not a socket; remove it first")
+    try:
+        live = _answers(path)
+    except OSError as exc:
+        raise ServerSetupError(f"cannot check whether another helper serves on {path}: {exc}") from None
+    if live:
+        raise ServerSetupError(
+            f"another tether-helper is already running on {path}; stop it first "
+            "(`tether quit`, or `systemctl stop tether-helper`)"
+        )
+    log.info("removing a stale socket", extra={"socket": str(path)})
+    path.unlink(missing_ok=True)
+
+
+class _Umask(contextlib.AbstractContextManager["_Umask"]):
+    def __init__(self, mask: int) -> None:
+        self._mask = mask
+        self._old = 0
+
+    def __enter__(self) -> _Umask:
+        self._old = os.umask(self._mask)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.umask(self._old)
+
+
+def check_options(opts: ServerOptions) -> int | None:
+    """Everything that can be refused before touching the filesystem; returns the sockets' gid (or None)."""
+    if opts.require_root and os.geteuid() != 0:
+        raise ServerSetupError(
+            "tether-helper must run as root: it creates a network device, routes and DNS settings. "
+            "Start it with sudo (`sudo tether helper start`) or through the tether-helper service"
+        )
+    for path in (opts.socket_path, opts.auth_socket_path):
+        if not path.is_absolute():
+            raise ServerSetupError(f"socket path {path} must be absolute")
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise ServerSetupError(f"socket path {path} is too long for a unix socket (at most {MAX_SOCKET_PATH})")
+    return resolve_group(opts.group) if opts.set_group else None
+
+
+def preflight(opts: ServerOptions) -> int | None:
+    """``check_options``, then the socket directory and stale sockets; refuses when a helper already serves."""
+    gid = check_options(opts)
+    prepare_socket_dir(opts.socket_path.parent, 0 if opts.require_root else os.geteuid())
+    clear_stale_socket(opts.socket_path)
+    clear_stale_socket(opts.auth_socket_path)
+    return gid
+
+
+# --- the service -------------------------------------------------------------------------------------
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for entry in context.invocation_metadata() or ():
+        if entry.key == key:
+            value = entry.value
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+class HelperService(pb_grpc.HelperServicer):
+    """The RPC handlers: authenticate, authorize, validate, log, then call the session."""
+
+    def __init__(self, session: Session, tokens: TokenStore, on_quit: Callable[[], None]) -> None:
+        self._session = session
+        self._tokens = tokens
+        self._on_quit = on_quit
+        self._owner: int | None = None
+        self._connects_running = 0
+
+    # The server, not the session, keeps track of the owner: it is needed for every decision.
+    def owner(self) -> int | None:
+        if self._connects_running or self._session.state().phase != pb.State.DISCONNECTED:
+            return self._owner
+        return None
+
+    def _stamp(self, state: pb.State) -> pb.State:
+        """A copy of ``state`` with the owner the server knows (0 when disconnected)."""
+        stamped = pb.State()
+        stamped.CopyFrom(state)
+        owner = self.owner()
+        stamped.owner_uid = owner if owner is not None and state.phase != pb.State.DISCONNECTED else 0
+        return stamped
+
+    async def _admit(self, context: grpc.aio.ServicerContext, action: Action) -> Caller:
+        try:
+            caller = self._tokens.resolve(_metadata(context, TOKEN_METADATA))
+        except TokenError as exc:
+            log.info("unauthenticated call", extra={"action": action.value, "reason": str(exc)})
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        try:
+            authz.authorize(action, caller.uid, self.owner())
+        except authz.Denied as exc:
+            log.warning(
+                "denied", extra={"action": action.value, "uid": caller.uid, "pid": caller.pid, "reason": str(exc)}
+            )
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        if action in authz.PRIVILEGED:
+            log.info(action.value.lower(), extra={"uid": caller.uid, "user": caller.username, "pid": caller.pid})
+        return caller
+
+    async def Version(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.VersionInfo:
+        await self._admit(context, Action.VERSION)
+        return pb.VersionInfo(name=HELPER_NAME, version=__version__, api_level=API_LEVEL)
+
+    async def Status(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.State:
+        await self._admit(context, Action.STATUS)
+        return self._stamp(self._session.state())
+
+    async def WatchState(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.State]:
+        await self._admit(context, Action.WATCH)
+        async with contextlib.aclosing(self._session.watch()) as states:
+            async for state in states:
+                yield self._stamp(state)
+
+    async def Connect(
+        self, request: pb.ConnectRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ConnectProgress]:
+        caller = await self._admit(context, Action.CONNECT)
+        try:
+            validate.connect_request(request)
+        except validate.ValidationError as exc:
+            log.info("connect refused", extra={"uid": caller.uid, "reason": str(exc)})
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self.owner() is None:
+            self._owner = caller.uid
+        self._connects_running += 1
+        log.info(
+            "connecting",
+            extra={
+                "uid": caller.uid,
+                "context": request.context,
+                "client": request.client_name,
+                "manager_namespace": request.manager_namespace,
+            },
+        )
+        failure: tuple[grpc.StatusCode, str] | None = None
+        try:
+            last_had_state = False
+            async with contextlib.aclosing(self._session.connect(request, caller)) as progress:
+                async for message in progress:
+                    last_had_state = message.HasField("state")
+                    if last_had_state:
+                        message = pb.ConnectProgress(step=message.step, state=self._stamp(message.state))
+                    yield message
+            state = self._stamp(self._session.state())
+            if state.phase != pb.State.CONNECTED:
+                phase = pb.State.Phase.Name(state.phase).lower()
+                failure = (grpc.StatusCode.UNAVAILABLE, state.last_error or f"the connect ended in phase {phase}")
+            elif not last_had_state:
+                yield pb.ConnectProgress(step="connected", state=state)
+        except SessionError as exc:
+            failure = (exc.code, str(exc))
+        except validate.ValidationError as exc:
+            failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception as exc:
+            log.exception("connect failed unexpectedly", extra={"uid": caller.uid})
+            failure = (grpc.StatusCode.INTERNAL, f"internal error in the helper: {exc}")
+        finally:
+            self._connects_running -= 1
+        if failure is not None:
+            log.warning("connect failed", extra={"uid": caller.uid, "code": failure[0].name, "error": failure[1]})
+            await context.abort(*failure)
+        log.info("connected", extra={"uid": caller.uid, "context": request.context})
+
+    async def Disconnect(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.State:
+        caller = await self._admit(context, Action.DISCONNECT)
+        try:
+            state = await self._session.disconnect(caller)
+        except SessionError as exc:
+            await context.abort(exc.code, str(exc))
+        return self._stamp(state)
+
+    async def Quit(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.Empty:
+        caller = await self._admit(context, Action.QUIT)
+        if self._session.state().phase != pb.State.DISCONNECTED or self._connects_running:
+            try:
+                await self._session.disconnect(caller)
+            except SessionError as exc:
+                await context.abort(exc.code, str(exc))
+        # Stop after this reply has gone out.
+        asyncio.get_running_loop().call_soon(self._on_quit)
+        return pb.Empty()
+
+
+# --- the server --------------------------------------------------------------------------------------
+
+
+class HelperServer:
+    """Serve ``session`` on the sockets in ``options``. ``start()``, then ``wait()`` (until Quit), then ``stop()``."""
+
+    def __init__(
+        self, session: Session, options: ServerOptions | None = None, tokens: TokenStore | None = None
+    ) -> None:
+        self.session = session
+        self.options = options or ServerOptions()
+        self.tokens = tokens or TokenStore(ttl=self.options.token_ttl)
+        self.service = HelperService(session, self.tokens, self._quit_requested)
+        self._grpc: grpc.aio.Server | None = None
+        self._auth: asyncio.AbstractServer | None = None
+        self._created: dict[Path, tuple[int, int]] = {}
+        self._stopped = asyncio.Event()
+        self.quit_requested = False
+
+    @property
+    def socket_path(self) -> Path:
+        return self.options.socket_path
+
+    @property
+    def auth_socket_path(self) -> Path:
+        return self.options.auth_socket_path
+
+    def check(self) -> int | None:
+        return check_options(self.options)
+
+    async def start(self) -> None:
+        opts = self.options
+        gid = preflight(opts)
+
+        server = grpc.aio.server()
+        pb_grpc.add_HelperServicer_to_server(self.service, server)
+        with _Umask(0o177):  # the sockets appear 0600 and are opened up only after chown
+            bound = server.add_insecure_port(f"unix:{opts.socket_path}")
+            if not bound:
+                raise ServerSetupError(f"cannot listen on {opts.socket_path}")
+            self._grpc = server
+            self._own(opts.socket_path, gid)
+            self._auth = await asyncio.start_unix_server(self._issue_token, path=str(opts.auth_socket_path))
+            self._own(opts.auth_socket_path, gid)
+        await server.start()
+        log.info(
+            "serving",
+            extra={
+                "socket": str(opts.socket_path),
+                "auth_socket": str(opts.auth_socket_path),
+                "gid": gid,
+                "version": __version__,
+            },
+        )
+
+    def _own(self, path: Path, gid: int | None) -> None:
+        if gid is not None:
+            os.chown(path, 0 if self.options.require_root else -1, gid)
+        os.chmod(path, SOCKET_MODE)
+        info = path.lstat()
+        self._created[path] = (info.st_dev, info.st_ino)
+
+    async def _issue_token(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            sock = writer.get_extra_info("socket")
+            try:
+                creds = peer_credentials(sock)
+                caller = await asyncio.to_thread(_caller_from, creds)
+                issued = self.tokens.issue(caller)
+                reply: dict[str, object] = {
+                    "token": issued.token,
+                    "expires_in": issued.expires_in,
+                    "uid": caller.uid,
+                    "api_level": API_LEVEL,
+                }
+                log.debug("token issued", extra={"uid": caller.uid, "pid": caller.pid})
+            except PeerCredentialsError as exc:
+                log.warning("cannot identify a client", extra={"error": str(exc)})
+                reply = {"error": f"the helper could not identify you: {exc}"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            log.debug("credentials socket client went away", extra={"error": str(exc)})
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    def _quit_requested(self) -> None:
+        self.quit_requested = True
+        self._stopped.set()
+
+    def request_stop(self) -> None:
+        """Make ``wait()`` return (e.g. from a signal handler)."""
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop serving and remove our sockets (only if they are still the ones we created)."""
+        self._stopped.set()
+        if self._auth is not None:
+            self._auth.close()
+            self._auth = None
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None
+        for path, identity in list(self._created.items()):
+            with contextlib.suppress(OSError):
+                info = path.lstat()
+                if (info.st_dev, info.st_ino) == identity:
+                    path.unlink()
+            del self._created[path]
+        self.remove_directory()
+        log.info("stopped", extra={"socket": str(self.options.socket_path)})
+
+    def remove_directory(self) -> None:
+        """Remove the socket directory once nothing is left in it: at stop, and again once the session's
+        journal (kept there until the session has undone its changes) is gone."""
+        with contextlib.suppress(OSError):
+            self.options.socket_path.parent.rmdir()
+
+
+def _caller_from(creds: PeerCredentials) -> Caller:
+    return Caller(uid=creds.uid, gid=creds.gid, pid=creds.pid, groups=creds.groups, username=username_for(creds.uid))

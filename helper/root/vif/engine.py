@@ -1,0 +1,442 @@
+"""The VIF engine: packets from the TUN through the netstack, each flow a stream to the manager.
+
+One asyncio loop owns the TUN fd, the netstack and every flow's stream (on the
+tunnel mux, or a gRPC Tunnel stream as the fallback; see ``tunnel.streams``).
+Flow control is end to end: bytes the app sent are `consumed()` (reopening its
+TCP window) only after the stream accepted them, and bytes from the cluster
+are pulled from the stream only while the app's side has room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from tether.helper.root.tunnel.streams import TunnelOpener, TunnelStream
+from tether.helper.root.vif.device import TunDevice
+from tether.helper.root.vif.netstack.events import Closed, Data, Datagram, DialRequested, Event, PeerClosed, Writable
+from tether.helper.root.vif.netstack.stack import NetStack
+from tether.helper.root.vif.netstack.tcp import TcpFlow
+from tether.manager.api import framing
+from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.framing import Protocol
+from tether.manager.api.wire import IPAddress
+
+log = logging.getLogger("tether.helper.root.vif")
+
+__all__ = ["DestinationMapper", "TunnelOpener", "VifEngine"]
+
+READ_BATCH = 64
+_EOF = object()
+
+# Optional hook (--proxy-via): (destination ip, port) -> (ip, port, via) to open the tunnel to, or None to keep
+# the destination. ``via`` is (namespace, name, kind) of the workload whose agent dials, or None (the manager).
+# Raising LookupError refuses the flow as unreachable (a virtual IP nobody handed out). The app's side of the
+# flow keeps the original addresses: the netstack terminates it locally.
+DestinationMapper = Callable[[IPAddress, int], tuple[IPAddress, int, tuple[str, str, str] | None] | None]
+
+
+class _FlowBridge:
+    """One app flow and the stream that carries it to the manager (see ``tunnel.streams``)."""
+
+    def __init__(self, engine: VifEngine, flow: Any, protocol: Protocol) -> None:
+        self.engine = engine
+        self.flow = flow
+        self.protocol = protocol
+        self.stream: TunnelStream | None = None
+        # App data and eof go straight to the stream while it takes them without waiting; otherwise (no credit,
+        # a full connection, a gRPC stream) through this queue and a sender task, both made when first needed.
+        self.outbound: asyncio.Queue[object] | None = None
+        self.sender: asyncio.Future[None] | None = None  # started once the dial has been answered
+        self.sender_idle = False  # the sender task waits for the queue: app data may go straight to the stream
+        self.accepted = False
+        self.queued_bytes = 0
+        self.writable: asyncio.Event | None = None  # made when a delivery first waits for room
+        self.cluster_done = False
+        # The open goes out now, in the batch that brought the SYN; what it raises is the task's to handle.
+        self._begun: bool | BaseException
+        try:
+            self._begun = self._begin()
+        except Exception as exc:
+            self._begun = exc
+        self.task = asyncio.ensure_future(self._run())
+
+    def _begin(self) -> bool:
+        """Open the flow's stream and start it (False: the flow was refused at once)."""
+        engine = self.engine
+        opener = engine.opener
+        if not opener.ready():
+            self._refuse(pb.DialResult.UNREACHABLE)
+            return False
+        destination, via = self.flow.dst, None
+        if engine.map_destination is not None:
+            try:
+                mapped = engine.map_destination(*destination)
+            except LookupError as exc:
+                log.debug("refusing %r: %s", self.flow, exc)
+                self._refuse(pb.DialResult.UNREACHABLE)
+                return False
+            if mapped is not None:
+                destination, via = (mapped[0], mapped[1]), mapped[2]
+        request = framing.open_message(
+            opener.session_id, self.protocol, destination, self.flow.src, dial_timeout=opener.dial_timeout, via=via
+        )
+        self.stream = opener.stream()
+        self.stream.start(request, early=self._early_reply)
+        return True
+
+    def _early_reply(self, first: pb.TunnelMessage) -> None:
+        """The dial answer, the moment the mux has it: a connected destination gets the app its SYN-ACK now (the
+        mux's after-receive hook writes it); everything else waits for the task."""
+        if first.WhichOneof("kind") == "dial" and first.dial.ok:
+            self.flow.accept()
+            self.engine.kick()
+
+    async def _run(self) -> None:
+        engine = self.engine
+        try:
+            if isinstance(self._begun, BaseException):
+                raise self._begun
+            if not self._begun:
+                return
+            assert self.stream is not None
+            first = await self.stream.first_reply()
+            if first is None or first.WhichOneof("kind") != "dial":
+                self._refuse(pb.DialResult.UNREACHABLE)
+                return
+            if not first.dial.ok:
+                log.debug("dial %r failed: %s", self.flow, first.dial.error)
+                self._refuse(first.dial.reason)
+                return
+            self.flow.accept()
+            engine.process_now()  # the app's connect waits for the SYN-ACK
+            self.stream.set_sink(self._sink_tcp if self.protocol is Protocol.TCP else self._sink_udp)
+            self.accepted = True
+            if self.outbound is not None:  # datagrams that came with the first one (UDP)
+                self.sender = asyncio.ensure_future(self._app_to_cluster())
+            try:
+                await self._cluster_to_app()
+                if self.cluster_done and self.sender is not None:
+                    # A clean end: the manager ends the stream only after our eof, so the sender is done.
+                    await self.sender
+            finally:
+                if self.sender is not None:
+                    self.sender.cancel()
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError as exc:
+            log.debug("tunnel for %r ended: %s", self.flow, exc)
+            self._abort()
+        except Exception:
+            log.exception("tunnel for %r failed", self.flow)
+            self._abort()
+        finally:
+            if self.stream is not None:
+                self.stream.close()
+            engine.forget(self.flow)
+
+    def _refuse(self, reason: int) -> None:
+        if reason in (pb.DialResult.UNREACHABLE, pb.DialResult.TIMEOUT):
+            self.flow.unreachable()
+        else:
+            self.flow.refuse()
+        self.engine.kick()
+
+    def _abort(self) -> None:
+        if not self.flow.closed:
+            self.flow.abort() if self.protocol is Protocol.TCP else self.flow.close()
+            self.engine.kick()
+
+    async def _cluster_to_app(self) -> None:
+        stream = self.stream
+        assert stream is not None
+        tcp = self.protocol is Protocol.TCP
+        while True:
+            item = await stream.read()
+            if type(item) is bytes:
+                if tcp:
+                    await self._deliver(item)
+                else:
+                    self.flow.send(item)
+                    self.engine.kick()
+                continue
+            if item is None:
+                if not self.cluster_done:
+                    self._abort()
+                return
+            kind = item.WhichOneof("kind")
+            if kind == "eof":
+                self.cluster_done = True
+                if tcp:
+                    self.flow.close()
+                    self.engine.kick()
+                # keep reading: the app may still be sending, and the stream ends when both sides are done
+            elif kind == "dial" and not item.dial.ok:
+                # A UDP destination answered ICMP unreachable after the fact: tell the app the same way.
+                self._refuse(item.dial.reason)
+                return
+            elif kind == "abort":
+                log.debug("manager ended %r: %s", self.flow, item.abort)
+                self._abort()
+                return
+
+    def _sink_tcp(self, data: bytes) -> int:
+        """Cluster data as it arrives, while nothing waits before it: what the app's side has room for."""
+        taken = self.flow.send(data)
+        if taken:
+            self.engine.kick()
+        return taken
+
+    def _sink_udp(self, data: bytes) -> int:
+        self.flow.send(data)
+        self.engine.kick()
+        return len(data)
+
+    async def _deliver(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            taken = self.flow.send(view)
+            if taken:
+                view = view[taken:]
+                self.engine.kick()
+                continue
+            if self.flow.closed:
+                return
+            if self.writable is None:
+                self.writable = asyncio.Event()
+            self.writable.clear()
+            await self.writable.wait()
+
+    async def _app_to_cluster(self) -> None:
+        stream, outbound = self.stream, self.outbound
+        assert stream is not None and outbound is not None
+        flow = self.flow
+        stack = self.engine.stack
+        tcp = self.protocol is Protocol.TCP
+        while True:
+            self.sender_idle = True
+            item = await outbound.get()
+            self.sender_idle = False
+            if item is _EOF:
+                await stream.write_eof()
+                return
+            assert isinstance(item, bytes)
+            for piece in framing.chunks(item) if tcp else (item,):
+                await stream.write_data(piece)
+            if tcp:
+                self.queued_bytes -= len(item)
+                # The app's window reopens only now that the stream has taken the bytes.
+                flow.consumed(len(item))
+                if stack.has_output:  # a window update is owed (small reads usually owe none)
+                    self.engine.kick()
+
+    def _nothing_queued(self) -> bool:
+        """Nothing waits to be sent before what comes now (so it may go straight to the stream)."""
+        return (self.outbound is None or self.outbound.empty()) and (self.sender is None or self.sender_idle)
+
+    def app_data(self, data: bytes) -> None:
+        stream = self.stream
+        if stream is not None and self._nothing_queued() and stream.try_write_data(data):
+            # Written without a task switch; the window reopens as the sender would have reopened it.
+            if self.protocol is Protocol.TCP:
+                self.flow.consumed(len(data))
+            return
+        self.queued_bytes += len(data)
+        self._queue(data)
+
+    def app_eof(self) -> None:
+        stream = self.stream
+        if stream is not None and self._nothing_queued() and stream.try_write_eof():
+            return
+        self._queue(_EOF)
+
+    def _queue(self, item: object) -> None:
+        if self.outbound is None:
+            self.outbound = asyncio.Queue()
+        self.outbound.put_nowait(item)
+        # Before the dial is answered a gRPC stream is still being written its open: the sender waits till then.
+        if self.sender is None and self.accepted:
+            self.sender = asyncio.ensure_future(self._app_to_cluster())
+
+
+class VifEngine:
+    def __init__(
+        self,
+        device: TunDevice,
+        stack: NetStack,
+        opener: TunnelOpener,
+        map_destination: DestinationMapper | None = None,
+    ) -> None:
+        self.device = device
+        self.stack = stack
+        self.opener = opener
+        self.map_destination = map_destination  # --proxy-via: VIPs to real destinations (settable)
+        self._bridges: dict[int, _FlowBridge] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The armed timer and when it fires: uvloop's call_at hands back a plain Handle (no when()) for a
+        # deadline already past.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
+        self._kick_pending = False
+        self._kick_handle: asyncio.Handle | None = None
+        self._processing = False  # within _process's dispatch (flows may call back)
+        opener.set_after_receive(self._after_receive)
+        # Checksum offload: a device that offers it (see tun_linux) and a stack that builds partial checksums.
+        self._offload = bool(getattr(device, "checksum_offload", False)) and stack.config.partial_checksums
+        self._write = device.write_partial if self._offload else device.write  # type: ignore[attr-defined]
+        self.dropped_writes = 0
+        self.on_error: Callable[[BaseException], None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.device.fileno(), self._on_readable)
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.device.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+        self.opener.discard()
+        opened = self.opener.opened
+        log.info("tunnel flows: %d on the tunnel mux, %d on gRPC Tunnel streams", opened["mux"], opened["grpc"])
+        self.stack.abort_all()
+        self._flush()
+        bridges = list(self._bridges.values())
+        for bridge in bridges:
+            bridge.task.cancel()
+        if bridges:
+            await asyncio.gather(*(b.task for b in bridges), return_exceptions=True)
+        self._bridges.clear()
+
+    @property
+    def flow_count(self) -> int:
+        return len(self._bridges)
+
+    def forget(self, flow: Any) -> None:
+        self._bridges.pop(id(flow), None)
+
+    def kick(self) -> None:
+        """Flow methods were called: write what the stack produced, soon, once for the whole burst."""
+        if not self._kick_pending and self._loop is not None:
+            self._kick_pending = True
+            self._kick_handle = self._loop.call_soon(self._after_kick)
+
+    def _after_kick(self) -> None:
+        self._kick_pending = False
+        self._kick_handle = None
+        self._process()
+
+    def _on_readable(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        stack = self.stack
+        try:
+            if self._offload:
+                for packet, verified in self.device.read_batch_offload(READ_BATCH):  # type: ignore[attr-defined]
+                    stack.input(packet, now, verified)
+            else:
+                for packet in self.device.read_batch(READ_BATCH):
+                    stack.input(packet, now)
+        except OSError as exc:
+            log.error("reading the TUN failed: %s", exc)
+            if self.on_error:
+                self.on_error(exc)
+            return
+        self._process()
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        self.stack.on_timer(self._loop.time())
+        self._process()
+
+    def _process(self) -> None:
+        """Hand events to their flows, write the output, and re-arm the timer."""
+        stack = self.stack
+        self._processing = True
+        try:
+            while True:
+                events = stack.events()
+                if not events:
+                    break
+                if len(events) > 1:
+                    events = _dials_first(events)
+                for event in events:
+                    self._dispatch(event)
+        finally:
+            self._processing = False
+        self.opener.flush()  # what the flows wrote to the cluster goes first: it is on the latency path
+        self._flush()
+        self._arm_timer()
+
+    def _after_receive(self) -> None:
+        """The tunnel mux handed on what it read: write what the flows gave the netstack now, not a turn later."""
+        if self._kick_pending:
+            self.process_now()
+
+    def process_now(self) -> None:
+        """What ``kick`` does, without waiting for the next turn of the loop (for what an app waits on)."""
+        if self._processing:
+            self.kick()  # called from within _process: its own flush follows
+            return
+        self._kick_pending = False
+        if self._kick_handle is not None:
+            self._kick_handle.cancel()
+            self._kick_handle = None
+        self._process()
+
+    def _flush(self) -> None:
+        now = self._loop.time() if self._loop is not None else 0.0
+        write = self._write
+        for packet in self.stack.output(now):
+            if not write(packet):
+                self.dropped_writes += 1  # TCP retransmits; a full TUN queue is congestion like any other
+
+    def _arm_timer(self) -> None:
+        deadline = self.stack.next_deadline()
+        if self._loop is None or deadline is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline
+
+    def _dispatch(self, event: object) -> None:
+        flow = event.flow  # type: ignore[attr-defined]
+        if isinstance(event, DialRequested):
+            protocol = Protocol.TCP if isinstance(flow, TcpFlow) else Protocol.UDP
+            self._bridges[id(flow)] = _FlowBridge(self, flow, protocol)
+            return
+        bridge = self._bridges.get(id(flow))
+        if bridge is None:
+            return
+        if isinstance(event, Data | Datagram):
+            bridge.app_data(event.data)
+        elif isinstance(event, PeerClosed):
+            bridge.app_eof()
+        elif isinstance(event, Writable):
+            if bridge.writable is not None:
+                bridge.writable.set()
+        elif isinstance(event, Closed):
+            if bridge.writable is not None:
+                bridge.writable.set()
+            if event.reason != "done":
+                # The app reset or the flow timed out: end the stream now. A clean close ends by itself.
+                bridge.task.cancel()
+                self._bridges.pop(id(flow), None)
+
+
+def _dials_first(events: list[Event]) -> list[Event]:
+    """New flows' opens go out ahead of other flows' data and ends that came in the same batch: a connection
+    being set up waits for its dial, while the end of another one waits for nobody. A flow's own events keep
+    their order (its DialRequested is its first)."""
+    dials = [event for event in events if type(event) is DialRequested]
+    if not dials or len(dials) == len(events):
+        return events
+    return dials + [event for event in events if type(event) is not DialRequested]

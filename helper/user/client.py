@@ -1,0 +1,504 @@
+"""The client library for the helper's API, used by the ``tether`` CLI and the tray (no Qt here).
+
+Synchronous use (scripts, threads)::
+
+    with HelperClient() as helper:              # socket: $TETHER_HELPER_SOCKET or /run/tether/helper.sock
+        print(helper.status().phase)
+        request = build_connect_request(context="lab")
+        for progress in helper.connect(request):
+            print(progress.step)
+
+asyncio use: ``helper.aio`` (or ``AsyncHelperClient(...)``) has the same methods as coroutines and async
+iterators. Both fetch a token from the helper's credentials socket when needed and fetch a new one
+once when the helper answers UNAUTHENTICATED (e.g. after it restarted).
+
+Failures are ``HelperError`` subclasses with a ``fix`` sentence: ``HelperNotInstalledError`` (no socket
+directory or no socket), ``HelperNotRunningError`` (nobody answers), ``HelperPermissionError`` (not in the
+socket's group), ``HelperCallError`` (the helper answered with an error status; ``.code``, ``.details``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import grp
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.api import helper_pb2_grpc as pb_grpc
+from tether.helper.api import validate
+from tether.helper.api.paths import TOKEN_METADATA, auth_socket_for, default_socket
+
+START_HINT = "start it with `sudo systemctl start tether-helper` or, in a terminal, `sudo tether helper start`"
+TOKEN_MARGIN = 30.0  # fetch a new token this long before the old one expires
+MAX_TOKEN_REPLY = 64 * 1024
+
+
+class HelperError(Exception):
+    """Something went wrong talking to the helper. ``message`` says what, ``fix`` how to fix it."""
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(f"{message}. {fix}" if fix else message)
+        self.message = message
+        self.fix = fix
+
+
+class HelperNotInstalledError(HelperError):
+    """There is no socket directory or no socket: the helper is not installed, or not started."""
+
+
+class HelperNotRunningError(HelperError):
+    """The socket exists but nobody answers on it (the helper crashed or was killed)."""
+
+
+class HelperPermissionError(HelperError):
+    """The socket refused us (EACCES): this user is not in the helper's group."""
+
+
+class HelperProtocolError(HelperError):
+    """The helper answered something this client does not understand."""
+
+
+class HelperCallError(HelperError):
+    """The helper refused or failed a call; ``code`` is the gRPC status code, ``details`` its message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, fix: str = "") -> None:
+        super().__init__(details or code.name.lower().replace("_", " "), fix)
+        self.code = code
+        self.details = details
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+def _group_of(path: Path) -> str:
+    try:
+        gid = path.stat().st_gid
+    except OSError:
+        return "tether"
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def connection_error(exc: OSError, path: Path) -> HelperError:
+    """Turn a failed ``connect()`` on one of the helper's sockets into a HelperError with a fix."""
+    if isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOENT:
+        if not path.parent.is_dir():
+            return HelperNotInstalledError(
+                f"the Tether helper is not installed or not running ({path.parent} does not exist)",
+                f"Install Tether (its package runs the tether-helper service), or {START_HINT}",
+            )
+        return HelperNotInstalledError(
+            f"the Tether helper is not installed or not running (no socket at {path})",
+            f"Install Tether, or {START_HINT}",
+        )
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return HelperNotRunningError(
+            f"the Tether helper is not running: nothing answers on {path} (it may have crashed)",
+            "Restart it: `sudo systemctl restart tether-helper`, or `sudo tether helper start`",
+        )
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+        group = _group_of(path)
+        return HelperPermissionError(
+            f'permission denied: you are not in the "{group}" group that may use the Tether helper ({path})',
+            f"Add yourself with `sudo usermod -aG {group} $USER`, then log out and in again (or run `newgrp {group}`)",
+        )
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return HelperNotRunningError(
+            f"the Tether helper did not answer on {path} in time",
+            f"Check that it is healthy, or restart it; {START_HINT}",
+        )
+    return HelperError(f"cannot reach the Tether helper on {path}: {exc.strerror or exc}")
+
+
+_FIXES = {
+    grpc.StatusCode.PERMISSION_DENIED: "Ask the session's owner to disconnect, or use sudo",
+    grpc.StatusCode.INVALID_ARGUMENT: "Correct the value and try again",
+    grpc.StatusCode.UNIMPLEMENTED: "This helper cannot do that yet; update Tether",
+}
+
+
+def call_error(exc: grpc.RpcError, path: Path) -> HelperError:
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and details and "connect" in details.lower():
+        # gRPC could not reach the socket: say why in the same words as for the credentials socket.
+        try:
+            _probe(path)
+        except OSError as probe_error:
+            return connection_error(probe_error, path)
+    return HelperCallError(code, details or "", _FIXES.get(code, ""))
+
+
+def _probe(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+
+
+# --- tokens ------------------------------------------------------------------------------------------
+
+
+def _parse_token_reply(data: bytes, path: Path) -> tuple[str, float]:
+    try:
+        reply = json.loads(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HelperProtocolError(
+            f"unexpected answer from {path}", "Is this a Tether helper of the same version?"
+        ) from None
+    if not isinstance(reply, dict):
+        raise HelperProtocolError(f"unexpected answer from {path}")
+    if "error" in reply:
+        raise HelperCallError(grpc.StatusCode.UNAUTHENTICATED, str(reply["error"]))
+    token, expires_in = reply.get("token"), reply.get("expires_in")
+    if not isinstance(token, str) or not isinstance(expires_in, int | float):
+        raise HelperProtocolError(f"unexpected answer from {path}: no token")
+    return token, float(expires_in)
+
+
+class TokenSource:
+    """Fetch and cache the token for one helper; safe to share between threads and an event loop."""
+
+    def __init__(self, auth_socket_path: Path, timeout: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.path = auth_socket_path
+        self.timeout = timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._valid_until = 0.0
+
+    def cached(self) -> str | None:
+        with self._lock:
+            return self._token if self._token and self._clock() < self._valid_until else None
+
+    def _store(self, token: str, expires_in: float) -> str:
+        with self._lock:
+            self._token = token
+            self._valid_until = self._clock() + max(0.0, expires_in - TOKEN_MARGIN)
+        return token
+
+    def invalidate(self, token: str | None = None) -> None:
+        with self._lock:
+            if token is None or token == self._token:
+                self._token = None
+
+    def get(self) -> str:
+        token = self.cached()
+        if token:
+            return token
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(self.path))
+                data = b""
+                while chunk := sock.recv(4096):
+                    data += chunk
+                    if len(data) > MAX_TOKEN_REPLY:
+                        break
+            except OSError as exc:
+                raise connection_error(exc, self.path) from None
+        return self._store(*_parse_token_reply(data, self.path))
+
+    async def aget(self) -> str:
+        token = self.cached()
+        if token:
+            return token
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path)), self.timeout)
+        except TimeoutError as exc:
+            raise connection_error(exc, self.path) from None
+        except OSError as exc:
+            raise connection_error(exc, self.path) from None
+        try:
+            data = await asyncio.wait_for(reader.read(MAX_TOKEN_REPLY), self.timeout)
+        except (OSError, TimeoutError) as exc:
+            raise connection_error(exc if isinstance(exc, OSError) else TimeoutError(), self.path) from None
+        finally:
+            writer.close()
+        return self._store(*_parse_token_reply(data, self.path))
+
+
+# --- requests ----------------------------------------------------------------------------------------
+
+
+def build_connect_request(
+    *,
+    context: str | None = None,
+    kubeconfig: str | os.PathLike[str] | None = None,
+    kubeconfig_text: str | None = None,
+    namespace: str = "",
+    manager_namespace: str = "",
+    manager_address: str = "",
+    also_proxy: Sequence[str] = (),
+    never_proxy: Sequence[str] = (),
+    allow_conflicting_subnets: Sequence[str] = (),
+    proxy_via: Sequence[str] = (),
+    auto_resolve: bool = False,
+    virtual_subnet: str = "",
+    dns_include_suffixes: Sequence[str] = (),
+    dns_exclude_suffixes: Sequence[str] = (),
+    mapped_namespaces: Sequence[str] = (),
+    environment: Mapping[str, str] | None = None,
+    client_name: str = "tether",
+) -> pb.ConnectRequest:
+    """A checked ConnectRequest carrying this user's kubeconfig for ``context`` (flattened) and environment.
+
+    ``kubeconfig_text`` (exclusive with ``kubeconfig``) is kubeconfig YAML held in memory, for clusters
+    whose token comes from the OS keychain: it goes to the helper without touching the disk.
+
+    Raises ``validate.ValidationError`` for bad values and ``kubeconfig.KubeconfigError`` for a kubeconfig
+    that cannot be used; both name the offending value or file.
+    """
+    from tether.helper.user.kubeconfig import flatten
+
+    if kubeconfig is not None and kubeconfig_text is not None:
+        raise ValueError("build_connect_request: give kubeconfig or kubeconfig_text, not both")
+    env = dict(os.environ if environment is None else environment)
+    flat = flatten(context or None, kubeconfig=kubeconfig, environ=env, text=kubeconfig_text)
+    request = pb.ConnectRequest(
+        kubeconfig=flat.text,
+        context=flat.context,
+        namespace=namespace,
+        manager_namespace=manager_namespace,
+        manager_address=manager_address,
+        also_proxy=list(also_proxy),
+        never_proxy=list(never_proxy),
+        allow_conflicting_subnets=list(allow_conflicting_subnets),
+        proxy_via=list(proxy_via),
+        auto_resolve=auto_resolve,
+        virtual_subnet=virtual_subnet,
+        dns_include_suffixes=list(dns_include_suffixes),
+        dns_exclude_suffixes=list(dns_exclude_suffixes),
+        mapped_namespaces=list(mapped_namespaces),
+        environment=validate.portable_environment(env),
+        client_name=client_name,
+    )
+    validate.connect_request(request)
+    return request
+
+
+# --- clients -----------------------------------------------------------------------------------------
+
+
+class _Base:
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = 30.0,
+        tokens: TokenSource | None = None,
+    ) -> None:
+        self.socket_path = Path(socket_path) if socket_path else default_socket()
+        self.auth_socket_path = auth_socket_for(self.socket_path)
+        self.timeout = timeout
+        self.tokens = tokens or TokenSource(self.auth_socket_path)
+
+    def _target(self) -> str:
+        return f"unix:{self.socket_path}"
+
+
+class HelperClient(_Base):
+    """Blocking client. Streaming calls return iterators; stop iterating (or ``close()`` them) to cancel."""
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = 30.0,
+        tokens: TokenSource | None = None,
+    ) -> None:
+        super().__init__(socket_path, timeout=timeout, tokens=tokens)
+        self._channel: grpc.Channel | None = None
+        self._stub: pb_grpc.HelperStub | None = None
+        self._aio: AsyncHelperClient | None = None
+
+    @property
+    def aio(self) -> AsyncHelperClient:
+        """The asyncio twin of this client (same sockets, shared token)."""
+        if self._aio is None:
+            self._aio = AsyncHelperClient(self.socket_path, timeout=self.timeout, tokens=self.tokens)
+        return self._aio
+
+    def stub(self) -> pb_grpc.HelperStub:
+        if self._stub is None:
+            self._channel = grpc.insecure_channel(self._target())
+            self._stub = pb_grpc.HelperStub(self._channel)
+        return self._stub
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = self._stub = None
+
+    def __enter__(self) -> HelperClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        for attempt in range(2):
+            token = self.tokens.get()
+            try:
+                return getattr(self.stub(), method)(
+                    request, metadata=((TOKEN_METADATA, token),), timeout=timeout or self.timeout
+                )
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
+                    self.tokens.invalidate(token)
+                    continue
+                raise call_error(exc, self.socket_path) from None
+        raise AssertionError("unreachable")
+
+    def _stream(self, method: str, request: Any, timeout: float | None = None) -> Iterator[Any]:
+        for attempt in range(2):
+            token = self.tokens.get()
+            call = getattr(self.stub(), method)(request, metadata=((TOKEN_METADATA, token),), timeout=timeout)
+            received = False
+            try:
+                for message in call:
+                    received = True
+                    yield message
+                return
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0 and not received:
+                    self.tokens.invalidate(token)
+                    continue
+                raise call_error(exc, self.socket_path) from None
+            finally:
+                call.cancel()
+
+    def version(self) -> pb.VersionInfo:
+        return self._unary("Version", pb.Empty())
+
+    def status(self) -> pb.State:
+        return self._unary("Status", pb.Empty())
+
+    def disconnect(self) -> pb.State:
+        return self._unary("Disconnect", pb.Empty(), timeout=max(self.timeout, 60))
+
+    def quit(self) -> None:
+        self._unary("Quit", pb.Empty(), timeout=max(self.timeout, 60))
+
+    def connect(self, request: pb.ConnectRequest, timeout: float | None = None) -> Iterator[pb.ConnectProgress]:
+        """Progress messages; the last one carries the connected state. Errors raise HelperError."""
+        return self._stream("Connect", request, timeout)
+
+    def connect_and_wait(
+        self, request: pb.ConnectRequest, on_progress: Callable[[pb.ConnectProgress], None] | None = None
+    ) -> pb.State:
+        state = None
+        for progress in self.connect(request):
+            if on_progress is not None:
+                on_progress(progress)
+            if progress.HasField("state"):
+                state = progress.state
+        return state if state is not None else self.status()
+
+    def watch_state(self) -> Iterator[pb.State]:
+        """The current state, then one per change, until you stop iterating."""
+        return self._stream("WatchState", pb.Empty())
+
+
+class AsyncHelperClient(_Base):
+    """asyncio client; create and use it inside one running event loop."""
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = 30.0,
+        tokens: TokenSource | None = None,
+    ) -> None:
+        super().__init__(socket_path, timeout=timeout, tokens=tokens)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.HelperStub | None = None
+
+    def stub(self) -> pb_grpc.HelperStub:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self._target())
+            self._stub = pb_grpc.HelperStub(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None
+
+    async def __aenter__(self) -> AsyncHelperClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        for attempt in range(2):
+            token = await self.tokens.aget()
+            try:
+                return await getattr(self.stub(), method)(
+                    request, metadata=((TOKEN_METADATA, token),), timeout=timeout or self.timeout
+                )
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
+                    self.tokens.invalidate(token)
+                    continue
+                raise call_error(exc, self.socket_path) from None
+        raise AssertionError("unreachable")
+
+    async def _stream(self, method: str, request: Any, timeout: float | None = None) -> AsyncIterator[Any]:
+        for attempt in range(2):
+            token = await self.tokens.aget()
+            call = getattr(self.stub(), method)(request, metadata=((TOKEN_METADATA, token),), timeout=timeout)
+            received = False
+            try:
+                async for message in call:
+                    received = True
+                    yield message
+                return
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0 and not received:
+                    self.tokens.invalidate(token)
+                    continue
+                raise call_error(exc, self.socket_path) from None
+            finally:
+                call.cancel()
+
+    async def version(self) -> pb.VersionInfo:
+        return await self._unary("Version", pb.Empty())
+
+    async def status(self) -> pb.State:
+        return await self._unary("Status", pb.Empty())
+
+    async def disconnect(self) -> pb.State:
+        return await self._unary("Disconnect", pb.Empty(), timeout=max(self.timeout, 60))
+
+    async def quit(self) -> None:
+        await self._unary("Quit", pb.Empty(), timeout=max(self.timeout, 60))
+
+    def connect(self, request: pb.ConnectRequest, timeout: float | None = None) -> AsyncIterator[pb.ConnectProgress]:
+        return self._stream("Connect", request, timeout)
+
+    async def connect_and_wait(
+        self, request: pb.ConnectRequest, on_progress: Callable[[pb.ConnectProgress], None] | None = None
+    ) -> pb.State:
+        state = None
+        async for progress in self.connect(request):
+            if on_progress is not None:
+                on_progress(progress)
+            if progress.HasField("state"):
+                state = progress.state
+        return state if state is not None else await self.status()
+
+    def watch_state(self) -> AsyncIterator[pb.State]:
+        return self._stream("WatchState", pb.Empty())

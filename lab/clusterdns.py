@@ -1,0 +1,101 @@
+"""DNS in the lab: the cluster DNS (dnsmasq in kube-system/coredns-0, service kube-dns) and the
+upstream "public" DNS server in the internet namespace. Config generation is pure.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from tether.lab.topology import (
+    CLUSTER_DOMAIN,
+    CLUSTER_TXT,
+    DNS_IP,
+    LOOPBACK_NAMES,
+    UPSTREAM_DNS_IP,
+    UPSTREAM_NAMES,
+    UPSTREAM_TXT,
+    LabPlan,
+)
+
+#: TTL of the cluster's own records, as CoreDNS's kubernetes plugin uses.
+CLUSTER_TTL = 5
+
+
+def _reverse_zone(cidr_prefix: str) -> str:
+    """'10.96' -> '96.10.in-addr.arpa'."""
+    return ".".join(reversed(cidr_prefix.split("."))) + ".in-addr.arpa"
+
+
+def cluster_conf(plan: LabPlan, listen: IPv4Address, upstream: IPv4Address = UPSTREAM_DNS_IP) -> str:
+    """dnsmasq config answering for cluster.local, forwarding the rest upstream."""
+    lines = [
+        "# tether lab: cluster DNS (service kube-system/kube-dns)",
+        "no-resolv",
+        "no-hosts",
+        "bind-interfaces",
+        f"listen-address={listen}",
+        f"local-ttl={CLUSTER_TTL}",
+        "cache-size=1000",
+        f"server={upstream}",
+        # names under the cluster domain that are not below are NXDOMAIN, never forwarded
+        f"local=/{CLUSTER_DOMAIN}/",
+        f"local=/{_reverse_zone('10.96')}/",
+        f"local=/{_reverse_zone('10.244')}/",
+    ]
+    for svc in plan.services:
+        # host-record gives the A record and the PTR record of the ClusterIP
+        lines.append(f"host-record={svc.fqdn},{svc.cluster_ip}")
+        for port in svc.ports:
+            if port.name:
+                srv = f"_{port.name}._{port.protocol.lower()}.{svc.fqdn}"
+                lines.append(f"srv-host={srv},{svc.fqdn},{port.port}")
+    for pod in plan.pods:
+        lines.append(f"host-record={pod.dns_name},{pod.ip}")
+    for name, text in CLUSTER_TXT.items():
+        lines.append(f'txt-record={name},"{text}"')
+    # host-record, not address=: only the name itself, and AAAA gets NOERROR with no data (not NXDOMAIN)
+    for name, ip in LOOPBACK_NAMES.items():
+        lines.append(f"host-record={name},{ip}")
+    return "\n".join(lines) + "\n"
+
+
+def upstream_conf(listen: IPv4Address = UPSTREAM_DNS_IP) -> str:
+    """dnsmasq config for the made-up public DNS: a few names, NXDOMAIN for everything else.
+    It never forwards anything to the real internet."""
+    lines = [
+        "# tether lab: upstream (public) DNS",
+        "no-resolv",
+        "no-hosts",
+        "bind-interfaces",
+        f"listen-address={listen}",
+        "local-ttl=60",
+        "local=/#/",
+    ]
+    lines += [f"host-record={name},{ip}" for name, ip in UPSTREAM_NAMES.items()]
+    lines += [f'txt-record={name},"{text}"' for name, text in UPSTREAM_TXT.items()]
+    return "\n".join(lines) + "\n"
+
+
+def dnsmasq_argv(conf: Path) -> list[str]:
+    """dnsmasq in the foreground, logging to stderr, with only the generated config."""
+    return [
+        "dnsmasq",
+        "--keep-in-foreground",
+        f"--conf-file={conf}",
+        "--pid-file=",
+        "--user=root",
+        "--log-facility=-",
+    ]
+
+
+def pod_resolv_conf(namespace: str) -> str:
+    return (
+        f"search {namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\n"
+        f"nameserver {DNS_IP}\n"
+        "options ndots:5\n"
+    )
+
+
+def upstream_resolv_conf() -> str:
+    return f"nameserver {UPSTREAM_DNS_IP}\n"

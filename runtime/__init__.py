@@ -1,0 +1,3 @@
+"""Runtime utilities every Tether process shares (event loop, logging, atomic files).
+
+It imports no other Tether code."""
