@@ -179,7 +179,12 @@ class Lab:
 
     def _check_tools(self) -> str:
         missing = [tool for tool in ("ip", "nft", "dnsmasq", "sysctl") if shutil.which(tool) is None]
-        if importlib.util.find_spec(self.apiserver_module) is None:
+        if importlib.util.find_spec("kmock") is None:
+            # An optional part of Tether: installs without it carry no lab-only dependency.
+            missing.append(
+                "kmock, the API server emulator's library (install Tether's lab extra: pip install 'tether[lab]')"
+            )
+        elif importlib.util.find_spec(self.apiserver_module) is None:
             missing.append(f"the API server emulator (python module {self.apiserver_module})")
         return "missing: " + ", ".join(missing) if missing else ""
 

@@ -63,6 +63,7 @@ from tether.lab.topology import DNS_IP, UPSTREAM_DNS_IP, WS_NS, StatePaths, pod_
 
 HERE = Path(__file__).resolve().parent
 CLIENT = HERE / "client.py"
+STARTUP = HERE / "startup.py"
 RUN_DIR = Path("/run/tether-bench")
 SOCKET = RUN_DIR / "helper.sock"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -525,6 +526,7 @@ class Bench:
                 for name in pids:
                     profile[f"{phase_key}.{name}"] = top_frames(Path(self.args.profile) / f"{phase_key}.{name}.txt")
         return {
+            "startup": self.startup(),
             "sides": {name: side.where for name, side in sides.items()},
             "services": ips,
             "resolved": resolved,
@@ -533,6 +535,18 @@ class Bench:
             "pids": pids,
             "profile": profile,
         }
+
+    def startup(self) -> dict[str, Any]:
+        """`tether status --json` against the connected helper beside bare Python, run inside the workstation
+        (tests/bench/startup.py alternates the two, so both see the same load)."""
+        socket = "/run/tether/helper.sock" if self.reused else str(SOCKET)
+        argv = netns_argv(WS_NS, [sys.executable, str(STARTUP), "--socket", socket, "--runs", "20", "--json"])
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        if run.returncode != 0:
+            return {"error": run.stderr.strip() or f"exit {run.returncode}"}
+        result = json.loads(run.stdout)
+        log(f"CLI start-up: tether status {result['tether_status_s']:.3f} s, python {result['python_pass_s']:.3f} s")
+        return result
 
     def check_workstation(self, phase: str, result: dict[str, Any]) -> None:
         """Notice what invalidates Tether's numbers: another helper starting in the workstation (its start-up
@@ -744,6 +758,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(table_rows))
     print()
     print(cpu_table(measured["cpu_seconds"]))
+    print()
+    startup = measured["startup"]
+    print(f"CLI start-up: {startup['error']}" if "error" in startup else startup["table"])
     if measured["profile"]:
         print()
         print("py-spy, self time per function:")

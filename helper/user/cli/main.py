@@ -1,7 +1,9 @@
 """`tether`: the command-line client. Each command group lives in its own module.
 
-Commands: ``connect``, ``disconnect``, ``status``, ``quit``, ``version`` (``control``); ``helper start``,
-``helper cleanup`` (``helpercmd``); ``cluster-info`` (``clusterinfo``); ``lab`` (``tether.lab.cli``).
+Commands: ``connect`` (``connect``); ``disconnect``, ``status``, ``quit``, ``version`` (``control``);
+``helper start``, ``helper cleanup`` (``helpercmd``); ``cluster-info`` (``clusterinfo``); ``lab``
+(``tether.lab.cli``, the optional sandbox cluster). A command imports only its own module, so ``tether
+status`` loads no kubeconfig reader, Kubernetes client, manager or lab code; ``--help`` loads them all.
 
 Exit codes (``exitcodes``):
 
@@ -18,31 +20,40 @@ Exit codes (``exitcodes``):
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
+# command -> the module whose register() adds it (a module may add several); help lists them in this order.
+COMMANDS = {
+    "connect": "tether.helper.user.cli.connect",
+    "disconnect": "tether.helper.user.cli.control",
+    "status": "tether.helper.user.cli.control",
+    "quit": "tether.helper.user.cli.control",
+    "version": "tether.helper.user.cli.control",
+    "helper": "tether.helper.user.cli.helpercmd",
+    "cluster-info": "tether.helper.user.cli.clusterinfo",
+    "lab": "tether.lab.cli",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for `command` alone, or for every command when it is None or unknown (help, typos)."""
     parser = argparse.ArgumentParser(
         prog="tether",
         description="Put this workstation inside a Kubernetes cluster's network.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from tether.helper.user.cli import clusterinfo, control, helpercmd
-
-    control.register(commands)
-    helpercmd.register(commands)
-    clusterinfo.register(commands)
-    # The lab is a developer tool that lives with the manager; import it only when asked for.
-    from tether.lab import cli as lab_cli
-
-    lab_cli.register(commands)
+    wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for module in wanted:
+        importlib.import_module(module).register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list[0] if args_list else None)
+    args = parser.parse_args(args_list)
     return int(args.handler(args) or 0)
 
 
