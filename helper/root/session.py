@@ -12,63 +12,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from urllib.parse import urlparse
 
 import grpc
-import kubernetes
+from dnslib import RR, DNSBuffer
 
 from tether.helper.api import helper_pb2 as pb
-from tether.helper.api.proxyvia import ProxyViaSpec
-from tether.helper.cluster.manager_dial import ManagerNotFoundError
-from tether.helper.cluster.portforward import PortForwardError
+from tether.helper.root.connection import Connection
 from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, ResolverSettings
 from tether.helper.root.dns.resolvers.choose import choose
 from tether.helper.root.dns.resolvers.probe import probe_host
-from tether.helper.root.dns.rules import DEFAULT_EXCLUDE_SUFFIXES, RulesConfig, routing_domains
+from tether.helper.root.dns.rules import RulesConfig, routing_domains
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.dns.upstream import UpstreamAddress
 from tether.helper.root.journal import Journal
+from tether.helper.root.kube import cluster
 from tether.helper.root.kube.credentials import CredentialsError, KubeCredentials, load_credentials
+from tether.helper.root.plan import Remapping, allowed_conflicts, plan_dns, plan_routes
 from tether.helper.root.proxyvia import (
-    ProxyRule,
     ProxyViaError,
     Rewriter,
     VipTable,
-    auto_rules,
     check_workloads,
-    combine,
     destination_mapper,
     parse_proxy_vias,
-    resolve,
-    translated_subnets,
-    validate_virtual_subnet,
-    virtual_subnets_to_route,
 )
 from tether.helper.root.proxyvia.vips import VirtualSubnetError
-from tether.helper.root.routing import (
-    Conflict,
-    ConflictError,
-    RouteMonitor,
-    compute_plan,
-    find_conflicts,
-    open_applier,
-    open_reader,
-)
+from tether.helper.root.routing import Conflict, ConflictError, RouteMonitor, find_conflicts, open_applier, open_reader
 from tether.helper.root.routing.conflicts import OSRoute
 from tether.helper.root.routing.table import RoutePlan
 from tether.helper.root.server.caller import Caller
 from tether.helper.root.server.session_api import SessionConfig, SessionError
+from tether.helper.root.state import connected_state, explain, failed_state
 from tether.helper.root.tunnel.manager_link import ManagerLink, client_info
-from tether.helper.root.vif.device import TunDevice, open_tun
-from tether.helper.root.vif.engine import TunnelOpener, VifEngine
+from tether.helper.root.vif.device import open_tun
+from tether.helper.root.vif.engine import VifEngine
 from tether.helper.root.vif.netstack.config import NetStackConfig
 from tether.helper.root.vif.netstack.stack import NetStack
 from tether.manager.api import manager_pb2 as mpb
@@ -83,37 +66,6 @@ DELAYED_ACK = 0.002
 Phase = pb.State.Phase
 
 
-@dataclass
-class _Connection:
-    """Everything one connect holds, so that teardown can undo exactly what was built."""
-
-    request: pb.ConnectRequest
-    caller: Caller
-    credentials: KubeCredentials | None = None
-    link: ManagerLink | None = None
-    journal: Journal | None = None
-    device: TunDevice | None = None
-    applier: object | None = None
-    plan: RoutePlan | None = None
-    engine: VifEngine | None = None
-    opener: TunnelOpener = field(default_factory=TunnelOpener)
-    dns: DNSServer | None = None
-    resolver: object | None = None
-    dns_rules: RulesConfig | None = None
-    never_route: tuple[str, ...] = ()
-    mapped_namespaces: frozenset[str] = frozenset()
-    namespace: str = "default"
-    info: mpb.ClusterInfo | None = None
-    dns_address: str = ""
-    conflicts: tuple[Conflict, ...] = ()
-    monitor: RouteMonitor | None = None
-    proxy_specs: list[ProxyViaSpec] = field(default_factory=list)
-    auto_subnets: tuple[object, ...] = ()  # conflicting cluster subnets remapped by --auto-resolve
-    vips: VipTable | None = None
-    rules: list[ProxyRule] = field(default_factory=list)
-    rewriter: Rewriter | None = None
-
-
 class HelperSession:
     def __init__(self, config: SessionConfig) -> None:
         self._config = config
@@ -122,7 +74,7 @@ class HelperSession:
         self._journal_path = Path(config.options.get("journal", str(config.runtime_dir / "journal.json")))
         self._state = pb.State(phase=pb.State.DISCONNECTED)
         self._watchers: set[asyncio.Queue[pb.State]] = set()
-        self._connection: _Connection | None = None
+        self._connection: Connection | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -145,7 +97,7 @@ class HelperSession:
         if self._state.phase in (pb.State.CONNECTED, pb.State.CONNECTING, pb.State.RECONNECTING):
             raise SessionError(f"already connected to {self._state.cluster or 'a cluster'}; disconnect first")
         progress: asyncio.Queue[str | None] = asyncio.Queue()
-        connection = _Connection(request=request, caller=caller)
+        connection = Connection(request=request, caller=caller)
         self._connection = connection
         self._publish(pb.State(phase=pb.State.CONNECTING, cluster=request.context))
         self._connect_task = asyncio.ensure_future(self._build(connection, progress.put_nowait))
@@ -156,17 +108,10 @@ class HelperSession:
             await self._connect_task  # raises the failure, if any
         except BaseException as exc:
             await self._teardown(connection)
-            error = _explain(exc)
+            error = explain(exc)
             if isinstance(exc, asyncio.CancelledError | GeneratorExit):
                 error = "the connect was cancelled"
-            self._publish(
-                pb.State(
-                    phase=pb.State.DISCONNECTED,
-                    cluster=request.context,
-                    last_error=error,
-                    conflicts=[_conflict_pb(x) for x in connection.conflicts],
-                )
-            )
+            self._publish(failed_state(connection, error))
             if isinstance(exc, GeneratorExit | asyncio.CancelledError):
                 raise
             if isinstance(exc, SessionError):
@@ -194,7 +139,7 @@ class HelperSession:
 
     # --- building and tearing down ---
 
-    async def _build(self, c: _Connection, step: Callable[[str], None]) -> None:
+    async def _build(self, c: Connection, step: Callable[[str], None]) -> None:
         request = c.request
         step("reading the kubeconfig")
         try:
@@ -222,25 +167,24 @@ class HelperSession:
         c.opener.stub, c.opener.session_id, c.opener.mux = c.link.stub, c.link.session_id, c.link.mux
 
         try:
-            c.proxy_specs = parse_proxy_vias(request.proxy_via)
-            if c.proxy_specs:
+            specs = parse_proxy_vias(request.proxy_via)
+            if specs:
                 step("checking the --proxy-via workloads")
-                c.proxy_specs = await asyncio.to_thread(
-                    check_workloads, c.proxy_specs, c.namespace, _workload_finder(creds)
-                )
-            c.vips = VipTable(request.virtual_subnet or None)
+                find = partial(cluster.workload_kind, creds.configuration)
+                specs = await asyncio.to_thread(check_workloads, specs, c.namespace, find)
+            c.remap = Remapping(VipTable(request.virtual_subnet or None), specs, namespace=c.namespace)
         except (ProxyViaError, VirtualSubnetError) as exc:
             raise SessionError(str(exc), grpc.StatusCode.INVALID_ARGUMENT) from None
 
         c.mapped_namespaces = frozenset(request.mapped_namespaces) or await self._namespaces(creds, c.namespace)
-        c.never_route = tuple(await asyncio.to_thread(_api_server_ips, creds.server))
+        c.never_route = tuple(await asyncio.to_thread(cluster.api_server_addresses, creds.server))
 
         step("checking the routing table for conflicts")
         routes = await asyncio.to_thread(_read_routes)
         conflicts = await self._conflicts(c, info, routes)
         if conflicts and request.auto_resolve:
-            c.auto_subnets = tuple(ConflictError(conflicts).subnets)
-            log.info("remapping conflicting subnets", extra={"subnets": [str(x) for x in c.auto_subnets]})
+            c.remap.auto_subnets = tuple(ConflictError(conflicts).subnets)
+            log.info("remapping conflicting subnets", extra={"subnets": [str(x) for x in c.remap.auto_subnets]})
             conflicts = await self._conflicts(c, info, routes)
         if conflicts:
             c.conflicts = tuple(conflicts)
@@ -251,21 +195,21 @@ class HelperSession:
         c.device = await asyncio.to_thread(open_tun, self._tun_name, mtu=self._mtu, journal=c.journal)
         offload = getattr(c.device, "checksum_offload", False)  # the TUN sums TCP/UDP checksums for us (tun_linux)
         stack = NetStack(NetStackConfig(mtu=self._mtu, partial_checksums=offload, delayed_ack=DELAYED_ACK))
-        assert c.vips is not None
-        c.engine = VifEngine(c.device, stack, c.opener, map_destination=destination_mapper(c.vips))
+        assert c.remap.vips is not None
+        c.engine = VifEngine(c.device, stack, c.opener, map_destination=destination_mapper(c.remap.vips))
         c.engine.start()
 
         step("starting the DNS server")
         c.resolver = choose(probe_host())()
-        upstreams = c.resolver.upstream_nameservers()  # type: ignore[attr-defined]
+        upstreams = c.resolver.upstream_nameservers()
         if not upstreams:
             raise SessionError("the host's resolv.conf names no nameserver to forward non-cluster names to")
         c.never_route += tuple(str(ip) for ip in upstreams)
         c.plan = self._plan(c, info)
         c.dns_rules = self._dns_rules(c, info)
-        c.rewriter = Rewriter(c.vips, c.rules)
+        c.rewriter = Rewriter(c.remap.vips, c.rules)
         c.dns = DNSServer(
-            self._lookup(c),
+            partial(_lookup, c),
             c.dns_rules,
             UpstreamAddress(str(upstreams[0])),
             mark=DNS_BYPASS_MARK,
@@ -275,14 +219,14 @@ class HelperSession:
 
         step(f"routing {len(c.plan.routes)} subnets through {c.device.name}")
         c.applier = open_applier(c.device.name, journal=c.journal)
-        await c.applier.apply_async(c.plan)  # type: ignore[attr-defined]
+        await c.applier.apply_async(c.plan)
         stack.set_refused_sources(subnets_from_pb(info.pod_subnets))
 
         step("pointing the system resolver at the cluster")
         settings = ResolverSettings(
             server=host, port=port, tun_name=c.device.name, routing_domains=routing_domains(c.dns_rules)
         )
-        await asyncio.to_thread(c.resolver.apply, settings)  # type: ignore[attr-defined]
+        await asyncio.to_thread(c.resolver.apply, settings)
         c.dns_address = f"{host}:{port}"
 
         c.monitor = RouteMonitor(lambda routes: self._on_routes(c, routes))
@@ -290,31 +234,31 @@ class HelperSession:
         c.link.supervise(
             lambda new: self._on_cluster_info(c, new), lambda status, detail: self._on_link(c, status, detail)
         )
-        self._publish(self._connected_state(c))
+        self._publish(connected_state(c))
         log.info(
             "connected",
             extra={"uid": c.caller.uid, "cluster": cluster_name, "routes": [str(r) for r in c.plan.routes]},
         )
 
-    async def _teardown(self, c: _Connection) -> None:
+    async def _teardown(self, c: Connection) -> None:
         """Undo whatever of `c` exists, in reverse order; every step runs even when an earlier one fails."""
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         if c.monitor is not None:
             steps.append(("route monitor", c.monitor.stop))
         if c.resolver is not None:
-            steps.append(("resolver", lambda: asyncio.to_thread(c.resolver.revert)))  # type: ignore[attr-defined]
+            steps.append(("resolver", partial(asyncio.to_thread, c.resolver.revert)))
         if c.applier is not None:
-            steps.append(("routes", c.applier.clear_async))  # type: ignore[attr-defined]
+            steps.append(("routes", c.applier.clear_async))
         if c.engine is not None:
             steps.append(("vif", c.engine.stop))
         if c.dns is not None:
             steps.append(("dns", c.dns.close))
         if c.device is not None:
-            steps.append(("device", lambda: asyncio.to_thread(c.device.close)))  # type: ignore[union-attr]
+            steps.append(("device", partial(asyncio.to_thread, c.device.close)))
         if c.link is not None:
             steps.append(("manager", c.link.close))
         if c.credentials is not None:
-            steps.append(("credentials", lambda: asyncio.to_thread(c.credentials.close)))  # type: ignore[union-attr]
+            steps.append(("credentials", partial(asyncio.to_thread, c.credentials.close)))
         for what, undo in steps:
             try:
                 await undo()
@@ -327,13 +271,13 @@ class HelperSession:
 
     # --- live changes ---
 
-    async def _on_cluster_info(self, c: _Connection, info: mpb.ClusterInfo) -> None:
+    async def _on_cluster_info(self, c: Connection, info: mpb.ClusterInfo) -> None:
         if c.info == info:
             return
         c.info = info
         plan = self._plan(c, info)
-        if plan != c.plan:
-            await c.applier.apply_async(plan)  # type: ignore[union-attr]
+        if plan != c.plan and c.applier is not None:
+            await c.applier.apply_async(plan)
             c.plan = plan
             log.info("routes changed", extra={"routes": [str(r) for r in plan.routes]})
         if c.engine is not None:
@@ -344,23 +288,20 @@ class HelperSession:
             c.dns_rules = rules
         if c.rewriter is not None and c.rewriter.set_rules(c.rules) and c.dns is not None:
             c.dns.flush()
-        self._publish(self._connected_state(c))
+        self._publish(connected_state(c))
 
-    def _on_link(self, c: _Connection, status: str, detail: str) -> None:
+    def _on_link(self, c: Connection, status: str, detail: str) -> None:
         if status == "connected":
             link = c.link
             assert link is not None
             c.opener.stub, c.opener.session_id, c.opener.mux = link.stub, link.session_id, link.mux
-            self._publish(self._connected_state(c))
+            self._publish(connected_state(c))
         else:
             c.opener.session_id = ""
             c.opener.mux = None
-            state = self._connected_state(c)
-            state.phase = pb.State.RECONNECTING
-            state.last_error = detail
-            self._publish(state)
+            self._publish(connected_state(c, pb.State.RECONNECTING, detail))
 
-    async def _on_routes(self, c: _Connection, routes: list[OSRoute]) -> None:
+    async def _on_routes(self, c: Connection, routes: list[OSRoute]) -> None:
         """A route changed while connected (a VPN came up or went away): re-check and report."""
         if c.info is None:
             return
@@ -369,112 +310,31 @@ class HelperSession:
             c.conflicts = conflicts
             for conflict in conflicts:
                 log.warning("route conflict appeared: %s", conflict.describe())
-            self._publish(self._connected_state(c))
+            self._publish(connected_state(c))
 
-    async def _conflicts(self, c: _Connection, info: mpb.ClusterInfo, routes: list[OSRoute]) -> list[Conflict]:
-        allowed = [*subnets_from_pb(info.routing.allow_conflicting_subnets), *c.request.allow_conflicting_subnets]
+    async def _conflicts(self, c: Connection, info: mpb.ClusterInfo, routes: list[OSRoute]) -> list[Conflict]:
         plan = self._plan(c, info)
         own = (c.device.name,) if c.device else ()
-        return find_conflicts(plan.routes, routes, own_devices=own, allowed=allowed)
+        return find_conflicts(plan.routes, routes, own_devices=own, allowed=allowed_conflicts(info, c.request))
 
-    # --- pure-ish helpers ---
+    # --- planning (pure, in plan.py) with the connection's choices ---
 
-    def _plan(self, c: _Connection, info: mpb.ClusterInfo) -> RoutePlan:
+    def _plan(self, c: Connection, info: mpb.ClusterInfo) -> RoutePlan:
         """The routes for `info`; also refreshes the proxy rules, whose translated subnets are not routed."""
-        request = c.request
-        service = subnets_from_pb(info.service_subnets) or (
-            subnets_from_pb([info.service_subnet]) if info.HasField("service_subnet") else []
-        )
-        pods = subnets_from_pb(info.pod_subnets)
-        also = [
-            *subnets_from_pb(info.routing.also_proxy_subnets),
-            *(ipaddress.ip_network(a) for a in request.also_proxy),
-        ]
-        c.rules = combine(
-            resolve(c.proxy_specs, service, pods, also, namespace=c.namespace) if c.proxy_specs else [],
-            auto_rules(c.auto_subnets) if c.auto_subnets else [],
-        )
-        translated = translated_subnets(c.rules)
-        virtual: list[object] = []
-        if c.rules and c.vips is not None:
-            for subnet in c.vips.subnets:
-                validate_virtual_subnet(subnet, service=service, pods=pods, also=also, proxied=translated)
-            virtual = list(virtual_subnets_to_route(c.vips, c.rules))
-        return compute_plan(
-            service_subnets=service,
-            pod_subnets=pods,
-            also_proxy=[*also, *virtual],
-            never_proxy=[*subnets_from_pb(info.routing.never_proxy_subnets), *request.never_proxy, *translated],
-            never_route=c.never_route,
-        )
+        planned = plan_routes(info, c.request, c.remap, c.never_route)
+        c.rules = planned.rules
+        return planned.routes
 
-    def _dns_rules(self, c: _Connection, info: mpb.ClusterInfo) -> RulesConfig:
-        plan = c.plan
-        include, exclude = dns_suffixes(info, c.request)
-        return RulesConfig(
-            cluster_domain=info.dns.cluster_domain or "cluster.local.",
-            namespace=c.namespace,
-            mapped_namespaces=c.mapped_namespaces,
-            include_suffixes=include,
-            exclude_suffixes=exclude,
-            routed_subnets=plan.routes if plan else (),
-        )
-
-    def _lookup(self, c: _Connection) -> Callable[[str, int], Awaitable[tuple[int, list[object]]]]:
-        from dnslib import RR, DNSBuffer
-
-        async def lookup(name: str, qtype: int) -> tuple[int, list[object]]:
-            link = c.link
-            if link is None or link.stub is None or not link.session_id:
-                raise ConnectionError("not connected to the traffic-manager")
-            reply = await link.stub.LookupDNS(
-                mpb.DNSRequest(session_id=link.session_id, name=name, qtype=qtype), timeout=4
-            )
-            return reply.rcode, [RR.parse(DNSBuffer(raw)) for raw in reply.answers]
-
-        return lookup
+    def _dns_rules(self, c: Connection, info: mpb.ClusterInfo) -> RulesConfig:
+        return plan_dns(info, c.request, namespace=c.namespace, mapped_namespaces=c.mapped_namespaces, routes=c.plan)
 
     async def _namespaces(self, creds: KubeCredentials, fallback: str) -> frozenset[str]:
         """Namespaces whose `<svc>.<ns>` names go to the cluster: all the user may list, else their own."""
-
-        def list_names() -> frozenset[str]:
-            api = kubernetes.client.ApiClient(creds.configuration)
-            try:
-                items = kubernetes.client.CoreV1Api(api).list_namespace(_request_timeout=10).items
-                return frozenset(ns.metadata.name for ns in items)
-            finally:
-                api.close()
-
         try:
-            return await asyncio.to_thread(list_names) | {fallback}
+            return await asyncio.to_thread(cluster.list_namespaces, creds.configuration) | {fallback}
         except Exception as exc:
             log.info("cannot list namespaces (%s); mapping only %s", exc, fallback)
             return frozenset({fallback})
-
-    def _connected_state(self, c: _Connection) -> pb.State:
-        info = c.info
-        routes = [
-            pb.Subnet(cidr=str(r), via=c.device.name if c.device else "tun") for r in (c.plan.routes if c.plan else ())
-        ]
-        return pb.State(
-            phase=pb.State.CONNECTED,
-            cluster=c.credentials.context if c.credentials else c.request.context,
-            server=c.credentials.server if c.credentials else "",
-            namespace=c.namespace,
-            manager_version=c.link.version if c.link else "",
-            routed_subnets=routes,
-            dns_mode=getattr(c.resolver, "mode", ""),
-            dns_server=c.dns_address,
-            tun_device=c.device.name if c.device else "",
-            cluster_domain=info.dns.cluster_domain if info else "",
-            connected_since_unix=int(time.time()),
-            never_proxy=list(c.request.never_proxy),
-            conflicts=[_conflict_pb(x) for x in c.conflicts],
-            remapped=[_remap_pb(rule) for rule in c.rules],
-            virtual_subnet=str(c.vips.subnet) if c.vips is not None and c.rules else "",
-            dns_include_suffixes=list(c.dns_rules.include_suffixes) if c.dns_rules else [],
-            dns_exclude_suffixes=list(c.dns_rules.exclude_suffixes) if c.dns_rules else [],
-        )
 
     def _publish(self, state: pb.State) -> None:
         self._state = state
@@ -484,85 +344,17 @@ class HelperSession:
             mailbox.put_nowait(state)
 
 
-def dns_suffixes(info: mpb.ClusterInfo, request: pb.ConnectRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The include and exclude suffixes: the manager's (or the default exclusions) joined with the client's.
-
-    Joining, not replacing, is enough for the client to win: an include-suffix at least as long as a
-    matching exclude-suffix sends the name to the cluster (see dns.rules)."""
-    include = [*info.dns.include_suffixes, *request.dns_include_suffixes]
-    exclude = [*(info.dns.exclude_suffixes or DEFAULT_EXCLUDE_SUFFIXES), *request.dns_exclude_suffixes]
-    return tuple(dict.fromkeys(include)), tuple(dict.fromkeys(exclude))
-
-
-def _api_server_ips(server: str) -> list[str]:
-    """The API server's addresses: routing them into the TUN would cut off the port-forward we ride on."""
-    host = urlparse(server).hostname or ""
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    try:
-        return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
-    except OSError:
-        return []
-
-
-def _remap_pb(rule: ProxyRule) -> pb.Remap:
-    workload = f"{rule.workload.namespace}/{rule.workload.name}" if rule.workload else ""
-    return pb.Remap(
-        subnet=str(rule.network), workload=workload, reason="proxy-via" if rule.workload else "auto-resolve"
-    )
-
-
-def _workload_finder(creds: KubeCredentials) -> Callable[[str, str], str | None]:
-    """find(namespace, name) -> the workload's kind, or None: what --proxy-via names must exist."""
-
-    def find(namespace: str, name: str) -> str | None:
-        api = kubernetes.client.ApiClient(creds.configuration)
-        try:
-            apps = kubernetes.client.AppsV1Api(api)
-            for kind, read in (
-                ("Deployment", apps.read_namespaced_deployment),
-                ("StatefulSet", apps.read_namespaced_stateful_set),
-                ("ReplicaSet", apps.read_namespaced_replica_set),
-            ):
-                try:
-                    read(name, namespace, _request_timeout=10)
-                    return kind
-                except kubernetes.client.ApiException as exc:
-                    if exc.status != 404:
-                        raise
-            return None
-        finally:
-            api.close()
-
-    return find
+async def _lookup(c: Connection, name: str, qtype: int) -> tuple[int, list[RR]]:
+    """The DNS server's cluster lookups, over whatever link the connection has now (it changes on reconnect)."""
+    if c.link is None:
+        raise ConnectionError("not connected to the traffic-manager")
+    rcode, answers = await c.link.lookup_dns(name, qtype)
+    return rcode, [RR.parse(DNSBuffer(raw)) for raw in answers]
 
 
 def _read_routes() -> list[OSRoute]:
     with open_reader() as reader:
         return reader.read()
-
-
-def _conflict_pb(conflict: Conflict) -> pb.Conflict:
-    route = conflict.route
-    return pb.Conflict(
-        subnet=str(conflict.subnet),
-        route=str(route.destination),
-        device=route.device or "",
-        gateway=str(route.gateway) if route.gateway else "",
-        description=conflict.describe(),
-    )
-
-
-def _explain(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"the traffic-manager did not answer: {exc.code().name}: {exc.details()}"
-    if isinstance(exc, ManagerNotFoundError | PortForwardError | SessionError | CredentialsError | ConflictError):
-        return str(exc)
-    if isinstance(exc, TimeoutError):
-        return "timed out waiting for the traffic-manager"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def create_session(config: SessionConfig) -> HelperSession:

@@ -28,6 +28,7 @@ log = logging.getLogger("tether.helper.manager")
 
 KEEPALIVE_INTERVAL = 5.0
 CALL_TIMEOUT = 10.0
+DNS_TIMEOUT = 4.0
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
 
@@ -115,6 +116,16 @@ class ManagerLink:
         if info is grpc.aio.EOF:
             raise ConnectionError("the traffic-manager ended the cluster-info stream")
         return info
+
+    async def lookup_dns(self, name: str, qtype: int) -> tuple[int, list[bytes]]:
+        """Resolve `name` in the cluster: (rcode, the answer records in wire form). ConnectionError while the
+        link has no session (reconnecting); the DNS server answers SERVFAIL then."""
+        if self.stub is None or not self.session_id:
+            raise ConnectionError("not connected to the traffic-manager")
+        reply = await self.stub.LookupDNS(
+            pb.DNSRequest(session_id=self.session_id, name=name, qtype=qtype), timeout=DNS_TIMEOUT
+        )
+        return reply.rcode, list(reply.answers)
 
     def supervise(self, on_info: ClusterInfoHandler, on_status: StatusHandler) -> None:
         """From now on: keep the session alive, stream cluster info, and reconnect after any loss."""

@@ -1,0 +1,49 @@
+"""Everything one connect holds, so that teardown can undo exactly what was built and state can be shown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.root.dns.resolvers.base import ResolverConfigurator
+from tether.helper.root.dns.rules import RulesConfig
+from tether.helper.root.dns.server import DNSServer
+from tether.helper.root.journal import Journal
+from tether.helper.root.kube.credentials import KubeCredentials
+from tether.helper.root.plan import Remapping
+from tether.helper.root.proxyvia import ProxyRule, Rewriter
+from tether.helper.root.routing import Conflict, RouteApplier, RouteMonitor
+from tether.helper.root.routing.table import RoutePlan
+from tether.helper.root.server.caller import Caller
+from tether.helper.root.tunnel.manager_link import ManagerLink
+from tether.helper.root.tunnel.streams import TunnelOpener
+from tether.helper.root.vif.device import TunDevice
+from tether.helper.root.vif.engine import VifEngine
+from tether.manager.api import manager_pb2 as mpb
+
+
+@dataclass
+class Connection:
+    request: pb.ConnectRequest
+    caller: Caller
+    credentials: KubeCredentials | None = None
+    link: ManagerLink | None = None
+    journal: Journal | None = None
+    device: TunDevice | None = None
+    applier: RouteApplier | None = None
+    plan: RoutePlan | None = None
+    engine: VifEngine | None = None
+    opener: TunnelOpener = field(default_factory=TunnelOpener)
+    dns: DNSServer | None = None
+    resolver: ResolverConfigurator | None = None
+    dns_rules: RulesConfig | None = None
+    never_route: tuple[str, ...] = ()
+    mapped_namespaces: frozenset[str] = frozenset()
+    namespace: str = "default"
+    info: mpb.ClusterInfo | None = None
+    dns_address: str = ""
+    conflicts: tuple[Conflict, ...] = ()
+    monitor: RouteMonitor | None = None
+    remap: Remapping = field(default_factory=Remapping)
+    rules: list[ProxyRule] = field(default_factory=list)
+    rewriter: Rewriter | None = None

@@ -1,0 +1,80 @@
+"""What clients see of a connection: the State message, and the words for why a connect failed."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from tether.helper.api import helper_pb2 as pb
+from tether.helper.cluster.manager_dial import ManagerNotFoundError
+from tether.helper.cluster.portforward import PortForwardError
+from tether.helper.root.connection import Connection
+from tether.helper.root.kube.credentials import CredentialsError
+from tether.helper.root.proxyvia import ProxyRule
+from tether.helper.root.routing import Conflict, ConflictError
+from tether.helper.root.server.session_api import SessionError
+
+
+def connected_state(c: Connection, phase: pb.State.Phase = pb.State.CONNECTED, last_error: str = "") -> pb.State:
+    info = c.info
+    device = c.device.name if c.device else ""
+    routes = [pb.Subnet(cidr=str(r), via=device or "tun") for r in (c.plan.routes if c.plan else ())]
+    return pb.State(
+        phase=phase,
+        cluster=c.credentials.context if c.credentials else c.request.context,
+        server=c.credentials.server if c.credentials else "",
+        namespace=c.namespace,
+        manager_version=c.link.version if c.link else "",
+        routed_subnets=routes,
+        dns_mode=c.resolver.mode if c.resolver else "",
+        dns_server=c.dns_address,
+        tun_device=device,
+        cluster_domain=info.dns.cluster_domain if info else "",
+        connected_since_unix=int(time.time()),
+        never_proxy=list(c.request.never_proxy),
+        conflicts=[conflict_pb(x) for x in c.conflicts],
+        remapped=[remap_pb(rule) for rule in c.rules],
+        virtual_subnet=str(c.remap.vips.subnet) if c.remap.vips is not None and c.rules else "",
+        dns_include_suffixes=list(c.dns_rules.include_suffixes) if c.dns_rules else [],
+        dns_exclude_suffixes=list(c.dns_rules.exclude_suffixes) if c.dns_rules else [],
+    )
+
+
+def failed_state(c: Connection, error: str) -> pb.State:
+    """Back to disconnected after a connect failed; the conflicts found are kept for the conflict dialog."""
+    return pb.State(
+        phase=pb.State.DISCONNECTED,
+        cluster=c.request.context,
+        last_error=error,
+        conflicts=[conflict_pb(x) for x in c.conflicts],
+    )
+
+
+def remap_pb(rule: ProxyRule) -> pb.Remap:
+    workload = f"{rule.workload.namespace}/{rule.workload.name}" if rule.workload else ""
+    return pb.Remap(
+        subnet=str(rule.network), workload=workload, reason="proxy-via" if rule.workload else "auto-resolve"
+    )
+
+
+def conflict_pb(conflict: Conflict) -> pb.Conflict:
+    route = conflict.route
+    return pb.Conflict(
+        subnet=str(conflict.subnet),
+        route=str(route.destination),
+        device=route.device or "",
+        gateway=str(route.gateway) if route.gateway else "",
+        description=conflict.describe(),
+    )
+
+
+def explain(exc: BaseException) -> str:
+    """One line for a client: errors that already speak to the user pass through; others are named."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"the traffic-manager did not answer: {exc.code().name}: {exc.details()}"
+    if isinstance(exc, ManagerNotFoundError | PortForwardError | SessionError | CredentialsError | ConflictError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for the traffic-manager"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
