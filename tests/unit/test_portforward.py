@@ -14,7 +14,7 @@ import kubernetes
 import pytest
 
 from tether.helper.cluster import portforward
-from tether.helper.cluster.portforward import PodPortForward, PortForwardError, _python_mask, client_frame
+from tether.helper.cluster.portforward import PodPortForward, PortForwardError, client_frame
 from tether.lab.apiserver import LabApiServerThread
 from tether.runtime import eventloop
 
@@ -48,16 +48,6 @@ def test_client_frames_are_masked_and_sized(size):
     first, body = _unmask(bytes(client_frame(0x2, payload, 0)))
     assert first == 0x82
     assert body == b"\x00" + payload
-
-
-def test_python_mask_matches_the_c_one():
-    key = os.urandom(4)
-    for size in (0, 1, 3, 4, 5, 63, 64, 1000):
-        data = os.urandom(size)
-        expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
-        buffer = bytearray(data)
-        _python_mask(key, buffer)
-        assert bytes(buffer) == expected
 
 
 class _Transport(asyncio.Transport):
