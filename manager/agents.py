@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.framing import FlowSpec
+from tether.manager.api.streamwriter import Send, StreamWriter
 from tether.manager.api.wire import IPAddress
 from tether.manager.sessions import SessionTable, UnknownSessionError
 
 log = logging.getLogger("tether.manager.agents")
 
-Send = Callable[[pb.TunnelMessage], Awaitable[None]]
 #: (namespace, name, kind) of a workload; kind "" matches any kind.
 WorkloadKey = tuple[str, str, str]
 #: Called when a client asks for a workload that has no live agent; returns why (e.g. what injection did).
@@ -125,40 +125,6 @@ class _Flow:
 
     def describe(self) -> str:
         return f"{self.spec.describe()} via {self.agent.short}"
-
-
-class StreamWriter:
-    """Writes to one gRPC stream, one at a time, each surviving the cancellation of its caller.
-
-    gRPC core allows one send in progress per stream; a send abandoned half-way (its task cancelled)
-    stays in progress, and the stream can then never be closed properly. So every write runs in a
-    shielded task that holds the stream's lock until it is done, and :meth:`drain` waits for the last.
-    """
-
-    def __init__(self, write: Send) -> None:
-        self._write = write
-        self._lock = asyncio.Lock()
-
-    async def __call__(self, message: pb.TunnelMessage) -> None:
-        task = asyncio.ensure_future(self._locked(message))
-        task.add_done_callback(_retrieve)
-        await asyncio.shield(task)
-
-    async def _locked(self, message: pb.TunnelMessage) -> None:
-        async with self._lock:
-            await self._write(message)
-
-    async def drain(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) until no write is in progress or queued."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout), self._lock:
-                pass
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    # A write whose caller was cancelled fails unobserved (its stream is gone); that is expected.
-    if not task.cancelled():
-        task.exception()
 
 
 class AgentRegistry:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.wire import subnet_to_pb, subnets_to_pb
 from tether.manager.config import ManagerConfig
-from tether.manager.discovery import ClusterNetwork
+from tether.manager.discovery.tracker import ClusterNetwork
 
 
 def build_cluster_info(network: ClusterNetwork, config: ManagerConfig, pod_ip: str, port: int) -> pb.ClusterInfo:

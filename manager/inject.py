@@ -12,7 +12,7 @@ and injection is enabled (``AGENT_INJECTION``; off unless asked for, because it 
 pods), it injects (once per workload at a time, off the event loop) and says what happened, which
 becomes the text of the client's rejected dial.
 
-Objects are read as raw JSON rather than client models, as in :mod:`tether.manager.discovery`.
+Objects are read as raw JSON rather than client models, as in :mod:`tether.manager.discovery.decode`.
 """
 
 from __future__ import annotations

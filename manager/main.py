@@ -22,7 +22,8 @@ from tether.manager.api.grpcopts import grpc_options
 from tether.manager.api.version import __version__
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
 from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap
-from tether.manager.discovery import ClusterDiscovery, ClusterNetwork
+from tether.manager.discovery.tracker import ClusterNetwork
+from tether.manager.discovery.watcher import ClusterDiscovery
 from tether.manager.dns import ClusterResolver
 from tether.manager.inject import DEFAULT_AGENT_IMAGE, AgentInjector, SidecarConfig, manager_address
 from tether.manager.server import AgentService, ManagerService, expire_sessions

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import grpc
 
-from tether.manager.agents import Send, StreamWriter
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.framing import FlowSpec, TunnelError
 from tether.manager.api.grpcopts import reconnecting_channel_options
+from tether.manager.api.streamwriter import Send, StreamWriter
 from tether.manager.api.version import __version__
 from tether.manager.tunnel.dialer import run_flow
 

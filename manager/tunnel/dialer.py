@@ -10,17 +10,17 @@ import os
 import socket
 import time
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.framing import FlowSpec, Protocol, TunnelError
+from tether.manager.api.streamwriter import Send
 from tether.manager.api.wire import IPAddress
 
 log = logging.getLogger("tether.manager.tunnel")
 
-Send = Callable[[pb.TunnelMessage], Awaitable[None]]
 # A UDP flow buffers at most this many datagrams toward a slow client; more are dropped, as a network would.
 UDP_QUEUE_DEPTH = 512
 

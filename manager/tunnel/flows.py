@@ -10,11 +10,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from tether.manager.agents import AgentRegistry, Send
+from tether.manager.agents import AgentRegistry
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.framing import TunnelError
 from tether.manager.api.mux import MuxStream
+from tether.manager.api.streamwriter import Send
 from tether.manager.sessions import SessionTable, UnknownSessionError
 from tether.manager.tunnel.dialer import FastPath, run_flow
 
