@@ -1,8 +1,13 @@
 """Service ClusterIP and NodePort allocation, and the API server's refusals Tether parses."""
 
+import ipaddress
+
 import pytest
-from apiserver_support import service, status_of
+from apiserver_support import CIDR, service, status_of
+from kmock import KubernetesError
 from kubernetes.client import ApiException
+
+from tether.lab.apiserver.allocation import assign_cluster_ip, assign_node_ports
 
 
 def test_service_outside_the_range_is_rejected_like_the_api_server(v1, ns):
@@ -76,3 +81,70 @@ def test_invalid_cluster_ip_text(v1, ns):
         v1.create_namespaced_service(ns, service("bad", "not-an-ip"))
     assert exc.value.status == 422
     assert "must be a valid IP address" in status_of(exc.value)["message"]
+
+
+# -- allocation (pure) ----------------------------------------------------------------------------
+
+NETWORK = ipaddress.ip_network(CIDR)
+
+
+def svc_with(cluster_ip=None, node_ports=()):
+    spec = {"ports": [{"port": 80 + i, "protocol": "TCP", "nodePort": p} for i, p in enumerate(node_ports)]}
+    if cluster_ip is not None:
+        spec["clusterIP"] = cluster_ip
+    return {"metadata": {"name": "s", "uid": "u"}, "spec": spec}
+
+
+def allocate_ip(requested, others=(), old=None, cidr=NETWORK):
+    spec, errors = {} if requested is None else {"clusterIP": requested}, []
+    assign_cluster_ip(spec, old, list(others), cidr, errors)
+    return spec.get("clusterIP"), [f"{e.field}: {e.message}" for e in errors]
+
+
+def test_the_first_free_address_is_given():
+    assert allocate_ip(None) == ("10.96.0.1", [])
+    assert allocate_ip(None, [svc_with("10.96.0.1"), svc_with("None")]) == ("10.96.0.2", [])
+
+
+def test_the_range_edges_are_outside_the_range():
+    for edge in ("10.96.0.0", "10.96.255.255", "10.97.0.1"):
+        assert allocate_ip(edge)[1] == [
+            f'spec.clusterIPs[0]: Invalid value: "{edge}": failed to allocate IP {edge}: the provided IP ({edge}) '
+            "is not in the valid range. The range of valid IPs is 10.96.0.0/16"
+        ]
+    assert allocate_ip("10.96.255.254") == ("10.96.255.254", [])
+
+
+def test_an_update_keeps_the_address():
+    old = svc_with("10.96.0.7")
+    assert allocate_ip(None, old=old) == ("10.96.0.7", [])
+    assert allocate_ip("10.96.0.8", old=old)[1] == [
+        'spec.clusterIPs[0]: Invalid value: ["10.96.0.8"]: may not change once set'
+    ]
+
+
+def test_a_full_service_range_is_an_internal_error():
+    with pytest.raises(KubernetesError) as exc:
+        allocate_ip(None, [svc_with("10.0.0.1"), svc_with("10.0.0.2")], cidr=ipaddress.ip_network("10.0.0.0/30"))
+    assert exc.value.status == 500
+    assert exc.value.message == "Internal error occurred: failed to allocate a serviceIP: range is full"
+
+
+def allocate_ports(ports, others=(), old=None, port_range=(30000, 30002)):
+    errors = []
+    assign_node_ports(ports, old, list(others), port_range, errors)
+    return [p.get("nodePort") for p in ports], [f"{e.field}: {e.message}" for e in errors]
+
+
+def test_node_ports_are_allocated_kept_and_checked():
+    assert allocate_ports([{"port": 80}, {"port": 81}], [svc_with(node_ports=[30000])]) == ([30001, 30002], [])
+    assert allocate_ports([{"port": 80, "nodePort": 40000}])[1] == [
+        "spec.ports[0].nodePort: Invalid value: 40000: provided port is not in the valid range. "
+        "The range of valid ports is 30000-30002"
+    ]
+    assert allocate_ports([{"port": 80, "nodePort": 30001}], [svc_with(node_ports=[30001])])[1] == [
+        "spec.ports[0].nodePort: Invalid value: 30001: provided port is already allocated"
+    ]
+    with pytest.raises(KubernetesError) as full:
+        allocate_ports([{"port": 80}], [svc_with(node_ports=[30000, 30001, 30002])])
+    assert full.value.status == 500

@@ -41,3 +41,30 @@ def test_programmatic_object_api(server, v1, ns):
     assert [p["metadata"]["name"] for p in listed] == ["direct"]
     server.call(server.emulator.delete_object, "v1", "Pod", "direct", ns)
     assert server.call(server.emulator.get_object, "v1", "Pod", "direct", ns) is None
+
+
+def test_delete_answers_with_the_object_or_a_status_by_kind(server, ns):
+    code, created = http(server, "POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c"}})
+    assert code == 201
+    code, body = http(server, "DELETE", f"/api/v1/namespaces/{ns}/configmaps/c")
+    assert code == 200
+    assert body == {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": "c", "kind": "configmaps", "uid": created["metadata"]["uid"]},
+    }
+    pod_body = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    assert http(server, "POST", f"/api/v1/namespaces/{ns}/pods", pod_body)[0] == 201
+    code, body = http(server, "DELETE", f"/api/v1/namespaces/{ns}/pods/p")
+    assert code == 200 and body["kind"] == "Pod" and body["metadata"]["name"] == "p"
+    # Subresources and watches of one object take only the methods that make sense for them.
+    assert http(server, "DELETE", f"/api/v1/namespaces/{ns}/pods/p/status")[0] == 405
+    assert http(server, "POST", f"/api/v1/namespaces/{ns}/pods/p/portforward")[0] == 405
+
+
+def test_trailing_slashes_and_discovery_reach_kmock(server):
+    assert http(server, "GET", "/version/")[1]["gitVersion"].startswith("v1.")
+    assert http(server, "GET", "/api/v1")[1]["groupVersion"] == "v1"
+    assert http(server, "GET", "/apis/nothing.example/v1")[0] == 404

@@ -1,5 +1,6 @@
 """The emulator as a process: seeding, the ready file, a clean exit on SIGTERM, and a refused seed."""
 
+import argparse
 import json
 import signal
 import subprocess
@@ -7,9 +8,11 @@ import sys
 import time
 
 import kubernetes
+import pytest
 from apiserver_support import CIDR, Watcher
 from kubernetes import client
 
+from tether.lab.apiserver.main import _listen_address, _load_seed, _service_cidr
 from tether.lab.apiserver.server import kubeconfig_for
 
 
@@ -97,3 +100,24 @@ def test_runner_rejects_a_bad_seed(tmp_path):
     assert "seed object #0 (Service default/x)" in err and "The range of valid IPs is 10.96.0.0/16" in err
     assert "Traceback" not in err
     assert not ready.exists()
+
+
+def test_command_line_values():
+    assert _listen_address("172.30.0.1:6443") == ("172.30.0.1", 6443)
+    assert _listen_address("[::1]:0") == ("::1", 0)
+    for bad in ("6443", ":6443", "host:", "host:http", "host:65536"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _listen_address(bad)
+    assert _service_cidr("10.96.0.0/16") == "10.96.0.0/16"
+    with pytest.raises(argparse.ArgumentTypeError):
+        _service_cidr("10.96.0.1/16")  # host bits set: not a range
+
+
+def test_the_seed_file_must_be_a_list_of_objects(tmp_path):
+    seed = tmp_path / "seed.json"
+    seed.write_text('[{"kind": "Namespace"}]')
+    assert _load_seed(seed) == [{"kind": "Namespace"}]
+    for wrong in ('{"kind": "Namespace"}', '["Namespace"]'):
+        seed.write_text(wrong)
+        with pytest.raises(ValueError, match="a JSON list of Kubernetes objects"):
+            _load_seed(seed)

@@ -1,5 +1,6 @@
 """Watches: the event stream, selectors entering and leaving, timeouts and 410 for expired versions."""
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -10,7 +11,12 @@ from apiserver_support import CIDR, Watcher, pod
 from kubernetes import client, watch
 from kubernetes.client import ApiException
 
+from tether.lab.apiserver.history import Event, Expired, History
+from tether.lab.apiserver.kinds import KINDS_BY_TYPE
+from tether.lab.apiserver.routing import Route
+from tether.lab.apiserver.selectors import selector
 from tether.lab.apiserver.server import LabApiServerThread
+from tether.lab.apiserver.watch import translate
 
 
 def test_watch_added_modified_deleted(v1, ns):
@@ -105,3 +111,57 @@ def test_watch_from_an_expired_version_gets_410():
         )
         assert [e["object"].metadata.name for e in events] == ["c8", "c9"]
         api.close()
+
+
+# -- history and translation (pure) ---------------------------------------------------------------
+
+POD, CONFIGMAP = KINDS_BY_TYPE["v1", "Pod"], KINDS_BY_TYPE["v1", "ConfigMap"]
+
+
+def pod_in(namespace, app, name="p"):
+    return {"metadata": {"name": name, "namespace": namespace, "labels": {"app": app}}}
+
+
+def test_translate_follows_objects_into_and_out_of_a_selection():
+    route = Route(POD, "web", None, None)
+    web = selector({"labelSelector": "app=web"})
+
+    def seen(event_type, obj, old=None, kind=POD):
+        return translate(Event(1, kind, event_type, obj, old), route, web)
+
+    assert seen("ADDED", pod_in("web", "web")) == ("ADDED", pod_in("web", "web"))
+    assert seen("ADDED", pod_in("web", "db")) is None
+    assert seen("ADDED", pod_in("other", "web")) is None
+    assert seen("ADDED", pod_in("web", "web"), kind=CONFIGMAP) is None
+    assert seen("MODIFIED", pod_in("web", "web"), pod_in("web", "db")) == ("ADDED", pod_in("web", "web"))
+    assert seen("MODIFIED", pod_in("web", "db"), pod_in("web", "web")) == ("DELETED", pod_in("web", "db"))
+    assert seen("MODIFIED", pod_in("web", "web"), pod_in("web", "web")) == ("MODIFIED", pod_in("web", "web"))
+    assert seen("MODIFIED", pod_in("web", "db"), pod_in("web", "db")) is None
+    assert seen("DELETED", pod_in("web", "web")) == ("DELETED", pod_in("web", "web"))
+
+
+def test_history_resumes_within_its_limit_and_expires_beyond_it():
+    async def run():
+        history = History(limit=2)
+        for rv in (1, 2, 3):
+            history.append(Event(rv, POD, "ADDED", pod_in("web", "web", f"p{rv}"), None))
+        assert history.floor == 1
+        closing = asyncio.Event()
+        seen = []
+        async for event in history.after(1, closing):
+            seen.append(event.rv)
+            if event.rv == 3:
+                break
+        with pytest.raises(Expired):
+            await anext(history.after(0, closing))
+
+        # A reader waiting for news ends once closing is set and notified.
+        waiting = asyncio.ensure_future(anext(history.after(3, closing)))
+        await asyncio.sleep(0)
+        closing.set()
+        history.notify()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(waiting, 5)
+        return seen
+
+    assert asyncio.run(run()) == [2, 3]
