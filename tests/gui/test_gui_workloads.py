@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tether.gui.workloads import FakeWorkloadSource, KubeWorkloadSource, WorkloadError, workload_names
-from tether.lab.apiserver import LabApiServerThread
+from tether.lab.apiserver.server import LabApiServerThread
 
 
 def obj(namespace, name, owner_kind=""):

@@ -6,7 +6,7 @@ import json
 import kubernetes
 import pytest
 
-from tether.lab.apiserver import LabApiServerThread
+from tether.lab.apiserver.server import LabApiServerThread
 from tether.manager.inject import (
     ANNOTATION,
     SIDECAR_NAME,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tether.lab.apiserver import LabApiServerThread
+from tether.lab.apiserver.server import LabApiServerThread
 
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tether"}}
 

@@ -15,7 +15,7 @@ import pytest
 
 from tether.helper.cluster import portforward
 from tether.helper.cluster.portforward import PodPortForward, PortForwardError, client_frame
-from tether.lab.apiserver import LabApiServerThread
+from tether.lab.apiserver.server import LabApiServerThread
 from tether.runtime import eventloop
 
 pytestmark = pytest.mark.usefixtures("each_event_loop")

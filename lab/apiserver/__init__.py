@@ -1,0 +1,29 @@
+"""The sandbox cluster's Kubernetes API server: an emulator the official client talks to over HTTP.
+
+It is built on kmock's ``KubernetesEmulator``, which supplies the object store (``objects``), API
+discovery (``/api``, ``/apis/...``), the Status error format and the HTTP plumbing. kmock 0.8 is a
+test double, not an API server, so the emulator serves the resource URLs itself: kmock's router
+cannot parse ``/api/v1/namespaces``, ignores selectors, has no PUT, no ``watch=1``, no
+resourceVersion and no subresources. What it adds, module by module:
+
+* ``kinds``: the served resource types; ``routing``: URLs and apiVersion/kind to those types;
+* ``errors``: refusals worded and shaped like kube-apiserver's Status objects;
+* ``discovery``: kmock's scaffold completed (discovery, ``/version``) for the strict client models;
+* ``store``: create / get / replace / patch / delete and the ``status`` subresource, with the metadata
+  the server owns (uid, creationTimestamp, generation, a global resourceVersion);
+* ``admission`` and ``allocation``: defaults and validation the way kube-apiserver does them where it
+  matters to the lab, including Service ClusterIP and NodePort allocation with the API server's own
+  error messages (Tether learns the service CIDR by parsing them), and a check that every stored
+  object is readable by the strict official models;
+* ``patches``: merge, strategic merge and JSON patch; ``selectors``: label and field selectors;
+* ``history`` and ``watch``: list and watch with selectors, ``resourceVersion`` (410 Gone once the
+  event history no longer reaches back that far) and ``timeoutSeconds``;
+* ``portforward``: the ``pods/portforward`` subresource over a websocket (``v4.channel.k8s.io``),
+  dialing the pod IP;
+* ``emulator``: the HTTP face that routes each request to the above; ``server``: serving it, in the
+  current event loop or on a thread of its own; ``main``: the process.
+
+Store operations are synchronous and run on the event loop thread, so each is atomic without locks.
+
+Run it with ``python -m tether.lab.apiserver --listen HOST:PORT --service-cidr CIDR``.
+"""
