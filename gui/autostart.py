@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from tether.runtime.atomicfile import write_atomic
+
 APP_ID = "tether-tray"
 DISPLAY_NAME = "Tether"
 LAUNCH_AGENT_LABEL = "dev.tether.tray"
@@ -147,13 +149,9 @@ class XdgAutostart:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+        write_atomic(path, data, make_parents=True)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise AutostartError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
