@@ -247,30 +247,6 @@ class KeyringVault:
             raise _vault_error(f'deleting the token of "{name}"', exc) from None
 
 
-class MemoryVault:
-    """A TokenVault in a dict, for tests; ``unavailable`` makes every call fail like a locked keychain."""
-
-    def __init__(self, unavailable: bool = False) -> None:
-        self.tokens: dict[str, str] = {}
-        self.unavailable = unavailable
-
-    def _check(self, action: str) -> None:
-        if self.unavailable:
-            raise VaultError(f"the OS keychain is unavailable ({action}): no keyring backend (test double)")
-
-    def get(self, name: str) -> str | None:
-        self._check(f'reading the token of "{name}"')
-        return self.tokens.get(name)
-
-    def set(self, name: str, token: str) -> None:
-        self._check(f'storing the token of "{name}"')
-        self.tokens[name] = token
-
-    def delete(self, name: str) -> None:
-        self._check(f'deleting the token of "{name}"')
-        self.tokens.pop(name, None)
-
-
 # --- added clusters in the settings ---------------------------------------------------------------------
 
 

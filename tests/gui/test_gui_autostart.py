@@ -8,12 +8,12 @@ import plistlib
 
 import pytest
 
+from tests.doubles.fake_autostart import FakeRegistry
 from tether.gui import autostart
 from tether.gui.autostart import (
     AUTOSTART_BY_PLATFORM,
     RUN_KEY,
     AutostartError,
-    FakeRegistry,
     LaunchAgentAutostart,
     RunKeyAutostart,
     XdgAutostart,

@@ -8,8 +8,9 @@ import yaml
 from gui_keyring_support import BrokenKeyring, MemoryKeyring, using_keyring
 from gui_pem_support import ca_pem
 
+from tests.doubles.fake_vault import MemoryVault
 from tether.gui import clusters
-from tether.gui.clusters import AddedCluster, ClusterError, KeyringVault, MemoryVault, VaultError
+from tether.gui.clusters import AddedCluster, ClusterError, KeyringVault, VaultError
 from tether.gui.settings import Settings, SettingsStore
 from tether.helper.user.client import build_connect_request
 
