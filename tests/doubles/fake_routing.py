@@ -59,18 +59,13 @@ class FakeRouteApplier(RouteApplier):
 
 
 class FakeRouteReader(RouteReader):
-    """A reader for tests of callers: returns ``routes`` (settable), counts reads, can fail on demand."""
+    """A reader for tests of callers: returns ``routes``; raises ``error`` while one is set."""
 
     def __init__(self, routes: Iterable[OSRoute] = (), *, error: BaseException | None = None) -> None:
         self.routes: list[OSRoute] = list(routes)
         self.error = error
-        self.reads = 0
-
-    def set_routes(self, routes: Iterable[OSRoute]) -> None:
-        self.routes = list(routes)
 
     def read(self) -> list[OSRoute]:
-        self.reads += 1
         if self.error is not None:
             raise self.error
         return sorted(self.routes, key=OSRoute.sort_key)
