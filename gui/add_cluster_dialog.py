@@ -1,6 +1,6 @@
 """ "Add cluster…": a cluster reached with a server URL, a CA and a token that are in no kubeconfig.
 
-The token goes to the OS keychain and the rest to the settings file (``clusters.add_cluster``, which
+The token goes to the OS keychain and the rest to the settings file (``cluster_store.add_cluster``, which
 changes neither if the keychain fails; the failure is shown here and the dialog stays open). The CA can
 be pasted or loaded from a file, which is read into the text box (the file itself is not remembered).
 """
@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tether.gui.cluster_store import add_cluster
 from tether.gui.clusters import (
     MAX_CA_BYTES,
     AddedCluster,
@@ -31,7 +32,6 @@ from tether.gui.clusters import (
     KeyringVault,
     TokenVault,
     VaultError,
-    add_cluster,
     check_ca,
     check_name,
     check_namespace,

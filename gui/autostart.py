@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from tether.runtime.atomicfile import write_atomic
+
 APP_ID = "tether-tray"
 DISPLAY_NAME = "Tether"
 LAUNCH_AGENT_LABEL = "dev.tether.tray"
@@ -147,13 +149,9 @@ class XdgAutostart:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+        write_atomic(path, data, make_parents=True)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise AutostartError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
@@ -243,22 +241,6 @@ class WinregRegistry:
             pass
 
 
-class FakeRegistry:
-    """A Registry in a dict, for tests."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], str] = {}
-
-    def get(self, key: str, name: str) -> str | None:
-        return self.values.get((key, name))
-
-    def set(self, key: str, name: str, value: str) -> None:
-        self.values[(key, name)] = value
-
-    def delete(self, key: str, name: str) -> None:
-        self.values.pop((key, name), None)
-
-
 class RunKeyAutostart:
     """The "Tether" value under HKCU\\...\\CurrentVersion\\Run: Windows runs that command line at login."""
 
@@ -284,22 +266,6 @@ class RunKeyAutostart:
             return method(*args)
         except OSError as exc:
             raise AutostartError(f"cannot {what} HKCU\\{RUN_KEY}\\{RUN_VALUE}: {exc.strerror or exc}") from None
-
-
-class FakeAutostart:
-    """An Autostart that remembers a flag, for tests of the code that uses one."""
-
-    def __init__(self, enabled: bool = False) -> None:
-        self.enabled = enabled
-
-    def is_enabled(self) -> bool:
-        return self.enabled
-
-    def enable(self) -> None:
-        self.enabled = True
-
-    def disable(self) -> None:
-        self.enabled = False
 
 
 AUTOSTART_BY_PLATFORM: dict[str, type[XdgAutostart] | type[LaunchAgentAutostart] | type[RunKeyAutostart]] = {

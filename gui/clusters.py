@@ -3,10 +3,8 @@
 Where each part goes: the name, server, CA and namespace to the tray's settings file (``tether.gui.settings``);
 the token to the OS keychain through ``keyring`` (service "tether", username the cluster's name), never to
 a file. To connect, ``kubeconfig_text`` builds a one-context kubeconfig in memory that the tray hands to the
-helper as data (``build_connect_request(kubeconfig_text=...)``); it is never written to disk.
-
-``add_cluster`` is all-or-nothing: the token goes to the keychain first, and only when that worked is the
-settings file changed; if saving the settings then fails, the token is taken out again.
+helper as data (``build_connect_request(kubeconfig_text=...)``); it is never written to disk. Adding,
+removing and listing them across both places is ``tether.gui.cluster_store``'s.
 
 No Qt here. Tokens never appear in messages, logs or exceptions raised by this module.
 """
@@ -14,19 +12,15 @@ No Qt here. Tokens never appear in messages, logs or exceptions raised by this m
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
 import ssl
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import yaml
 
 from tether.helper.api.validate import ValidationError
-
-if TYPE_CHECKING:
-    from tether.gui.settings import SettingsStore
 
 KEYRING_SERVICE = "tether"
 MAX_TOKEN_BYTES = 16 * 1024
@@ -245,90 +239,3 @@ class KeyringVault:
             return  # nothing stored under that name: already as wanted
         except (keyring.errors.KeyringError, RuntimeError, OSError) as exc:
             raise _vault_error(f'deleting the token of "{name}"', exc) from None
-
-
-class MemoryVault:
-    """A TokenVault in a dict, for tests; ``unavailable`` makes every call fail like a locked keychain."""
-
-    def __init__(self, unavailable: bool = False) -> None:
-        self.tokens: dict[str, str] = {}
-        self.unavailable = unavailable
-
-    def _check(self, action: str) -> None:
-        if self.unavailable:
-            raise VaultError(f"the OS keychain is unavailable ({action}): no keyring backend (test double)")
-
-    def get(self, name: str) -> str | None:
-        self._check(f'reading the token of "{name}"')
-        return self.tokens.get(name)
-
-    def set(self, name: str, token: str) -> None:
-        self._check(f'storing the token of "{name}"')
-        self.tokens[name] = token
-
-    def delete(self, name: str) -> None:
-        self._check(f'deleting the token of "{name}"')
-        self.tokens.pop(name, None)
-
-
-# --- added clusters in the settings ---------------------------------------------------------------------
-
-
-def _store(store: SettingsStore | None) -> SettingsStore:
-    from tether.gui.settings import SettingsStore
-
-    return store if store is not None else SettingsStore()
-
-
-def added_clusters(store: SettingsStore | None = None) -> list[AddedCluster]:
-    """The added clusters in the order they were added. SettingsError when the settings file is bad."""
-    return list(_store(store).load().clusters)
-
-
-def add_cluster(cluster: AddedCluster, token: str, store: SettingsStore | None, vault: TokenVault) -> None:
-    """Token to the vault, the rest to the settings; on any failure neither is changed.
-
-    ClusterError for a bad field or a name already in use, VaultError when the keychain fails,
-    SettingsError/OSError when the settings file cannot be read or written.
-    """
-    store = _store(store)
-    cluster.validate()
-    check_token(token)
-    settings = store.load()
-    if any(c.name == cluster.name for c in settings.clusters):
-        raise ClusterError(f'name: a cluster named "{cluster.name}" is already added; remove it first or pick another')
-    vault.set(cluster.name, token)
-    try:
-        store.save(replace(settings, clusters=(*settings.clusters, cluster)))
-    except BaseException:
-        # The save error is the one to report; a token left behind is harmless without its cluster.
-        with contextlib.suppress(VaultError):
-            vault.delete(cluster.name)
-        raise
-
-
-def remove_cluster(name: str, store: SettingsStore | None, vault: TokenVault) -> None:
-    """Forget the cluster, then its token. VaultError (after the settings changed) if the token stays behind."""
-    store = _store(store)
-    settings = store.load()
-    remaining = tuple(c for c in settings.clusters if c.name != name)
-    if len(remaining) == len(settings.clusters):
-        raise ClusterError(f'no added cluster is named "{name}"')
-    store.save(replace(settings, clusters=remaining))
-    try:
-        vault.delete(name)
-    except VaultError as exc:
-        raise VaultError(
-            f'"{name}" was removed, but its token is still in the keychain (service "{KEYRING_SERVICE}"): {exc}'
-        ) from None
-
-
-def kubeconfig_for(name: str, store: SettingsStore | None, vault: TokenVault) -> str:
-    """The in-memory kubeconfig of an added cluster, token from the vault; ClusterError/VaultError otherwise."""
-    for cluster in added_clusters(store):
-        if cluster.name == name:
-            token = vault.get(name)
-            if not token:
-                raise ClusterError(f'no token for "{name}" in the keychain; remove the cluster and add it again')
-            return kubeconfig_text(cluster, token)
-    raise ClusterError(f'no added cluster is named "{name}"')

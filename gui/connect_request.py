@@ -55,7 +55,8 @@ def default_settings() -> ConnectSettings:
 
 
 def default_kubeconfig_text(name: str) -> str:
-    from tether.gui.clusters import KeyringVault, kubeconfig_for
+    from tether.gui.cluster_store import kubeconfig_for
+    from tether.gui.clusters import KeyringVault
 
     return kubeconfig_for(name, None, KeyringVault())
 

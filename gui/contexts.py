@@ -57,7 +57,7 @@ AddedClusters = Callable[[], Sequence[NamedCluster]]
 
 
 def default_added_clusters() -> Sequence[NamedCluster]:
-    from tether.gui.clusters import added_clusters
+    from tether.gui.cluster_store import added_clusters
 
     return added_clusters()
 

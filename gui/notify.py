@@ -1,4 +1,4 @@
-"""Desktop notifications: which changes deserve one (pure), and who shows them (an interface, Qt, a fake).
+"""Desktop notifications: which changes deserve one (pure), and who shows them (an interface; the Qt tray icon).
 
 A notification marks a transition, never a state: the helper repeats states (every subnet change sends
 one), and the user wants to hear "connected" once. The first state the tray sees is its baseline, not
@@ -120,16 +120,3 @@ class TrayNotifier:
         self._tray.showMessage(
             notification.title, notification.message, self._icons[notification.level], self.TIMEOUT_MS
         )
-
-
-class FakeNotifier:
-    """Records notifications, for tests."""
-
-    def __init__(self) -> None:
-        self.shown: list[Notification] = []
-
-    def notify(self, notification: Notification) -> None:
-        self.shown.append(notification)
-
-    def messages(self) -> list[str]:
-        return [n.message for n in self.shown]

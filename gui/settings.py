@@ -17,10 +17,7 @@ leaves half a file. Keys this version does not know are ignored on load and drop
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ import platformdirs
 from tether.gui.clusters import AddedCluster, ClusterError
 from tether.helper.api import validate as checks
 from tether.helper.api.validate import ValidationError
+from tether.runtime.atomicfile import write_atomic
 
 FILE_NAME = "tray.json"
 FORMAT_VERSION = 1
@@ -198,17 +196,4 @@ class SettingsStore:
     def save(self, settings: Settings) -> None:
         """Check, then replace the file atomically (mode 0600). ValidationError leaves the file alone."""
         validate(settings)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".tray-", suffix=".json")
-        try:
-            os.fchmod(handle, 0o600)
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(to_json(settings), stream, indent=2)
-                stream.write("\n")
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        write_atomic(self.path, json.dumps(to_json(settings), indent=2) + "\n", mode=0o600, make_parents=True)

@@ -82,7 +82,7 @@ class Windows(QObject):
         cluster = self.controller.clusters.find(name)
         if cluster is None or cluster.source is not Source.ADDED:
             return None
-        from tether.gui.clusters import kubeconfig_for
+        from tether.gui.cluster_store import kubeconfig_for
 
         return kubeconfig_for(name, self.settings_store(), self.vault())
 

@@ -4,14 +4,12 @@
 ReplicaSet not owned by a Deployment (those belong to the Deployment that rolls them), sorted. It blocks on
 the network: call it off the GUI thread. ``KubeWorkloadSource`` asks the API server with the official
 client and the user's own kubeconfig (or, for clusters added in the tray, kubeconfig text held in memory);
-it runs as the user, so exec credential plugins work as they do for kubectl. ``FakeWorkloadSource`` is for
-tests. No Qt here.
+it runs as the user, so exec credential plugins work as they do for kubectl. No Qt here.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -123,21 +121,3 @@ class KubeWorkloadSource:
             if exc.status == 404:
                 return []
             raise
-
-
-class FakeWorkloadSource:
-    """A WorkloadSource for tests: fixed answers per context, an error to raise, and a gate to hold calls."""
-
-    def __init__(self, workloads: Mapping[str, list[str]] | None = None, error: str = "") -> None:
-        self.workloads = dict(workloads or {})
-        self.error = error
-        self.calls: list[tuple[str, bool]] = []  # (context, called on the main thread?)
-        self.release = threading.Event()
-        self.release.set()
-
-    def list_workloads(self, context: str) -> list[str]:
-        self.calls.append((context, threading.current_thread() is threading.main_thread()))
-        self.release.wait(10)
-        if self.error:
-            raise WorkloadError(self.error)
-        return sorted(self.workloads.get(context, []))

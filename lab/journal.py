@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tether.runtime.atomicfile import write_atomic
 
 JOURNAL_VERSION = 1
 BUILDING = "building"
@@ -81,10 +82,7 @@ class JournalFile:
             return None
 
     def save(self, journal: Journal) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(journal.dumps())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, journal.dumps(), make_parents=True)
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):

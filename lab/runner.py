@@ -52,20 +52,3 @@ class SubprocessRunner:
         if check and proc.returncode != 0:
             raise CommandError(argv, proc.returncode, proc.stderr or proc.stdout)
         return proc.stdout
-
-
-class RecordingRunner:
-    """A fake for unit tests: records commands, answers from a table keyed by the command prefix."""
-
-    def __init__(self, answers: dict[tuple[str, ...], str] | None = None) -> None:
-        self.commands: list[list[str]] = []
-        self.stdins: list[str | None] = []
-        self.answers = answers or {}
-
-    def run(self, argv: Sequence[str], stdin: str | None = None, check: bool = True) -> str:
-        self.commands.append(list(argv))
-        self.stdins.append(stdin)
-        for prefix, answer in self.answers.items():
-            if tuple(argv[: len(prefix)]) == prefix:
-                return answer
-        return ""

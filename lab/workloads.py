@@ -12,7 +12,8 @@ Kinds:
                Raw TCP: ``--source-port`` reads a line "N" and sends N pattern bytes, then closes;
                ``--sink-port`` reads to EOF and answers "<length> <sha256 hex>".
 
-Only the standard library, so a pod starts fast. Writes ``--ready-file`` once every socket listens.
+Only the standard library (and ``tether.runtime``, which imports nothing else), so a pod starts fast.
+Writes ``--ready-file`` once every socket listens.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from tether.runtime import eventloop
+from tether.runtime.atomicfile import write_atomic
 
 PATTERN_PERIOD = 251
 PATTERN = bytes(range(PATTERN_PERIOD)) * 1024  # 257 KB, a whole number of periods
@@ -297,10 +299,8 @@ async def run(args: argparse.Namespace) -> None:
         if args.sink_port:
             servers.append(await _tcp(serve_sink, host, args.sink_port))
     if args.ready_file:
-        tmp = f"{args.ready_file}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, args.ready_file)
+        # A marker for the lab's wait, meaningless after a reboot: no fsync.
+        write_atomic(args.ready_file, f"{os.getpid()}\n", fsync=False)
     await asyncio.Event().wait()
 
 

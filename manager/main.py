@@ -30,6 +30,7 @@ from tether.manager.server import AgentService, ManagerService, expire_sessions
 from tether.manager.sessions import SessionTable
 from tether.manager.tunnel.mux_server import MuxListener
 from tether.runtime import eventloop, logs
+from tether.runtime.atomicfile import write_atomic
 
 log = logging.getLogger("tether.manager")
 
@@ -171,7 +172,8 @@ async def serve(
         },
     )
     if args.ready_file:
-        args.ready_file.write_text(f"{bound}\n")
+        # Atomic, so whoever polls for the file never reads it empty; a marker of this run only: no fsync.
+        write_atomic(args.ready_file, f"{bound}\n", fsync=False)
 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -17,24 +17,18 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-
-from tether.helper.api import helper_pb2 as pb
 from tether.helper.api.paths import default_socket
-from tether.helper.root.server.caller import Caller
 from tether.helper.root.server.server import HelperServer, ServerOptions, ServerSetupError, preflight
-from tether.helper.root.server.session_api import Session, SessionConfig, SessionError
+from tether.helper.root.server.session_api import Session, SessionConfig
 from tether.manager.api.version import __version__
 from tether.runtime import eventloop, logs
 
 log = logging.getLogger("tether.helper")
 
 DEFAULT_STATE_DIR = Path("/var/lib/tether")
-SESSION_MODULE = "tether.helper.root.session"
-CLEANUP_MODULE = "tether.helper.root.cleanup"
 EXIT_OK, EXIT_FAILURE, EXIT_NOT_ROOT = 0, 1, 4
 
 
@@ -82,39 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class UnavailableSession:
-    """Used only when this build has no session module: reports DISCONNECTED and refuses Connect."""
-
-    def state(self) -> pb.State:
-        return pb.State(phase=pb.State.DISCONNECTED)
-
-    async def connect(self, request: pb.ConnectRequest, caller: Caller) -> AsyncIterator[pb.ConnectProgress]:
-        raise SessionError(
-            f"this tether-helper cannot connect: it was built without {SESSION_MODULE}",
-            grpc.StatusCode.UNIMPLEMENTED,
-        )
-        yield pb.ConnectProgress()  # pragma: no cover - makes this an async generator
-
-    async def disconnect(self, caller: Caller) -> pb.State:
-        return self.state()
-
-    async def watch(self) -> AsyncIterator[pb.State]:
-        yield self.state()
-        await asyncio.Event().wait()  # nothing ever changes
-
-    async def close(self) -> None:
-        return None
-
-
 def create_session(config: SessionConfig) -> Session:
-    """The real session, from ``tether.helper.root.session.create_session``; see ``UnavailableSession``."""
-    try:
-        import tether.helper.root.session as session_module
-    except ModuleNotFoundError as exc:
-        if exc.name != SESSION_MODULE:
-            raise
-        log.warning("no session module: Connect will be refused", extra={"session_module": SESSION_MODULE})
-        return UnavailableSession()
+    """The real session (``tether.helper.root.session.create_session``)."""
+    # Imported here: every `tether` command imports this module (for `tether helper start`), and the
+    # session brings in the TUN, routing, DNS and Kubernetes code.
+    import tether.helper.root.session as session_module
+
     return session_module.create_session(config)
 
 
@@ -124,23 +91,17 @@ def journal_path(config: SessionConfig) -> Path:
 
 
 def startup_cleanup(journal: Path) -> None:
-    """Undo a crashed helper's leftovers, if this build has the cleanup module."""
-    try:
-        import tether.helper.root.cleanup as cleanup
-    except ModuleNotFoundError as exc:
-        if exc.name != CLEANUP_MODULE:
-            raise
-        return
+    """Undo a crashed helper's leftovers."""
+    import tether.helper.root.cleanup as cleanup  # here for the same reason as the session
+
     try:
         report = cleanup.run(journal)
     except cleanup.CleanupRefused as exc:
         raise ServerSetupError(str(exc)) from None
-    removed = list(getattr(report, "removed", []) or [])
-    errors = list(getattr(report, "errors", []) or [])
-    if removed:
-        log.info("cleaned up after a previous helper", extra={"removed": removed})
-    if errors:
-        log.warning("cleanup left things behind", extra={"errors": errors})
+    if report.removed:
+        log.info("cleaned up after a previous helper", extra={"removed": report.removed})
+    if report.errors:
+        log.warning("cleanup left things behind", extra={"errors": report.errors})
 
 
 def _parse_options(pairs: Sequence[str]) -> dict[str, str]:

@@ -27,12 +27,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from tether.runtime.atomicfile import write_atomic
 
 __all__ = [
     "DEFAULT_JOURNAL_PATH",
@@ -302,25 +303,9 @@ def read_journal(path: Path | str = DEFAULT_JOURNAL_PATH) -> JournalState | None
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Make the rename itself durable (a no-op on tmpfs, cheap elsewhere).
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    # Durable (fsync), because the next helper's cleanup depends on it; private, because it names what
+    # the helper changed on the host.
+    write_atomic(path, text, mode=0o600, make_parents=True, parents_mode=0o700)
 
 
 class Journal:

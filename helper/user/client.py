@@ -8,9 +8,9 @@ Synchronous use (scripts, threads)::
         for progress in helper.connect(request):
             print(progress.step)
 
-asyncio use: ``helper.aio`` (or ``AsyncHelperClient(...)``) has the same methods as coroutines and async
-iterators. Both fetch a token from the helper's credentials socket when needed and fetch a new one
-once when the helper answers UNAUTHENTICATED (e.g. after it restarted).
+From asyncio code, call it on a worker thread (``asyncio.to_thread``). The client fetches a token from the
+helper's credentials socket when needed, and a new one once when the helper answers UNAUTHENTICATED
+(e.g. after it restarted).
 
 Failures are ``HelperError`` subclasses with a ``fix`` sentence: ``HelperNotInstalledError`` (no socket
 directory or no socket), ``HelperNotRunningError`` (nobody answers), ``HelperPermissionError`` (not in the
@@ -19,7 +19,6 @@ socket's group), ``HelperCallError`` (the helper answered with an error status; 
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import grp
 import json
@@ -27,7 +26,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +167,7 @@ def _parse_token_reply(data: bytes, path: Path) -> tuple[str, float]:
 
 
 class TokenSource:
-    """Fetch and cache the token for one helper; safe to share between threads and an event loop."""
+    """Fetch and cache the token for one helper; safe to share between threads."""
 
     def __init__(self, auth_socket_path: Path, timeout: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self.path = auth_socket_path
@@ -208,24 +207,6 @@ class TokenSource:
                         break
             except OSError as exc:
                 raise connection_error(exc, self.path) from None
-        return self._store(*_parse_token_reply(data, self.path))
-
-    async def aget(self) -> str:
-        token = self.cached()
-        if token:
-            return token
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path)), self.timeout)
-        except TimeoutError as exc:
-            raise connection_error(exc, self.path) from None
-        except OSError as exc:
-            raise connection_error(exc, self.path) from None
-        try:
-            data = await asyncio.wait_for(reader.read(MAX_TOKEN_REPLY), self.timeout)
-        except (OSError, TimeoutError) as exc:
-            raise connection_error(exc if isinstance(exc, OSError) else TimeoutError(), self.path) from None
-        finally:
-            writer.close()
         return self._store(*_parse_token_reply(data, self.path))
 
 
@@ -291,7 +272,9 @@ def build_connect_request(
 # --- clients -----------------------------------------------------------------------------------------
 
 
-class _Base:
+class HelperClient:
+    """Blocking client. Streaming calls return iterators; stop iterating (or ``close()`` them) to cancel."""
+
     def __init__(
         self,
         socket_path: str | os.PathLike[str] | None = None,
@@ -303,36 +286,12 @@ class _Base:
         self.auth_socket_path = auth_socket_for(self.socket_path)
         self.timeout = timeout
         self.tokens = tokens or TokenSource(self.auth_socket_path)
-
-    def _target(self) -> str:
-        return f"unix:{self.socket_path}"
-
-
-class HelperClient(_Base):
-    """Blocking client. Streaming calls return iterators; stop iterating (or ``close()`` them) to cancel."""
-
-    def __init__(
-        self,
-        socket_path: str | os.PathLike[str] | None = None,
-        *,
-        timeout: float = 30.0,
-        tokens: TokenSource | None = None,
-    ) -> None:
-        super().__init__(socket_path, timeout=timeout, tokens=tokens)
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.HelperStub | None = None
-        self._aio: AsyncHelperClient | None = None
-
-    @property
-    def aio(self) -> AsyncHelperClient:
-        """The asyncio twin of this client (same sockets, shared token)."""
-        if self._aio is None:
-            self._aio = AsyncHelperClient(self.socket_path, timeout=self.timeout, tokens=self.tokens)
-        return self._aio
 
     def stub(self) -> pb_grpc.HelperStub:
         if self._stub is None:
-            self._channel = grpc.insecure_channel(self._target())
+            self._channel = grpc.insecure_channel(f"unix:{self.socket_path}")
             self._stub = pb_grpc.HelperStub(self._channel)
         return self._stub
 
@@ -408,97 +367,4 @@ class HelperClient(_Base):
 
     def watch_state(self) -> Iterator[pb.State]:
         """The current state, then one per change, until you stop iterating."""
-        return self._stream("WatchState", pb.Empty())
-
-
-class AsyncHelperClient(_Base):
-    """asyncio client; create and use it inside one running event loop."""
-
-    def __init__(
-        self,
-        socket_path: str | os.PathLike[str] | None = None,
-        *,
-        timeout: float = 30.0,
-        tokens: TokenSource | None = None,
-    ) -> None:
-        super().__init__(socket_path, timeout=timeout, tokens=tokens)
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: pb_grpc.HelperStub | None = None
-
-    def stub(self) -> pb_grpc.HelperStub:
-        if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._target())
-            self._stub = pb_grpc.HelperStub(self._channel)
-        return self._stub
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = self._stub = None
-
-    async def __aenter__(self) -> AsyncHelperClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        for attempt in range(2):
-            token = await self.tokens.aget()
-            try:
-                return await getattr(self.stub(), method)(
-                    request, metadata=((TOKEN_METADATA, token),), timeout=timeout or self.timeout
-                )
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
-                    self.tokens.invalidate(token)
-                    continue
-                raise call_error(exc, self.socket_path) from None
-        raise AssertionError("unreachable")
-
-    async def _stream(self, method: str, request: Any, timeout: float | None = None) -> AsyncIterator[Any]:
-        for attempt in range(2):
-            token = await self.tokens.aget()
-            call = getattr(self.stub(), method)(request, metadata=((TOKEN_METADATA, token),), timeout=timeout)
-            received = False
-            try:
-                async for message in call:
-                    received = True
-                    yield message
-                return
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0 and not received:
-                    self.tokens.invalidate(token)
-                    continue
-                raise call_error(exc, self.socket_path) from None
-            finally:
-                call.cancel()
-
-    async def version(self) -> pb.VersionInfo:
-        return await self._unary("Version", pb.Empty())
-
-    async def status(self) -> pb.State:
-        return await self._unary("Status", pb.Empty())
-
-    async def disconnect(self) -> pb.State:
-        return await self._unary("Disconnect", pb.Empty(), timeout=max(self.timeout, 60))
-
-    async def quit(self) -> None:
-        await self._unary("Quit", pb.Empty(), timeout=max(self.timeout, 60))
-
-    def connect(self, request: pb.ConnectRequest, timeout: float | None = None) -> AsyncIterator[pb.ConnectProgress]:
-        return self._stream("Connect", request, timeout)
-
-    async def connect_and_wait(
-        self, request: pb.ConnectRequest, on_progress: Callable[[pb.ConnectProgress], None] | None = None
-    ) -> pb.State:
-        state = None
-        async for progress in self.connect(request):
-            if on_progress is not None:
-                on_progress(progress)
-            if progress.HasField("state"):
-                state = progress.state
-        return state if state is not None else await self.status()
-
-    def watch_state(self) -> AsyncIterator[pb.State]:
         return self._stream("WatchState", pb.Empty())

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import platformdirs
 
 from tether.helper.api import helper_pb2 as pb
+from tether.runtime.atomicfile import write_atomic
 
 log = logging.getLogger("tether.resolutions")
 
@@ -100,11 +99,8 @@ class ResolutionStore:
         self.remember(context, Resolution())
 
     def _save(self, data: dict[str, object]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".resolutions-")
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True)
-        os.replace(temporary, self.path)
+        # Private to the user: it names their clusters, subnets and workloads.
+        write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True), mode=0o600, make_parents=True)
 
 
 def connect_remembering(

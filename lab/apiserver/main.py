@@ -8,7 +8,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from tether.lab.apiserver.kinds import Obj
 from tether.lab.apiserver.server import LabApiServer, SeedError
 from tether.runtime import eventloop
+from tether.runtime.atomicfile import write_atomic
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -40,12 +40,6 @@ def _load_seed(path: Path) -> list[Obj]:
     return data
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 async def _serve_until_signalled(args: argparse.Namespace, seed: list[Obj]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -54,9 +48,9 @@ async def _serve_until_signalled(args: argparse.Namespace, seed: list[Obj]) -> N
     host, port = args.listen
     async with LabApiServer(host=host, port=port, seed=seed, service_cidr=args.service_cidr) as server:
         if args.kubeconfig:
-            _write_atomically(args.kubeconfig, json.dumps(server.kubeconfig(), indent=2) + "\n")
+            write_atomic(args.kubeconfig, json.dumps(server.kubeconfig(), indent=2) + "\n", fsync=False)
         if args.ready_file:
-            _write_atomically(args.ready_file, server.url + "\n")
+            write_atomic(args.ready_file, server.url + "\n", fsync=False)
         try:
             await stop.wait()
         finally:

@@ -32,6 +32,7 @@ from tether.manager.api.grpcopts import reconnecting_channel_options
 from tether.manager.api.streamwriter import Send, StreamWriter
 from tether.manager.api.version import __version__
 from tether.manager.tunnel.dialer import run_flow
+from tether.runtime.atomicfile import write_atomic
 
 log = logging.getLogger("tether.agent")
 
@@ -224,9 +225,8 @@ class TetherAgent:
         path = self.settings.ready_file
         if path is None or path.exists():
             return
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(f"{os.getpid()}\n")
-        os.replace(tmp, path)
+        # A marker for whoever waits on this process (the lab), meaningless after a reboot: no fsync.
+        write_atomic(path, f"{os.getpid()}\n", fsync=False)
 
 
 async def _incoming(call: grpc.aio.StreamStreamCall) -> AsyncIterator[pb.TunnelMessage]:

@@ -7,8 +7,9 @@ from gui_keyring_support import BrokenKeyring, MemoryKeyring, using_keyring
 from gui_pem_support import ca_pem
 from PySide6.QtWidgets import QFileDialog, QLabel, QLineEdit, QPlainTextEdit, QPushButton
 
+from tests.doubles.fake_vault import MemoryVault
 from tether.gui.add_cluster_dialog import AddClusterDialog
-from tether.gui.clusters import AddedCluster, KeyringVault, MemoryVault
+from tether.gui.clusters import AddedCluster, KeyringVault
 from tether.gui.settings import Settings, SettingsStore
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZGQtY2x1c3RlciJ9.c2lnbmF0dXJl"

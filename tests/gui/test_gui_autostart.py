@@ -8,12 +8,12 @@ import plistlib
 
 import pytest
 
+from tests.doubles.fake_autostart import FakeRegistry
 from tether.gui import autostart
 from tether.gui.autostart import (
     AUTOSTART_BY_PLATFORM,
     RUN_KEY,
     AutostartError,
-    FakeRegistry,
     LaunchAgentAutostart,
     RunKeyAutostart,
     XdgAutostart,
@@ -73,7 +73,7 @@ def test_xdg_enable_writes_a_valid_desktop_entry_and_disable_removes_it(xdg):
     assert fields["Name"] == "Tether"
     assert fields["Terminal"] == "false"
     assert unquote_exec(fields["Exec"]) == COMMAND
-    assert not entry.path.with_name(".tether-tray.desktop.tmp").exists()
+    assert [p.name for p in entry.path.parent.iterdir()] == ["tether-tray.desktop"]  # no temporary left
     entry.disable()
     assert not entry.path.exists() and not entry.is_enabled()
     entry.disable()  # twice is fine

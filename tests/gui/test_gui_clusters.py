@@ -8,8 +8,9 @@ import yaml
 from gui_keyring_support import BrokenKeyring, MemoryKeyring, using_keyring
 from gui_pem_support import ca_pem
 
-from tether.gui import clusters
-from tether.gui.clusters import AddedCluster, ClusterError, KeyringVault, MemoryVault, VaultError
+from tests.doubles.fake_vault import MemoryVault
+from tether.gui import cluster_store, clusters
+from tether.gui.clusters import AddedCluster, ClusterError, KeyringVault, VaultError
 from tether.gui.settings import Settings, SettingsStore
 from tether.helper.user.client import build_connect_request
 
@@ -114,14 +115,14 @@ def test_keyring_failures_say_the_keychain_is_unavailable_without_the_token():
 
 def test_add_cluster_puts_the_token_in_the_vault_and_the_rest_in_the_settings(store):
     vault = MemoryVault()
-    clusters.add_cluster(staging(), TOKEN, store, vault)
+    cluster_store.add_cluster(staging(), TOKEN, store, vault)
     assert vault.tokens == {"staging": TOKEN}
-    assert clusters.added_clusters(store) == [staging()]
+    assert cluster_store.added_clusters(store) == [staging()]
     assert TOKEN not in store.path.read_text()
     assert json.loads(store.path.read_text())["clusters"][0]["server"] == "https://k8s.example.com:6443"
-    assert yaml.safe_load(clusters.kubeconfig_for("staging", store, vault))["users"][0]["user"]["token"] == TOKEN
+    assert yaml.safe_load(cluster_store.kubeconfig_for("staging", store, vault))["users"][0]["user"]["token"] == TOKEN
     with pytest.raises(ClusterError, match='a cluster named "staging" is already added'):
-        clusters.add_cluster(staging(), "other", store, vault)
+        cluster_store.add_cluster(staging(), "other", store, vault)
     assert vault.tokens == {"staging": TOKEN}
 
 
@@ -129,7 +130,7 @@ def test_add_cluster_changes_nothing_when_the_vault_fails(store):
     store.save(Settings(also_proxy=("10.9.0.0/16",)))
     before = store.path.read_bytes()
     with pytest.raises(VaultError):
-        clusters.add_cluster(staging(), TOKEN, store, MemoryVault(unavailable=True))
+        cluster_store.add_cluster(staging(), TOKEN, store, MemoryVault(unavailable=True))
     assert store.path.read_bytes() == before
 
 
@@ -141,30 +142,30 @@ def test_add_cluster_takes_the_token_back_when_the_settings_cannot_be_saved(stor
 
     monkeypatch.setattr(store, "save", refuse)
     with pytest.raises(OSError, match="No space left"):
-        clusters.add_cluster(staging(), TOKEN, store, vault)
+        cluster_store.add_cluster(staging(), TOKEN, store, vault)
     assert vault.tokens == {}
 
 
 def test_remove_cluster(store):
     vault = MemoryVault()
-    clusters.add_cluster(staging(), TOKEN, store, vault)
-    clusters.remove_cluster("staging", store, vault)
-    assert clusters.added_clusters(store) == []
+    cluster_store.add_cluster(staging(), TOKEN, store, vault)
+    cluster_store.remove_cluster("staging", store, vault)
+    assert cluster_store.added_clusters(store) == []
     assert vault.tokens == {}
     with pytest.raises(ClusterError, match='no added cluster is named "staging"'):
-        clusters.remove_cluster("staging", store, vault)
+        cluster_store.remove_cluster("staging", store, vault)
 
 
 def test_kubeconfig_for_a_cluster_without_a_token(store):
     vault = MemoryVault()
-    clusters.add_cluster(staging(), TOKEN, store, vault)
+    cluster_store.add_cluster(staging(), TOKEN, store, vault)
     vault.tokens.clear()
     with pytest.raises(ClusterError, match='no token for "staging" in the keychain'):
-        clusters.kubeconfig_for("staging", store, vault)
+        cluster_store.kubeconfig_for("staging", store, vault)
 
 
 def test_added_clusters_default_store_is_the_user_config(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    clusters.add_cluster(staging(), TOKEN, None, MemoryVault())
+    cluster_store.add_cluster(staging(), TOKEN, None, MemoryVault())
     assert (tmp_path / "tether" / "tray.json").exists()
-    assert [c.name for c in clusters.added_clusters()] == ["staging"]
+    assert [c.name for c in cluster_store.added_clusters()] == ["staging"]

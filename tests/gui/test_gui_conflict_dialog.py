@@ -6,9 +6,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QLabel, QPlainTextEdit, QPushButton, QRadioButton, QTableWidget
 
+from tests.doubles.fake_workloads import FakeWorkloadSource
 from tether.gui import conflict_choice
 from tether.gui.conflict_dialog import LOADING, ConflictDialog
-from tether.gui.workloads import FakeWorkloadSource
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.user.resolutions import Resolution, ResolutionStore
 

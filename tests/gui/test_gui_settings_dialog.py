@@ -6,29 +6,10 @@ import pytest
 from gui_pem_support import ca_pem
 from PySide6.QtWidgets import QCheckBox, QLabel, QLineEdit, QPlainTextEdit, QPushButton
 
+from tests.doubles.fake_autostart import FakeAutostart
 from tether.gui.clusters import AddedCluster
 from tether.gui.settings import Settings, SettingsStore
 from tether.gui.settings_dialog import SettingsDialog
-
-
-class FakeAutostart:
-    def __init__(self, enabled=False, fail=False):
-        self.enabled = enabled
-        self.fail = fail
-        self.calls: list[str] = []
-
-    def is_enabled(self):
-        return self.enabled
-
-    def enable(self):
-        self.calls.append("enable")
-        if self.fail:
-            raise OSError("cannot write ~/.config/autostart/tether-tray.desktop")
-        self.enabled = True
-
-    def disable(self):
-        self.calls.append("disable")
-        self.enabled = False
 
 
 @pytest.fixture

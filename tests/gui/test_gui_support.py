@@ -29,6 +29,7 @@ from tether.helper.root.server.server import HelperServer, ServerOptions
 from tether.helper.user.client import HelperCallError, HelperClient, build_connect_request
 from tether.helper.user.resolutions import ResolutionStore
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBECONFIG = """\
 apiVersion: v1
 kind: Config
@@ -241,8 +242,9 @@ def test_fake_helper_publishes_arbitrary_states(work):
 def test_the_fake_helper_runs_by_hand_and_stops_on_sigterm(work):
     socket_path = work / "run" / "helper.sock"
     command = [sys.executable, "-m", "tests.doubles.fake_session", "--socket", str(socket_path)]
+    # `-m tests.doubles...` resolves from the repository root, wherever pytest was started.
     process = subprocess.Popen(
-        [*command, "--conflict", "error", "--step-delay", "0"], stdout=subprocess.PIPE, text=True
+        [*command, "--conflict", "error", "--step-delay", "0"], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
     )
     try:
         assert process.stdout is not None

@@ -11,9 +11,10 @@ from test_gui_support import (
     make_controller,
 )
 
+from tests.doubles.fake_notifier import FakeNotifier
 from tether.gui import notify, view
 from tether.gui.contexts import Cluster, ClusterList
-from tether.gui.notify import FakeNotifier, Level, Notification, Seen
+from tether.gui.notify import Level, Notification, Seen
 from tether.gui.presenter import TrayPresenter
 from tether.gui.tray import TrayIcon
 from tether.helper.api import helper_pb2 as pb

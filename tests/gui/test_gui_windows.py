@@ -9,14 +9,14 @@ from test_gui_support import (
     make_controller,
 )
 
-from tether.gui.autostart import FakeAutostart
-from tether.gui.clusters import MemoryVault
-from tether.gui.notify import FakeNotifier
+from tests.doubles.fake_autostart import FakeAutostart
+from tests.doubles.fake_notifier import FakeNotifier
+from tests.doubles.fake_vault import MemoryVault
+from tests.doubles.fake_workloads import FakeWorkloadSource
 from tether.gui.presenter import TrayPresenter
 from tether.gui.settings import SettingsStore
 from tether.gui.tray import TrayIcon
 from tether.gui.windows import Windows
-from tether.gui.workloads import FakeWorkloadSource
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.user.resolutions import Resolution
 

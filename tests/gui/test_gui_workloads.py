@@ -7,7 +7,8 @@ import kubernetes.client as k8s
 import pytest
 import yaml
 
-from tether.gui.workloads import FakeWorkloadSource, KubeWorkloadSource, WorkloadError, workload_names
+from tests.doubles.fake_workloads import FakeWorkloadSource
+from tether.gui.workloads import KubeWorkloadSource, WorkloadError, workload_names
 from tether.lab.apiserver.server import LabApiServerThread
 
 

@@ -25,9 +25,10 @@ from typing import TypeVar
 
 import pytest
 
+from tests.doubles.fake_routing import FakeRouteReader
 from tether.helper.root.routing.conflicts import ConflictError, OSRoute, find_conflicts
 from tether.helper.root.routing.monitor import RouteMonitor
-from tether.helper.root.routing.os_routes import FakeRouteReader, LinuxRouteReader
+from tether.helper.root.routing.os_routes import LinuxRouteReader
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000

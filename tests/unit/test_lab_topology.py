@@ -10,10 +10,10 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from kubernetes import client
 
+from tests.doubles.fake_runner import RecordingRunner
 from tether.lab import clusterdns, firewall, kubeproxy, network, objects, specs, workloads
 from tether.lab.journal import BUILDING, UP, Journal, JournalFile, ProcessRecord
 from tether.lab.netns import NetnsOps
-from tether.lab.runner import RecordingRunner
 from tether.lab.topology import (
     CLUSTER_CIDR,
     DNS_IP,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tether.helper.root.vif.device import FakeTun
+from tests.doubles.fake_tun import FakeTun
 from tether.helper.root.vif.engine import TunnelOpener, VifEngine
 from tether.helper.root.vif.netstack import NetStackConfig
 from tether.runtime import eventloop

@@ -45,6 +45,7 @@ from kubernetes.config.kube_config import KubeConfigLoader
 
 from tether.helper.api import validate
 from tether.helper.root.server.caller import Caller
+from tether.runtime.atomicfile import write_atomic
 
 log = logging.getLogger("tether.helper.kube")
 
@@ -424,11 +425,9 @@ def _refuse_file_references(cluster: Mapping[str, Any], user: Mapping[str, Any],
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    scratch = path.with_name(path.name + ".new")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(scratch, path)
+    # Refreshed exec credentials replace files the Kubernetes client may be reading; they die with the
+    # session, so there is nothing to make durable.
+    write_atomic(path, data, mode=0o600, fsync=False)
 
 
 def _b64(data: str, what: str) -> bytes:

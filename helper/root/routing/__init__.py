@@ -17,7 +17,7 @@ VPN conflicts (``conflicts``, pure; ``os_routes`` reads the OS's tables; ``monit
     await monitor.start()
 """
 
-from tether.helper.root.routing.apply import FakeRouteApplier, RouteApplier, RouteError, open_applier
+from tether.helper.root.routing.apply import RouteApplier, RouteError, open_applier
 from tether.helper.root.routing.conflicts import (
     Conflict,
     ConflictError,
@@ -27,15 +27,13 @@ from tether.helper.root.routing.conflicts import (
     suggest_allowed,
 )
 from tether.helper.root.routing.monitor import RouteMonitor
-from tether.helper.root.routing.os_routes import FakeRouteReader, RouteReader, RouteReadError, open_reader
+from tether.helper.root.routing.os_routes import RouteReader, RouteReadError, open_reader
 from tether.helper.root.routing.table import EMPTY_PLAN, InvalidSubnet, PlanError, RoutePlan, compute_plan, diff
 
 __all__ = [
     "EMPTY_PLAN",
     "Conflict",
     "ConflictError",
-    "FakeRouteApplier",
-    "FakeRouteReader",
     "InvalidSubnet",
     "OSRoute",
     "PlanError",

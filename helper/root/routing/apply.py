@@ -1,4 +1,4 @@
-"""Applying a RoutePlan to the TUN device: the interface, the per-platform table, and a fake.
+"""Applying a RoutePlan to the TUN device: the interface and the per-platform table.
 
 An applier is bound to one device. ``apply(plan)`` makes the device's routes and addresses equal to
 the plan, incrementally: what is already there stays untouched, missing items are added, stale ones
@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import errno
 import importlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tether.helper.root.routing.table import EMPTY_PLAN, IPNetwork, RoutePlan, diff, parse_subnet
+from tether.helper.root.routing.table import EMPTY_PLAN, RoutePlan
 
 if TYPE_CHECKING:
     from tether.helper.root.journal import Journal
 
 __all__ = [
     "PLATFORMS",
-    "FakeRouteApplier",
     "RouteApplier",
     "RouteError",
     "UnsupportedPlatform",
@@ -84,52 +82,6 @@ class RouteApplier(abc.ABC):
 
     async def clear_async(self) -> Change:
         return await asyncio.to_thread(self.clear)
-
-
-class FakeRouteApplier(RouteApplier):
-    """A route applier for tests of callers: keeps the plan in memory and records every call.
-
-    ``foreign`` routes act like somebody else's identical route (adding one fails like EEXIST);
-    ``fail_on`` makes adding those routes fail with another error. A failed apply changes nothing.
-    """
-
-    def __init__(
-        self,
-        device: str = "tether0",
-        *,
-        foreign: Iterable[str | IPNetwork] = (),
-        fail_on: Iterable[str | IPNetwork] = (),
-    ) -> None:
-        self.device = device
-        self.foreign: set[IPNetwork] = {parse_subnet(r, what="route") for r in foreign}
-        self.fail_on: set[IPNetwork] = {parse_subnet(r, what="route") for r in fail_on}
-        self.history: list[Change] = []
-        self.calls: list[RoutePlan] = []
-        self._applied = EMPTY_PLAN
-
-    @property
-    def applied(self) -> RoutePlan:
-        return self._applied
-
-    def apply(self, plan: RoutePlan) -> Change:
-        self.calls.append(plan)
-        added, removed = diff(self._applied, plan)
-        for route in added.routes:
-            if route in self.foreign:
-                raise RouteError(
-                    f"cannot add route {route} dev {self.device}: the same route already exists (foreign)",
-                    device=self.device,
-                    item=route,
-                    code=errno.EEXIST,
-                    existing=f"{route} (foreign)",
-                )
-            if route in self.fail_on:
-                raise RouteError(
-                    f"cannot add route {route} dev {self.device}: injected failure", device=self.device, item=route
-                )
-        self._applied = plan
-        self.history.append((added, removed))
-        return added, removed
 
 
 # --- the platform table ------------------------------------------------------------------------------

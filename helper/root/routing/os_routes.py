@@ -1,4 +1,4 @@
-"""Reading the OS's routing tables, for conflict detection: the interface, the Linux reader, a fake.
+"""Reading the OS's routing tables, for conflict detection: the interface and the Linux reader.
 
 ``RouteReader.read()`` returns every route of every table (both families) as ``OSRoute``s, in a
 stable order. What counts as a conflict is decided elsewhere (``conflicts.find_conflicts``); the
@@ -28,7 +28,7 @@ import errno
 import ipaddress
 import socket
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLATFORMS",
-    "FakeRouteReader",
     "LinuxRouteReader",
     "RouteReadError",
     "RouteReader",
@@ -87,27 +86,6 @@ class RouteReader(abc.ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-class FakeRouteReader(RouteReader):
-    """A reader for tests of callers: returns ``routes`` (settable), counts reads, can fail on demand."""
-
-    def __init__(self, routes: Iterable[OSRoute] = (), *, error: BaseException | None = None) -> None:
-        self.routes: list[OSRoute] = list(routes)
-        self.error = error
-        self.reads = 0
-
-    def set_routes(self, routes: Iterable[OSRoute]) -> None:
-        self.routes = list(routes)
-
-    def read(self) -> list[OSRoute]:
-        self.reads += 1
-        if self.error is not None:
-            raise self.error
-        return sorted(self.routes, key=OSRoute.sort_key)
-
-    async def read_async(self) -> list[OSRoute]:
-        return self.read()
 
 
 # --- Linux -------------------------------------------------------------------------------------------

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 
 from tether.helper.user.cli import exitcodes
-
-CLEANUP_MODULE = "tether.helper.root.cleanup"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -43,25 +40,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("tether: cleanup needs root: run `sudo tether helper cleanup`", file=sys.stderr)
         return exitcodes.PERMISSION
+    import tether.helper.root.cleanup as cleanup  # root-side code, loaded only when this command runs
+
     try:
-        import tether.helper.root.cleanup as cleanup
-    except ModuleNotFoundError as exc:
-        if exc.name != CLEANUP_MODULE:
-            raise
-        print("nothing to clean up: this build has no cleanup hook")
-        return exitcodes.OK
-    accepted = inspect.signature(cleanup.run).parameters
-    kwargs: dict[str, object] = {}
-    if args.force and "force" in accepted:
-        kwargs["force"] = True
-    if args.journal and "journal_path" in accepted:
-        kwargs["journal_path"] = args.journal
-    try:
-        result = cleanup.run(**kwargs)
+        report = cleanup.run(args.journal or cleanup.DEFAULT_JOURNAL_PATH, force=args.force)
     except RuntimeError as exc:  # e.g. CleanupRefused: the journal's helper is still running
         print(f"tether: {exc}", file=sys.stderr)
         return exitcodes.FAILURE
-    if result is None or isinstance(result, int):
-        return int(result or 0)
-    print(result)
-    return exitcodes.OK if getattr(result, "ok", True) else exitcodes.FAILURE
+    print(report)
+    return exitcodes.OK if report.ok else exitcodes.FAILURE

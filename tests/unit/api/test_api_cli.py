@@ -114,34 +114,67 @@ def test_helper_start_refuses_without_root(monkeypatch, capsys):
     assert "must run as root" in capsys.readouterr().err
 
 
-def test_unavailable_session_refuses_connect():
-    import asyncio
-
-    import grpc
-
-    from tether.helper.api import helper_pb2 as pb
-    from tether.helper.root.daemon import UnavailableSession
-    from tether.helper.root.server.caller import Caller
-    from tether.helper.root.server.session_api import SessionError
-
-    async def scenario():
-        session = UnavailableSession()
-        with pytest.raises(SessionError) as info:
-            async for _ in session.connect(pb.ConnectRequest(), Caller(0, 0, 1)):
-                pass
-        return info.value
-
-    error = asyncio.run(scenario())
-    assert error.code == grpc.StatusCode.UNIMPLEMENTED
-    assert "tether.helper.root.session" in str(error)
-
-
-def test_create_session_falls_back_only_when_the_module_is_missing(monkeypatch):
-    import sys
-
-    from tether.helper.root import daemon
+def test_the_daemon_serves_the_real_session(monkeypatch):
+    from tether.helper.root import daemon, session
     from tether.helper.root.server.session_api import SessionConfig
 
-    monkeypatch.setitem(sys.modules, "tether.helper.root.session", None)
-    session = daemon.create_session(SessionConfig(runtime_dir="/run/tether", state_dir="/var/lib/tether"))
-    assert isinstance(session, daemon.UnavailableSession)
+    built = []
+    monkeypatch.setattr(session, "create_session", lambda config: built.append(config) or "the session")
+    config = SessionConfig(runtime_dir="/run/tether", state_dir="/var/lib/tether")
+    assert daemon.create_session(config) == "the session"
+    assert built == [config]
+
+
+@pytest.fixture
+def cleanup_as_root(monkeypatch):
+    """`tether helper cleanup` with a recorded cleanup.run in place of the real one, as root."""
+    from tether.helper.root import cleanup
+    from tether.helper.user.cli import helpercmd
+
+    calls = []
+    result = {"report": cleanup.CleanupReport(removed=["link tether0"])}
+
+    def run(journal_path, *, force=False):
+        calls.append((str(journal_path), force))
+        if isinstance(result["report"], Exception):
+            raise result["report"]
+        return result["report"]
+
+    monkeypatch.setattr(helpercmd.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(cleanup, "run", run)
+    return calls, result
+
+
+def test_helper_cleanup_prints_the_report(cleanup_as_root, capsys):
+    from tether.helper.root import cleanup
+
+    calls, result = cleanup_as_root
+    assert main(["helper", "cleanup"]) == 0
+    assert capsys.readouterr().out == "removed link tether0\n"
+    assert main(["helper", "cleanup", "--force", "--journal", "/tmp/j.json"]) == 0
+    assert calls == [(str(cleanup.DEFAULT_JOURNAL_PATH), False), ("/tmp/j.json", True)]
+    capsys.readouterr()
+
+    result["report"] = cleanup.CleanupReport(errors=["cannot remove link tether0: busy"])
+    assert main(["helper", "cleanup"]) == 1
+    assert "error: cannot remove link tether0: busy" in capsys.readouterr().out
+
+
+def test_helper_cleanup_refuses_while_the_journal_s_helper_runs(cleanup_as_root, capsys):
+    from pathlib import Path
+
+    from tether.helper.root import cleanup
+    from tether.helper.root.journal import OwnerMark
+
+    _, result = cleanup_as_root
+    result["report"] = cleanup.CleanupRefused(OwnerMark(pid=4242), Path("/run/tether/journal.json"))
+    assert main(["helper", "cleanup"]) == 1
+    assert "(pid 4242) is still running" in capsys.readouterr().err
+
+
+def test_helper_cleanup_needs_root(monkeypatch, capsys):
+    from tether.helper.user.cli import helpercmd
+
+    monkeypatch.setattr(helpercmd.os, "geteuid", lambda: 1000)
+    assert main(["helper", "cleanup"]) == 4
+    assert "cleanup needs root" in capsys.readouterr().err

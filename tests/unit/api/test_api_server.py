@@ -1,4 +1,8 @@
-"""The API server with a FakeSession over real unix sockets in a temp dir, as the current user (test mode)."""
+"""The API server with a FakeSession over real unix sockets in a temp dir, as the current user (test mode).
+
+The scenarios run on the server's event loop; the (blocking) client runs on worker threads
+(``asyncio.to_thread``), as asyncio code uses it.
+"""
 
 import asyncio
 import os
@@ -18,7 +22,7 @@ from tether.helper.root.server import server as server_module
 from tether.helper.root.server.caller import Caller
 from tether.helper.root.server.server import HelperServer, ServerOptions, ServerSetupError
 from tether.helper.root.server.tokens import TokenStore
-from tether.helper.user.client import AsyncHelperClient, HelperCallError, HelperClient, TokenSource
+from tether.helper.user.client import HelperCallError, HelperClient, TokenSource
 
 KUBECONFIG = "apiVersion: v1\nkind: Config\n"
 
@@ -37,13 +41,23 @@ class StaticTokens(TokenSource):
     def get(self) -> str:
         return self.token
 
-    async def aget(self) -> str:
-        return self.token
 
-
-def as_uid(server: HelperServer, uid: int) -> AsyncHelperClient:
+def as_uid(server: HelperServer, uid: int) -> HelperClient:
     caller = Caller(uid=uid, gid=uid, pid=1, groups=(uid,), username=f"user{uid}")
-    return AsyncHelperClient(server.socket_path, tokens=StaticTokens(server, caller))
+    return HelperClient(server.socket_path, tokens=StaticTokens(server, caller))
+
+
+def off_loop(function, *args, **kwargs):
+    """``function`` on a worker thread: a blocking call on the loop would starve the server it calls."""
+    return asyncio.to_thread(function, *args, **kwargs)
+
+
+def first(iterator):
+    """The first item of a streaming call, then cancel the call."""
+    try:
+        return next(iterator)
+    finally:
+        iterator.close()
 
 
 def run(scenario, socket_dir: Path, session: FakeSession | None = None, **options):
@@ -79,22 +93,24 @@ def test_sockets_are_created_0660_and_removed(socket_dir):
 
 def test_connect_streams_progress_and_state_follows(socket_dir):
     async def scenario(server, session):
-        async with AsyncHelperClient(server.socket_path) as client:
-            version = await client.version()
+        with HelperClient(server.socket_path) as client:
+            version = await off_loop(client.version)
             assert version.name == "tether-helper" and version.api_level == 1
-            assert (await client.status()).phase == pb.State.DISCONNECTED
+            assert (await off_loop(client.status)).phase == pb.State.DISCONNECTED
 
             watched: list[int] = []
 
-            async def watch():
-                async for state in client.watch_state():
+            def watch():
+                states = client.watch_state()
+                for state in states:
                     watched.append(state.phase)
                     if state.phase == pb.State.CONNECTED:
+                        states.close()
                         return
 
-            watcher = asyncio.create_task(watch())
+            watcher = asyncio.ensure_future(off_loop(watch))
             await asyncio.sleep(0.2)
-            steps = [p async for p in client.connect(request(namespace="apps", never_proxy=["10.9.0.0/16"]))]
+            steps = await off_loop(lambda: list(client.connect(request(namespace="apps", never_proxy=["10.9.0.0/16"]))))
             assert [p.step for p in steps] == [
                 "checking the kubeconfig",
                 "finding the traffic-manager",
@@ -108,7 +124,7 @@ def test_connect_streams_progress_and_state_follows(socket_dir):
             assert watched[0] == pb.State.DISCONNECTED
             assert watched[-2:] == [pb.State.CONNECTING, pb.State.CONNECTED]
 
-            status = await client.status()
+            status = await off_loop(client.status)
             assert status.phase == pb.State.CONNECTED
             assert (status.cluster, status.namespace) == ("lab", "apps")
             assert [s.cidr for s in status.routed_subnets] == ["10.96.0.0/12", "10.244.0.0/16"]
@@ -120,9 +136,9 @@ def test_connect_streams_progress_and_state_follows(socket_dir):
             assert (caller.uid, caller.gid, caller.pid) == (os.geteuid(), os.getegid(), os.getpid())
             assert set(caller.groups) == set(os.getgroups())
 
-            state = await client.disconnect()
+            state = await off_loop(client.disconnect)
             assert state.phase == pb.State.DISCONNECTED
-            assert (await client.status()).owner_uid == 0
+            assert (await off_loop(client.status)).owner_uid == 0
 
     run(scenario, socket_dir)
 
@@ -132,19 +148,23 @@ def test_a_failing_connect(socket_dir):
     session.fail("no traffic-manager in namespace tether", at_step="finding the traffic-manager")
 
     async def scenario(server, session):
-        async with AsyncHelperClient(server.socket_path) as client:
+        with HelperClient(server.socket_path) as client:
             steps = []
-            with pytest.raises(HelperCallError) as info:
-                async for progress in client.connect(request()):
+
+            def connect():
+                for progress in client.connect(request()):
                     steps.append(progress.step)
+
+            with pytest.raises(HelperCallError) as info:
+                await off_loop(connect)
             assert info.value.code == grpc.StatusCode.UNAVAILABLE
             assert info.value.details == "no traffic-manager in namespace tether"
             assert steps == ["checking the kubeconfig", "finding the traffic-manager"]
-            status = await client.status()
+            status = await off_loop(client.status)
             assert status.phase == pb.State.DISCONNECTED
             assert status.last_error == "no traffic-manager in namespace tether"
             session.succeed()
-            state = await client.connect_and_wait(request())  # someone else may connect now
+            state = await off_loop(client.connect_and_wait, request())  # someone else may connect now
             assert state.phase == pb.State.CONNECTED
 
     run(scenario, socket_dir, session)
@@ -152,9 +172,9 @@ def test_a_failing_connect(socket_dir):
 
 def test_invalid_requests_are_refused_with_the_value(socket_dir):
     async def scenario(server, session):
-        async with AsyncHelperClient(server.socket_path) as client:
+        with HelperClient(server.socket_path) as client:
             with pytest.raises(HelperCallError) as info:
-                await client.connect_and_wait(request(also_proxy=["10.0.0.1/8"]))
+                await off_loop(client.connect_and_wait, request(also_proxy=["10.0.0.1/8"]))
             assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
             assert info.value.details == 'also-proxy: "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8?'
             assert session.connects == []
@@ -183,48 +203,41 @@ def test_the_client_fetches_a_new_token_once_when_the_old_one_expired(socket_dir
 
     async def scenario(server, session):
         server.tokens = server.service._tokens = TokenStore(ttl=600, clock=lambda: now[0])
-        async with AsyncHelperClient(server.socket_path) as client:
-            await client.status()
-            first = client.tokens.cached()
+        with HelperClient(server.socket_path) as client:
+            await off_loop(client.status)
+            token = client.tokens.cached()
             now[0] += 601  # the server forgets it; the client still thinks it is good
-            await client.status()
-            assert client.tokens.cached() not in (None, first)
-            states = [s async for s in _first(client.watch_state())]
-            assert states[0].phase == pb.State.DISCONNECTED
-
-    run(scenario, socket_dir)
-
-
-async def _first(iterator):
-    async for item in iterator:
-        yield item
-        return
+            await off_loop(client.status)
+            assert client.tokens.cached() not in (None, token)
+            now[0] += 601  # and again, for a streaming call
+            state = await off_loop(lambda: first(client.watch_state()))
+            assert state.phase == pb.State.DISCONNECTED
 
 
 def test_ownership_rules_between_users(socket_dir):
     async def scenario(server, session):
         alice, bob, root = as_uid(server, 1000), as_uid(server, 1001), as_uid(server, 0)
-        assert (await alice.connect_and_wait(request())).owner_uid == 1000
-        assert (await bob.status()).owner_uid == 1000  # anyone in the group may look
+        assert (await off_loop(alice.connect_and_wait, request())).owner_uid == 1000
+        assert (await off_loop(bob.status)).owner_uid == 1000  # anyone in the group may look
 
         with pytest.raises(HelperCallError) as info:
-            await bob.disconnect()
+            await off_loop(bob.disconnect)
         assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
         assert "session is owned by uid 1000" in info.value.details
         with pytest.raises(HelperCallError) as info:
-            await bob.connect_and_wait(request())
+            await off_loop(bob.connect_and_wait, request())
         assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
         assert "owned by uid 1000" in info.value.details
         with pytest.raises(HelperCallError) as info:
-            await bob.quit()
+            await off_loop(bob.quit)
         assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
 
-        assert (await root.disconnect()).phase == pb.State.DISCONNECTED  # root may
+        assert (await off_loop(root.disconnect)).phase == pb.State.DISCONNECTED  # root may
         assert [c.uid for c in session.disconnects] == [0]
-        assert (await bob.connect_and_wait(request())).owner_uid == 1001  # and now bob may connect
-        assert (await alice.status()).owner_uid == 1001
+        assert (await off_loop(bob.connect_and_wait, request())).owner_uid == 1001  # and now bob may connect
+        assert (await off_loop(alice.status)).owner_uid == 1001
         for client in (alice, bob, root):
-            await client.close()
+            client.close()
 
     run(scenario, socket_dir)
 
@@ -234,19 +247,17 @@ def test_an_owner_can_disconnect_a_connect_in_progress(socket_dir):
 
     async def scenario(server, session):
         alice, bob = as_uid(server, 1000), as_uid(server, 1001)
-
-        async def connect():
-            return [p.step async for p in alice.connect(request())]
-
-        task = asyncio.create_task(connect())
+        task = asyncio.ensure_future(off_loop(lambda: [p.step for p in alice.connect(request())]))
         await asyncio.sleep(0.1)
         with pytest.raises(HelperCallError, match="owned by uid 1000"):
-            await bob.connect_and_wait(request())  # the connecting user owns the session already
-        assert (await alice.disconnect()).phase == pb.State.DISCONNECTED
+            await off_loop(bob.connect_and_wait, request())  # the connecting user owns the session already
+        assert (await off_loop(alice.disconnect)).phase == pb.State.DISCONNECTED
         with pytest.raises(HelperCallError) as info:
             await task
         assert info.value.code == grpc.StatusCode.ABORTED
-        assert (await bob.connect_and_wait(request())).owner_uid == 1001
+        assert (await off_loop(bob.connect_and_wait, request())).owner_uid == 1001
+        for client in (alice, bob):
+            client.close()
 
     run(scenario, socket_dir, session)
 
@@ -254,13 +265,13 @@ def test_an_owner_can_disconnect_a_connect_in_progress(socket_dir):
 def test_quit_disconnects_and_stops_the_server(socket_dir):
     async def scenario(server, session):
         alice = as_uid(server, 1000)
-        await alice.connect_and_wait(request())
-        await alice.quit()
+        await off_loop(alice.connect_and_wait, request())
+        await off_loop(alice.quit)
         await asyncio.wait_for(server.wait(), 5)
         assert server.quit_requested
         assert session.state().phase == pb.State.DISCONNECTED
         assert [c.uid for c in session.disconnects] == [1000]
-        await alice.close()
+        alice.close()
 
     run(scenario, socket_dir)
 
@@ -274,7 +285,7 @@ def test_sync_client_against_a_server_thread(helper):
         watch = client.watch_state()
         assert next(watch).phase == pb.State.CONNECTED
         watch.close()
-        assert client.aio.socket_path == helper.socket_path
+        assert (client.socket_path, client.auth_socket_path) == (helper.socket_path, helper.server.auth_socket_path)
         assert client.disconnect().phase == pb.State.DISCONNECTED
         client.quit()
     for _ in range(50):
@@ -294,8 +305,8 @@ def test_a_stale_socket_is_replaced(socket_dir):
     stale.close()  # the file stays, nobody listens: a crashed helper's leftover
 
     async def scenario(server, session):
-        async with AsyncHelperClient(server.socket_path) as client:
-            assert (await client.status()).phase == pb.State.DISCONNECTED
+        with HelperClient(server.socket_path) as client:
+            assert (await off_loop(client.status)).phase == pb.State.DISCONNECTED
 
     run(scenario, socket_dir)
 

@@ -8,10 +8,10 @@ import socket
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
+from tests.doubles.fake_tun import FakeTun
 from tether.helper.root.dns.rules import RulesConfig
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.proxyvia import Rewriter, VipTable, WorkloadRef, destination_mapper, parse_proxy_vias, resolve
-from tether.helper.root.vif.device import FakeTun
 from tether.helper.root.vif.engine import TunnelOpener, VifEngine
 from tether.helper.root.vif.netstack import NetStack, NetStackConfig
 from tether.helper.root.vif.netstack.packets import ACK, RST, SYN, build_tcp, build_udp, decode

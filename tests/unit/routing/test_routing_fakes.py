@@ -7,9 +7,11 @@ import queue
 
 import pytest
 
-from tether.helper.root.routing.apply import FakeRouteApplier, RouteError, UnsupportedPlatform, open_applier
+from tests.doubles.fake_routing import FakeRouteApplier
+from tests.doubles.fake_tun import FakeTun
+from tether.helper.root.routing.apply import RouteError, UnsupportedPlatform, open_applier
 from tether.helper.root.routing.table import EMPTY_PLAN, compute_plan
-from tether.helper.root.vif.device import FakeTun, TunError, open_tun, platform_key
+from tether.helper.root.vif.device import TunError, open_tun, platform_key
 from tether.helper.root.vif.device import UnsupportedPlatform as TunUnsupported
 
 

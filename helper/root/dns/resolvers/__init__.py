@@ -1,1 +1,1 @@
-"""OS resolver configurators: base (the interface), fake, linux_nft, and choose (mode per host)."""
+"""OS resolver configurators: base (the interface), linux_nft, and choose (mode per host)."""
