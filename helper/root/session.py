@@ -67,8 +67,9 @@ from tether.helper.root.routing.table import RoutePlan
 from tether.helper.root.server.caller import Caller
 from tether.helper.root.server.session_api import SessionConfig, SessionError
 from tether.helper.root.tunnel.manager_link import ManagerLink, client_info
+from tether.helper.root.tunnel.streams import TunnelOpener
 from tether.helper.root.vif.device import TunDevice, open_tun
-from tether.helper.root.vif.engine import TunnelOpener, VifEngine
+from tether.helper.root.vif.engine import VifEngine
 from tether.helper.root.vif.netstack.config import NetStackConfig
 from tether.helper.root.vif.netstack.stack import NetStack
 from tether.manager.api import manager_pb2 as mpb
@@ -252,7 +253,8 @@ class HelperSession:
         offload = getattr(c.device, "checksum_offload", False)  # the TUN sums TCP/UDP checksums for us (tun_linux)
         stack = NetStack(NetStackConfig(mtu=self._mtu, partial_checksums=offload, delayed_ack=DELAYED_ACK))
         assert c.vips is not None
-        c.engine = VifEngine(c.device, stack, c.opener, map_destination=destination_mapper(c.vips))
+        c.opener.map_destination = destination_mapper(c.vips)
+        c.engine = VifEngine(c.device, stack, c.opener.open, c.opener)
         c.engine.start()
 
         step("starting the DNS server")

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from tether.helper.root.vif.device import FakeTun
-from tether.helper.root.vif.engine import TunnelOpener, VifEngine
+from tether.helper.root.vif.engine import VifEngine
+from tether.helper.root.vif.flowstream import DialFailure, Endpoint, FlowProtocol, FlowStream, StreamRefusedError
 from tether.helper.root.vif.netstack import NetStackConfig
 from tether.runtime import eventloop
 
@@ -40,10 +41,14 @@ class _Stack:
         pass
 
 
+def _no_streams(protocol: FlowProtocol, source: Endpoint, destination: Endpoint) -> FlowStream:
+    raise StreamRefusedError(DialFailure.UNREACHABLE, "these tests open no flows")
+
+
 def _engine() -> tuple[VifEngine, _Stack, FakeTun]:
     stack = _Stack()
     tun = FakeTun(mtu=1500)
-    return VifEngine(tun, stack, TunnelOpener()), stack, tun  # type: ignore[arg-type]
+    return VifEngine(tun, stack, _no_streams), stack, tun  # type: ignore[arg-type]
 
 
 def test_deadlines_already_past_fire_once():
