@@ -41,30 +41,13 @@ def test_a_negative_sample_is_ignored():
     assert rtx.srtt < 0 and rtx.rto == 1.0
 
 
-def test_the_timed_segment_gives_a_sample_once_an_ack_covers_it():
-    rtx = fresh()
-    rtx.time_segment(1000, now=10.0)
-    rtx.acked(999, now=10.3)
-    assert rtx.srtt < 0 and rtx.timed_seq == 1000
-    rtx.acked(1500, now=10.4)
-    assert rtx.srtt == pytest.approx(0.4) and rtx.timed_seq == -1
-    rtx.acked(2000, now=11.0)  # nothing timed any more
-    assert rtx.srtt == pytest.approx(0.4)
-
-
-def test_karn_a_retransmission_forgets_the_timed_segment():
-    rtx = fresh()
-    rtx.time_segment(1000, now=10.0)
-    rtx.forget_sample()
-    rtx.acked(1000, now=12.0)
-    assert rtx.srtt < 0 and rtx.rto == 1.0
-
-
 def test_each_timeout_doubles_the_rto_up_to_its_ceiling_and_counts():
     rtx = fresh()
-    rtx.time_segment(1000, now=0.0)
+    rtx.sample(0.1)
+    assert rtx.rto == pytest.approx(0.3)
+    assert rtx.expired() == 1 and rtx.rto == pytest.approx(0.6)
+    rtx = fresh()
     assert rtx.expired() == 1 and rtx.rto == 2.0
-    assert rtx.timed_seq == -1  # the timed segment was resent: no sample from it
     for _ in range(5):
         rtx.expired()
     assert rtx.retries == 6 and rtx.rto == 60.0

@@ -106,10 +106,10 @@ class TcpFlow:
     __slots__ = (
         "ack_every", "ack_pending", "app_addr", "app_port", "buf_seq", "cc", "ctx", "deadline", "delack_due",
         "dst_addr", "dst_port", "fin_queued", "heap_deadline", "in_dirty", "in_readable", "irs", "iss", "key",
-        "max_snd_wnd", "mss", "ooo", "rcv_acked", "rcv_adv", "rcv_buf", "rcv_nxt", "rcv_wscale", "rtx", "rx",
-        "sack_ok", "snd_buf", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "sndbuf",
-        "state", "syn_packet", "table", "tag", "timer_kind", "tpl", "unconsumed", "update_threshold", "want_writable",
-        "wscale_ok",
+        "max_snd_wnd", "mss", "ooo", "rcv_acked", "rcv_adv", "rcv_buf", "rcv_nxt", "rcv_wscale", "rtt_seq", "rtt_time",
+        "rtx", "rx", "sack_ok", "snd_buf", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd",
+        "snd_wscale", "sndbuf", "state", "syn_packet", "table", "tag", "timer_kind", "tpl", "unconsumed",
+        "update_threshold", "want_writable", "wscale_ok",
     )  # fmt: skip
 
     protocol = "tcp"
@@ -172,8 +172,11 @@ class TcpFlow:
         self.max_snd_wnd = 0
         self.snd_wl1 = self.snd_wl2 = 0
         self.cc = NewReno(self.mss, cfg.initial_cwnd, iss)
-        # Timing.
+        # Timing: one segment at a time is timed (the sequence number an ACK must reach, and when it went out;
+        # -1: none), and none that was retransmitted (Karn).
         self.rtx = RetransmitTimer(cfg.initial_rto, cfg.min_rto, cfg.max_rto)
+        self.rtt_seq = -1
+        self.rtt_time = 0.0
         self.timer_kind = _T_NONE
         self.deadline: float | None = None
         self.heap_deadline: float | None = None
@@ -451,7 +454,9 @@ class TcpFlow:
         if self.snd_nxt < ack:
             self.snd_nxt = ack
         rtx = self.rtx
-        rtx.acked(ack, ctx.now)
+        if 0 <= self.rtt_seq <= ack:
+            rtx.sample(ctx.now - self.rtt_time)
+            self.rtt_seq = -1
         if self.cc.on_ack(ack, acked, self.max_snd_wnd if self.max_snd_wnd > self.snd_buf else self.snd_buf):
             self._retransmit_first()
         if self.snd_max > ack:
@@ -478,7 +483,7 @@ class TcpFlow:
         if action == SEND:
             self._mark_dirty()
         elif action == FAST_RETRANSMIT:
-            self.rtx.forget_sample()
+            self.rtt_seq = -1
             self._retransmit_first()
             self.ctx.counters["tcp_fast_retransmit"] += 1
 
@@ -623,7 +628,8 @@ class TcpFlow:
             return
         ctx = self.ctx
         wnd = self.snd_wnd
-        cwnd = self.cc.window()
+        cc = self.cc
+        cwnd = cc.window() if cc.dupacks else cc.cwnd  # limited transmit only counts while duplicates come
         limit = self.snd_una + (wnd if wnd < cwnd else cwnd)
         mss = self.mss
         segment = self.tpl.segment
@@ -634,7 +640,7 @@ class TcpFlow:
         rtx = self.rtx
         if nxt < data_end:
             snd_max = self.snd_max
-            timing = rtx.timed_seq < 0  # one segment at a time is timed: the first one sent anew
+            timing = self.rtt_seq < 0  # none is being timed: time the first one sent anew
             half_window = 0 if force else self.max_snd_wnd >> 1
             last_flags = ACK | PSH | FIN if fin_queued else ACK | PSH
             with memoryview(sndbuf) as view:
@@ -653,7 +659,8 @@ class TcpFlow:
                     flags = last_flags if end == data_end else ACK
                     out.append(segment(nxt, rcv_nxt, flags, wfield, view[off : off + n]))
                     if timing and end > snd_max:
-                        rtx.time_segment(end, ctx.now)
+                        self.rtt_seq = end
+                        self.rtt_time = ctx.now
                         timing = False
                     nxt = end + 1 if flags & FIN else end
         if fin_queued and nxt == data_end:
@@ -738,6 +745,7 @@ class TcpFlow:
             self._finish("timeout")
             return
         self.cc.on_timeout(self.snd_una, self.snd_max)
+        self.rtt_seq = -1
         self.snd_nxt = self._retransmit_first()
         ctx.counters["tcp_rto"] += 1
         self._arm(_T_RTO, ctx.now + rtx.rto)
