@@ -394,8 +394,8 @@ class VifEngine:
         self._timer = self._loop.call_at(deadline, self._on_timer)
         self._timer_at = deadline
 
-    def _dispatch(self, event: object) -> None:
-        flow = event.flow  # type: ignore[attr-defined]
+    def _dispatch(self, event: Event) -> None:
+        flow = event.flow
         if isinstance(event, DialRequested):
             protocol = FlowProtocol.TCP if isinstance(flow, TcpFlow) else FlowProtocol.UDP
             self._bridges[id(flow)] = _FlowBridge(self, flow, protocol)
