@@ -196,7 +196,8 @@ class HelperSession:
         offload = getattr(c.device, "checksum_offload", False)  # the TUN sums TCP/UDP checksums for us (tun_linux)
         stack = NetStack(NetStackConfig(mtu=self._mtu, partial_checksums=offload, delayed_ack=DELAYED_ACK))
         assert c.remap.vips is not None
-        c.engine = VifEngine(c.device, stack, c.opener, map_destination=destination_mapper(c.remap.vips))
+        c.opener.map_destination = destination_mapper(c.remap.vips)
+        c.engine = VifEngine(c.device, stack, c.opener.open, c.opener)
         c.engine.start()
 
         step("starting the DNS server")

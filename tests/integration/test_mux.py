@@ -20,6 +20,7 @@ from manager_client import ManagerClient, kube_configuration
 
 from tether.helper.root.tunnel.mux_client import MuxClient, connect_mux
 from tether.helper.root.tunnel.streams import MuxTunnelStream
+from tether.helper.root.vif.flowstream import ENDED, EOF, OPENED
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.framing import Protocol
@@ -44,16 +45,15 @@ def manager(lab, workstation):
 async def _echo_through(mux: MuxClient, session: str, address: str, payload: bytes) -> bytes:
     tunnel = MuxTunnelStream(mux.open_stream())
     tunnel.start(framing.open_message(session, Protocol.TCP, (ipaddress.ip_address(address), 7)))
-    first = await tunnel.first_reply()
-    assert first is not None and first.dial.ok, first
-    for piece in framing.chunks(payload):
-        await tunnel.write_data(piece)
+    first = await tunnel.opened()
+    assert first is OPENED, first
+    await tunnel.write(payload)  # split into frames by the stream
     await tunnel.write_eof()
     received = bytearray()
     while isinstance(item := await tunnel.read(), bytes):
         received += item
-    assert item is not None and item.WhichOneof("kind") == "eof"
-    assert await tunnel.read() is None  # the manager ends the stream once both sides are done
+    assert item is EOF, item
+    assert await tunnel.read() is ENDED  # the manager ends the stream once both sides are done
     tunnel.close()
     return bytes(received)
 

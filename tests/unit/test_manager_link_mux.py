@@ -13,11 +13,10 @@ import pytest
 
 from tether.helper.root.tunnel.manager_link import ManagerLink, client_info
 from tether.helper.root.tunnel.streams import GrpcTunnelStream, MuxTunnelStream, TunnelOpener
+from tether.helper.root.vif.flowstream import OPENED, FlowProtocol
 from tether.manager.agents import AgentRegistry
-from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
-from tether.manager.api.framing import Protocol
 from tether.manager.api.grpcopts import grpc_options
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.config import DEFAULT_TUNNEL_MUX_PORT
@@ -82,12 +81,15 @@ class Manager:
         )
 
 
+def _open(opener: TunnelOpener, port: int) -> MuxTunnelStream | GrpcTunnelStream:
+    return opener.open(FlowProtocol.TCP, (LOOPBACK, 40000), (LOOPBACK, port))
+
+
 async def _echo_flow(opener: TunnelOpener, port: int, payload: bytes) -> bytes:
-    stream = opener.stream()
-    stream.start(framing.open_message(opener.session_id, Protocol.TCP, (LOOPBACK, port)))
-    first = await stream.first_reply()
-    assert first is not None and first.dial.ok, first
-    await stream.write_data(payload)
+    stream = _open(opener, port)
+    first = await stream.opened()
+    assert first is OPENED, first
+    await stream.write(payload)
     await stream.write_eof()
     received = bytearray()
     while isinstance(item := await stream.read(), bytes):
@@ -114,7 +116,9 @@ def test_the_link_opens_the_advertised_mux_and_flows_take_it():
             try:
                 assert link.mux is not None and link.mux.usable
                 opener = _opener(link)
-                assert isinstance(opener.stream(), MuxTunnelStream)
+                probe = _open(opener, manager.echo_port)
+                assert isinstance(probe, MuxTunnelStream)
+                probe.close()
                 assert await _echo_flow(opener, manager.echo_port, b"over the mux") == b"over the mux"
                 assert opener.opened == {"mux": 2}
             finally:
@@ -138,7 +142,9 @@ def test_without_a_usable_mux_flows_use_grpc_streams(mux, caplog):
             try:
                 assert link.mux is None
                 opener = _opener(link)
-                assert isinstance(opener.stream(), GrpcTunnelStream)
+                probe = _open(opener, manager.echo_port)
+                assert isinstance(probe, GrpcTunnelStream)
+                probe.close()
                 assert await _echo_flow(opener, manager.echo_port, b"over grpc") == b"over grpc"
             finally:
                 await link.close()

@@ -11,9 +11,9 @@ import pytest
 
 from tether.helper.root.tunnel.mux_client import MuxClient, connect_mux
 from tether.helper.root.tunnel.streams import MuxTunnelStream
+from tether.helper.root.vif.flowstream import ENDED, EOF, OPENED, DialFailure, Refused
 from tether.manager.agents import AgentRegistry
 from tether.manager.api import framing
-from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import muxframe as mf
 from tether.manager.api.framing import Protocol
 from tether.manager.api.mux import MuxConnection, MuxStream, MuxStreamError
@@ -115,9 +115,9 @@ async def turns(n=5):
 
 
 async def opened(tunnel, request):
-    """Start a flow on a TunnelStream and return the manager's first answer."""
+    """Start a flow on a MuxTunnelStream and return the manager's first answer, as the VIF sees it."""
     tunnel.start(request)
-    return await tunnel.first_reply()
+    return await tunnel.opened()
 
 
 def open_request(session=SESSION, port=7):
@@ -248,15 +248,15 @@ def test_a_stream_carries_messages_and_data_both_ways_and_ends_cleanly():
         client, server = await welcomed_pair(handlers)
         tunnel = MuxTunnelStream(client.open_stream())
         first = await opened(tunnel, open_request())
-        assert first.dial.ok
+        assert first is OPENED
         [(first_seen, _, session)] = handlers.started
         assert first_seen == open_request() and session == SESSION
         for payload in (b"x", b"", os.urandom(mf.MAX_DATA)):
-            await tunnel.write_data(payload)
+            await tunnel.write(payload)
             assert await tunnel.read() == payload
         await tunnel.write_eof()
-        assert (await tunnel.read()).WhichOneof("kind") == "eof"
-        assert await tunnel.read() is None  # the handler returned: END
+        assert await tunnel.read() is EOF
+        assert await tunnel.read() is ENDED  # the handler returned: END
         tunnel.close()
         await turns()
         assert client.streams == {} and server.streams == {}
@@ -544,11 +544,10 @@ def test_tcp_flows_over_a_real_mux_connection_are_byte_exact():
             async def one(data):
                 tunnel = h.stream()
                 first = await opened(tunnel, framing.open_message(h.session, Protocol.TCP, (LOOPBACK, h.echo_port)))
-                assert first.dial.ok, first
+                assert first is OPENED, first
 
                 async def send():
-                    for piece in framing.chunks(data):
-                        await tunnel.write_data(piece)
+                    await tunnel.write(data)  # split into frames by the stream
                     await tunnel.write_eof()
 
                 sender = asyncio.ensure_future(send())
@@ -557,10 +556,10 @@ def test_tcp_flows_over_a_real_mux_connection_are_byte_exact():
                     item = await tunnel.read()
                     if isinstance(item, bytes):
                         received += item
-                    elif item is None:
+                    elif item is ENDED:
                         break
                     else:
-                        assert item.WhichOneof("kind") == "eof"
+                        assert item is EOF
                 await sender
                 tunnel.close()
                 return hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
@@ -581,15 +580,15 @@ def test_a_closed_port_is_refused_and_a_udp_flow_keeps_datagrams():
         async with Loopback() as h:
             tunnel = h.stream()
             first = await opened(tunnel, framing.open_message(h.session, Protocol.TCP, (LOOPBACK, closed)))
-            assert not first.dial.ok and first.dial.reason == pb.DialResult.REFUSED
-            assert await tunnel.read() is None
+            assert type(first) is Refused and first.reason is DialFailure.REFUSED
+            assert await tunnel.read() is ENDED
             tunnel.close()
 
             udp = h.stream()
             first = await opened(udp, framing.open_message(h.session, Protocol.UDP, (LOOPBACK, h.udp_port)))
-            assert first.dial.ok
+            assert first is OPENED
             for datagram in (b"one", b"two", b"three" * 1000):
-                await udp.write_data(datagram)
+                await udp.write(datagram)
                 assert await asyncio.wait_for(udp.read(), 2) == b"echo:" + datagram
             udp.close()
 
@@ -602,8 +601,8 @@ def test_an_open_naming_another_session_is_invalid():
             other = h.sessions.arrive("other", "default", "0").session_id
             tunnel = h.stream()
             first = await opened(tunnel, framing.open_message(other, Protocol.TCP, (LOOPBACK, h.echo_port)))
-            assert first.dial.reason == pb.DialResult.INVALID
-            assert "another session" in first.dial.error
+            assert type(first) is Refused and first.reason is DialFailure.INVALID
+            assert "another session" in first.detail
 
     run(main())
 

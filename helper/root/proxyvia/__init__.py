@@ -8,7 +8,7 @@ automatic remap of conflicting subnets, by the manager). Three pure modules and 
   callable the caller supplies), and expand the symbols into ``ProxyRule``\\ s;
 * ``vips``    -- the virtual subnets (a plain table by platform) and the ``VipTable``;
 * ``rewrite`` -- the DNS answer rewriting (``Rewriter``, the DNS server's ``rewrite`` hook) and the
-  VIF engine's ``map_destination`` hook (``destination_mapper``).
+  tunnel opener's ``map_destination`` hook (``destination_mapper``).
 
 Routing consequence
 -------------------
@@ -27,7 +27,8 @@ Wiring (what the session does)::
                     auto_rules(conflicts.subnets) if auto_resolve else [])
     validate_virtual_subnet(table.subnet, service=..., pods=..., also=..., proxied=translated_subnets(rules))
     rewriter = Rewriter(table, rules)
-    engine = VifEngine(device, stack, opener, map_destination=destination_mapper(table))
+    opener.map_destination = destination_mapper(table)             # tunnel.streams.TunnelOpener
+    engine = VifEngine(device, stack, opener.open, opener)
     dns = DNSServer(lookup, dns_rules, upstream, rewrite=rewriter)
     # on every cluster-info change: recompute rules; if rewriter.set_rules(rules): dns.flush()
 

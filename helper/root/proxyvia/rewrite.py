@@ -20,10 +20,10 @@ rules))``. The server stores rewritten answers in its cache, so a cached answer 
 ``Rewriter.set_rules`` swaps the rules and keeps the table (VIPs are never reassigned in a session); the
 caller then flushes the server's cache (``server.flush()``) so that answers follow the new rules.
 
-``destination_mapper(table)`` is the VIF engine's ``map_destination`` hook: a VIP becomes (real address,
-same port, the workload as ``TunnelOpen.via`` wants it or None); other destinations map to None
+``destination_mapper(table)`` is the tunnel opener's ``map_destination`` hook: a VIP becomes (real
+address, same port, the workload as ``TunnelOpen.via`` wants it or None); other destinations map to None
 (unchanged); a VIP in the virtual subnet that was never handed out raises ``UnknownVirtualIP``, which
-the engine answers as unreachable.
+the opener refuses and the engine answers as unreachable.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class Rewriter:
 
 
 def destination_mapper(table: VipTable) -> DestinationMapper:
-    """The VIF engine's map_destination hook over the session's VipTable."""
+    """The tunnel opener's map_destination hook over the session's VipTable."""
 
     def map_destination(address: IPAddress, port: int) -> tuple[IPAddress, int, tuple[str, str, str] | None] | None:
         if not table.contains(address):

@@ -1,10 +1,12 @@
-"""The VIF engine: packets from the TUN through the netstack, each flow a stream to the manager.
+"""The VIF engine: packets from the TUN through the netstack, each flow a stream of its own.
 
-One asyncio loop owns the TUN fd, the netstack and every flow's stream (on the
-tunnel mux, or a gRPC Tunnel stream as the fallback; see ``tunnel.streams``).
-Flow control is end to end: bytes the app sent are `consumed()` (reopening its
-TCP window) only after the stream accepted them, and bytes from the cluster
-are pulled from the stream only while the app's side has room.
+One asyncio loop owns the TUN fd, the netstack and every flow's stream. The
+streams come from the stream creator the engine is given (``vif.flowstream``:
+the helper's is ``tunnel.streams.TunnelOpener``, over the tunnel mux or gRPC
+Tunnel streams); the engine knows nothing of what carries them. Flow control
+is end to end: bytes the app sent are `consumed()` (reopening its TCP window)
+only after the stream accepted them, and bytes from the cluster are pulled
+from the stream only while the app's side has room.
 """
 
 from __future__ import annotations
@@ -15,38 +17,41 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tether.helper.root.tunnel.streams import TunnelOpener, TunnelStream
 from tether.helper.root.vif.device import TunDevice
+from tether.helper.root.vif.flowstream import (
+    ENDED,
+    EOF,
+    Aborted,
+    Carrier,
+    DialFailure,
+    FlowProtocol,
+    FlowStream,
+    Refused,
+    StreamCreator,
+    StreamRefusedError,
+)
 from tether.helper.root.vif.netstack.events import Closed, Data, Datagram, DialRequested, Event, PeerClosed, Writable
 from tether.helper.root.vif.netstack.stack import NetStack
 from tether.helper.root.vif.netstack.tcp import TcpFlow
-from tether.manager.api import framing
-from tether.manager.api import manager_pb2 as pb
-from tether.manager.api.framing import Protocol
-from tether.manager.api.wire import IPAddress
 
 log = logging.getLogger("tether.helper.root.vif")
 
-__all__ = ["DestinationMapper", "TunnelOpener", "VifEngine"]
+__all__ = ["VifEngine"]
 
 READ_BATCH = 64
 _EOF = object()
-
-# Optional hook (--proxy-via): (destination ip, port) -> (ip, port, via) to open the tunnel to, or None to keep
-# the destination. ``via`` is (namespace, name, kind) of the workload whose agent dials, or None (the manager).
-# Raising LookupError refuses the flow as unreachable (a virtual IP nobody handed out). The app's side of the
-# flow keeps the original addresses: the netstack terminates it locally.
-DestinationMapper = Callable[[IPAddress, int], tuple[IPAddress, int, tuple[str, str, str] | None] | None]
+# Refusals the app hears as "host unreachable" (ICMP); the others as "connection refused" (RST).
+_UNREACHABLE = frozenset((DialFailure.UNREACHABLE, DialFailure.TIMEOUT))
 
 
 class _FlowBridge:
-    """One app flow and the stream that carries it to the manager (see ``tunnel.streams``)."""
+    """One app flow and the stream that carries it (see ``vif.flowstream``)."""
 
-    def __init__(self, engine: VifEngine, flow: Any, protocol: Protocol) -> None:
+    def __init__(self, engine: VifEngine, flow: Any, protocol: FlowProtocol) -> None:
         self.engine = engine
         self.flow = flow
         self.protocol = protocol
-        self.stream: TunnelStream | None = None
+        self.stream: FlowStream | None = None
         # App data and eof go straight to the stream while it takes them without waiting; otherwise (no credit,
         # a full connection, a gRPC stream) through this queue and a sender task, both made when first needed.
         self.outbound: asyncio.Queue[object] | None = None
@@ -65,35 +70,22 @@ class _FlowBridge:
         self.task = asyncio.ensure_future(self._run())
 
     def _begin(self) -> bool:
-        """Open the flow's stream and start it (False: the flow was refused at once)."""
-        engine = self.engine
-        opener = engine.opener
-        if not opener.ready():
-            self._refuse(pb.DialResult.UNREACHABLE)
+        """Open the flow's stream (False: the flow was refused at once)."""
+        flow = self.flow
+        try:
+            self.stream = self.engine.open_stream(self.protocol, flow.src, flow.dst)
+        except StreamRefusedError as exc:
+            log.debug("refusing %r: %s", flow, exc)
+            self._refuse(exc.reason)
             return False
-        destination, via = self.flow.dst, None
-        if engine.map_destination is not None:
-            try:
-                mapped = engine.map_destination(*destination)
-            except LookupError as exc:
-                log.debug("refusing %r: %s", self.flow, exc)
-                self._refuse(pb.DialResult.UNREACHABLE)
-                return False
-            if mapped is not None:
-                destination, via = (mapped[0], mapped[1]), mapped[2]
-        request = framing.open_message(
-            opener.session_id, self.protocol, destination, self.flow.src, dial_timeout=opener.dial_timeout, via=via
-        )
-        self.stream = opener.stream()
-        self.stream.start(request, early=self._early_reply)
+        self.stream.on_opened(self._opened_early)
         return True
 
-    def _early_reply(self, first: pb.TunnelMessage) -> None:
-        """The dial answer, the moment the mux has it: a connected destination gets the app its SYN-ACK now (the
-        mux's after-receive hook writes it); everything else waits for the task."""
-        if first.WhichOneof("kind") == "dial" and first.dial.ok:
-            self.flow.accept()
-            self.engine.kick()
+    def _opened_early(self) -> None:
+        """The destination accepted, and the carrier said so the moment it heard: the app gets its SYN-ACK now
+        (the carrier's after-receive hook has it written); the rest waits for the task."""
+        self.flow.accept()
+        self.engine.kick()
 
     async def _run(self) -> None:
         engine = self.engine
@@ -103,24 +95,21 @@ class _FlowBridge:
             if not self._begun:
                 return
             assert self.stream is not None
-            first = await self.stream.first_reply()
-            if first is None or first.WhichOneof("kind") != "dial":
-                self._refuse(pb.DialResult.UNREACHABLE)
-                return
-            if not first.dial.ok:
-                log.debug("dial %r failed: %s", self.flow, first.dial.error)
-                self._refuse(first.dial.reason)
+            answer = await self.stream.opened()
+            if type(answer) is Refused:
+                log.debug("dial %r failed: %s", self.flow, answer.detail)
+                self._refuse(answer.reason)
                 return
             self.flow.accept()
             engine.process_now()  # the app's connect waits for the SYN-ACK
-            self.stream.set_sink(self._sink_tcp if self.protocol is Protocol.TCP else self._sink_udp)
+            self.stream.set_sink(self._sink_tcp if self.protocol is FlowProtocol.TCP else self._sink_udp)
             self.accepted = True
             if self.outbound is not None:  # datagrams that came with the first one (UDP)
                 self.sender = asyncio.ensure_future(self._app_to_cluster())
             try:
                 await self._cluster_to_app()
                 if self.cluster_done and self.sender is not None:
-                    # A clean end: the manager ends the stream only after our eof, so the sender is done.
+                    # A clean end: the far side ends the stream only after our eof, so the sender is done.
                     await self.sender
             finally:
                 if self.sender is not None:
@@ -138,8 +127,8 @@ class _FlowBridge:
                 self.stream.close()
             engine.forget(self.flow)
 
-    def _refuse(self, reason: int) -> None:
-        if reason in (pb.DialResult.UNREACHABLE, pb.DialResult.TIMEOUT):
+    def _refuse(self, reason: DialFailure) -> None:
+        if reason in _UNREACHABLE:
             self.flow.unreachable()
         else:
             self.flow.refuse()
@@ -147,13 +136,13 @@ class _FlowBridge:
 
     def _abort(self) -> None:
         if not self.flow.closed:
-            self.flow.abort() if self.protocol is Protocol.TCP else self.flow.close()
+            self.flow.abort() if self.protocol is FlowProtocol.TCP else self.flow.close()
             self.engine.kick()
 
     async def _cluster_to_app(self) -> None:
         stream = self.stream
         assert stream is not None
-        tcp = self.protocol is Protocol.TCP
+        tcp = self.protocol is FlowProtocol.TCP
         while True:
             item = await stream.read()
             if type(item) is bytes:
@@ -163,23 +152,22 @@ class _FlowBridge:
                     self.flow.send(item)
                     self.engine.kick()
                 continue
-            if item is None:
-                if not self.cluster_done:
-                    self._abort()
-                return
-            kind = item.WhichOneof("kind")
-            if kind == "eof":
+            if item is EOF:
                 self.cluster_done = True
                 if tcp:
                     self.flow.close()
                     self.engine.kick()
                 # keep reading: the app may still be sending, and the stream ends when both sides are done
-            elif kind == "dial" and not item.dial.ok:
-                # A UDP destination answered ICMP unreachable after the fact: tell the app the same way.
-                self._refuse(item.dial.reason)
+            elif item is ENDED:
+                if not self.cluster_done:
+                    self._abort()
                 return
-            elif kind == "abort":
-                log.debug("manager ended %r: %s", self.flow, item.abort)
+            elif type(item) is Refused:
+                # A UDP destination answered ICMP unreachable after the fact: tell the app the same way.
+                self._refuse(item.reason)
+                return
+            elif type(item) is Aborted:
+                log.debug("the far side ended %r: %s", self.flow, item.detail)
                 self._abort()
                 return
 
@@ -215,7 +203,7 @@ class _FlowBridge:
         assert stream is not None and outbound is not None
         flow = self.flow
         stack = self.engine.stack
-        tcp = self.protocol is Protocol.TCP
+        tcp = self.protocol is FlowProtocol.TCP
         while True:
             self.sender_idle = True
             item = await outbound.get()
@@ -224,8 +212,7 @@ class _FlowBridge:
                 await stream.write_eof()
                 return
             assert isinstance(item, bytes)
-            for piece in framing.chunks(item) if tcp else (item,):
-                await stream.write_data(piece)
+            await stream.write(item)
             if tcp:
                 self.queued_bytes -= len(item)
                 # The app's window reopens only now that the stream has taken the bytes.
@@ -239,9 +226,9 @@ class _FlowBridge:
 
     def app_data(self, data: bytes) -> None:
         stream = self.stream
-        if stream is not None and self._nothing_queued() and stream.try_write_data(data):
+        if stream is not None and self._nothing_queued() and stream.try_write(data):
             # Written without a task switch; the window reopens as the sender would have reopened it.
-            if self.protocol is Protocol.TCP:
+            if self.protocol is FlowProtocol.TCP:
                 self.flow.consumed(len(data))
             return
         self.queued_bytes += len(data)
@@ -263,17 +250,16 @@ class _FlowBridge:
 
 
 class VifEngine:
+    """The TUN's packets through the netstack; each new flow gets a stream from ``open_stream``. A ``carrier``
+    (optional) hears where batches end, and tells when it has handed on what it received."""
+
     def __init__(
-        self,
-        device: TunDevice,
-        stack: NetStack,
-        opener: TunnelOpener,
-        map_destination: DestinationMapper | None = None,
+        self, device: TunDevice, stack: NetStack, open_stream: StreamCreator, carrier: Carrier | None = None
     ) -> None:
         self.device = device
         self.stack = stack
-        self.opener = opener
-        self.map_destination = map_destination  # --proxy-via: VIPs to real destinations (settable)
+        self.open_stream = open_stream
+        self.carrier = carrier
         self._bridges: dict[int, _FlowBridge] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # The armed timer and when it fires: uvloop's call_at hands back a plain Handle (no when()) for a
@@ -283,7 +269,8 @@ class VifEngine:
         self._kick_pending = False
         self._kick_handle: asyncio.Handle | None = None
         self._processing = False  # within _process's dispatch (flows may call back)
-        opener.set_after_receive(self._after_receive)
+        if carrier is not None:
+            carrier.set_after_receive(self._after_receive)
         # Checksum offload: a device that offers it (see tun_linux) and a stack that builds partial checksums.
         self._offload = bool(getattr(device, "checksum_offload", False)) and stack.config.partial_checksums
         self._write = device.write_partial if self._offload else device.write  # type: ignore[attr-defined]
@@ -300,9 +287,8 @@ class VifEngine:
                 self._loop.remove_reader(self.device.fileno())
         if self._timer is not None:
             self._timer.cancel()
-        self.opener.discard()
-        opened = self.opener.opened
-        log.info("tunnel flows: %d on the tunnel mux, %d on gRPC Tunnel streams", opened["mux"], opened["grpc"])
+        if self.carrier is not None:
+            self.carrier.close()
         self.stack.abort_all()
         self._flush()
         bridges = list(self._bridges.values())
@@ -369,12 +355,13 @@ class VifEngine:
                     self._dispatch(event)
         finally:
             self._processing = False
-        self.opener.flush()  # what the flows wrote to the cluster goes first: it is on the latency path
+        if self.carrier is not None:
+            self.carrier.flush()  # what the flows wrote to the cluster goes first: it is on the latency path
         self._flush()
         self._arm_timer()
 
     def _after_receive(self) -> None:
-        """The tunnel mux handed on what it read: write what the flows gave the netstack now, not a turn later."""
+        """The carrier handed on what it read: write what the flows gave the netstack now, not a turn later."""
         if self._kick_pending:
             self.process_now()
 
@@ -407,10 +394,10 @@ class VifEngine:
         self._timer = self._loop.call_at(deadline, self._on_timer)
         self._timer_at = deadline
 
-    def _dispatch(self, event: object) -> None:
-        flow = event.flow  # type: ignore[attr-defined]
+    def _dispatch(self, event: Event) -> None:
+        flow = event.flow
         if isinstance(event, DialRequested):
-            protocol = Protocol.TCP if isinstance(flow, TcpFlow) else Protocol.UDP
+            protocol = FlowProtocol.TCP if isinstance(flow, TcpFlow) else FlowProtocol.UDP
             self._bridges[id(flow)] = _FlowBridge(self, flow, protocol)
             return
         bridge = self._bridges.get(id(flow))

@@ -440,6 +440,26 @@ def test_lost_segment_resent_after_rto():
     assert h.stack.next_deadline() is None
 
 
+def test_karn_an_ack_for_a_retransmission_gives_no_rtt_sample():
+    h, app, flow = established()
+    flow.send(b"a" * 100)
+    h.output()
+    h.advance(0.2)  # RTO: resent, and the RTO backs off to 0.4
+    [again] = h.output()
+    h.now += 3.0  # the ACK comes very late: timed, it would take the RTO to seconds
+    app.absorb([again])
+    app.send_ack()
+    flow.send(b"b" * 100)
+    [fresh] = h.output()
+    assert h.stack.next_deadline() - h.now == pytest.approx(0.4)  # backed off, not measured
+    h.now += 0.01
+    app.absorb([fresh])
+    app.send_ack()  # a clean round trip is timed
+    flow.send(b"c" * 100)
+    h.output()
+    assert h.stack.next_deadline() - h.now == pytest.approx(0.2)
+
+
 def test_lost_fin_resent():
     h, _app, flow = established()
     flow.close()

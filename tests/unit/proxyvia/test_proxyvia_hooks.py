@@ -1,5 +1,5 @@
-"""The hooks: the DNS server's answer rewrite (on loopback), the VIF engine's destination mapper (FakeTun),
-and TunnelOpen.via through the framing."""
+"""The hooks: the DNS server's answer rewrite (on loopback), the tunnel opener's destination mapper under the
+VIF engine (FakeTun), and TunnelOpen.via through the framing."""
 
 import asyncio
 import ipaddress
@@ -12,7 +12,8 @@ from tests.doubles.fake_tun import FakeTun
 from tether.helper.root.dns.rules import RulesConfig
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.proxyvia import Rewriter, VipTable, WorkloadRef, destination_mapper, parse_proxy_vias, resolve
-from tether.helper.root.vif.engine import TunnelOpener, VifEngine
+from tether.helper.root.tunnel.streams import TunnelOpener
+from tether.helper.root.vif.engine import VifEngine
 from tether.helper.root.vif.netstack import NetStack, NetStackConfig
 from tether.helper.root.vif.netstack.packets import ACK, RST, SYN, build_tcp, build_udp, decode
 from tether.manager.api import framing
@@ -168,7 +169,8 @@ def engine_for(table, dial):
     tun = FakeTun(mtu=1500)
     opener = TunnelOpener()
     opener.stub, opener.session_id = FakeStub(dial), "s1"
-    engine = VifEngine(tun, NetStack(NetStackConfig(mtu=1500)), opener, map_destination=destination_mapper(table))
+    opener.map_destination = destination_mapper(table)
+    engine = VifEngine(tun, NetStack(NetStackConfig(mtu=1500)), opener.open, opener)
     return tun, opener.stub, engine
 
 

@@ -8,13 +8,39 @@ Within one flow, events come in order: ``Data`` before ``PeerClosed`` before
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import ipaddress
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from tether.helper.root.vif.netstack.tcp import TcpFlow
-    from tether.helper.root.vif.netstack.udp import UdpFlow
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-    Flow = TcpFlow | UdpFlow
+
+class Flow(Protocol):
+    """What an event's flow offers its owner; ``TcpFlow`` and ``UdpFlow`` both are one (described here, not
+    imported, so that the flows may import their events)."""
+
+    protocol: str
+    tag: Any
+
+    @property
+    def src(self) -> tuple[IPAddress, int]: ...
+
+    @property
+    def dst(self) -> tuple[IPAddress, int]: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def accept(self) -> None: ...
+
+    def refuse(self) -> None: ...
+
+    def unreachable(self) -> None: ...
+
+    def send(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class Event:

@@ -43,10 +43,11 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 
-from tether.helper.root.vif.netstack import icmp
 from tether.helper.root.vif.netstack.config import NetStackConfig
 from tether.helper.root.vif.netstack.context import StackContext
 from tether.helper.root.vif.netstack.events import Datagram, DialRequested, Event
+from tether.helper.root.vif.netstack.icmp import destination_unreachable
+from tether.helper.root.vif.netstack.icmp import handle as handle_icmp
 from tether.helper.root.vif.netstack.packets import (
     ACK,
     FIN,
@@ -63,7 +64,7 @@ from tether.helper.root.vif.netstack.packets import (
     parse_tcp_options,
     parse_udp,
 )
-from tether.helper.root.vif.netstack.tcp import TIME_WAIT, TcpFlow
+from tether.helper.root.vif.netstack.tcp import TIME_WAIT, TcpFlow, TcpTable
 from tether.helper.root.vif.netstack.udp import UdpFlow
 
 log = logging.getLogger("tether.helper.netstack")
@@ -77,6 +78,8 @@ class NetStack:
     def __init__(self, config: NetStackConfig | None = None) -> None:
         self.config = config or NetStackConfig()
         self._ctx = StackContext(self.config)
+        self._tcp = TcpTable()
+        self._udp: dict[bytes, UdpFlow] = {}
         self._verify = self.config.verify_checksums
         self._partial = self.config.partial_checksums
         self._refused: tuple[tuple[int, int, int], ...] = ()
@@ -120,7 +123,7 @@ class NetStack:
             elif proto == PROTO_UDP:
                 self._udp_input(view, version, src, dst, psum, l4, verify)
             elif proto == (PROTO_ICMP if version == 4 else PROTO_ICMPV6):
-                icmp.handle(ctx, version, src, dst, psum, l4)
+                handle_icmp(ctx, version, src, dst, psum, l4)
             else:
                 raise PacketError("protocol")
         except PacketError as exc:
@@ -134,9 +137,10 @@ class NetStack:
         """The packets to write to the TUN, in order (transmissions and ACKs owed are generated here)."""
         ctx = self._ctx
         ctx.now = now
-        dirty = ctx.dirty
+        tcp = self._tcp
+        dirty = tcp.dirty
         if dirty:
-            ctx.dirty = []
+            tcp.dirty = []
             for flow in dirty:
                 flow.flush()
         out = ctx.out
@@ -149,9 +153,10 @@ class NetStack:
     def events(self) -> list[Event]:
         """What happened since the last call, in order per flow."""
         ctx = self._ctx
-        readable = ctx.readable
+        tcp = self._tcp
+        readable = tcp.readable
         if readable:
-            ctx.readable = []
+            tcp.readable = []
             for flow in readable:
                 flow.flush_rx()
         events = ctx.events
@@ -162,9 +167,8 @@ class NetStack:
 
     def next_deadline(self) -> float | None:
         """When ``on_timer`` should next be called (None: no timer pending). Check again after ``output()``."""
-        ctx = self._ctx
-        deadline = ctx.timers.next_deadline()
-        delacks = ctx.delacks
+        deadline = self._ctx.timers.next_deadline()
+        delacks = self._tcp.delacks
         while delacks and delacks[0][1].delack_due != delacks[0][0]:
             delacks.popleft()  # that ACK went out meanwhile
         if delacks and (deadline is None or delacks[0][0] < deadline):
@@ -175,7 +179,7 @@ class NetStack:
         """Run the timers due at ``now`` (retransmissions, probes, expiries, delayed ACKs)."""
         ctx = self._ctx
         ctx.now = now
-        delacks = ctx.delacks
+        delacks = self._tcp.delacks
         while delacks and delacks[0][0] <= now:
             due, flow = delacks.popleft()
             if flow.delack_due == due:
@@ -186,13 +190,13 @@ class NetStack:
     @property
     def has_output(self) -> bool:
         """True when ``output()`` would return packets."""
-        return bool(self._ctx.out or self._ctx.dirty)
+        return bool(self._ctx.out or self._tcp.dirty)
 
     def abort_all(self) -> None:
         """Reset every TCP flow and close every UDP flow (the tunnel is gone). Each gets its Closed event."""
-        for flow in list(self._ctx.tcp.values()):
+        for flow in list(self._tcp.flows.values()):
             flow.abort()
-        for flow in list(self._ctx.udp.values()):
+        for flow in list(self._udp.values()):
             flow.close()
 
     # --- introspection ---
@@ -203,28 +207,28 @@ class NetStack:
 
     @property
     def tcp_flows(self) -> int:
-        return len(self._ctx.tcp)
+        return len(self._tcp.flows)
 
     @property
     def udp_flows(self) -> int:
-        return len(self._ctx.udp)
+        return len(self._udp)
 
     def stats(self) -> dict[str, int]:
         """Counters plus packet totals and table sizes, for logs and status output."""
         return {
             "rx_packets": self.rx_packets,
             "tx_packets": self.tx_packets,
-            "tcp_flows": len(self._ctx.tcp),
-            "udp_flows": len(self._ctx.udp),
+            "tcp_flows": len(self._tcp.flows),
+            "udp_flows": len(self._udp),
             **self._ctx.counters,
         }
 
     def find_tcp(self, src: tuple[str, int], dst: tuple[str, int]) -> TcpFlow | None:
         """The TCP flow from app ``src`` to ``dst`` (tests and debugging)."""
-        return self._ctx.tcp.get(_key(src, dst))
+        return self._tcp.flows.get(_key(src, dst))
 
     def find_udp(self, src: tuple[str, int], dst: tuple[str, int]) -> UdpFlow | None:
-        return self._ctx.udp.get(_key(src, dst))
+        return self._udp.get(_key(src, dst))
 
     # --- per protocol ---
 
@@ -237,16 +241,17 @@ class NetStack:
 
     def _tcp_input(self, view: memoryview, src: bytes, dst: bytes, psum: int, l4: memoryview, verify: bool) -> None:
         ctx = self._ctx
+        table = self._tcp.flows
         sport, dport, seq, ack, flags, window, hlen = parse_tcp(l4, psum, verify)
         key = src + dst + l4[:4].tobytes()
-        flow = ctx.tcp.get(key)
+        flow = table.get(key)
         if flow is not None:
             if flags & _SYN_MASK != SYN or flow.state != TIME_WAIT:  # a new SYN ends TIME-WAIT
                 flow.segment(seq, ack, flags, window, l4[hlen:], l4[20:hlen])
                 return
             flow.abort()
         if flags & _SYN_MASK == SYN:
-            if len(ctx.tcp) >= self.config.max_tcp_flows:
+            if len(table) >= self.config.max_tcp_flows:
                 ctx.counters["tcp_flow_limit"] += 1
                 ctx.out.append(TcpTemplate(dst, src, dport, sport, self._partial).segment(0, seq + 1, RST | ACK, 0))
                 return
@@ -255,8 +260,8 @@ class NetStack:
                 ctx.out.append(TcpTemplate(dst, src, dport, sport, self._partial).segment(0, seq + 1, RST | ACK, 0))
                 return
             mss, wscale, sack = parse_tcp_options(l4[20:hlen])
-            flow = TcpFlow(ctx, key, src, dst, sport, dport, seq, mss, wscale, sack, view[:_QUOTE].tobytes())
-            ctx.tcp[key] = flow
+            flow = TcpFlow(ctx, self._tcp, key, src, dst, sport, dport, seq, mss, wscale, sack, view[:_QUOTE].tobytes())
+            table[key] = flow
             ctx.events.append(DialRequested(flow))
             ctx.counters["tcp_opened"] += 1
             return
@@ -276,19 +281,20 @@ class NetStack:
         self, view: memoryview, version: int, src: bytes, dst: bytes, psum: int, l4: memoryview, verify: bool
     ) -> None:
         ctx = self._ctx
+        table = self._udp
         sport, dport, payload = parse_udp(l4, psum, version, verify)
         key = src + dst + l4[:4].tobytes()
-        flow = ctx.udp.get(key)
+        flow = table.get(key)
         if flow is None:
             if self._is_refused(src):
                 ctx.counters["udp_loop_refused"] += 1
-                ctx.out.append(icmp.destination_unreachable(view[:_QUOTE].tobytes(), src, dst, port=True))
+                ctx.out.append(destination_unreachable(view[:_QUOTE].tobytes(), src, dst, port=True))
                 return
-            if len(ctx.udp) >= self.config.max_udp_flows:
+            if len(table) >= self.config.max_udp_flows:
                 ctx.counters["udp_flow_limit"] += 1
                 return
-            flow = UdpFlow(ctx, key, src, dst, sport, dport, view[:_QUOTE].tobytes())
-            ctx.udp[key] = flow
+            flow = UdpFlow(ctx, table, key, src, dst, sport, dport, view[:_QUOTE].tobytes())
+            table[key] = flow
             ctx.events.append(DialRequested(flow))
             ctx.counters["udp_opened"] += 1
         else:

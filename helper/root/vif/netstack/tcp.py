@@ -24,15 +24,16 @@ while dialing are absorbed. The rest is RFC 793/9293 with these choices:
 * Send side: ``send()`` appends to a bounded buffer and returns how much it
   took; segments go out at ``output()``, so several sends in a batch coalesce
   into full segments (no Nagle timer). Each segment respects the app's window
-  and a congestion window: NewReno (slow start, congestion avoidance, fast
-  retransmit/recovery on three duplicate ACKs with limited transmit, RTO with
-  go-back-N, RFC 6298 timing with Linux's 200 ms minimum, Karn's rule). We do
-  not keep a SACK scoreboard: the app's SACK blocks only mark its ACKs as
-  duplicates. A local TUN rarely loses (a burst can overflow the kernel's
-  backlog, or the reader's queue drop ACKs) and then this backs off and
-  recovers; there is no tail-loss probe, so a lost last ACK of a flight costs
-  one RTO. Zero windows are probed by the persist timer (with an old sequence
-  number, like Linux) until the app reads again; that never times the flow out.
+  and a congestion window: NewReno (``congestion``: slow start, congestion
+  avoidance, fast retransmit/recovery on three duplicate ACKs with limited
+  transmit), an RTO with go-back-N, timed as ``recovery`` says (RFC 6298 with
+  Linux's 200 ms minimum, Karn's rule). We do not keep a SACK scoreboard: the
+  app's SACK blocks only mark its ACKs as duplicates. A local TUN rarely loses
+  (a burst can overflow the kernel's backlog, or the reader's queue drop ACKs)
+  and then this backs off and recovers; there is no tail-loss probe, so a lost
+  last ACK of a flight costs one RTO. Zero windows are probed by the persist
+  timer (with an old sequence number, like Linux) until the app reads again;
+  that never times the flow out.
 * Sequence checks follow RFC 5961: a RST is taken only when its sequence number
   is exactly ``rcv_nxt`` (in-window others get a challenge ACK, the rest are
   dropped); a SYN on a synchronized connection gets a challenge ACK.
@@ -48,13 +49,16 @@ nothing (``send`` returns 0) and the owner learns the end from ``Closed``.
 from __future__ import annotations
 
 import ipaddress
+from collections import deque
 from typing import Any
 
-from tether.helper.root.vif.netstack import icmp
+from tether.helper.root.vif.netstack.congestion import FAST_RETRANSMIT, SEND, NewReno
 from tether.helper.root.vif.netstack.context import StackContext
 from tether.helper.root.vif.netstack.events import Closed, Data, PeerClosed, Reset, Writable
+from tether.helper.root.vif.netstack.icmp import destination_unreachable
 from tether.helper.root.vif.netstack.packets import ACK, FIN, PSH, RST, SYN, TcpTemplate, has_sack_blocks, tcp_options
 from tether.helper.root.vif.netstack.reassembly import OutOfOrder
+from tether.helper.root.vif.netstack.recovery import RetransmitTimer
 
 M32 = 0xFFFFFFFF
 
@@ -82,17 +86,30 @@ def _window_shift(buffer: int) -> int:
     return shift
 
 
+class TcpTable:
+    """The stack's TCP flows by key, and the lists of flows its next ``output()`` and ``events()`` go through."""
+
+    __slots__ = ("delacks", "dirty", "flows", "readable")
+
+    def __init__(self) -> None:
+        self.flows: dict[bytes, TcpFlow] = {}
+        self.dirty: list[TcpFlow] = []  # flows with something to transmit at the next output()
+        self.readable: list[TcpFlow] = []  # flows with Data to report at the next events()
+        # Delayed ACKs in the order they fall due (one delay for all): (due, flow); stale when the flow's own
+        # ``delack_due`` differs (its ACK went out meanwhile, on data or at once).
+        self.delacks: deque[tuple[float, TcpFlow]] = deque()
+
+
 class TcpFlow:
     """The owner's handle on one TCP connection (and the connection itself)."""
 
     __slots__ = (
-        "ack_every", "ack_pending", "app_addr", "app_port", "buf_seq", "ctx", "cwnd", "deadline", "delack_due",
-        "dst_addr", "dst_port", "dupacks", "fin_queued", "heap_deadline", "in_dirty", "in_readable", "in_recovery",
-        "irs", "iss", "key", "max_snd_wnd", "mss", "ooo", "persist_backoff", "rcv_acked", "rcv_adv", "rcv_buf",
-        "rcv_nxt", "rcv_wscale", "recover", "retries", "rto", "rtt_seq", "rtt_time", "rttvar", "rx", "sack_ok",
-        "snd_buf", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "sndbuf", "srtt",
-        "ssthresh", "state", "syn_packet", "syn_time", "tag", "timer_kind", "tpl", "unconsumed", "update_threshold",
-        "want_writable", "wscale_ok",
+        "ack_every", "ack_pending", "app_addr", "app_port", "buf_seq", "cc", "ctx", "deadline", "delack_due",
+        "dst_addr", "dst_port", "fin_queued", "heap_deadline", "in_dirty", "in_readable", "irs", "iss", "key",
+        "max_snd_wnd", "mss", "ooo", "rcv_acked", "rcv_adv", "rcv_buf", "rcv_nxt", "rcv_wscale", "rtt_seq", "rtt_time",
+        "rtx", "rx", "sack_ok", "snd_buf", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd",
+        "snd_wscale", "sndbuf", "state", "syn_packet", "table", "tag", "timer_kind", "tpl", "unconsumed",
+        "update_threshold", "want_writable", "wscale_ok",
     )  # fmt: skip
 
     protocol = "tcp"
@@ -100,6 +117,7 @@ class TcpFlow:
     def __init__(
         self,
         ctx: StackContext,
+        table: TcpTable,
         key: bytes,
         src: bytes,
         dst: bytes,
@@ -113,6 +131,7 @@ class TcpFlow:
     ) -> None:
         cfg = ctx.config
         self.ctx = ctx
+        self.table = table
         self.key = key
         self.app_addr, self.app_port, self.dst_addr, self.dst_port = src, sport, dst, dport
         self.tpl = TcpTemplate(dst, src, dport, sport, cfg.partial_checksums)
@@ -152,20 +171,12 @@ class TcpFlow:
         self.snd_wnd = 0
         self.max_snd_wnd = 0
         self.snd_wl1 = self.snd_wl2 = 0
-        self.cwnd = cfg.initial_cwnd * self.mss
-        self.ssthresh = 1 << 62
-        self.dupacks = 0
-        self.in_recovery = False
-        self.recover = iss
-        # Timing.
-        self.srtt = -1.0
-        self.rttvar = 0.0
-        self.rto = cfg.initial_rto
+        self.cc = NewReno(self.mss, cfg.initial_cwnd, iss)
+        # Timing: one segment at a time is timed (the sequence number an ACK must reach, and when it went out;
+        # -1: none), and none that was retransmitted (Karn).
+        self.rtx = RetransmitTimer(cfg.initial_rto, cfg.min_rto, cfg.max_rto)
         self.rtt_seq = -1
         self.rtt_time = 0.0
-        self.syn_time = 0.0
-        self.retries = 0
-        self.persist_backoff = 0.0
         self.timer_kind = _T_NONE
         self.deadline: float | None = None
         self.heap_deadline: float | None = None
@@ -220,10 +231,9 @@ class TcpFlow:
             return
         self.state = SYN_RECEIVED
         self.snd_nxt = self.snd_max = self.iss + 1
-        self.rto = self.ctx.config.initial_rto
-        self.syn_time = self.ctx.now
+        self.rtx.syn_sent(self.ctx.now)
         self._send_syn_ack()
-        self._arm(_T_RTO, self.ctx.now + self.rto)
+        self._arm(_T_RTO, self.ctx.now + self.rtx.rto)
 
     def refuse(self) -> None:
         """The destination refused: RST the app's SYN (connection refused). After accept() this is abort()."""
@@ -238,7 +248,7 @@ class TcpFlow:
         if self.state != DIALING:
             self.abort()
             return
-        self.ctx.out.append(icmp.destination_unreachable(self.syn_packet, self.app_addr, self.dst_addr, port=False))
+        self.ctx.out.append(destination_unreachable(self.syn_packet, self.app_addr, self.dst_addr, port=False))
         self._finish("unreachable")
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
@@ -261,7 +271,7 @@ class TcpFlow:
             self.sndbuf += data
         if not self.in_dirty:
             self.in_dirty = True
-            self.ctx.dirty.append(self)
+            self.table.dirty.append(self)
         return size
 
     def consumed(self, count: int) -> None:
@@ -394,7 +404,7 @@ class TcpFlow:
         if ack > self.snd_max:
             self._need_ack()
             return False
-        self.retries = 0
+        self.rtx.retries = 0
         if d < 0:
             return True
         wnd = window << self.snd_wscale
@@ -407,7 +417,7 @@ class TcpFlow:
                 if wnd > self.max_snd_wnd:
                     self.max_snd_wnd = wnd
                 if wnd > old:
-                    self.persist_backoff = 0.0
+                    self.rtx.window_opened()
                     self._mark_dirty()
             self.snd_wl1 = seq
             self.snd_wl2 = ack
@@ -426,11 +436,7 @@ class TcpFlow:
         self.snd_wnd = self.max_snd_wnd = wnd
         self.snd_wl1 = seq
         self.snd_wl2 = ack
-        if self.retries == 0:
-            self._rtt_sample(ctx.now - self.syn_time)
-        else:
-            self.rto = ctx.config.initial_rto  # RFC 6298 5.7
-        self.retries = 0
+        self.rtx.established(ctx.now)
         self.state = FIN_WAIT_1 if self.fin_queued else ESTABLISHED
         self._arm(_T_NONE, None)
         self._mark_dirty()
@@ -447,31 +453,14 @@ class TcpFlow:
         self.snd_una = ack
         if self.snd_nxt < ack:
             self.snd_nxt = ack
-        if self.rtt_seq >= 0 and ack >= self.rtt_seq:
-            self._rtt_sample(ctx.now - self.rtt_time)
+        rtx = self.rtx
+        if 0 <= self.rtt_seq <= ack:
+            rtx.sample(ctx.now - self.rtt_time)
             self.rtt_seq = -1
-        mss = self.mss
-        if self.in_recovery:
-            if ack >= self.recover:
-                # Full ACK: cwnd = ssthresh (RFC 6582's first option). The other, min(ssthresh, flight + MSS),
-                # is 1 MSS when the retransmission filled the only hole, and a lone segment waits out the
-                # receiver's delayed ACK.
-                self.in_recovery = False
-                self.cwnd = self.ssthresh
-            else:
-                # Partial ACK (RFC 6582): the next hole was lost too.
-                self._retransmit_first()
-                self.cwnd = max(self.cwnd - acked + mss, mss)
-        elif self.cwnd < self.ssthresh:
-            self.cwnd += acked
-        else:
-            self.cwnd += max(mss * acked // self.cwnd, 1)
-        cap = (self.max_snd_wnd if self.max_snd_wnd > self.snd_buf else self.snd_buf) * 2 + 2 * mss
-        if self.cwnd > cap:
-            self.cwnd = cap
-        self.dupacks = 0
+        if self.cc.on_ack(ack, acked, self.max_snd_wnd if self.max_snd_wnd > self.snd_buf else self.snd_buf):
+            self._retransmit_first()
         if self.snd_max > ack:
-            self._arm(_T_RTO, ctx.now + self.rto)
+            self._arm(_T_RTO, ctx.now + rtx.rto)
         else:
             self._arm(_T_NONE, None)
         if self.fin_queued and ack > data_end:
@@ -490,35 +479,13 @@ class TcpFlow:
             ctx.events.append(Writable(self))
 
     def _dup_ack(self) -> None:
-        self.dupacks += 1
-        mss = self.mss
-        if self.in_recovery:
-            self.cwnd += mss
+        action = self.cc.on_duplicate_ack(self.snd_una, self.snd_max)
+        if action == SEND:
             self._mark_dirty()
-        elif self.dupacks < 3:
-            self._mark_dirty()  # limited transmit
-        elif self.dupacks == 3 and self.snd_una >= self.recover:
-            flight = self.snd_max - self.snd_una
-            self.ssthresh = max(flight >> 1, 2 * mss)
-            self.recover = self.snd_max
-            self.in_recovery = True
+        elif action == FAST_RETRANSMIT:
             self.rtt_seq = -1
             self._retransmit_first()
-            self.cwnd = self.ssthresh + 3 * mss
             self.ctx.counters["tcp_fast_retransmit"] += 1
-
-    def _rtt_sample(self, rtt: float) -> None:
-        if rtt < 0:
-            return
-        if self.srtt < 0:
-            self.srtt = rtt
-            self.rttvar = rtt / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        cfg = self.ctx.config
-        rto = self.srtt + max(0.001, 4 * self.rttvar)
-        self.rto = cfg.min_rto if rto < cfg.min_rto else cfg.max_rto if rto > cfg.max_rto else rto
 
     def _receive(self, d: int, payload: memoryview, fin: int, rwnd: int) -> None:
         if self.state not in _RECEIVING:
@@ -559,10 +526,9 @@ class TcpFlow:
             self._delay_ack()
 
     def _delay_ack(self) -> None:
-        ctx = self.ctx
-        due = ctx.now + ctx.config.delayed_ack
+        due = self.ctx.now + self.ctx.config.delayed_ack
         self.delack_due = due
-        ctx.delacks.append((due, self))
+        self.table.delacks.append((due, self))
 
     def delayed_ack_due(self) -> None:
         """The stack's delayed-ACK timer: the held ACK goes out at the next output()."""
@@ -578,7 +544,7 @@ class TcpFlow:
         self.rx.append(data)
         if not self.in_readable:
             self.in_readable = True
-            self.ctx.readable.append(self)
+            self.table.readable.append(self)
 
     def _peer_fin(self) -> None:
         self.rcv_nxt += 1
@@ -605,13 +571,13 @@ class TcpFlow:
     def _mark_dirty(self) -> None:
         if not self.in_dirty:
             self.in_dirty = True
-            self.ctx.dirty.append(self)
+            self.table.dirty.append(self)
 
     def _need_ack(self) -> None:
         self.ack_pending = True
         if not self.in_dirty:
             self.in_dirty = True
-            self.ctx.dirty.append(self)
+            self.table.dirty.append(self)
 
     def _challenge_ack(self) -> None:
         self.ctx.counters["tcp_challenge_ack"] += 1
@@ -662,9 +628,8 @@ class TcpFlow:
             return
         ctx = self.ctx
         wnd = self.snd_wnd
-        cwnd = self.cwnd
-        if 0 < self.dupacks < 3 and not self.in_recovery:
-            cwnd += self.dupacks * self.mss  # limited transmit (RFC 3042): new data to draw more duplicates
+        cc = self.cc
+        cwnd = cc.window() if cc.dupacks else cc.cwnd  # limited transmit only counts while duplicates come
         limit = self.snd_una + (wnd if wnd < cwnd else cwnd)
         mss = self.mss
         segment = self.tpl.segment
@@ -672,7 +637,10 @@ class TcpFlow:
         rcv_nxt = self.rcv_nxt
         wfield = self._window_field()
         start = nxt
+        rtx = self.rtx
         if nxt < data_end:
+            snd_max = self.snd_max
+            timing = self.rtt_seq < 0  # none is being timed: time the first one sent anew
             half_window = 0 if force else self.max_snd_wnd >> 1
             last_flags = ACK | PSH | FIN if fin_queued else ACK | PSH
             with memoryview(sndbuf) as view:
@@ -690,9 +658,10 @@ class TcpFlow:
                     end = nxt + n
                     flags = last_flags if end == data_end else ACK
                     out.append(segment(nxt, rcv_nxt, flags, wfield, view[off : off + n]))
-                    if end > self.snd_max and self.rtt_seq < 0:
+                    if timing and end > snd_max:
                         self.rtt_seq = end
                         self.rtt_time = ctx.now
+                        timing = False
                     nxt = end + 1 if flags & FIN else end
         if fin_queued and nxt == data_end:
             out.append(segment(nxt, rcv_nxt, ACK | FIN, wfield))
@@ -704,7 +673,7 @@ class TcpFlow:
             self.ack_pending = False
             self.delack_due = 0.0  # our data carried the ACK
             if self.timer_kind != _T_RTO:
-                self._arm(_T_RTO, ctx.now + self.rto)
+                self._arm(_T_RTO, ctx.now + rtx.rto)
         elif self.snd_max == self.snd_una and self.timer_kind != _T_PERSIST:
             self._arm_persist()
 
@@ -743,9 +712,7 @@ class TcpFlow:
         self.ctx.timers.set(self, deadline)
 
     def _arm_persist(self) -> None:
-        if not self.persist_backoff:
-            self.persist_backoff = self.rto
-        self._arm(_T_PERSIST, self.ctx.now + self.persist_backoff)
+        self._arm(_T_PERSIST, self.ctx.now + self.rtx.next_probe())
 
     def on_timer(self, now: float) -> None:
         kind = self.timer_kind
@@ -763,44 +730,36 @@ class TcpFlow:
     def _on_rto(self) -> None:
         ctx = self.ctx
         cfg = ctx.config
+        rtx = self.rtx
         if self.state == SYN_RECEIVED:
-            self.retries += 1
-            if self.retries > cfg.syn_ack_retries:
+            if rtx.expired() > cfg.syn_ack_retries:
                 self._finish("timeout")
                 return
-            self.rto = min(self.rto * 2, cfg.max_rto)
             self._send_syn_ack()
-            self._arm(_T_RTO, ctx.now + self.rto)
+            self._arm(_T_RTO, ctx.now + rtx.rto)
             return
         if self.snd_max == self.snd_una or self.state not in _SENDING:
             return
-        self.retries += 1
-        if self.retries > cfg.max_retries:
+        if rtx.expired() > cfg.max_retries:
             ctx.out.append(self.tpl.segment(self.snd_max, self.rcv_nxt, RST | ACK, 0))
             self._finish("timeout")
             return
-        mss = self.mss
-        self.ssthresh = max((self.snd_max - self.snd_una) >> 1, 2 * mss)
-        self.cwnd = mss
-        self.in_recovery = False
-        self.dupacks = 0
-        self.recover = self.snd_max
+        self.cc.on_timeout(self.snd_una, self.snd_max)
         self.rtt_seq = -1
-        self.rto = min(self.rto * 2, cfg.max_rto)
         self.snd_nxt = self._retransmit_first()
         ctx.counters["tcp_rto"] += 1
-        self._arm(_T_RTO, ctx.now + self.rto)
+        self._arm(_T_RTO, ctx.now + rtx.rto)
 
     def _on_persist(self) -> None:
         if self.state not in _SENDING:
             return
         if self.snd_max != self.snd_una:
-            self._arm(_T_RTO, self.ctx.now + self.rto)
+            self._arm(_T_RTO, self.ctx.now + self.rtx.rto)
             return
         data_end = self.buf_seq + len(self.sndbuf)
         if self.snd_nxt >= data_end:
             return
-        room = self.snd_una + min(self.snd_wnd, self.cwnd) - self.snd_nxt
+        room = self.snd_una + min(self.snd_wnd, self.cc.cwnd) - self.snd_nxt
         if room > 0:
             self._transmit(force=True)  # a window too small for the silly-window rule: send what fits after all
             return
@@ -808,8 +767,8 @@ class TcpFlow:
         self.ctx.out.append(self.tpl.segment(self.snd_una - 1, self.rcv_nxt, ACK, self._window_field()))
         self.ack_pending = False
         self.delack_due = 0.0
-        self.persist_backoff = min(self.persist_backoff * 2, self.ctx.config.max_rto)
-        self._arm(_T_PERSIST, self.ctx.now + self.persist_backoff)
+        self.rtx.probed()
+        self._arm(_T_PERSIST, self.ctx.now + self.rtx.probe_interval)
 
     # --- endings ---
 
@@ -839,6 +798,6 @@ class TcpFlow:
         self.sndbuf = bytearray()
         self.ooo.clear()
         self._arm(_T_NONE, None)
-        table = self.ctx.tcp
+        table = self.table.flows
         if table.get(self.key) is self:
             del table[self.key]

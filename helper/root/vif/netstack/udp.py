@@ -15,9 +15,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from tether.helper.root.vif.netstack import icmp
 from tether.helper.root.vif.netstack.context import StackContext
 from tether.helper.root.vif.netstack.events import Closed
+from tether.helper.root.vif.netstack.icmp import destination_unreachable
 from tether.helper.root.vif.netstack.packets import UdpTemplate
 
 
@@ -26,15 +26,24 @@ class UdpFlow:
 
     __slots__ = (
         "accepted", "app_addr", "app_port", "ctx", "deadline", "dst_addr", "dst_port", "first_packet",
-        "heap_deadline", "key", "last_active", "max_payload", "open", "tag", "tpl",
+        "heap_deadline", "key", "last_active", "max_payload", "open", "table", "tag", "tpl",
     )  # fmt: skip
 
     protocol = "udp"
 
     def __init__(
-        self, ctx: StackContext, key: bytes, src: bytes, dst: bytes, sport: int, dport: int, first_packet: bytes
+        self,
+        ctx: StackContext,
+        table: dict[bytes, UdpFlow],
+        key: bytes,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        first_packet: bytes,
     ) -> None:
         self.ctx = ctx
+        self.table = table  # the stack's UDP flows by key, which this one leaves when it ends
         self.key = key
         self.app_addr, self.app_port, self.dst_addr, self.dst_port = src, sport, dst, dport
         self.tpl = UdpTemplate(dst, src, dport, sport, ctx.config.partial_checksums)
@@ -85,13 +94,13 @@ class UdpFlow:
     def refuse(self) -> None:
         """Nothing listens there: ICMP port unreachable to the app, and the flow ends."""
         if self.open:
-            self.ctx.out.append(icmp.destination_unreachable(self.first_packet, self.app_addr, self.dst_addr, True))
+            self.ctx.out.append(destination_unreachable(self.first_packet, self.app_addr, self.dst_addr, True))
             self._finish("refused")
 
     def unreachable(self) -> None:
         """The destination cannot be reached: ICMP host unreachable to the app, and the flow ends."""
         if self.open:
-            self.ctx.out.append(icmp.destination_unreachable(self.first_packet, self.app_addr, self.dst_addr, False))
+            self.ctx.out.append(destination_unreachable(self.first_packet, self.app_addr, self.dst_addr, False))
             self._finish("unreachable")
 
     def close(self) -> None:
@@ -119,5 +128,5 @@ class UdpFlow:
         ctx = self.ctx
         ctx.timers.set(self, None)
         ctx.events.append(Closed(self, reason))
-        if ctx.udp.get(self.key) is self:
-            del ctx.udp[self.key]
+        if self.table.get(self.key) is self:
+            del self.table[self.key]
