@@ -243,24 +243,23 @@ class HelperSession:
 
     async def _teardown(self, c: Connection) -> None:
         """Undo whatever of `c` exists, in reverse order; every step runs even when an earlier one fails."""
-        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
-        if c.monitor is not None:
-            steps.append(("route monitor", c.monitor.stop))
-        if c.resolver is not None:
-            steps.append(("resolver", partial(asyncio.to_thread, c.resolver.revert)))
-        if c.applier is not None:
-            steps.append(("routes", c.applier.clear_async))
-        if c.engine is not None:
-            steps.append(("vif", c.engine.stop))
-        if c.dns is not None:
-            steps.append(("dns", c.dns.close))
-        if c.device is not None:
-            steps.append(("device", partial(asyncio.to_thread, c.device.close)))
-        if c.link is not None:
-            steps.append(("manager", c.link.close))
-        if c.credentials is not None:
-            steps.append(("credentials", partial(asyncio.to_thread, c.credentials.close)))
+
+        def threaded(blocking: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+            return partial(asyncio.to_thread, blocking)
+
+        steps: list[tuple[str, Callable[[], Awaitable[object]] | None]] = [
+            ("route monitor", c.monitor.stop if c.monitor else None),
+            ("resolver", threaded(c.resolver.revert) if c.resolver else None),
+            ("routes", c.applier.clear_async if c.applier else None),
+            ("vif", c.engine.stop if c.engine else None),
+            ("dns", c.dns.close if c.dns else None),
+            ("device", threaded(c.device.close) if c.device else None),
+            ("manager", c.link.close if c.link else None),
+            ("credentials", threaded(c.credentials.close) if c.credentials else None),
+        ]
         for what, undo in steps:
+            if undo is None:
+                continue
             try:
                 await undo()
             except Exception:

@@ -14,17 +14,18 @@
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# folder -> package, as pyproject maps them
 FOLDERS = {
-    "gui": "tether.gui",
-    "helper": "tether.helper",
-    "manager": "tether.manager",
-    "runtime": "tether.runtime",
-    "lab": "tether.lab",
+    folder: package
+    for package, folder in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ].items()
 }
 
 
