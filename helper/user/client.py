@@ -34,7 +34,6 @@ import grpc
 
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.api import helper_pb2_grpc as pb_grpc
-from tether.helper.api import validate
 from tether.helper.api.paths import TOKEN_METADATA, auth_socket_for, default_socket
 
 START_HINT = "start it with `sudo systemctl start tether-helper` or, in a terminal, `sudo tether helper start`"
@@ -241,6 +240,8 @@ def build_connect_request(
     Raises ``validate.ValidationError`` for bad values and ``kubeconfig.KubeconfigError`` for a kubeconfig
     that cannot be used; both name the offending value or file.
     """
+    # Only connect needs these; the light commands' start-up stays without them.
+    from tether.helper.api import validate
     from tether.helper.user.kubeconfig import flatten
 
     if kubeconfig is not None and kubeconfig_text is not None:

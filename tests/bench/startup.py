@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 TARGET_SECONDS = 0.15  # at most this much above bare Python
 
 
 def tether_command() -> list[str]:
-    """The console script a user runs; from a source tree without one, the module it points at."""
-    script = shutil.which("tether")
-    return [script] if script else [sys.executable, "-m", "tether.helper.user.cli.main"]
+    """The console script a user runs: the one installed beside this interpreter (not a version manager's
+    shim on PATH, whose own start-up would be counted against Tether); else the module it points at."""
+    beside = Path(sys.executable).with_name("tether")
+    if beside.is_file():
+        return [str(beside)]
+    return [sys.executable, "-m", "tether.helper.user.cli.main"]
 
 
 def timed(argv: list[str]) -> float:

@@ -66,3 +66,21 @@ def test_lab_without_its_extra_says_how_to_install_it(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kmock" else real(name, *a))
     assert "pip install 'tether[lab]'" in Lab()._check_tools()
+
+
+@pytest.mark.parametrize("argv", [["status", "--json"], ["version"]])
+def test_one_shot_commands_end_with_their_output_complete(tmp_path, argv):
+    """They end the process without the interpreter's teardown: what they printed must still all be out."""
+    socket = str(tmp_path / "nobody" / "helper.sock")
+    run = subprocess.run(
+        [sys.executable, "-m", "tether.helper.user.cli.main", *argv, "--socket", socket],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 3
+    assert "not installed or not running" in run.stderr
+    if argv[0] == "status":
+        assert json.loads(run.stdout)["phase"] == "unavailable"
+    else:
+        assert run.stdout.startswith("tether ")

@@ -31,17 +31,17 @@ def socket_options() -> argparse.ArgumentParser:
 def register(commands: argparse._SubParsersAction) -> None:
     common = socket_options()
     disconnect = commands.add_parser("disconnect", parents=[common], help="disconnect from the cluster")
-    disconnect.set_defaults(handler=cmd_disconnect)
+    disconnect.set_defaults(fast_exit=True, handler=cmd_disconnect)
 
     status = commands.add_parser("status", parents=[common], help="show the connection's state")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(handler=cmd_status)
+    status.set_defaults(fast_exit=True, handler=cmd_status)
 
     quit_ = commands.add_parser("quit", parents=[common], help="disconnect and stop the helper")
-    quit_.set_defaults(handler=cmd_quit)
+    quit_.set_defaults(fast_exit=True, handler=cmd_quit)
 
     version = commands.add_parser("version", parents=[common], help="show the client's and the helper's versions")
-    version.set_defaults(handler=cmd_version)
+    version.set_defaults(fast_exit=True, handler=cmd_version)
 
 
 # --- state rendering ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,7 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list[0] if args_list else None)
     args = parser.parse_args(args_list)
-    return int(args.handler(args) or 0)
+    code = int(args.handler(args) or 0)
+    if argv is None and getattr(args, "fast_exit", False):
+        # The interpreter's own teardown of the gRPC extension costs these one-call commands about a tenth
+        # of their run; they leave nothing to clean up (their channel is closed, no atexit work), so the
+        # process ends here once what they printed is out.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
