@@ -7,7 +7,7 @@ APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PAC
 DESKTOP_PACKAGES = xvfb trayer xdotool x11-utils imagemagick dbus-daemon fonts-dejavu-core \
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libegl1
 
-.PHONY: deps demo test bench protos screenshots
+.PHONY: deps demo test fuzz bench protos screenshots
 
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -28,6 +28,12 @@ test: deps
 	ruff check .
 	ruff format --check .
 	$(PYTHON) -m pytest -q -p no:cacheprovider
+
+# The fuzzers (tests/fuzz) at FUZZ_SCALE times the cases `make test` runs, with a table of cases per second;
+# stops at the first failing case, which it names with FUZZ_SEED and FUZZ_CASE to replay it alone.
+FUZZ_SCALE ?= 50
+fuzz: deps
+	FUZZ_SCALE=$(FUZZ_SCALE) $(PYTHON) -m pytest -q -p no:cacheprovider -x -o timeout=0 tests/fuzz
 
 # Tether against the direct path in the sandbox cluster; prints a table (never fails on speed).
 bench: deps
