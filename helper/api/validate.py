@@ -112,7 +112,8 @@ def manager_address(value: str, field: str = "manager address") -> tuple[str, in
     """host:port, where host is a DNS name, an IPv4 address or a bracketed IPv6 address."""
     host, sep, port_text = value.rpartition(":")
     bad = f"{field}: {_shown(value)} is not HOST:PORT (e.g. tether-manager.tether:8081 or [fd00::1]:8081)"
-    if not sep or not host or not port_text.isdigit():
+    # isdigit() also takes superscript and Arabic-Indic digits (int() refuses some, reads others): ASCII only.
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
         raise ValidationError(bad)
     port = int(port_text)
     if not 1 <= port <= 65535:

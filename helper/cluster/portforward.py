@@ -211,7 +211,9 @@ class _WebSocket(_Side):
         rest = bytes(head[end + 4 :])
         head.clear()
         status_line = lines[0].split(" ", 2)
-        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+        code = status_line[1] if len(status_line) > 1 else ""
+        # Latin-1 has digits int() refuses ("\xb3" is superscript three): ASCII digits only.
+        status = int(code) if code.isascii() and code.isdigit() else 0
         if status != 101:
             reason = status_line[2] if len(status_line) > 2 else ""
             text = f"port-forward to pod {self.pod} refused by the API server: {status} {reason}".rstrip()

@@ -214,6 +214,20 @@ def test_websocket_refused_upgrade_says_why():
     _run(main())
 
 
+def test_websocket_status_in_non_ascii_digits_is_refused_clearly():
+    # Read as Latin-1, "\xb3" is a digit to str.isdigit() that int() refuses: ValueError escaped into the loop.
+    async def main():
+        ws = portforward._WebSocket("ns/pod", 8081, b"GET / HTTP/1.1\r\n\r\n", "k")
+        transport = _Transport()
+        ws.connection_made(transport)
+        ws.data_received(b"HTTP/1.1 1\xb3 Odd\r\n\r\n")
+        with pytest.raises(PortForwardError, match=r"refused by the API server: 0 Odd"):
+            ws.ready.result()
+        assert transport.aborted
+
+    _run(main())
+
+
 def test_websocket_bad_accept_is_refused():
     async def main():
         ws = portforward._WebSocket("ns/pod", 8081, b"GET / HTTP/1.1\r\n\r\n", "k")

@@ -71,6 +71,9 @@ def test_manager_address_ok(value, expected):
         ("[nothex]:80", r'"\[nothex\]" .* is not an IPv6 address'),
         ("bad_host:80", r'"bad_host" .* is not a valid host name'),
         (":80", r"is not HOST:PORT"),
+        # Digits to str.isdigit() but not ASCII: int() raised ValueError on the first, read the second as 1.
+        ("manager:8\u00b3", r"is not HOST:PORT"),
+        ("manager:\uff11", r"is not HOST:PORT"),
     ],
 )
 def test_manager_address_bad(value, message):
