@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import grpc
-from dnslib import RR, DNSBuffer
+from dnslib import RCODE, RR, DNSBuffer, DNSError
 
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.root.connection import Connection
@@ -349,7 +349,12 @@ async def _lookup(c: Connection, name: str, qtype: int) -> tuple[int, list[RR]]:
     if c.link is None:
         raise ConnectionError("not connected to the traffic-manager")
     rcode, answers = await c.link.lookup_dns(name, qtype)
-    return rcode, [RR.parse(DNSBuffer(raw)) for raw in answers]
+    try:
+        return rcode, [RR.parse(DNSBuffer(raw)) for raw in answers]
+    except DNSError as exc:
+        # The manager's bytes, not our failure: a clear line and SERVFAIL, not a traceback.
+        log.warning("the traffic-manager answered %s with a malformed record: %s", name, exc)
+        return RCODE.SERVFAIL, []
 
 
 def _read_routes() -> list[OSRoute]:
