@@ -396,6 +396,8 @@ class ExecPlugin:
 
 
 def _find(entries: Any, name: str, section: str) -> dict[str, Any]:
+    if entries is not None and not isinstance(entries, list):
+        raise CredentialsError(f"kubeconfig: '{section}' must be a list, not {type(entries).__name__}")
     for entry in entries or []:
         if isinstance(entry, dict) and entry.get("name") == name:
             body = entry.get(section[:-1])

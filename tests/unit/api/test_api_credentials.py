@@ -172,6 +172,14 @@ def test_file_references_are_refused(user, cluster, message):
         load_credentials(kubeconfig(user, cluster), ME)
 
 
+@pytest.mark.parametrize("sections", ["contexts: 5", "contexts: lab", "clusters: {lab: {}}"])
+def test_sections_that_are_no_list_are_refused_clearly(sections):
+    # `contexts: 5` raised TypeError (not iterable) out of the loader, past the session's CredentialsError handler.
+    text = "current-context: lab\ncontexts: [{name: lab, context: {cluster: lab}}]\n" + sections + "\n"
+    with pytest.raises(CredentialsError, match=r"must be a list"):
+        load_credentials(text.replace("contexts: [", "x: [") if sections.startswith("contexts") else text, ME)
+
+
 def test_plugin_failures_are_explained(tmp_path):
     failing = plugin(tmp_path, "echo 'token expired, run login' >&2; exit 3\n")
     with pytest.raises(CredentialsError, match=r"failed with exit code 3: token expired, run login"):
