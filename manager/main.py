@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -20,8 +21,10 @@ from tether.manager.agents import AgentRegistry, expire_agents
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.grpcopts import grpc_options
 from tether.manager.api.version import __version__
+from tether.manager.api.wire import IPAddress
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
 from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap
+from tether.manager.destinations import DestinationPolicy
 from tether.manager.discovery.tracker import ClusterNetwork
 from tether.manager.discovery.watcher import ClusterDiscovery
 from tether.manager.dns import ClusterResolver
@@ -149,7 +152,8 @@ async def serve(
         api, config, args.namespace, args.pod_ip, lambda network: loop.call_soon_threadsafe(publish, network)
     )
     server = grpc.aio.server(options=grpc_options())
-    service = ManagerService(sessions, hub, resolver, agents)
+    destinations = DestinationPolicy(pod_ip=_pod_address(args.pod_ip), allowed=config.tunnel_allow_destinations)
+    service = ManagerService(sessions, hub, resolver, agents, destinations=destinations)
     pb_grpc.add_ManagerServicer_to_server(service, server)
     pb_grpc.add_AgentsServicer_to_server(AgentService(agents), server)
     bound = server.add_insecure_port(f"{args.address}:{args.port}")
@@ -205,6 +209,13 @@ async def _start_mux(service: ManagerService, args: argparse.Namespace, config: 
         log.error("cannot listen for the tunnel mux; clients will use the gRPC Tunnel: %s", exc, extra={"port": port})
         return None
     return listener
+
+
+def _pod_address(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text) if text else None
+    except ValueError:
+        raise SystemExit(f'tether-manager: --pod-ip "{text}" is not an IP address') from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
