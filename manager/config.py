@@ -87,6 +87,8 @@ class ManagerConfig:
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     # Where clients open the tunnel mux (advertised in VersionInfo); 0: no mux, flows use the gRPC Tunnel.
     tunnel_mux_port: int = DEFAULT_TUNNEL_MUX_PORT
+    # Loopback, link-local or own-pod-IP destinations the manager may dial anyway (refused unless listed).
+    tunnel_allow_destinations: tuple[IPNetwork, ...] = ()
     # Helm key -> where its value came from ("default", "env X", "ConfigMap m key k"); for logs.
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
@@ -251,6 +253,7 @@ _KEYS: tuple[_Key, ...] = (
     _Key("serviceCIDR", "SERVICE_CIDR", "service_cidr", _parse_optional_cidr),
     _Key("clusterDomain", "CLUSTER_DOMAIN", "cluster_domain", _parse_domain),
     _Key("tunnelMuxPort", "TUNNEL_MUX_PORT", "tunnel_mux_port", _parse_port),
+    _Key("tunnel.allowDestinations", "TUNNEL_ALLOW_DESTINATIONS", "tunnel_allow_destinations", _parse_cidr_list),
 )
 _BY_HELM = {k.helm: k for k in _KEYS}
 HELM_KEYS: tuple[str, ...] = tuple(_BY_HELM)

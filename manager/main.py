@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import kubernetes
@@ -20,8 +22,10 @@ from tether.manager.agents import AgentRegistry, expire_agents
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.grpcopts import grpc_options
 from tether.manager.api.version import __version__
+from tether.manager.api.wire import IPAddress
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
 from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap
+from tether.manager.destinations import DestinationPolicy
 from tether.manager.discovery.tracker import ClusterNetwork
 from tether.manager.discovery.watcher import ClusterDiscovery
 from tether.manager.dns import ClusterResolver
@@ -47,7 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
         "POD_CIDR_STRATEGY, POD_CIDRS, SERVICE_CIDR and CLUSTER_DOMAIN; the environment wins.",
     )
     parser.add_argument("--version", action="version", version=f"tether-manager {__version__}")
-    parser.add_argument("--address", default=env("TETHER_MANAGER_ADDRESS", "0.0.0.0"), help="listen address")
+    parser.add_argument(
+        "--address",
+        default=env("TETHER_MANAGER_ADDRESS", "127.0.0.1"),
+        help="where the client API and the tunnel mux listen (TETHER_MANAGER_ADDRESS; default 127.0.0.1: the pod's "
+        "loopback, reached only through the API server's port-forward, so only a user allowed to create "
+        "pods/portforward in the manager's namespace gets in; another address exposes them without authentication)",
+    )
+    parser.add_argument(
+        "--agent-address",
+        default=env("TETHER_AGENT_LISTEN_ADDRESS", ""),
+        help="where the agent API listens for tether-agents in other pods (TETHER_AGENT_LISTEN_ADDRESS; default: "
+        "--pod-ip, on --port)",
+    )
     parser.add_argument(
         "--port", type=int, default=int(env("TETHER_MANAGER_PORT", "8081")), help="gRPC port (default 8081)"
     )
@@ -148,23 +164,23 @@ async def serve(
     discovery = ClusterDiscovery(
         api, config, args.namespace, args.pod_ip, lambda network: loop.call_soon_threadsafe(publish, network)
     )
-    server = grpc.aio.server(options=grpc_options())
-    service = ManagerService(sessions, hub, resolver, agents)
-    pb_grpc.add_ManagerServicer_to_server(service, server)
-    pb_grpc.add_AgentsServicer_to_server(AgentService(agents), server)
-    bound = server.add_insecure_port(f"{args.address}:{args.port}")
-    if bound == 0:
-        log.error("cannot listen", extra={"address": args.address, "port": args.port})
+    destinations = DestinationPolicy(pod_ip=_pod_address(args.pod_ip), allowed=config.tunnel_allow_destinations)
+    service = ManagerService(sessions, hub, resolver, agents, destinations=destinations)
+    servers = _grpc_servers(service, AgentService(agents), args)
+    if servers is None:
         return 1
+    bound = args.port
     mux = await _start_mux(service, args, config)
     discovery.start()
-    await server.start()
+    for server in servers:
+        await server.start()
     expiry = asyncio.ensure_future(expire_sessions(sessions, max(1.0, args.session_idle_timeout / 4)))
     agent_expiry = asyncio.ensure_future(expire_agents(agents, max(1.0, args.session_idle_timeout / 4)))
     log.info(
         "serving",
         extra={
             "address": args.address,
+            "agent_address": args.agent_address or args.pod_ip,
             "port": bound,
             "tunnel_mux_port": service.tunnel_mux_port,
             "version": __version__,
@@ -184,9 +200,36 @@ async def serve(
     agent_expiry.cancel()
     if mux is not None:
         mux.close()
-    await server.stop(grace=2)
+    await asyncio.gather(*(server.stop(grace=2) for server in servers))
     discovery.stop()
     return 0
+
+
+def _grpc_servers(service: ManagerService, agent_service: AgentService, args: argparse.Namespace) -> list[Any] | None:
+    """The client API on --address and the agent API on the pod network; one server when both are one address.
+
+    They are apart because they are reached differently: clients through the API server's port-forward to the
+    pod's loopback (the API server checks who may), agents directly from other pods (their token says who).
+    """
+    agent_address = args.agent_address or args.pod_ip
+    if not agent_address:
+        log.warning("no --pod-ip nor --agent-address: tether-agents in other pods cannot reach this manager")
+        agent_address = args.address
+    client_server = grpc.aio.server(options=grpc_options())
+    pb_grpc.add_ManagerServicer_to_server(service, client_server)
+    listening = [(client_server, args.address)]
+    if agent_address == args.address:
+        pb_grpc.add_AgentsServicer_to_server(agent_service, client_server)
+    else:
+        agent_server = grpc.aio.server(options=grpc_options())
+        pb_grpc.add_AgentsServicer_to_server(agent_service, agent_server)
+        listening.append((agent_server, agent_address))
+    for server, address in listening:
+        host = f"[{address}]" if ":" in address else address
+        if server.add_insecure_port(f"{host}:{args.port}") == 0:
+            log.error("cannot listen", extra={"address": address, "port": args.port})
+            return None
+    return [server for server, _ in listening]
 
 
 async def _start_mux(service: ManagerService, args: argparse.Namespace, config: ManagerConfig) -> MuxListener | None:
@@ -205,6 +248,13 @@ async def _start_mux(service: ManagerService, args: argparse.Namespace, config: 
         log.error("cannot listen for the tunnel mux; clients will use the gRPC Tunnel: %s", exc, extra={"port": port})
         return None
     return listener
+
+
+def _pod_address(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text) if text else None
+    except ValueError:
+        raise SystemExit(f'tether-manager: --pod-ip "{text}" is not an IP address') from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

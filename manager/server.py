@@ -13,6 +13,7 @@ from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.clusterinfo import ClusterInfoHub
+from tether.manager.destinations import DestinationPolicy
 from tether.manager.dns import ClusterResolver, DNSLookupError, pack_record
 from tether.manager.sessions import SessionTable, UnknownSessionError
 from tether.manager.tunnel.flows import FlowServer
@@ -28,6 +29,7 @@ class ManagerService(pb_grpc.ManagerServicer):
         resolver: ClusterResolver,
         agents: AgentRegistry | None = None,
         tunnel_mux_port: int = 0,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self._sessions = sessions
         self._hub = hub
@@ -35,7 +37,7 @@ class ManagerService(pb_grpc.ManagerServicer):
         # Flows with `via` go to these agents; without a registry every such flow finds no agent.
         self._agents = agents if agents is not None else AgentRegistry(idle_timeout=60.0)
         # The same flows, whether a Tunnel stream or a tunnel mux stream (on this port; 0: none) carries them.
-        self.flows = FlowServer(sessions, self._agents)
+        self.flows = FlowServer(sessions, self._agents, destinations)
         self.tunnel_mux_port = tunnel_mux_port
 
     async def Version(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.VersionInfo:

@@ -1,5 +1,6 @@
 """The ``pods/portforward`` subresource: a websocket (``v4.channel.k8s.io``) whose channels carry the
-streams of TCP connections the emulator dials to the pod's IP, as the kubelet would."""
+streams of TCP connections the emulator makes to the pod's loopback inside its network namespace, as the kubelet
+would (to its IP for a pod outside the lab's namespaces)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import aiohttp.web
 
 from tether.lab.apiserver.errors import bad_request
 from tether.lab.apiserver.kinds import Obj
+from tether.lab.apiserver.podnet import connect_in_pod, pod_netns
 
 _PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "portforward.k8s.io")
 _MAX_FRAME = 64 * 1024 * 1024  # largest websocket frame accepted from a client
@@ -39,7 +41,7 @@ async def serve_portforward(
     if not ws.can_prepare(raw).ok:
         raise bad_request("port forwarding needs a websocket upgrade request")
     await ws.prepare(raw)
-    await _PortForward(ws, pod_ip, ports, where).run(closing)
+    await _PortForward(ws, pod_ip, ports, where, pod_netns(pod)).run(closing)
     return ws
 
 
@@ -83,8 +85,10 @@ class _PortForward:
         def resume_writing(self) -> None:
             self.writable.set()
 
-    def __init__(self, ws: aiohttp.web.WebSocketResponse, host: str, ports: list[int], pod: str) -> None:
-        self.ws, self.host, self.ports, self.pod = ws, host, ports, pod
+    def __init__(
+        self, ws: aiohttp.web.WebSocketResponse, host: str, ports: list[int], pod: str, netns: str | None = None
+    ) -> None:
+        self.ws, self.host, self.ports, self.pod, self.netns = ws, host, ports, pod, netns
         self.pods: dict[int, _PortForward._Pod] = {}  # by data channel
         self._draining: asyncio.Task[None] | None = None
         # aiohttp keeps the prepared websocket's transport (and the protocol that knows when it drains) in its
@@ -134,9 +138,17 @@ class _PortForward:
 
     async def _dial(self, port: int, channel: int) -> _PortForward._Pod:
         loop = asyncio.get_running_loop()
+
+        def protocol() -> _PortForward._Pod:
+            return _PortForward._Pod(self, channel)
+
+        if self.netns is not None:
+            sock = await connect_in_pod(self.netns, port)
+            _, pod = await loop.create_connection(protocol, sock=sock)
+            return pod
         try:
             async with asyncio.timeout(10):
-                _, pod = await loop.create_connection(lambda: _PortForward._Pod(self, channel), self.host, port)
+                _, pod = await loop.create_connection(protocol, self.host, port)
         except TimeoutError:
             raise OSError("i/o timeout") from None
         return pod

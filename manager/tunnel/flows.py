@@ -16,6 +16,7 @@ from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.framing import TunnelError
 from tether.manager.api.mux import MuxStream
 from tether.manager.api.streamwriter import Send
+from tether.manager.destinations import DestinationPolicy
 from tether.manager.sessions import SessionTable, UnknownSessionError
 from tether.manager.tunnel.dialer import FastPath, run_flow
 
@@ -23,9 +24,12 @@ log = logging.getLogger("tether.manager.server")
 
 
 class FlowServer:
-    def __init__(self, sessions: SessionTable, agents: AgentRegistry) -> None:
+    def __init__(
+        self, sessions: SessionTable, agents: AgentRegistry, destinations: DestinationPolicy | None = None
+    ) -> None:
         self._sessions = sessions
         self._agents = agents
+        self._destinations = destinations if destinations is not None else DestinationPolicy()
 
     async def serve(
         self,
@@ -47,6 +51,11 @@ class FlowServer:
             return
         if spec.via is not None:
             await self._agents.splice(spec, first.open, incoming, send)
+            return
+        refusal = self._destinations.refusal(spec.destination[0])
+        if refusal is not None:
+            log.warning("dial %s refused: %s", spec.describe(), refusal)
+            await send(framing.dial_failed(pb.DialResult.REFUSED, refusal))
             return
         try:
             await run_flow(spec, incoming, send, fast)

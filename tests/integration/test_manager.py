@@ -7,6 +7,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -189,3 +190,32 @@ def test_cluster_info_cli_from_the_workstation(lab, lab_run):
     assert shown["service_subnet"] == str(SERVICE_CIDR)
     assert set(shown["pod_subnets"]) == {str(n) for n in NODE_CIDRS}
     assert shown["manager_pod"].startswith("tether/")
+
+
+PROBE_FROM_A_POD = """
+import socket, sys
+import grpc
+from tether.manager.api import manager_pb2 as pb, manager_pb2_grpc as pb_grpc
+ip = sys.argv[1]
+with grpc.insecure_channel(f"{ip}:8081") as channel:
+    try:
+        pb_grpc.ManagerStub(channel).ArriveAsClient(pb.ClientInfo(name="intruder"), timeout=10)
+        print("client-api: open")
+    except grpc.RpcError as exc:
+        print(f"client-api: {exc.code().name}")
+try:
+    socket.create_connection((ip, 8082), timeout=5).close()
+    print("mux: open")
+except OSError as exc:
+    print(f"mux: {type(exc).__name__}")
+"""
+
+
+def test_the_client_api_and_the_mux_are_not_reachable_from_another_pod(lab, lab_run):
+    """The attack: any pod (or anything else on the pod network) opens a client session with no credentials.
+    The client API and the mux listen on the manager pod's loopback: only the API server's port-forward (which
+    checks the user's RBAC) reaches them; the pod IP serves the agent API only."""
+    manager_ip = lab.pod_ips["tether/tether-manager-0"]
+    result = lab_run(sys.executable, "-c", PROBE_FROM_A_POD, manager_ip, pod="default/echo-0", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["client-api: UNIMPLEMENTED", "mux: ConnectionRefusedError"], result

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+
+from tether.manager.destinations import DestinationPolicy
+
+#: The manager refuses loopback destinations unless allowed: these tests' servers listen there.
+LOOPBACK_ALLOWED = DestinationPolicy(allowed=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")))
 
 
 async def echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -13,7 +13,7 @@ import time
 
 import grpc
 import pytest
-from echo_servers import UdpEcho, echo_handler
+from echo_servers import LOOPBACK_ALLOWED, UdpEcho, echo_handler
 
 from tether.manager.agent.agent import AgentSettings, TetherAgent
 from tether.manager.agents import AgentError, AgentRegistry, UnknownAgentError
@@ -151,7 +151,7 @@ class Harness:
     async def start_manager(self) -> None:
         resolver = ClusterResolver(ResolverConfig(nameservers=(LOOPBACK,), search=(), ndots=1), "cluster.local")
         self.server = grpc.aio.server(options=grpc_options())
-        service = ManagerService(self.sessions, ClusterInfoHub(), resolver, self.agents)
+        service = ManagerService(self.sessions, ClusterInfoHub(), resolver, self.agents, destinations=LOOPBACK_ALLOWED)
         pb_grpc.add_ManagerServicer_to_server(service, self.server)
         pb_grpc.add_AgentsServicer_to_server(AgentService(self.agents), self.server)
         assert self.server.add_insecure_port(f"127.0.0.1:{self.port}") == self.port

@@ -360,3 +360,11 @@ class TestReadConfigmap:
 
         with pytest.raises(ApiException):
             read_configmap(SimpleNamespace(read_namespaced_config_map=read), "tether", "m")
+
+
+def test_tunnel_allow_destinations_from_values_yaml_and_env():
+    config = load_config({}, {"values.yaml": "tunnel:\n  allowDestinations: [127.0.0.1/32]\n"})
+    assert [str(n) for n in config.tunnel_allow_destinations] == ["127.0.0.1/32"]
+    config = load_config({"TUNNEL_ALLOW_DESTINATIONS": "169.254.169.254/32"}, None)
+    assert [str(n) for n in config.tunnel_allow_destinations] == ["169.254.169.254/32"]
+    assert load_config({}, None).tunnel_allow_destinations == ()

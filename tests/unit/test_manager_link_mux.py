@@ -10,6 +10,7 @@ import socket
 import grpc
 import kubernetes
 import pytest
+from echo_servers import LOOPBACK_ALLOWED
 
 from tether.helper.root.tunnel.manager_link import ManagerLink, client_info
 from tether.helper.root.tunnel.streams import GrpcTunnelStream, MuxTunnelStream, TunnelOpener
@@ -56,7 +57,9 @@ class Manager:
         resolver = ClusterResolver(ResolverConfig(nameservers=(LOOPBACK,), search=(), ndots=1), "cluster.local")
         hub = ClusterInfoHub()
         hub.publish(pb.ClusterInfo(manager_port=1))
-        self.service = ManagerService(self.sessions, hub, resolver, AgentRegistry(idle_timeout=30))
+        self.service = ManagerService(
+            self.sessions, hub, resolver, AgentRegistry(idle_timeout=30), destinations=LOOPBACK_ALLOWED
+        )
         self.server = grpc.aio.server(options=grpc_options())
         pb_grpc.add_ManagerServicer_to_server(self.service, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from dnslib import QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
-from echo_servers import UdpEcho, echo_handler
+from echo_servers import LOOPBACK_ALLOWED, UdpEcho, echo_handler
 
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
@@ -19,6 +19,7 @@ from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.framing import Protocol
 from tether.manager.api.grpcopts import grpc_options
 from tether.manager.clusterinfo import ClusterInfoHub
+from tether.manager.destinations import DestinationPolicy
 from tether.manager.dns import ClusterResolver, unpack_record
 from tether.manager.resolvconf import ResolverConfig
 from tether.manager.server import ManagerService
@@ -59,8 +60,9 @@ def free_port() -> int:
 
 
 class Harness:
-    def __init__(self, dns_port: int) -> None:
+    def __init__(self, dns_port: int, destinations: DestinationPolicy = LOOPBACK_ALLOWED) -> None:
         self.dns_port = dns_port
+        self.destinations = destinations
 
     async def __aenter__(self) -> "Harness":
         self.hub = ClusterInfoHub()
@@ -71,7 +73,8 @@ class Harness:
             port=self.dns_port,
         )
         self.server = grpc.aio.server(options=grpc_options())
-        pb_grpc.add_ManagerServicer_to_server(ManagerService(self.sessions, self.hub, resolver), self.server)
+        service = ManagerService(self.sessions, self.hub, resolver, destinations=self.destinations)
+        pb_grpc.add_ManagerServicer_to_server(service, self.server)
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=grpc_options())
@@ -91,9 +94,9 @@ class Harness:
         await self.server.stop(0)
 
 
-def run(coro_fn, dns_port):
+def run(coro_fn, dns_port, destinations: DestinationPolicy = LOOPBACK_ALLOWED):
     async def main():
-        async with Harness(dns_port) as h:
+        async with Harness(dns_port, destinations) as h:
             await asyncio.wait_for(coro_fn(h), 60)
 
     asyncio.run(main())
@@ -235,3 +238,42 @@ def test_lookup_dns(dns_port):
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "bad..name" in raised.value.details()
 
     run(scenario, dns_port)
+
+
+POD_IP = ipaddress.ip_address("192.0.2.10")
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "::1", "::ffff:127.0.0.1", "169.254.169.254", "fe80::1", str(POD_IP)],
+)
+def test_the_manager_refuses_to_dial_its_own_pod_and_link_local_addresses(dns_port, address):
+    """The attack: any client dials the manager pod's own loopback (here: a live echo server), its pod IP, or
+    the cloud metadata address. Refused before any dial, naming the address and the setting."""
+    destination = ipaddress.ip_address(address)
+
+    async def scenario(h: Harness) -> None:
+        accepted = []
+        h.echo.close()
+        h.echo = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", h.echo_port)
+        for protocol in (Protocol.TCP, Protocol.UDP):
+            call = h.stub.Tunnel()
+            port = h.echo_port if protocol is Protocol.TCP else h.udp_port
+            await call.write(framing.open_message(h.session, protocol, (destination, port), dial_timeout=2))
+            result = (await call.read()).dial
+            assert not result.ok and result.reason == pb.DialResult.REFUSED, result
+            shown = getattr(destination, "ipv4_mapped", None) or destination
+            assert f"does not dial {shown}" in result.error and "tunnel.allowDestinations" in result.error
+        assert accepted == []
+
+    run(scenario, dns_port, DestinationPolicy(pod_ip=POD_IP))
+
+
+def test_an_allowed_destination_is_dialed(dns_port):
+    async def scenario(h: Harness) -> None:
+        call = await open_flow(h, Protocol.TCP, h.echo_port)
+        assert (await call.read()).dial.ok
+        call.cancel()
+
+    allowed = DestinationPolicy(pod_ip=POD_IP, allowed=(ipaddress.ip_network("127.0.0.1/32"),))
+    run(scenario, dns_port, allowed)

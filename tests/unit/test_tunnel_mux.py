@@ -8,6 +8,7 @@ import os
 import socket
 
 import pytest
+from echo_servers import LOOPBACK_ALLOWED
 
 from tether.helper.root.tunnel.mux_client import MuxClient, connect_mux
 from tether.helper.root.tunnel.streams import MuxTunnelStream
@@ -512,7 +513,7 @@ class Loopback:
         loop = asyncio.get_running_loop()
         self.sessions = SessionTable(idle_timeout=30)
         self.session = self.sessions.arrive("test", "default", "0").session_id
-        flows = FlowServer(self.sessions, AgentRegistry(idle_timeout=30))
+        flows = FlowServer(self.sessions, AgentRegistry(idle_timeout=30), LOOPBACK_ALLOWED)
         self.listener = MuxListener(flows.check_session, flows.serve_stream)
         port = await self.listener.start("127.0.0.1", 0)
         self.echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
