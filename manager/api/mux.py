@@ -100,6 +100,11 @@ class MuxStream:
     def __repr__(self) -> str:
         return f"<mux stream {self.id}{' closed' if self.closed else ''}>"
 
+    @property
+    def queued(self) -> int:
+        """Bytes received and not yet read: DATA, and messages as serialized (limits, tests)."""
+        return self._outstanding + self._message_bytes
+
     # --- frames from the peer (called by the connection) ---
 
     def _on_data(self, payload: bytes) -> None:
