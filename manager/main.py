@@ -18,7 +18,7 @@ import kubernetes
 
 from tether.manager.agents import AgentRegistry, expire_agents
 from tether.manager.api import manager_pb2_grpc as pb_grpc
-from tether.manager.api.grpcopts import grpc_options
+from tether.manager.api.grpcopts import server_options
 from tether.manager.api.version import __version__
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
 from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap
@@ -127,7 +127,8 @@ async def serve(
 ) -> int:
     loop = asyncio.get_running_loop()
     hub = ClusterInfoHub()
-    sessions = SessionTable(idle_timeout=args.session_idle_timeout)
+    limits = config.limits()
+    sessions = SessionTable(idle_timeout=args.session_idle_timeout, per_address=limits.sessions_per_address)
     sidecar = SidecarConfig(
         image=args.agent_image,
         manager=args.agent_manager_address or manager_address(args.namespace, config.cluster_domain, args.port),
@@ -148,8 +149,8 @@ async def serve(
     discovery = ClusterDiscovery(
         api, config, args.namespace, args.pod_ip, lambda network: loop.call_soon_threadsafe(publish, network)
     )
-    server = grpc.aio.server(options=grpc_options())
-    service = ManagerService(sessions, hub, resolver, agents)
+    server = grpc.aio.server(options=server_options(limits.flows_per_session))
+    service = ManagerService(sessions, hub, resolver, agents, limits=limits)
     pb_grpc.add_ManagerServicer_to_server(service, server)
     pb_grpc.add_AgentsServicer_to_server(AgentService(agents), server)
     bound = server.add_insecure_port(f"{args.address}:{args.port}")
@@ -198,7 +199,7 @@ async def _start_mux(service: ManagerService, args: argparse.Namespace, config: 
         log.error("the tunnel mux port is the gRPC port; serving no tunnel mux", extra={"port": port})
         return None
     flows = service.flows
-    listener = MuxListener(flows.check_session, flows.serve_stream)
+    listener = MuxListener(flows.check_session, flows.serve_stream, limits=flows.limits)
     try:
         service.tunnel_mux_port = await listener.start(args.address, port)
     except OSError as exc:
