@@ -18,6 +18,7 @@ import pytest
 from tether.manager.api import framing
 from tether.manager.api import muxframe as mf
 from tether.manager.api.framing import Protocol
+from tether.manager.limits import ManagerLimits
 from tether.manager.sessions import UnknownSessionError
 from tether.manager.tunnel.mux_server import MuxListener
 from tether.runtime import eventloop
@@ -114,3 +115,35 @@ def test_many_streams_each_pushing_its_initial_window_are_cut_off_at_the_connect
         f"\n{STREAMS} streams x 64 KiB before the dial: held at most {watch.most} bytes on "
         f"{watch.most_streams} streams; tracemalloc +{growth} bytes after, peak +{peak}"
     )
+
+
+def test_streams_beyond_the_sessions_cap_are_reset_without_running_and_logged_once(caplog):
+    async def main() -> tuple[int, int, int]:
+        started = 0
+
+        async def counting(first, stream, session_id) -> None:
+            nonlocal started
+            started += 1
+            await asyncio.Event().wait()
+
+        listener = MuxListener(check_session, counting, limits=ManagerLimits(flows_per_session=1000))
+        port = await listener.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(mf.hello(SESSION))
+        for stream_id in range(1, STREAMS + 1):
+            writer.write(mf.frame(stream_id, mf.MESSAGE, OPEN))
+        await writer.drain()
+        resets = 0
+        decoder = mf.FrameDecoder()
+        while resets < STREAMS - 1000:
+            resets += sum(1 for _, t, _ in decoder.feed(await reader.read(65536)) if t == mf.RESET)
+        (connection,) = listener.connections
+        open_streams = len(connection.streams)
+        writer.close()
+        listener.close()
+        return started, resets, open_streams
+
+    with caplog.at_level(logging.WARNING):
+        started, resets, open_streams = eventloop.run(asyncio.wait_for(main(), 60))
+    assert (started, resets, open_streams) == (1000, STREAMS - 1000, 1000)
+    assert caplog.text.count("streams open; resetting new ones") == 1
