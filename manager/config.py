@@ -22,6 +22,12 @@ from typing import Any
 
 import yaml
 
+from .limits import (
+    DEFAULT_FLOWS_PER_SESSION,
+    DEFAULT_MAX_UDP_IDLE_TIMEOUT,
+    DEFAULT_SESSIONS_PER_ADDRESS,
+    ManagerLimits,
+)
 from .subnets import InvalidCIDR, IPNetwork, parse_cidr
 
 __all__ = [
@@ -89,8 +95,20 @@ class ManagerConfig:
     tunnel_mux_port: int = DEFAULT_TUNNEL_MUX_PORT
     # Loopback, link-local or own-pod-IP destinations the manager may dial anyway (refused unless listed).
     tunnel_allow_destinations: tuple[IPNetwork, ...] = ()
+    # What one client may hold at once (``limits``): flows per session, sessions per client address, and the
+    # longest idle time of a UDP flow whatever the client asks.
+    flows_per_session: int = DEFAULT_FLOWS_PER_SESSION
+    sessions_per_address: int = DEFAULT_SESSIONS_PER_ADDRESS
+    max_udp_idle_timeout: float = DEFAULT_MAX_UDP_IDLE_TIMEOUT
     # Helm key -> where its value came from ("default", "env X", "ConfigMap m key k"); for logs.
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
+
+    def limits(self) -> ManagerLimits:
+        return ManagerLimits(
+            flows_per_session=self.flows_per_session,
+            sessions_per_address=self.sessions_per_address,
+            max_udp_idle_timeout=self.max_udp_idle_timeout,
+        )
 
 
 class _BadValue(Exception):
@@ -222,6 +240,23 @@ def _parse_port(raw: Any) -> int:
     return int(text)
 
 
+def _parse_count(raw: Any) -> int:
+    text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise _BadValue(f"invalid count {_show(raw)}: expected a whole number of at least 1")
+    return int(text)
+
+
+def _parse_seconds(raw: Any) -> float:
+    try:
+        value = float(raw) if isinstance(raw, str | int | float) and not isinstance(raw, bool) else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise _BadValue(f"invalid duration {_show(raw)}: expected a positive number of seconds")
+    return value
+
+
 @dataclass(frozen=True)
 class _Key:
     helm: str
@@ -254,6 +289,9 @@ _KEYS: tuple[_Key, ...] = (
     _Key("clusterDomain", "CLUSTER_DOMAIN", "cluster_domain", _parse_domain),
     _Key("tunnelMuxPort", "TUNNEL_MUX_PORT", "tunnel_mux_port", _parse_port),
     _Key("tunnel.allowDestinations", "TUNNEL_ALLOW_DESTINATIONS", "tunnel_allow_destinations", _parse_cidr_list),
+    _Key("limits.flowsPerSession", "LIMITS_FLOWS_PER_SESSION", "flows_per_session", _parse_count),
+    _Key("limits.sessionsPerAddress", "LIMITS_SESSIONS_PER_ADDRESS", "sessions_per_address", _parse_count),
+    _Key("limits.udpIdleTimeoutMax", "LIMITS_UDP_IDLE_TIMEOUT_MAX", "max_udp_idle_timeout", _parse_seconds),
 )
 _BY_HELM = {k.helm: k for k in _KEYS}
 HELM_KEYS: tuple[str, ...] = tuple(_BY_HELM)

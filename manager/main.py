@@ -20,7 +20,7 @@ import kubernetes
 
 from tether.manager.agents import AgentRegistry, expire_agents
 from tether.manager.api import manager_pb2_grpc as pb_grpc
-from tether.manager.api.grpcopts import grpc_options
+from tether.manager.api.grpcopts import GrpcOptions, server_options
 from tether.manager.api.version import __version__
 from tether.manager.api.wire import IPAddress
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
@@ -143,7 +143,8 @@ async def serve(
 ) -> int:
     loop = asyncio.get_running_loop()
     hub = ClusterInfoHub()
-    sessions = SessionTable(idle_timeout=args.session_idle_timeout)
+    limits = config.limits()
+    sessions = SessionTable(idle_timeout=args.session_idle_timeout, per_address=limits.sessions_per_address)
     sidecar = SidecarConfig(
         image=args.agent_image,
         manager=args.agent_manager_address or manager_address(args.namespace, config.cluster_domain, args.port),
@@ -165,8 +166,8 @@ async def serve(
         api, config, args.namespace, args.pod_ip, lambda network: loop.call_soon_threadsafe(publish, network)
     )
     destinations = DestinationPolicy(pod_ip=_pod_address(args.pod_ip), allowed=config.tunnel_allow_destinations)
-    service = ManagerService(sessions, hub, resolver, agents, destinations=destinations)
-    servers = _grpc_servers(service, AgentService(agents), args)
+    service = ManagerService(sessions, hub, resolver, agents, destinations=destinations, limits=limits)
+    servers = _grpc_servers(service, AgentService(agents), args, server_options(limits.flows_per_session))
     if servers is None:
         return 1
     bound = args.port
@@ -205,7 +206,9 @@ async def serve(
     return 0
 
 
-def _grpc_servers(service: ManagerService, agent_service: AgentService, args: argparse.Namespace) -> list[Any] | None:
+def _grpc_servers(
+    service: ManagerService, agent_service: AgentService, args: argparse.Namespace, options: GrpcOptions
+) -> list[Any] | None:
     """The client API on --address and the agent API on the pod network; one server when both are one address.
 
     They are apart because they are reached differently: clients through the API server's port-forward to the
@@ -215,13 +218,13 @@ def _grpc_servers(service: ManagerService, agent_service: AgentService, args: ar
     if not agent_address:
         log.warning("no --pod-ip nor --agent-address: tether-agents in other pods cannot reach this manager")
         agent_address = args.address
-    client_server = grpc.aio.server(options=grpc_options())
+    client_server = grpc.aio.server(options=options)
     pb_grpc.add_ManagerServicer_to_server(service, client_server)
     listening = [(client_server, args.address)]
     if agent_address == args.address:
         pb_grpc.add_AgentsServicer_to_server(agent_service, client_server)
     else:
-        agent_server = grpc.aio.server(options=grpc_options())
+        agent_server = grpc.aio.server(options=options)
         pb_grpc.add_AgentsServicer_to_server(agent_service, agent_server)
         listening.append((agent_server, agent_address))
     for server, address in listening:
@@ -241,7 +244,7 @@ async def _start_mux(service: ManagerService, args: argparse.Namespace, config: 
         log.error("the tunnel mux port is the gRPC port; serving no tunnel mux", extra={"port": port})
         return None
     flows = service.flows
-    listener = MuxListener(flows.check_session, flows.serve_stream)
+    listener = MuxListener(flows.check_session, flows.serve_stream, limits=flows.limits)
     try:
         service.tunnel_mux_port = await listener.start(args.address, port)
     except OSError as exc:

@@ -15,6 +15,7 @@ from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.destinations import DestinationPolicy
 from tether.manager.dns import ClusterResolver, DNSLookupError, pack_record
+from tether.manager.limits import KeyedLimit, LimitReachedError, ManagerLimits
 from tether.manager.sessions import SessionTable, UnknownSessionError
 from tether.manager.tunnel.flows import FlowServer
 
@@ -30,6 +31,7 @@ class ManagerService(pb_grpc.ManagerServicer):
         agents: AgentRegistry | None = None,
         tunnel_mux_port: int = 0,
         destinations: DestinationPolicy | None = None,
+        limits: ManagerLimits | None = None,
     ) -> None:
         self._sessions = sessions
         self._hub = hub
@@ -37,8 +39,9 @@ class ManagerService(pb_grpc.ManagerServicer):
         # Flows with `via` go to these agents; without a registry every such flow finds no agent.
         self._agents = agents if agents is not None else AgentRegistry(idle_timeout=60.0)
         # The same flows, whether a Tunnel stream or a tunnel mux stream (on this port; 0: none) carries them.
-        self.flows = FlowServer(sessions, self._agents, destinations)
+        self.flows = FlowServer(sessions, self._agents, limits, destinations)
         self.tunnel_mux_port = tunnel_mux_port
+        self._watches = KeyedLimit(self.flows.limits.watches_per_session, "cluster-info watches")
 
     async def Version(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.VersionInfo:
         return pb.VersionInfo(
@@ -48,7 +51,12 @@ class ManagerService(pb_grpc.ManagerServicer):
     async def ArriveAsClient(self, request: pb.ClientInfo, context: grpc.aio.ServicerContext) -> pb.SessionInfo:
         if not request.name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a client must give its name")
-        session = self._sessions.arrive(request.name, request.namespace, request.version)
+        try:
+            session = self._sessions.arrive(request.name, request.namespace, request.version, _peer_ip(context.peer()))
+        except LimitReachedError as exc:
+            log.warning("refusing a session: %s", exc, extra={"client": request.name})
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            raise
         log.info(
             "client arrived",
             extra={"session": session.session_id[:8], "client": request.name, "namespace": request.namespace},
@@ -70,8 +78,16 @@ class ManagerService(pb_grpc.ManagerServicer):
         self, request: pb.SessionInfo, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ClusterInfo]:
         await self._session(request.session_id, context)
-        async for info in self._hub.watch():
-            yield info
+        try:
+            self._watches.acquire(request.session_id, f"session {request.session_id[:8]}")
+        except LimitReachedError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            raise
+        try:
+            async for info in self._hub.watch():
+                yield info
+        finally:
+            self._watches.release(request.session_id)
 
     async def LookupDNS(self, request: pb.DNSRequest, context: grpc.aio.ServicerContext) -> pb.DNSResponse:
         session = await self._session(request.session_id, context)

@@ -30,3 +30,10 @@ def reconnecting_channel_options() -> GrpcOptions:
         ("grpc.min_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
+
+
+def server_options(max_streams: int) -> GrpcOptions:
+    """The manager's: a client's HTTP/2 connection may have at most ``max_streams`` calls open at once (its flows
+    on gRPC Tunnel streams, a spare one opened ahead, its watch, a few unary calls); a stream that never sends
+    its first message is never counted as a flow, so this is what bounds those."""
+    return [*grpc_options(), ("grpc.max_concurrent_streams", max_streams + 64)]

@@ -7,8 +7,13 @@ its end, so frames of many streams (or a flow's eof and end, data and window upd
 on the paths through the API server a send costs far more than the bytes it carries.
 
 Limits hold whatever the peer does: frames are checked by ``muxframe``, a stream's DATA beyond the credit
-it was given, more queued messages than a flow ever needs, frames for streams never opened all end the
-connection with a logged reason (a GOAWAY tells the peer). A stream that was closed here ignores late frames.
+it was given, more queued messages than a flow ever needs, more bytes held for streams whose flow is not open
+yet than a client ever sends, frames for streams never opened all end the connection with a logged reason (a
+GOAWAY tells the peer). A stream that was closed here ignores late frames.
+
+Credit before the dial: the side that accepts streams (the manager) gives a new stream only
+``muxframe.INITIAL_WINDOW`` and grants the rest of ``STREAM_WINDOW`` with its dial answer, so a peer that opens
+streams it never means to use cannot make the manager hold a full window for each.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ IDLE_TIMEOUT = 30.0
 MAX_STREAMS = 100_000
 # MESSAGE frames waiting unread on one stream: a flow sends a handful (open, dial, eof, abort) in its life.
 MAX_QUEUED_MESSAGES = 16
+# Their bytes: eof and abort are small, so a stream never needs more than one largest message's worth.
+MAX_QUEUED_MESSAGE_BYTES = mf.MAX_MESSAGE
+# Bytes (DATA and MESSAGE) one connection may hold for streams whose full window is not granted yet: a client
+# sends nothing but its open before the dial answer, this allows a first batch on many streams at once.
+MAX_HELD_BEFORE_OPEN = 4 * 1024 * 1024
 # Gathered frames are written once this much is waiting, without waiting for the loop's turn to end.
 FLUSH_AT = 256 * 1024
 
@@ -55,19 +65,27 @@ class MuxStream:
     """
 
     __slots__ = (
-        "_credit_waiters", "_ended", "_error", "_inbox", "_messages", "_outstanding", "_to_grant", "_waiter",
-        "closed", "conn", "credit", "first_message_hook", "id", "sink", "task",
+        "_credit_waiters", "_ended", "_error", "_held", "_inbox", "_message_bytes", "_messages", "_outstanding",
+        "_to_grant", "_waiter", "_window", "closed", "conn", "credit", "first_message_hook", "id", "sink", "task",
     )  # fmt: skip
 
-    def __init__(self, conn: MuxConnection, stream_id: int) -> None:
+    def __init__(
+        self, conn: MuxConnection, stream_id: int, credit: int = mf.STREAM_WINDOW, window: int = mf.STREAM_WINDOW
+    ) -> None:
+        """``credit``: what the peer lets us send before its first WINDOW frame; ``window``: what we let it send
+        (the opener of a stream starts with ``INITIAL_WINDOW`` credit, the acceptor with that window)."""
         self.conn = conn
         self.id = stream_id
         self._inbox: collections.deque[Item] = collections.deque()
         self._messages = 0
+        self._message_bytes = 0
+        self._window = window  # DATA bytes the peer may have in flight
+        # Bytes queued here while the window is not fully granted (they count against the connection's limit).
+        self._held = 0
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._error: MuxStreamError | None = None
-        self.credit = mf.STREAM_WINDOW  # DATA bytes we may still send
+        self.credit = credit  # DATA bytes we may still send
         self._credit_waiters: list[asyncio.Future[None]] = []
         self._outstanding = 0  # DATA bytes the peer sent that we have not yet returned as credit
         self._to_grant = 0  # bytes handed on since our last WINDOW frame
@@ -82,12 +100,17 @@ class MuxStream:
     def __repr__(self) -> str:
         return f"<mux stream {self.id}{' closed' if self.closed else ''}>"
 
+    @property
+    def queued(self) -> int:
+        """Bytes received and not yet read: DATA, and messages as serialized (limits, tests)."""
+        return self._outstanding + self._message_bytes
+
     # --- frames from the peer (called by the connection) ---
 
     def _on_data(self, payload: bytes) -> None:
         outstanding = self._outstanding + len(payload)
-        if outstanding > mf.STREAM_WINDOW:
-            raise MuxProtocolError(f"stream {self.id} sent {outstanding} bytes beyond its window of {mf.STREAM_WINDOW}")
+        if outstanding > self._window:
+            raise MuxProtocolError(f"stream {self.id} sent {outstanding} bytes beyond its window of {self._window}")
         self._outstanding = outstanding
         sink = self.sink
         if sink is not None and self._waiter is not None and not self._inbox:
@@ -97,19 +120,50 @@ class MuxStream:
                 if taken == len(payload):
                     return
                 payload = payload[taken:]
+        if self._window < mf.STREAM_WINDOW:
+            self._hold(len(payload))
         self._inbox.append(payload)
         self._wake()
 
     def _on_message(self, message: pb.TunnelMessage) -> None:
+        size = message.ByteSize()  # as counted again when it is read
         if self._messages >= MAX_QUEUED_MESSAGES:
             raise MuxProtocolError(f"stream {self.id} has {self._messages} messages waiting unread")
+        if self._message_bytes + size > MAX_QUEUED_MESSAGE_BYTES:
+            raise MuxProtocolError(f"stream {self.id} has {self._message_bytes + size} bytes of messages waiting")
         self._messages += 1
+        self._message_bytes += size
+        if self._window < mf.STREAM_WINDOW:
+            self._hold(size)
         self._inbox.append(message)
         self._wake()
         hook = self.first_message_hook
         if hook is not None:
             self.first_message_hook = None
             hook(message)
+
+    def _hold(self, size: int) -> None:
+        self._held += size
+        self.conn.held_before_open += size
+        if self.conn.held_before_open > MAX_HELD_BEFORE_OPEN:
+            raise MuxProtocolError(
+                f"{self.conn.held_before_open} bytes sent on streams whose flow is not open yet "
+                f"(at most {MAX_HELD_BEFORE_OPEN})"
+            )
+
+    def _release(self, size: int) -> None:
+        size = min(size, self._held)
+        self._held -= size
+        self.conn.held_before_open -= size
+
+    def grant_window(self) -> None:
+        """The flow is open: let the peer have the full window (a no-op once it has)."""
+        increment = mf.STREAM_WINDOW - self._window
+        if increment > 0:
+            self._window = mf.STREAM_WINDOW
+            self._release(self._held)  # what waits now is an open flow's, bounded by its window
+            if not self.closed:
+                self.conn.write(mf.window(self.id, increment))
 
     def _on_window(self, increment: int) -> None:
         credit = self.credit + increment
@@ -128,6 +182,7 @@ class MuxStream:
             self._error = error
         self.closed = True
         self._inbox.clear()
+        self._release(self._held)
         self._wake()
         self._wake_senders()
 
@@ -159,9 +214,13 @@ class MuxStream:
             raise self._error
         item = inbox.popleft()
         if type(item) is bytes:
+            self._release(len(item))
             self._returned(len(item))
         else:
             self._messages -= 1
+            size = item.ByteSize()
+            self._message_bytes -= size
+            self._release(size)
         return item
 
     def _returned(self, size: int) -> None:
@@ -226,6 +285,8 @@ class MuxStream:
         if self.closed:
             raise self._error or MuxStreamError(f"stream {self.id} is closed")
         self.conn.write(mf.frame(self.id, mf.MESSAGE, message.SerializeToString()))
+        if self._window < mf.STREAM_WINDOW and message.WhichOneof("kind") == "dial" and message.dial.ok:
+            self.grant_window()  # the destination accepted: now the client may send a full window
 
     async def send(self, message: pb.TunnelMessage) -> None:
         """The gRPC stream's ``write``: data as DATA frames, every other message as a MESSAGE frame."""
@@ -269,6 +330,7 @@ class MuxConnection(asyncio.Protocol):
         self.streams: dict[int, MuxStream] = {}
         self.streams_opened = 0
         self.last_stream_id = 0
+        self.held_before_open = 0  # bytes queued on streams not yet granted their full window
         self.paused = False
         # The reason the connection ended, once it has.
         self.closed: asyncio.Future[str] = self.loop.create_future()

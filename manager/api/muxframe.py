@@ -29,7 +29,9 @@ Stream frames (stream id > 0):
 
 Flow control: each side may have at most ``STREAM_WINDOW`` DATA bytes of a stream in flight (sent, and not
 yet returned by WINDOW); the receiver returns credit as it hands bytes on, so a slow reader on either side
-holds the sender back instead of making anyone buffer without bound.
+holds the sender back instead of making anyone buffer without bound. The client starts a stream with only
+``INITIAL_WINDOW`` of credit: the manager sends a WINDOW frame for the rest right after a successful dial
+answer (version 2; version 1 started both ways with the full window).
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ from __future__ import annotations
 import enum
 import struct
 
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 8
 # The largest DATA payload: one TunnelMessage's worth on the gRPC path, so the flow code chunks alike.
 MAX_DATA = 256 * 1024
 # Credit per stream and direction; a multiple of MAX_DATA so a bulk flow keeps several frames in flight.
 STREAM_WINDOW = 1024 * 1024
+# The client's credit on a new stream, before the manager's dial answer grants the rest of STREAM_WINDOW: room
+# for a first batch (one largest datagram) sent with the open, not for a window per stream it never dials.
+INITIAL_WINDOW = 64 * 1024
 # Credit is returned in steps of at least this much (or when the stream's inbox runs dry), not per frame.
 WINDOW_UPDATE_STEP = STREAM_WINDOW // 4
 MAX_MESSAGE = 64 * 1024

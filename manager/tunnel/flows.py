@@ -1,22 +1,26 @@
 """Where a client's flow goes, whichever transport carries it (a gRPC Tunnel stream or a tunnel mux stream).
 
-The first message must be a valid open from a live session; then the flow is dialed by the manager
-(``dialer.run_flow``) or, with ``via``, by one of the workload's tether-agents (``AgentRegistry.splice``).
+The first message must be a valid open from a live session that is below its cap of open flows (counted
+over both carriers); then the flow is dialed by the manager (``dialer.run_flow``) or, with ``via``, by one of
+the workload's tether-agents (``AgentRegistry.splice``). A UDP flow's idle timeout is the client's wish up to
+the manager's maximum.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
 from tether.manager.agents import AgentRegistry
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
-from tether.manager.api.framing import TunnelError
+from tether.manager.api.framing import FlowSpec, TunnelError
 from tether.manager.api.mux import MuxStream
 from tether.manager.api.streamwriter import Send
 from tether.manager.destinations import DestinationPolicy
+from tether.manager.limits import KeyedLimit, LimitReachedError, ManagerLimits
 from tether.manager.sessions import SessionTable, UnknownSessionError
 from tether.manager.tunnel.dialer import FastPath, run_flow
 
@@ -25,10 +29,17 @@ log = logging.getLogger("tether.manager.server")
 
 class FlowServer:
     def __init__(
-        self, sessions: SessionTable, agents: AgentRegistry, destinations: DestinationPolicy | None = None
+        self,
+        sessions: SessionTable,
+        agents: AgentRegistry,
+        limits: ManagerLimits | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self._sessions = sessions
         self._agents = agents
+        self.limits = limits or ManagerLimits()
+        self.flows = KeyedLimit(self.limits.flows_per_session, "flows")
+        self._warned: set[str] = set()  # sessions whose reaching the cap was logged (once, not per refused flow)
         self._destinations = destinations if destinations is not None else DestinationPolicy()
 
     async def serve(
@@ -46,9 +57,31 @@ class FlowServer:
             if session_id is not None and spec.session_id != session_id:
                 raise TunnelError("the open names another session than its tunnel mux connection")
             self._sessions.get(spec.session_id)
+            self.flows.acquire(spec.session_id, f"session {spec.session_id[:8]}")
         except (TunnelError, UnknownSessionError) as exc:
             await send(framing.dial_failed(pb.DialResult.INVALID, str(exc)))
             return
+        except LimitReachedError as exc:
+            if spec.session_id not in self._warned:
+                self._warned.add(spec.session_id)
+                log.warning("refusing flows: %s", exc, extra={"session": spec.session_id[:8]})
+            await send(framing.dial_failed(pb.DialResult.INVALID, str(exc)))
+            return
+        try:
+            await self._run(self._clamped(spec, first), first, incoming, send, fast)
+        finally:
+            self.flows.release(spec.session_id)
+            if self.flows.held(spec.session_id) < self.flows.limit // 2:
+                self._warned.discard(spec.session_id)
+
+    async def _run(
+        self,
+        spec: FlowSpec,
+        first: pb.TunnelMessage,
+        incoming: AsyncIterator[pb.TunnelMessage],
+        send: Send,
+        fast: FastPath | None,
+    ) -> None:
         if spec.via is not None:
             await self._agents.splice(spec, first.open, incoming, send)
             return
@@ -63,6 +96,15 @@ class FlowServer:
             log.warning("tunnel %s broke the protocol: %s", spec.describe(), exc)
             with contextlib.suppress(Exception):
                 await send(framing.abort_message(str(exc)))
+
+    def _clamped(self, spec: FlowSpec, first: pb.TunnelMessage) -> FlowSpec:
+        """The flow as the manager allows it: a UDP idle timeout no longer than its maximum (the open passed to
+        an agent says the same)."""
+        longest = self.limits.max_udp_idle_timeout
+        if spec.idle_timeout <= longest:
+            return spec
+        first.open.idle_timeout_ms = int(longest * 1000)
+        return dataclasses.replace(spec, idle_timeout=longest)
 
     async def serve_stream(self, first: pb.TunnelMessage, stream: MuxStream, session_id: str) -> None:
         """A tunnel mux stream's flow (``mux_server.FlowHandler``)."""

@@ -1,4 +1,9 @@
-"""The manager's end of the tunnel mux: check a client's hello, run each stream's flow like a Tunnel stream."""
+"""The manager's end of the tunnel mux: check a client's hello, run each stream's flow like a Tunnel stream.
+
+Bounded per caller: a session may hold a few connections, a connection at most ``max_streams`` streams (the
+session's flow cap: streams beyond it are reset without running anything), and a new stream gets only the
+initial window until its dial answer (``mux``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import muxframe as mf
 from tether.manager.api.mux import IDLE_TIMEOUT, MAX_STREAMS, PING_INTERVAL, MuxConnection, MuxStream, parse_message
 from tether.manager.api.muxframe import MuxProtocolError
+from tether.manager.limits import KeyedLimit, LimitReachedError, ManagerLimits
 
 log = logging.getLogger("tether.manager.api.mux")
 
@@ -17,6 +23,8 @@ log = logging.getLogger("tether.manager.api.mux")
 SessionCheck = Callable[[str], object]
 # (first message, the rest as TunnelMessages, send, the connection's session id): one flow, as Manager.Tunnel runs it.
 FlowHandler = Callable[[pb.TunnelMessage, MuxStream, str], Awaitable[None]]
+# (session id) -> None, or raise LimitReachedError: may the session have one more connection?
+Admit = Callable[[str], None]
 
 
 class MuxServerConnection(MuxConnection):
@@ -28,11 +36,16 @@ class MuxServerConnection(MuxConnection):
         handler: FlowHandler,
         ping_interval: float = PING_INTERVAL,
         idle_timeout: float = IDLE_TIMEOUT,
+        max_streams: int = MAX_STREAMS,
+        admit: Admit | None = None,
     ) -> None:
         super().__init__(ping_interval, idle_timeout)
         self._check_session = check_session
         self._handler = handler
+        self._max_streams = max_streams
+        self._admit = admit
         self.session_id = ""
+        self.streams_refused = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -43,7 +56,12 @@ class MuxServerConnection(MuxConnection):
         if self.session_id:
             log.info(
                 "tunnel mux connection ended",
-                extra={"session": self.session_id[:8], "peer": self.peer, "streams": self.streams_opened},
+                extra={
+                    "session": self.session_id[:8],
+                    "peer": self.peer,
+                    "streams": self.streams_opened,
+                    "refused": self.streams_refused,
+                },
             )
 
     def on_hello(self, payload: bytes) -> None:
@@ -55,7 +73,9 @@ class MuxServerConnection(MuxConnection):
             return
         try:
             self._check_session(session_id)
-        except KeyError as exc:
+            if self._admit is not None:
+                self._admit(session_id)
+        except (KeyError, LimitReachedError) as exc:
             self._refuse(str(exc))
             return
         self.session_id = session_id
@@ -74,10 +94,18 @@ class MuxServerConnection(MuxConnection):
         if ftype != mf.MESSAGE:
             raise MuxProtocolError(f"a {mf.FrameType(ftype).name} frame for stream {stream_id}, never opened")
         first = parse_message(payload)
-        stream = MuxStream(self, stream_id)
+        stream = MuxStream(self, stream_id, window=mf.INITIAL_WINDOW)  # the rest comes with the dial answer
         self.add(stream)
-        if len(self.streams) > MAX_STREAMS:
-            stream.reset(f"more than {MAX_STREAMS} streams at once")
+        if len(self.streams) > self._max_streams:
+            if not self.streams_refused:
+                log.warning(
+                    "tunnel mux %s has more than %d streams open; resetting new ones",
+                    self.peer,
+                    self._max_streams,
+                    extra={"session": self.session_id[:8]},
+                )
+            self.streams_refused += 1
+            stream.reset(f"more than {self._max_streams} streams at once")
             return
         stream.task = self.loop.create_task(self._serve(stream, first))
 
@@ -107,11 +135,14 @@ class MuxListener:
         handler: FlowHandler,
         ping_interval: float = PING_INTERVAL,
         idle_timeout: float = IDLE_TIMEOUT,
+        limits: ManagerLimits | None = None,
     ) -> None:
         self._check_session = check_session
         self._handler = handler
         self._ping_interval = ping_interval
         self._idle_timeout = idle_timeout
+        self._limits = limits or ManagerLimits()
+        self._per_session = KeyedLimit(self._limits.mux_connections_per_session, "tunnel mux connections")
         self.connections: set[MuxServerConnection] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -123,10 +154,22 @@ class MuxListener:
         return self.port
 
     def _connection(self) -> MuxServerConnection:
-        connection = MuxServerConnection(self._check_session, self._handler, self._ping_interval, self._idle_timeout)
+        connection = MuxServerConnection(
+            self._check_session,
+            self._handler,
+            self._ping_interval,
+            self._idle_timeout,
+            max_streams=self._limits.flows_per_session,
+            admit=lambda session_id: self._per_session.acquire(session_id, f"session {session_id[:8]}"),
+        )
         self.connections.add(connection)
-        connection.closed.add_done_callback(lambda _: self.connections.discard(connection))
+        connection.closed.add_done_callback(lambda _: self._ended(connection))
         return connection
+
+    def _ended(self, connection: MuxServerConnection) -> None:
+        self.connections.discard(connection)
+        if connection.session_id:  # set only once admitted
+            self._per_session.release(connection.session_id)
 
     def close(self, reason: str = "the traffic-manager is stopping") -> None:
         if self._server is not None:

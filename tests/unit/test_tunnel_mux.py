@@ -145,6 +145,12 @@ class Handlers:
             raise
 
 
+async def dial_then_wait(first, stream):
+    """A flow whose destination accepted at once and that then reads nothing."""
+    await stream.send(framing.dial_ok())
+    await asyncio.Event().wait()
+
+
 def check_session(session_id):
     if session_id != SESSION:
         raise UnknownSessionError(session_id)
@@ -304,10 +310,10 @@ def test_a_flow_handler_failing_resets_its_stream(caplog):
 
 def test_credit_holds_a_sender_back_until_the_receiver_takes_data():
     async def main():
-        client, server = await welcomed_pair()
+        client, server = await welcomed_pair(Handlers(dial_then_wait))
         stream = client.open_stream()
         await stream.send_message(open_request())
-        await turns()
+        assert (await stream.read()).dial.ok  # the full window comes with the dial answer
         chunk = b"z" * mf.MAX_DATA
         for _ in range(mf.STREAM_WINDOW // mf.MAX_DATA):
             await asyncio.wait_for(stream.send_data(chunk), 1)
@@ -326,17 +332,18 @@ def test_credit_holds_a_sender_back_until_the_receiver_takes_data():
 
 def test_small_reads_return_credit_in_steps_not_per_frame():
     async def main():
-        client, server = await welcomed_pair()
+        client, server = await welcomed_pair(Handlers(dial_then_wait))
         stream = client.open_stream()
         await stream.send_message(open_request())
-        await turns()
+        assert (await stream.read()).dial.ok
         remote = server.streams[stream.id]
         for _ in range(100):
             await stream.send_data(b"q" * 64)
             await turns()
             assert await remote.read() == b"q" * 64
         await turns()
-        assert mf.WINDOW not in [t for _, t, _ in mf.FrameDecoder().feed(bytes(server.transport.sent))]
+        windows = [p for _, t, p in mf.FrameDecoder().feed(bytes(server.transport.sent)) if t == mf.WINDOW]
+        assert [mf.parse_window(p) for p in windows] == [mf.STREAM_WINDOW - mf.INITIAL_WINDOW]  # the grant only
         assert stream.credit == mf.STREAM_WINDOW - 6400
 
     run(main())
@@ -344,8 +351,10 @@ def test_small_reads_return_credit_in_steps_not_per_frame():
 
 def test_a_peer_sending_beyond_its_window_is_cut_off(caplog):
     async def main():
-        server, peer = await raw_server()
+        server, peer = await raw_server(Handlers(dial_then_wait))
         peer.transport.write(mf.frame(1, mf.MESSAGE, open_request().SerializeToString()))
+        await turns()
+        assert peer.of_type(mf.WINDOW) == [(1, mf.window(1, mf.STREAM_WINDOW - mf.INITIAL_WINDOW)[8:])]
         chunk = b"d" * mf.MAX_DATA
         for _ in range(mf.STREAM_WINDOW // mf.MAX_DATA):
             peer.transport.write(mf.frame(1, mf.DATA, chunk))
@@ -390,12 +399,13 @@ def test_malformed_stream_frames_end_the_connection(frames, reason, caplog):
         run(main())
 
 
-def test_too_many_streams_are_reset(monkeypatch):
-    monkeypatch.setattr("tether.manager.tunnel.mux_server.MAX_STREAMS", 2)
-
+def test_too_many_streams_are_reset(caplog):
     async def main():
         handlers = Handlers()
-        client, _server = await welcomed_pair(handlers)
+        server = MuxServerConnection(check_session, handlers, max_streams=2)
+        client = MuxClient(SESSION)
+        connect(client, server)
+        await asyncio.wait_for(client.welcomed, 2)
         streams = [client.open_stream() for _ in range(3)]
         for stream in streams:
             await stream.send_message(open_request())
@@ -404,7 +414,9 @@ def test_too_many_streams_are_reset(monkeypatch):
             await asyncio.wait_for(streams[2].read(), 1)
         assert len(handlers.started) == 2
 
-    run(main())
+    with caplog.at_level(logging.WARNING):
+        run(main())
+    assert "more than 2 streams open; resetting new ones" in caplog.text
 
 
 def test_losing_the_connection_fails_every_stream_and_cancels_every_flow():
@@ -513,7 +525,7 @@ class Loopback:
         loop = asyncio.get_running_loop()
         self.sessions = SessionTable(idle_timeout=30)
         self.session = self.sessions.arrive("test", "default", "0").session_id
-        flows = FlowServer(self.sessions, AgentRegistry(idle_timeout=30), LOOPBACK_ALLOWED)
+        flows = FlowServer(self.sessions, AgentRegistry(idle_timeout=30), destinations=LOOPBACK_ALLOWED)
         self.listener = MuxListener(flows.check_session, flows.serve_stream)
         port = await self.listener.start("127.0.0.1", 0)
         self.echo = await asyncio.start_server(_echo, "127.0.0.1", 0)

@@ -19,7 +19,7 @@ def test_the_header_is_stream_type_and_length_big_endian():
     assert mf.frame(5, mf.DATA, b"ab") == b"\x00\x00\x00\x05\x07\x00\x00\x02ab"
     assert mf.window(0x01020304, 65536) == b"\x01\x02\x03\x04\x08\x00\x00\x04\x00\x01\x00\x00"
     assert mf.end(9) == b"\x00\x00\x00\x09\x09\x00\x00\x00"
-    assert mf.hello("s1") == b"\x00\x00\x00\x00\x01\x00\x00\x03\x01s1"
+    assert mf.hello("s1") == b"\x00\x00\x00\x00\x01\x00\x00\x03\x02s1"
     assert mf.welcome() == raw(0, mf.WELCOME, bytes((mf.VERSION,)))
     assert mf.header(7, mf.DATA, 300_000) == raw(7, mf.DATA, length=300_000)
 

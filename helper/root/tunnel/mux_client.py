@@ -59,7 +59,7 @@ class MuxClient(MuxConnection):
             self.close("stream ids are used up")
             raise MuxStreamError("the tunnel mux connection has used up its stream ids")
         self._next_id = stream_id + 1
-        stream = MuxStream(self, stream_id)
+        stream = MuxStream(self, stream_id, credit=mf.INITIAL_WINDOW)  # the rest comes with the dial answer
         self.add(stream)
         return stream
 
