@@ -90,7 +90,7 @@ def resolve_group(group: str | int | None) -> int:
                 f"and add the users who may use Tether (`usermod -aG {DEFAULT_GROUP} USER`; they must log in "
                 "again), or choose another group with --group"
             ) from None
-    if isinstance(group, int) or group.isdigit():
+    if isinstance(group, int) or validate.is_ascii_number(group):
         gid = int(group)
         if not 0 <= gid < 2**32 - 1:
             raise ServerSetupError(f"--group {group}: not a valid gid")
