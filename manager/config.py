@@ -235,7 +235,7 @@ def _parse_domain(raw: Any) -> str:
 
 def _parse_port(raw: Any) -> int:
     text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
-    if not text.isdigit() or int(text) > 65535:
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:  # "³".isdigit() is True
         raise _BadValue(f"invalid port {_show(raw)}: expected a number from 1 to 65535, or 0 for none")
     return int(text)
 

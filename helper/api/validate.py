@@ -108,16 +108,31 @@ def context_name(value: str, field: str = "context") -> str:
     return value
 
 
+def is_ascii_number(text: str) -> bool:
+    """True for a non-empty run of the digits 0-9 only. ``str.isdigit`` alone also accepts "³" (which
+    ``int`` then refuses with an uncaught ValueError) and "٣" (which ``int`` silently reads as 3)."""
+    return text.isascii() and text.isdigit()
+
+
+def port_number(text: str, field: str = "port", *, within: str | None = None, allow_zero: bool = False) -> int:
+    """A TCP/UDP port written in the digits 0-9, from 1 (or 0 with ``allow_zero``) to 65535."""
+    where = f" in {_shown(within)}" if within is not None else ""
+    if not is_ascii_number(text):
+        raise ValidationError(f"{field} {_shown(text)}{where} is not a number written with the digits 0-9")
+    port = int(text)
+    lowest = 0 if allow_zero else 1
+    if not lowest <= port <= 65535:
+        raise ValidationError(f"{field} {text}{where} is not between {lowest} and 65535")
+    return port
+
+
 def manager_address(value: str, field: str = "manager address") -> tuple[str, int]:
     """host:port, where host is a DNS name, an IPv4 address or a bracketed IPv6 address."""
     host, sep, port_text = value.rpartition(":")
     bad = f"{field}: {_shown(value)} is not HOST:PORT (e.g. tether-manager.tether:8081 or [fd00::1]:8081)"
-    # isdigit() also takes superscript and Arabic-Indic digits (int() refuses some, reads others): ASCII only.
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
+    if not sep or not host or not port_text:
         raise ValidationError(bad)
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValidationError(f"{field}: port {port_text} in {_shown(value)} is not between 1 and 65535")
+    port = port_number(port_text, f"{field}: port", within=value)
     if host.startswith("[") and host.endswith("]"):
         try:
             ipaddress.IPv6Address(host[1:-1])

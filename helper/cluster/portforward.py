@@ -212,11 +212,10 @@ class _WebSocket(_Side):
         head.clear()
         status_line = lines[0].split(" ", 2)
         code = status_line[1] if len(status_line) > 1 else ""
-        # Latin-1 has digits int() refuses ("\xb3" is superscript three): ASCII digits only.
-        status = int(code) if code.isascii() and code.isdigit() else 0
-        if status != 101:
+        # Compared as text: int() would raise on "³01" (the latin-1 reading of byte 0xb3 is a digit to isdigit()).
+        if code != "101":
             reason = status_line[2] if len(status_line) > 2 else ""
-            text = f"port-forward to pod {self.pod} refused by the API server: {status} {reason}".rstrip()
+            text = f"port-forward to pod {self.pod} refused by the API server: {code[:16]} {reason}".rstrip()
             detail = _status_message(rest)
             raise PortForwardError(f"{text}: {detail}" if detail else text)
         headers: dict[str, str] = {}
@@ -515,6 +514,18 @@ class _Attached(_Side, asyncio.Transport):
         return transport.get_extra_info(name, default) if transport is not None else default
 
 
+def _server_port(server: str, netloc: str) -> int | None:
+    """The port in the API server's URL (None when it names none); a clear error for one that is not a port,
+    where urllib would raise a bare ValueError."""
+    after_host = netloc.rpartition("@")[2].rpartition("]")[2]  # past an IPv6 literal's colons
+    _, colon, text = after_host.rpartition(":")
+    if not colon or not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
+        raise PortForwardError(f'the API server "{server}" has port "{text}", not a number from 1 to 65535')
+    return int(text)
+
+
 class PodPortForward:
     """Forward connections on a local endpoint to port `remote_port` of one pod."""
 
@@ -527,7 +538,7 @@ class PodPortForward:
         url = urlsplit(configuration.host.rstrip("/"))
         self._tls = url.scheme == "https"
         self._host = url.hostname or "localhost"
-        self._port = url.port or (443 if self._tls else 80)
+        self._port = _server_port(configuration.host, url.netloc) or (443 if self._tls else 80)
         self._host_header = url.netloc.rpartition("@")[2]
         self._path = (
             f"{url.path}/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}/portforward?ports={int(remote_port)}"

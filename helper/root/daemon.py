@@ -120,12 +120,13 @@ async def serve(args: argparse.Namespace) -> int:
     config = SessionConfig(
         runtime_dir=socket_path.parent, state_dir=args.state_dir, options=_parse_options(args.session_option)
     )
+    directory_existed = socket_path.parent.exists()  # before preflight creates it: only ours is removed at stop
     preflight(server_options)  # root, group, socket directory, another helper: refuse before changing anything
     if not args.no_cleanup:
         # pyroute2's synchronous API runs an event loop of its own: keep it off this one.
         await asyncio.to_thread(startup_cleanup, journal_path(config))
     session = create_session(config)
-    server = HelperServer(session, server_options)
+    server = HelperServer(session, server_options, directory_existed=directory_existed)
     loop = asyncio.get_running_loop()
     try:
         await server.start()

@@ -65,7 +65,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
     if not args.manager:
         raise ValueError("--manager (or TETHER_MANAGER) is required: the manager's HOST:PORT")
     host, sep, port = args.manager.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f'--manager "{args.manager}" is not HOST:PORT')
     for option, value in (
         ("--namespace", args.namespace),

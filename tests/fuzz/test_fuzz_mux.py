@@ -77,6 +77,8 @@ class _Script:
 
     rng: random.Random
     mutate: float  # chance that an operation is mutated
+    # Credit a stream starts with: a manager grants only a first window until the stream's dial succeeds.
+    start_window: int = mf.STREAM_WINDOW
     frames: list[bytes] = field(default_factory=list)
     mutated: bool = False
     next_id: int = 1
@@ -142,7 +144,7 @@ class _Script:
         if stream is None:
             return
         sent = self.live.get(stream, 0)
-        room = mf.STREAM_WINDOW - sent
+        room = self.start_window - sent
         size = min(self.rng.choice((0, 1, 100, 1400, 65536, mf.MAX_DATA)), room)
         if overrun and self.roll():
             for _ in range(room // mf.MAX_DATA + 1):  # a sender that ignores the credit it was given
@@ -231,7 +233,8 @@ class _Script:
 
 def _script(rng: random.Random, opens: bool) -> _Script:
     """Valid operations, with random mutations (some cases) or one targeted attack at a random point (others)."""
-    script = _Script(rng, mutate=rng.choice((0.0, 0.02, 0.1, 0.3)))
+    window = mf.INITIAL_WINDOW if opens else mf.STREAM_WINDOW
+    script = _Script(rng, mutate=rng.choice((0.0, 0.02, 0.1, 0.3)), start_window=window)
     attack_at = rng.randint(0, 20) if script.mutate == 0 and rng.random() < 0.7 else -1
     overrun = rng.random() < 0.1
     operations = [script.data, script.message, script.window, script.close, script.ping, script.stray]

@@ -354,6 +354,39 @@ def test_without_the_mark_forwarding_would_loop_and_is_caught(dns_netns, tmp_pat
             stop_upstream(upstream_servers)
 
 
+def test_a_stale_conntrack_entry_does_not_send_our_marked_query_back_to_us(stack):
+    """A program's query from port P was redirected to our server, and conntrack remembers that translation.
+    Our forwarding socket then gets the same port P: the nat chain (and its mark rule) is consulted only for a
+    connection's first packet, so without the notrack rule the remembered translation sends our own marked
+    query back to our server instead of the upstream."""
+    netns, zone, server, settings, resolv_conf = stack
+    linux = configurator(netns, resolv_conf)
+    linux.apply(settings)
+    try:
+        listing = nft(netns, "list", "table", "inet", TABLE)
+        assert "type filter hook output priority raw" in listing or "priority -300" in listing
+        assert f"meta mark {DNS_BYPASS_MARK:#010x} notrack" in listing
+
+        def from_port(port: int, mark: int | None) -> tuple[int, bytes]:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                if mark is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+                sock.bind(("0.0.0.0", port))
+                sock.settimeout(3)
+                sock.sendto(DNSRecord.question("www.example.com.", "A").pack(), (UPSTREAM_IP, 53))
+                return sock.getsockname()[1], sock.recv(4096)
+
+        port, _ = in_netns(netns, lambda: from_port(0, None))  # a program's query: redirected, and tracked
+        assert server.counters.queries == 1
+        seen = len(zone.seen)
+        _, reply = in_netns(netns, lambda: from_port(port, DNS_BYPASS_MARK))  # ours, from the same port
+        assert answer(DNSRecord.parse(reply)) == ["93.184.216.34"]
+        assert server.counters.queries == 1, "our own marked query came back to our server"
+        assert zone.seen[seen:] == ["www.example.com."]
+    finally:
+        linux.revert()
+
+
 def test_sockets_here_really_live_in_the_namespace(dns_netns):
     """Guard for the others: 192.0.2.1 exists inside the namespace only, so binding it proves where we are."""
 

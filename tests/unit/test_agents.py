@@ -438,6 +438,8 @@ def test_agent_cli_takes_the_downward_api_environment_and_names_bad_values(monke
     assert settings.info().pod_ip == bytes([10, 244, 1, 11])
     for argv, text in (
         (["--workload", "web", "--manager", "nohost"], '--manager "nohost" is not HOST:PORT'),
+        (["--workload", "web", "--manager", "manager:³"], '--manager "manager:³" is not HOST:PORT'),
+        (["--workload", "web", "--manager", "manager:٣"], '--manager "manager:٣" is not HOST:PORT'),
         (["--workload", "Web"], '"Web" is not a valid DNS-1123 subdomain'),
         (["--workload", "web", "--pod-ip", "10.1"], '--pod-ip "10.1" is not an IP address'),
         ([], "--workload is required"),

@@ -276,6 +276,12 @@ class TestInvalidValues:
             load_config({}, {"serviceCIDR": "nope"}, configmap_name="my-settings")
         assert "(from ConfigMap my-settings key serviceCIDR)" in str(info.value)
 
+    @pytest.mark.parametrize("port", ["³", "٣", "80٨1"])
+    def test_port_in_non_ascii_digits_is_named(self, port):
+        # str.isdigit() accepts them all; int() raised a bare ValueError on "³" and read "٣" as 3
+        message = _error({"TUNNEL_MUX_PORT": port})
+        assert "invalid port " in message and "expected a number from 1 to 65535" in message
+
     def test_invalid_yaml(self):
         message = _error({}, {"values.yaml": "client: [\n"})
         assert message.startswith("ConfigMap tether-manager key values.yaml: not valid YAML: ")

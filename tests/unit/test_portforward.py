@@ -5,6 +5,7 @@ import hashlib
 import itertools
 import logging
 import os
+import re
 import socket
 import socketserver
 import struct
@@ -214,18 +215,36 @@ def test_websocket_refused_upgrade_says_why():
     _run(main())
 
 
-def test_websocket_status_in_non_ascii_digits_is_refused_clearly():
-    # Read as Latin-1, "\xb3" is a digit to str.isdigit() that int() refuses: ValueError escaped into the loop.
+def test_websocket_status_with_a_non_ascii_digit_is_a_clear_refusal():
+    """Byte 0xb3 reads as "³" in latin-1, which str.isdigit() accepts and int() refuses with a bare ValueError."""
+
     async def main():
         ws = portforward._WebSocket("ns/pod", 8081, b"GET / HTTP/1.1\r\n\r\n", "k")
-        transport = _Transport()
-        ws.connection_made(transport)
-        ws.data_received(b"HTTP/1.1 1\xb3 Odd\r\n\r\n")
-        with pytest.raises(PortForwardError, match=r"refused by the API server: 0 Odd"):
+        ws.connection_made(_Transport())
+        ws.data_received(b"HTTP/1.1 \xb301 Switching Protocols\r\n\r\n")
+        with pytest.raises(PortForwardError, match="refused by the API server: ³01 Switching Protocols"):
             ws.ready.result()
-        assert transport.aborted
 
     _run(main())
+
+
+@pytest.mark.parametrize("server", ["http://api.example:³", "https://api.example:٣", "http://[fd00::1]:6٤43"])
+def test_api_server_port_in_non_ascii_digits_is_refused_naming_it(server):
+    configuration = kubernetes.client.Configuration()
+    configuration.host = server
+    with pytest.raises(
+        PortForwardError, match=rf'the API server "{re.escape(server)}" has port ".+", not a number from 1'
+    ):
+        PodPortForward(configuration, "ns", "pod", 8081)
+
+
+@pytest.mark.parametrize(
+    ("server", "port"), [("http://api.example", 80), ("https://api.example", 443), ("https://[fd00::1]:6443", 6443)]
+)
+def test_api_server_port_default_and_explicit(server, port):
+    configuration = kubernetes.client.Configuration()
+    configuration.host = server
+    assert PodPortForward(configuration, "ns", "pod", 8081)._port == port
 
 
 def test_websocket_bad_accept_is_refused():

@@ -162,8 +162,12 @@ def _bounded_communicate(proc: subprocess.Popen[bytes], timeout: float, limit: i
 #
 # Why not subprocess's user=/group=/extra_groups=: those force fork() (no vfork/posix_spawn), and fork()
 # in a process with busy gRPC threads runs gRPC's fork handlers, which can crash the child before exec.
+#
+# Everything it imports comes before the switch: after it the interpreter may not be able to read its own
+# standard library (one under /root, or any mode 0700 prefix). os.execvpe imports warnings (through
+# os.get_exec_path) and errno when it searches PATH, so those are imported up front.
 LAUNCHER = r"""
-import json, os, sys
+import errno, json, os, sys, warnings
 spec = json.loads(sys.stdin.buffer.read())
 null = os.open(os.devnull, os.O_RDONLY)
 os.dup2(null, 0)
@@ -231,21 +235,24 @@ def run_as_caller(argv: list[str], caller: Caller, env: dict[str, str], cwd: str
             proc.stdin.write(json.dumps(spec).encode())
         finally:
             proc.stdin.close()
+        deadline = time.monotonic() + timeout
         stdout, stderr = _bounded_communicate(proc, timeout, MAX_PLUGIN_OUTPUT)
-        returncode = proc.wait(timeout=max(1.0, timeout))
+        _await_exit(proc, deadline - time.monotonic())
+        returncode = _end_group(proc)
     except subprocess.TimeoutExpired:
-        _kill(proc)
+        _end_group(proc)
         raise CredentialsError(f'exec plugin "{argv[0]}" did not finish within {timeout:g} s') from None
     except OverflowError:
-        _kill(proc)
+        _end_group(proc)
         raise CredentialsError(f'exec plugin "{argv[0]}" wrote more than {MAX_PLUGIN_OUTPUT} bytes') from None
     except BrokenPipeError:
-        _kill(proc)
+        _end_group(proc)
         raise CredentialsError(f'exec plugin "{argv[0]}" could not be started') from None
     finally:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+    log_plugin_stderr(argv[0], caller.uid, stderr)
     failure = LAUNCHER_FAILURES.get(returncode)
     if failure and stderr.startswith(b"tether-exec: "):
         detail = stderr.decode(errors="replace").strip().removeprefix("tether-exec: ")
@@ -254,11 +261,57 @@ def run_as_caller(argv: list[str], caller: Caller, env: dict[str, str], cwd: str
     return PluginResult(returncode, stdout, stderr)
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _await_exit(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until the plugin has exited, leaving it unreaped (a zombie keeps its pid, and so its process
+    group id, from being reused until _end_group has signalled the group)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is not None:
+            return
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.01)
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> int:
+    """Kill whatever is left of the plugin's process group (it runs in a session of its own, so the group is
+    the plugin and every child it did not move out), then reap the plugin; its exit status.
+
+    Nothing a plugin started outlives the call in the helper's cgroup; a child that made a session of its
+    own (setsid) has left the group and is not found this way."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return -signal.SIGKILL
+
+
+# What of a plugin's stderr goes to the helper's log: plugins can be chatty, and it is the caller's text.
+MAX_LOGGED_STDERR = 4096
+MAX_LOGGED_LINES = 20
+
+
+def log_plugin_stderr(command: str, uid: int, stderr: bytes) -> None:
+    """Each line of the plugin's stderr in the log, labelled with the plugin and the caller, control
+    characters escaped (a line cannot forge another log record), at most MAX_LOGGED_LINES lines and
+    MAX_LOGGED_STDERR bytes."""
+    lines = stderr[:MAX_LOGGED_STDERR].decode(errors="replace").splitlines()
+    for line in lines[:MAX_LOGGED_LINES]:
+        shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
+        log.info("exec plugin %r (uid %d) stderr: %s", command, uid, shown, extra={"uid": uid, "command": command})
+    if len(stderr) > MAX_LOGGED_STDERR or len(lines) > MAX_LOGGED_LINES:
+        log.info(
+            "exec plugin %r (uid %d) stderr: %d bytes in all, the rest not logged",
+            command,
+            uid,
+            len(stderr),
+            extra={"uid": uid, "command": command},
+        )
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def _named(value: str | int, names: dict[int, str], what: str) -> str | int:
         text = value.strip().lower()
         if not text:
             raise ValueError(f"route {what} must not be empty")
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):  # "³" would make int() raise
             return text
         value = int(text)
     return names.get(value, value)

@@ -27,7 +27,9 @@ into a ``RoutePlan``:
    candidate falls inside a routed subnet (someone routes 169.254.0.0/16), the next one is tried
    (``192.0.0.8``, the IPv4 "dummy address" of RFC 7600), and as a last resort the last usable
    address of the first routed subnet that has one — never a subnet's network or broadcast
-   address, whose loss made pods holding them unreachable in Telepresence.
+   address, whose loss made pods holding them unreachable in Telepresence, nor an address no
+   interface can hold (multicast, reserved: the last address of ``::/0`` is multicast); when a
+   subnet covers everything, a routed candidate.
 
 ``diff(old, new)`` gives the ``(add, remove)`` plans for applying a change incrementally.
 """
@@ -257,9 +259,23 @@ def _pick_address(version: int, routes: list[IPNetwork], avoid: set[IPAddress], 
     for net in routes:
         if net.num_addresses >= 4:
             addr = net.broadcast_address - 1
-            if addr not in avoid:
+            if addr not in avoid and _assignable(addr):
                 return addr
+    # A subnet that covers everything (::/0, 0.0.0.0/0) routes every candidate, and its last address is
+    # multicast or reserved, which no interface can hold: a routed candidate is then as good as any.
+    for text in candidates:
+        addr = parse_address(text, what="TUN address candidate")
+        edges = any(addr in (r.network_address, r.broadcast_address) for r in routes)
+        if addr not in avoid and _assignable(addr) and not edges:
+            return addr
     raise PlanError(f"no IPv{version} address available for the TUN device: every candidate is routed or excluded")
+
+
+def _assignable(addr: IPAddress) -> bool:
+    """Whether an interface can hold ``addr`` as a unicast address of its own."""
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_reserved:
+        return False
+    return not (isinstance(addr, IPv4Address) and addr == IPv4Address("255.255.255.255"))
 
 
 def _subnets(values: Iterable[str | IPNetwork], what: str) -> list[IPNetwork]:

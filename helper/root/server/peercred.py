@@ -2,9 +2,9 @@
 
 One reader per platform, chosen from a plain table keyed by ``sys.platform``:
 
-* Linux: ``SO_PEERCRED`` gives ``struct ucred {pid_t pid; uid_t uid; gid_t gid;}`` as of ``connect()``;
-  the supplementary groups come from ``/proc/<pid>/status`` (``Groups:``), after checking that the
-  process there still has the uid the kernel reported.
+* Linux: ``SO_PEERCRED`` gives ``struct ucred {pid_t pid; uid_t uid; gid_t gid;}`` and ``SO_PEERGROUPS``
+  the supplementary groups, both as of ``connect()``. The pid is only for the log: a pid can be reused,
+  so nothing is looked up by it.
 * macOS: ``LOCAL_PEERCRED`` (level ``SOL_LOCAL``) gives ``struct xucred {u_int cr_version; uid_t cr_uid;
   short cr_ngroups; gid_t cr_groups[NGROUPS];}`` whose first group is the effective gid; the pid comes
   from ``LOCAL_PEERPID``.
@@ -14,12 +14,13 @@ The struct parsers are pure functions so both layouts are tested on any machine.
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 
@@ -38,11 +39,18 @@ class PeerCredentials:
 class _SockOpt(Protocol):
     def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
 
+    def fileno(self) -> int: ...
+
 
 # --- Linux -------------------------------------------------------------------------------------------
 
 UCRED = struct.Struct("=iII")
 SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+GID = struct.Struct("=I")
+NGROUPS_MAX = 65536
+# CPython's getsockopt() takes at most 1024 bytes (256 groups); a longer list is read through libc.
+SOCKOPT_MAX = 1024
 
 
 def parse_ucred(data: bytes) -> tuple[int, int, int]:
@@ -53,30 +61,40 @@ def parse_ucred(data: bytes) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
-def parse_proc_status(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(uids, groups) from the text of ``/proc/<pid>/status``: ``Uid:`` (real, effective, saved, fs) and ``Groups:``."""
-    uids: tuple[int, ...] = ()
-    groups: tuple[int, ...] = ()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key == "Uid":
-            uids = tuple(int(v) for v in value.split())
-        elif key == "Groups":
-            groups = tuple(int(v) for v in value.split())
-    return uids, groups
+def parse_groups(data: bytes) -> tuple[int, ...]:
+    """The gids in the bytes of an SO_PEERGROUPS answer (an array of ``gid_t``)."""
+    if len(data) % GID.size:
+        raise PeerCredentialsError(f"SO_PEERGROUPS returned {len(data)} bytes, not a whole number of gids")
+    return tuple(gid for (gid,) in GID.iter_unpack(data))
 
 
-def linux_peer_credentials(sock: _SockOpt, proc: Path = Path("/proc")) -> PeerCredentials:
-    pid, uid, gid = parse_ucred(sock.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, UCRED.size))
-    if pid <= 0:
-        raise PeerCredentialsError("the peer's pid is unknown (is it in another pid namespace?)")
+def _getsockopt_libc(fd: int, level: int, optname: int, size: int) -> bytes:
+    import ctypes  # only for the rare caller in more than 256 groups
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(size)
+    length = ctypes.c_uint32(size)
+    if libc.getsockopt(fd, level, optname, buffer, ctypes.byref(length)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return buffer.raw[: length.value]
+
+
+def linux_peer_groups(sock: _SockOpt) -> tuple[int, ...]:
+    """The peer's supplementary groups as of ``connect()``, from the kernel (SO_PEERGROUPS, Linux 4.13)."""
     try:
-        uids, groups = parse_proc_status((proc / str(pid) / "status").read_text())
-    except (OSError, ValueError) as exc:
-        raise PeerCredentialsError(f"cannot read the groups of pid {pid}: {exc}") from None
-    if len(uids) < 2 or uids[1] != uid:
-        raise PeerCredentialsError(f"pid {pid} no longer runs as uid {uid}; ask again")
-    return PeerCredentials(pid=pid, uid=uid, gid=gid, groups=groups)
+        return parse_groups(sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, SOCKOPT_MAX))
+    except OSError as exc:
+        if exc.errno != errno.ERANGE:
+            raise
+    return parse_groups(_getsockopt_libc(sock.fileno(), socket.SOL_SOCKET, SO_PEERGROUPS, NGROUPS_MAX * GID.size))
+
+
+def linux_peer_credentials(sock: _SockOpt) -> PeerCredentials:
+    # uid, gid and groups all come from the socket, as the kernel recorded them at connect(): reading the
+    # groups from /proc/<pid>/status instead would ask whichever process holds that pid now.
+    pid, uid, gid = parse_ucred(sock.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, UCRED.size))
+    return PeerCredentials(pid=pid, uid=uid, gid=gid, groups=linux_peer_groups(sock))
 
 
 # --- macOS -------------------------------------------------------------------------------------------

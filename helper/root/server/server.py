@@ -90,7 +90,7 @@ def resolve_group(group: str | int | None) -> int:
                 f"and add the users who may use Tether (`usermod -aG {DEFAULT_GROUP} USER`; they must log in "
                 "again), or choose another group with --group"
             ) from None
-    if isinstance(group, int) or group.isdigit():
+    if isinstance(group, int) or validate.is_ascii_number(group):
         gid = int(group)
         if not 0 <= gid < 2**32 - 1:
             raise ServerSetupError(f"--group {group}: not a valid gid")
@@ -341,10 +341,18 @@ class HelperServer:
     """Serve ``session`` on the sockets in ``options``. ``start()``, then ``wait()`` (until Quit), then ``stop()``."""
 
     def __init__(
-        self, session: Session, options: ServerOptions | None = None, tokens: TokenStore | None = None
+        self,
+        session: Session,
+        options: ServerOptions | None = None,
+        tokens: TokenStore | None = None,
+        *,
+        directory_existed: bool | None = None,
     ) -> None:
         self.session = session
         self.options = options or ServerOptions()
+        # A socket directory that was there before us (made by the admin, a service manager or tmpfiles.d)
+        # is theirs: we remove only our sockets from it. None: look at start().
+        self._directory_existed = directory_existed
         self.tokens = tokens or TokenStore(ttl=self.options.token_ttl)
         self.service = HelperService(session, self.tokens, self._quit_requested)
         self._grpc: grpc.aio.Server | None = None
@@ -366,6 +374,8 @@ class HelperServer:
 
     async def start(self) -> None:
         opts = self.options
+        if self._directory_existed is None:
+            self._directory_existed = opts.socket_path.parent.exists()
         gid = preflight(opts)
 
         server = grpc.aio.server()
@@ -453,7 +463,9 @@ class HelperServer:
 
     def remove_directory(self) -> None:
         """Remove the socket directory once nothing is left in it: at stop, and again once the session's
-        journal (kept there until the session has undone its changes) is gone."""
+        journal (kept there until the session has undone its changes) is gone. Only one we created."""
+        if self._directory_existed is not False:
+            return
         with contextlib.suppress(OSError):
             self.options.socket_path.parent.rmdir()
 

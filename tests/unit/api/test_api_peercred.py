@@ -1,9 +1,14 @@
 """Peer credentials: struct layouts of Linux (ucred) and macOS (xucred), and the real thing here."""
 
+import contextlib
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -17,10 +22,11 @@ def test_parse_ucred():
         peercred.parse_ucred(b"\0" * 8)
 
 
-def test_parse_proc_status():
-    text = "Name:\tpython3\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 27 998 \n"
-    assert peercred.parse_proc_status(text) == ((1000, 1000, 1000, 1000), (4, 24, 27, 998))
-    assert peercred.parse_proc_status("Uid:\t0\t0\t0\t0\nGroups:\t\n") == ((0, 0, 0, 0), ())
+def test_parse_groups():
+    assert peercred.parse_groups(struct.pack("=3I", 4, 24, 998)) == (4, 24, 998)
+    assert peercred.parse_groups(b"") == ()
+    with pytest.raises(PeerCredentialsError, match="not a whole number of gids"):
+        peercred.parse_groups(b"\0" * 6)
 
 
 def xucred(uid: int, groups: list[int], version: int = 0) -> bytes:
@@ -61,28 +67,23 @@ def test_darwin_reader_from_the_platform_table():
 
 
 class FakeLinuxSocket:
-    def __init__(self, pid: int, uid: int, gid: int) -> None:
-        self.data = struct.pack("=iII", pid, uid, gid)
+    def __init__(self, pid: int, uid: int, gid: int, groups: tuple[int, ...] = ()) -> None:
+        self.answers = {
+            peercred.SO_PEERCRED: struct.pack("=iII", pid, uid, gid),
+            peercred.SO_PEERGROUPS: struct.pack(f"={len(groups)}I", *groups),
+        }
 
     def getsockopt(self, level: int, optname: int, buflen: int) -> bytes:
-        assert (level, optname) == (socket.SOL_SOCKET, peercred.SO_PEERCRED)
-        return self.data
+        assert level == socket.SOL_SOCKET
+        return self.answers[optname][:buflen]
+
+    def fileno(self) -> int:
+        return -1
 
 
-def test_linux_reader_reads_groups_from_proc(tmp_path):
-    (tmp_path / "4242").mkdir()
-    (tmp_path / "4242" / "status").write_text("Uid:\t1000\t1000\t1000\t1000\nGroups:\t1000 998\n")
-    creds = peercred.linux_peer_credentials(FakeLinuxSocket(4242, 1000, 1000), proc=tmp_path)
+def test_linux_reader_takes_the_groups_from_the_socket():
+    creds = peercred.linux_peer_credentials(FakeLinuxSocket(4242, 1000, 1000, (1000, 998)))
     assert creds == PeerCredentials(pid=4242, uid=1000, gid=1000, groups=(1000, 998))
-
-
-def test_linux_reader_refuses_a_process_with_another_uid(tmp_path):
-    (tmp_path / "4242").mkdir()
-    (tmp_path / "4242" / "status").write_text("Uid:\t0\t0\t0\t0\nGroups:\t0\n")
-    with pytest.raises(PeerCredentialsError, match="no longer runs as uid 1000"):
-        peercred.linux_peer_credentials(FakeLinuxSocket(4242, 1000, 1000), proc=tmp_path)
-    with pytest.raises(PeerCredentialsError, match="cannot read the groups of pid 99"):
-        peercred.linux_peer_credentials(FakeLinuxSocket(99, 1000, 1000), proc=tmp_path)
 
 
 def test_unsupported_platform():
@@ -99,3 +100,39 @@ def test_real_socketpair_on_linux():
     assert creds.uid == os.geteuid()
     assert creds.gid == os.getegid()
     assert set(creds.groups) == set(os.getgroups())
+
+
+def _unavailable_as_another_user() -> str:
+    if sys.platform != "linux":
+        return "SO_PEERGROUPS is Linux"
+    if os.geteuid() != 0:
+        return "needs root (to start a client with another uid and its own groups)"
+    return ""
+
+
+@pytest.mark.skipif(bool(_unavailable_as_another_user()), reason=_unavailable_as_another_user() or "available")
+@pytest.mark.parametrize("ngroups", [3, 300])
+def test_groups_of_a_client_that_already_exited_come_from_the_kernel(ngroups):
+    """The client connects and exits (its pid is free for reuse) before the helper asks who it was: the uid,
+    gid and groups are still those it connected with. Reading /proc/<pid>/status found nothing (or a stranger).
+    300 groups need more than CPython's 1024-byte getsockopt buffer."""
+    groups = list(range(70000, 70000 + ngroups))
+    directory = Path(tempfile.mkdtemp(prefix="tether-peer-"))  # pytest's tmp_path is not reachable by nobody
+    os.chmod(directory, 0o755)
+    path = directory / "s.sock"
+    with contextlib.ExitStack() as cleanup, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
+        server.bind(str(path))
+        os.chmod(path, 0o777)
+        server.listen(1)
+        # The client drops to nobody itself, after its imports: the interpreter may live where nobody can read.
+        client = (
+            "import os, socket, sys; os.setgroups([int(g) for g in sys.argv[2:]]); os.setgid(65534); "
+            "os.setuid(65534); s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'x')"
+        )
+        subprocess.run([sys.executable, "-I", "-c", client, str(path), *map(str, groups)], check=True, timeout=30)
+        conn, _ = server.accept()
+        with conn:
+            creds = peercred.peer_credentials(conn)
+    assert (creds.uid, creds.gid) == (65534, 65534)
+    assert sorted(creds.groups) == groups

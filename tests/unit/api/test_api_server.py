@@ -391,3 +391,31 @@ def test_short_tmp_is_usable():
         assert len(str(path / "run" / "helper-auth.sock")) < 100
     finally:
         path.rmdir()
+
+
+def test_a_socket_directory_that_was_there_before_is_left_with_its_other_files(socket_dir):
+    socket_dir.mkdir(mode=0o755)
+    os.chmod(socket_dir, 0o755)
+
+    async def scenario(server, session):
+        assert server.socket_path.exists() and server.auth_socket_path.exists()
+
+    run(scenario, socket_dir)
+    assert socket_dir.is_dir(), "a directory the helper did not create is not its to remove"
+    assert list(socket_dir.iterdir()) == [], "its own sockets are gone"
+
+
+def test_a_pre_existing_socket_directory_survives_the_daemons_two_preflights(socket_dir):
+    """The daemon runs preflight (which creates the directory) before the server's own start: what counts is
+    whether the directory existed before the daemon's first look, which it hands to the server."""
+    socket_dir.mkdir(mode=0o755)
+    os.chmod(socket_dir, 0o755)
+
+    async def main():
+        server = HelperServer(FakeSession(), options_for(socket_dir), directory_existed=True)
+        await server.start()
+        await server.stop(grace=0.5)
+        server.remove_directory()  # as the daemon does once the session's journal is gone
+
+    asyncio.run(main())
+    assert socket_dir.is_dir()

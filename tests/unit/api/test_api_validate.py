@@ -71,14 +71,28 @@ def test_manager_address_ok(value, expected):
         ("[nothex]:80", r'"\[nothex\]" .* is not an IPv6 address'),
         ("bad_host:80", r'"bad_host" .* is not a valid host name'),
         (":80", r"is not HOST:PORT"),
-        # Digits to str.isdigit() but not ASCII: int() raised ValueError on the first, read the second as 1.
-        ("manager:8\u00b3", r"is not HOST:PORT"),
-        ("manager:\uff11", r"is not HOST:PORT"),
+        ("manager:", r"is not HOST:PORT"),
+        # str.isdigit() accepts both: int() raised on the first and read the second as 3
+        ("manager:³", r'port "³" in "manager:³" is not a number written with the digits 0-9'),
+        ("manager:٣", r'port "٣" in "manager:٣" is not a number written with the digits 0-9'),
+        ("manager:8\u066081", r'port "8\u066081"'),
+        ("manager:\uff11", r'port "\uff11"'),
     ],
 )
 def test_manager_address_bad(value, message):
     with pytest.raises(ValidationError, match=message):
         validate.manager_address(value)
+
+
+def test_port_number():
+    assert validate.port_number("8081") == 8081
+    assert validate.port_number("0", allow_zero=True) == 0
+    with pytest.raises(ValidationError, match=r"port 0 is not between 1 and 65535"):
+        validate.port_number("0")
+    for text in ("³", "٣", "²²", "", "-1", "+80", " 80", "8_0"):
+        with pytest.raises(ValidationError, match="is not a number written with the digits 0-9"):
+            validate.port_number(text)
+    assert not validate.is_ascii_number("٣") and validate.is_ascii_number("3")
 
 
 def test_environment():

@@ -28,6 +28,10 @@ def test_ruleset_text():
         "delete table inet tether_dns\n"
         "table inet tether_dns {\n"
         f'\tcomment "{MARKER}"\n'
+        "\tchain untracked {\n"
+        "\t\ttype filter hook output priority -300; policy accept;\n"
+        "\t\tmeta mark 0x7e7e0053 notrack\n"
+        "\t}\n"
         "\tchain output {\n"
         "\t\ttype nat hook output priority -100; policy accept;\n"
         "\t\tmeta mark 0x7e7e0053 return\n"

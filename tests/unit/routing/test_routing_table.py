@@ -236,3 +236,30 @@ def test_parse_helpers():
     assert parse_address(ipaddress.ip_network("fd00::1/128")) == ipaddress.ip_address("fd00::1")
     with pytest.raises(InvalidSubnet, match="zone index"):
         parse_address("fe80::1%eth0")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        # Every candidate is routed and the last address of ::/0 is ffff:...:fffe, a multicast address
+        # no interface can hold; the kernel refused it and the TUN had no IPv6 address.
+        ({"also_proxy": ["::/0"]}, "fd74:6574:6865:7200::1/128"),
+        ({"also_proxy": ["0.0.0.0/0"]}, "169.254.116.1/32"),
+        ({"also_proxy": ["::/1", "8000::/1"]}, "fd74:6574:6865:7200::1/128"),
+        ({"also_proxy": ["0.0.0.0/1", "128.0.0.0/1"]}, "169.254.116.1/32"),
+    ],
+)
+def test_a_subnet_covering_everything_still_gets_a_unicast_address(kwargs, expected):
+    plan = compute_plan(**kwargs)
+    assert [str(a) for a in plan.addresses] == [expected]
+
+
+@pytest.mark.parametrize("subnet", ["::/0", "0.0.0.0/0"])
+def test_covering_everything_with_holes_gives_an_assignable_address(subnet):
+    avoid = ["fd74:6574:6865:7200::1", "fd00::5"] if ":" in subnet else ["169.254.116.1", "192.0.0.8", "10.0.0.1"]
+    plan = compute_plan(also_proxy=[subnet], never_route=avoid)
+    (address,) = plan.addresses
+    assert not (address.ip.is_multicast or address.ip.is_reserved or address.ip.is_unspecified)
+    assert str(address.ip) not in avoid
+    assert any(address.ip in route for route in plan.routes)
+    _assert_not_network_or_broadcast(plan)

@@ -4,7 +4,8 @@ This is the "overriding resolver" mode. /etc/resolv.conf is only read, never wri
 table of our own DNATs UDP and TCP port 53 bound for the primary nameserver to our DNS server, so
 every program's queries reach us whatever resolver library it uses. Our server forwards the names
 that are not the cluster's to that same nameserver from sockets carrying `mark`; the table's first
-rule lets marked packets through untouched, which is what stops the redirection from looping.
+rule lets marked packets through untouched, which is what stops the redirection from looping; a raw-priority
+chain keeps them out of conntrack, so a stale entry cannot translate them either.
 
 Why the ``output`` hook only: it sees the queries of local programs, which is what the workstation
 needs. DNAT there works even when the primary nameserver is a loopback address (a local dnsmasq
@@ -44,6 +45,11 @@ MARKER = owner_mark(os.getpid(), process_start_time()) + " dns redirect; removed
 # The standard destination-NAT priority; spelled as a number because nft 1.0.6 (Debian 12) rejects
 # the name "dstnat" in the output hook.
 PRIORITY = -100
+# Before conntrack (-200): our marked upstream queries are never tracked. The nat chain is consulted only for
+# a connection's first packet, so without this a conntrack entry that already DNATs the same 5-tuple (a
+# program's query from the port our socket now uses, still within UDP's 30 s) would send our own query back
+# to us, mark or not.
+RAW_PRIORITY = -300
 
 # (argv, stdin) -> stdout; raises ResolverError on failure.
 Runner = Callable[[Sequence[str], str | None], str]
@@ -95,6 +101,10 @@ def ruleset(nameserver: IPAddress, server: IPAddress, port: int, mark: int, tabl
         f"delete table inet {table}\n"
         f"table inet {table} {{\n"
         f'\tcomment "{MARKER}"\n'
+        f"\tchain untracked {{\n"
+        f"\t\ttype filter hook output priority {RAW_PRIORITY}; policy accept;\n"
+        f"\t\tmeta mark {mark:#x} notrack\n"
+        f"\t}}\n"
         f"\tchain output {{\n"
         f"\t\ttype nat hook output priority {PRIORITY}; policy accept;\n"
         f"{body}\n"
