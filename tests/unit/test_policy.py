@@ -86,7 +86,7 @@ def test_the_admin_minimum_applies_to_every_source_of_routes() -> None:
     with pytest.raises(PolicyError, match=r"--also-proxy subnet 10.0.0.0/8 is refused: .*/etc/tether/policy.toml"):
         plan(mpb.ClusterInfo(), pb.ConnectRequest(also_proxy=["10.0.0.0/8"]), policy=strict)
     cluster_also = mpb.ClusterInfo(routing=mpb.RoutingConfig(also_proxy_subnets=[subnet_to_pb(net("10.0.0.0/12"))]))
-    with pytest.raises(PolicyError, match="also-proxy subnet from the cluster's settings 10.0.0.0/12"):
+    with pytest.raises(PolicyError, match=r"also-proxy subnet from the cluster.s settings 10\.0\.0\.0/12"):
         plan(cluster_also, policy=strict)
     assert plan(hostile_info("10.96.0.0/16"), policy=strict).routes.routes == (net("10.96.0.0/16"),)
 
@@ -108,7 +108,7 @@ def dns(info: mpb.ClusterInfo, request: pb.ConnectRequest | None = None):  # typ
 
 
 def test_a_public_cluster_domain_is_refused() -> None:
-    with pytest.raises(PolicyError, match='cluster domain "com." from the traffic-manager is refused: .*public suffix'):
+    with pytest.raises(PolicyError, match=r'cluster domain "com\." from the traffic-manager is refused: .*public'):
         dns(hostile_info("10.96.0.0/16"))
 
 
@@ -127,7 +127,7 @@ def test_private_domains_stay_allowed() -> None:
 
 @pytest.mark.parametrize("suffix", [".dev", "com", ".co.uk."])
 def test_the_client_may_not_send_a_public_include_suffix(suffix: str) -> None:
-    with pytest.raises(validate.ValidationError, match=rf"DNS include-suffixes: .* is a public suffix"):
+    with pytest.raises(validate.ValidationError, match=r"DNS include-suffixes: .* is a public suffix"):
         validate.connect_request(pb.ConnectRequest(kubeconfig="x", dns_include_suffixes=[suffix]))
     validate.connect_request(pb.ConnectRequest(kubeconfig="x", dns_exclude_suffixes=[suffix]))  # excluding is fine
 
@@ -186,7 +186,7 @@ def test_nothing_is_reported_when_nothing_overlaps() -> None:
 
 
 def test_manager_address_is_for_root_unless_the_admin_allows_it() -> None:
-    with pytest.raises(PolicyError, match="--manager-address 10.0.0.5:8081 is refused for uid 1000: only root"):
+    with pytest.raises(PolicyError, match=r"--manager-address 10\.0\.0\.5:8081 is refused for uid 1000: only root"):
         check_manager_address(1000, "10.0.0.5:8081", Policy())
     check_manager_address(0, "10.0.0.5:8081", Policy())
     check_manager_address(1000, "10.0.0.5:8081", Policy(allow_manager_address=True))
