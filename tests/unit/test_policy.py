@@ -28,6 +28,7 @@ from tether.helper.root.policy import (
 )
 from tether.helper.root.policy_file import load_policy
 from tether.helper.root.routing.conflicts import OSRoute, find_conflicts
+from tether.helper.user.cli.control import describe_state, format_state
 from tether.manager.api import manager_pb2 as mpb
 from tether.manager.api.wire import subnet_to_pb
 
@@ -236,3 +237,10 @@ def test_a_bad_file_is_an_error_naming_the_key(tmp_path, text: str, message: str
     with pytest.raises(PolicyError, match=str(path)) as caught:
         load_policy(path)
     assert message in str(caught.value)
+
+
+def test_status_lists_what_the_policy_kept_out() -> None:
+    note = "192.168.1.0/24 (the LAN this machine sits on) is not routed to the cluster, though inside 192.168.0.0/16"
+    state = pb.State(phase=pb.State.CONNECTED, policy_notes=[note])
+    assert describe_state(state)["policy_notes"] == [note]
+    assert any(line.startswith("policy") and line.endswith(note) for line in format_state(state).splitlines())
