@@ -389,7 +389,7 @@ POD_TEMPLATES = (
         ("bulk", "--port", "8080", "--source-port", "9000", "--sink-port", "9001"),
     ),
     _PodTemplate(
-        "shop", "catalog-0", "lab-node-1", "catalog", "workload", (HTTP,),
+        "webshop", "catalog-0", "lab-node-1", "catalog", "workload", (HTTP,),
         ("http", "--port", "8080", "--app", "catalog"),
     ),
     _PodTemplate(
@@ -412,14 +412,14 @@ SERVICE_TEMPLATES: tuple[tuple[str, str, str, tuple[Port, ...], str], ...] = (
         "default", "bulk", "10.96.1.13",
         (Port("http", 80, 8080), Port("source", 9000, 9000), Port("sink", 9001, 9001)), "bulk",
     ),
-    ("shop", "catalog", "10.96.1.14", (Port("http", 80, 8080),), "catalog"),
+    ("webshop", "catalog", "10.96.1.14", (Port("http", 80, 8080),), "catalog"),
     (
         "tether", "tether-manager", "10.96.1.15",
         (Port("grpc", MANAGER_PORT, MANAGER_PORT), Port("mux", MANAGER_MUX_PORT, MANAGER_MUX_PORT)), "tether-manager",
     ),
 )  # fmt: skip
 
-K8S_NAMESPACES = ("default", "kube-system", "kube-public", "shop", "tether")
+K8S_NAMESPACES = ("default", "kube-system", "kube-public", "webshop", "tether")
 FIRST_POD_HOST = 10
 
 

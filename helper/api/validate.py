@@ -126,8 +126,18 @@ def port_number(text: str, field: str = "port", *, within: str | None = None, al
     return port
 
 
+# gRPC reads a target starting with one of these as a local socket, not as HOST:PORT ("unix:80" is the file
+# "80"): a group member could point the root helper at any socket on the machine.
+_LOCAL_SOCKET_SCHEMES = ("unix:", "unix-abstract:")
+
+
 def manager_address(value: str, field: str = "manager address") -> tuple[str, int]:
-    """host:port, where host is a DNS name, an IPv4 address or a bracketed IPv6 address."""
+    """host:port, where host is a DNS name, an IPv4 address or a bracketed IPv6 address; never a unix socket."""
+    if value.lower().startswith(_LOCAL_SOCKET_SCHEMES):
+        raise ValidationError(
+            f"{field}: {_shown(value)} names a local socket; the traffic-manager is reached over TCP only "
+            "(HOST:PORT, e.g. tether-manager.tether:8081)"
+        )
     host, sep, port_text = value.rpartition(":")
     bad = f"{field}: {_shown(value)} is not HOST:PORT (e.g. tether-manager.tether:8081 or [fd00::1]:8081)"
     if not sep or not host or not port_text:
@@ -195,8 +205,11 @@ def client_name(value: str, field: str = "client name") -> str:
     return value
 
 
-def dns_suffix(value: str, field: str = "DNS suffix") -> str:
-    """A domain suffix such as ".corp.example" or "corp.example"; returned in the dotted form ".corp.example"."""
+def dns_suffix(value: str, field: str = "DNS suffix", *, allow_public: bool = True) -> str:
+    """A domain suffix such as ".corp.example" or "corp.example"; returned in the dotted form ".corp.example".
+
+    With ``allow_public`` False a public suffix or TLD (".com", ".dev", ".co.uk") is refused: sending
+    all of it to the cluster would hand the cluster everyone's names under it."""
     text = value.strip().lower().rstrip(".")
     if text.startswith("."):
         text = text[1:]
@@ -211,14 +224,22 @@ def dns_suffix(value: str, field: str = "DNS suffix") -> str:
             f"{field}: {_shown(value)} is not a domain suffix (expected e.g. .corp.example: dot-separated labels "
             "of letters, digits and '-')"
         )
+    if not allow_public:
+        from tether.helper.api.suffixes import is_public_suffix  # deferred: the list is loaded on first use
+
+        if is_public_suffix(text):
+            raise ValidationError(
+                f"{field}: {_shown(value)} is a public suffix (a TLD or a suffix anyone can register under); "
+                "only a private domain may be sent to the cluster (e.g. .corp.example.com)"
+            )
     return "." + text
 
 
-def dns_suffixes(values: Iterable[str], field: str) -> list[str]:
+def dns_suffixes(values: Iterable[str], field: str, *, allow_public: bool = True) -> list[str]:
     items = list(values)
     if len(items) > MAX_SUFFIXES:
         raise ValidationError(f"{field}: {len(items)} suffixes given, at most {MAX_SUFFIXES} are allowed")
-    return [dns_suffix(v, field) for v in items]
+    return [dns_suffix(v, field, allow_public=allow_public) for v in items]
 
 
 def connect_request(request: Any) -> None:
@@ -236,7 +257,7 @@ def connect_request(request: Any) -> None:
     if request.virtual_subnet:
         cidr(request.virtual_subnet, "virtual-subnet")
     namespaces(request.mapped_namespaces)
-    dns_suffixes(request.dns_include_suffixes, "DNS include-suffixes")
+    dns_suffixes(request.dns_include_suffixes, "DNS include-suffixes", allow_public=False)
     dns_suffixes(request.dns_exclude_suffixes, "DNS exclude-suffixes")
     environment(dict(request.environment))
     client_name(request.client_name)

@@ -11,6 +11,7 @@ from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.journal import Journal
 from tether.helper.root.kube.credentials import KubeCredentials
 from tether.helper.root.plan import Remapping
+from tether.helper.root.policy import Forbidden, Policy
 from tether.helper.root.proxyvia import ProxyRule, Rewriter
 from tether.helper.root.routing import Conflict, RouteApplier, RouteMonitor
 from tether.helper.root.routing.table import RoutePlan
@@ -47,3 +48,8 @@ class Connection:
     remap: Remapping = field(default_factory=Remapping)
     rules: list[ProxyRule] = field(default_factory=list)
     rewriter: Rewriter | None = None
+    policy: Policy = field(default_factory=Policy)
+    forbidden: tuple[Forbidden, ...] = ()
+    # What the policy kept out, for the state: namespaces not mapped (fixed at connect), carve-outs (per plan).
+    namespace_notes: tuple[str, ...] = ()
+    route_notes: tuple[str, ...] = ()

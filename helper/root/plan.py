@@ -1,8 +1,10 @@
 """What a connection should look like, from what the cluster says and what the client asked (pure).
 
 The routes into the TUN with their carve-outs, the proxy-via/auto-resolve rules whose real subnets are
-hidden behind virtual IPs, the subnets whose conflicts the user or cluster allowed, and the DNS rules. The
-session recomputes these on every cluster-info change and applies only the difference.
+hidden behind virtual IPs, the subnets whose conflicts the user or admin allowed, and the DNS rules. The
+session recomputes these on every cluster-info change and applies only the difference. The admin's
+policy (``policy``) is applied to every plan: too-wide subnets and public DNS suffixes raise PolicyError,
+the host's own ranges are carved out.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.api.proxyvia import IPNetwork, ProxyRule, ProxyViaSpec
 from tether.helper.root.dns.rules import DEFAULT_EXCLUDE_SUFFIXES, RulesConfig
+from tether.helper.root.policy import Forbidden, Policy, carve_notes, check_dns_claims, check_routed
+from tether.helper.root.policy import allowed_conflicts as policy_allowed_conflicts
 from tether.helper.root.proxyvia import (
     VipTable,
     auto_rules,
@@ -45,6 +49,8 @@ class Remapping:
 class Plan:
     routes: RoutePlan
     rules: list[ProxyRule] = field(default_factory=list)
+    # What the policy carved out of the routed subnets, one sentence each (shown in the state).
+    notes: tuple[str, ...] = ()
 
 
 def service_subnets(info: mpb.ClusterInfo) -> list[IPNetwork]:
@@ -56,18 +62,34 @@ def service_subnets(info: mpb.ClusterInfo) -> list[IPNetwork]:
 
 
 def plan_routes(
-    info: mpb.ClusterInfo, request: pb.ConnectRequest, remap: Remapping, never_route: Sequence[str]
+    info: mpb.ClusterInfo,
+    request: pb.ConnectRequest,
+    remap: Remapping,
+    never_route: Sequence[str],
+    *,
+    policy: Policy | None = None,
+    forbidden: Sequence[Forbidden] = (),
 ) -> Plan:
     """The routes for `info`, and the proxy rules whose translated subnets are carved out of them.
 
     `never_route` holds single addresses that must stay off the TUN (the API server's, the upstream DNS
-    server's). VirtualSubnetError when the virtual subnet overlaps what the cluster routes."""
+    server's); `forbidden` the ranges the policy carves out (the host's, the manager's, the admin's).
+    VirtualSubnetError when the virtual subnet overlaps what the cluster routes; PolicyError when a
+    subnet is wider than the policy allows."""
+    policy = policy or Policy()
     service = service_subnets(info)
     pods = subnets_from_pb(info.pod_subnets)
-    also = [
-        *subnets_from_pb(info.routing.also_proxy_subnets),
-        *(ipaddress.ip_network(a) for a in request.also_proxy),
-    ]
+    cluster_also = subnets_from_pb(info.routing.also_proxy_subnets)
+    also = [*cluster_also, *(ipaddress.ip_network(a) for a in request.also_proxy)]
+    check_routed(
+        [
+            *((s, "service subnet from the traffic-manager") for s in service),
+            *((s, "pod subnet from the traffic-manager") for s in pods),
+            *((s, "also-proxy subnet from the cluster's settings") for s in cluster_also),
+            *((s, "--also-proxy subnet") for s in also[len(cluster_also) :]),
+        ],
+        policy,
+    )
     rules = combine(
         resolve(list(remap.specs), service, pods, also, namespace=remap.namespace) if remap.specs else [],
         auto_rules(remap.auto_subnets) if remap.auto_subnets else [],
@@ -78,19 +100,33 @@ def plan_routes(
         for subnet in remap.vips.subnets:
             validate_virtual_subnet(subnet, service=service, pods=pods, also=also, proxied=translated)
         virtual = list(virtual_subnets_to_route(remap.vips, rules))
+        check_routed(((s, "virtual subnet") for s in virtual), policy)
     routes = compute_plan(
         service_subnets=service,
         pod_subnets=pods,
         also_proxy=[*also, *virtual],
-        never_proxy=[*subnets_from_pb(info.routing.never_proxy_subnets), *request.never_proxy, *translated],
+        never_proxy=[
+            *subnets_from_pb(info.routing.never_proxy_subnets),
+            *request.never_proxy,
+            *translated,
+            *(f.network for f in forbidden),
+        ],
         never_route=never_route,
     )
-    return Plan(routes, rules)
+    return Plan(routes, rules, carve_notes([*service, *pods, *also, *virtual], forbidden))
 
 
-def allowed_conflicts(info: mpb.ClusterInfo, request: pb.ConnectRequest) -> list[IPNetwork | str]:
-    """Where the cluster's routes may override someone else's: the cluster's settings and the client's."""
-    return [*subnets_from_pb(info.routing.allow_conflicting_subnets), *request.allow_conflicting_subnets]
+def allowed_conflicts(request: pb.ConnectRequest, policy: Policy | None = None) -> list[IPNetwork | str]:
+    """Where the cluster's routes may override someone else's: the client's list and the admin's.
+
+    Never the cluster's own list: whoever edits the cluster's settings could otherwise take over any
+    route on every workstation that connects. It is offered as a suggestion (`suggested_conflicts`)."""
+    return policy_allowed_conflicts(request.allow_conflicting_subnets, policy or Policy())
+
+
+def suggested_conflicts(info: mpb.ClusterInfo) -> list[IPNetwork]:
+    """The conflicts the cluster's settings suggest allowing; the user confirms them by passing them."""
+    return subnets_from_pb(info.routing.allow_conflicting_subnets)
 
 
 def dns_suffixes(info: mpb.ClusterInfo, request: pb.ConnectRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -112,10 +148,15 @@ def plan_dns(
     routes: RoutePlan | None,
 ) -> RulesConfig:
     """Which names go to the cluster: its domain, `<svc>.<namespace>` for the mapped namespaces, single
-    labels in `namespace`, the include-suffixes, and reverse names of the routed subnets."""
+    labels in `namespace`, the include-suffixes, and reverse names of the routed subnets.
+
+    PolicyError when the cluster domain or an include-suffix is a public suffix or TLD."""
     include, exclude = dns_suffixes(info, request)
+    cluster_domain = info.dns.cluster_domain or DEFAULT_CLUSTER_DOMAIN
+    check_dns_claims(cluster_domain, info.dns.include_suffixes, "the traffic-manager")
+    check_dns_claims(cluster_domain, request.dns_include_suffixes, "the connect request")
     return RulesConfig(
-        cluster_domain=info.dns.cluster_domain or DEFAULT_CLUSTER_DOMAIN,
+        cluster_domain=cluster_domain,
         namespace=namespace,
         mapped_namespaces=mapped_namespaces,
         include_suffixes=include,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -33,7 +34,16 @@ from tether.helper.root.dns.upstream import UpstreamAddress
 from tether.helper.root.journal import Journal
 from tether.helper.root.kube import cluster
 from tether.helper.root.kube.credentials import CredentialsError, KubeCredentials, load_credentials
-from tether.helper.root.plan import Remapping, allowed_conflicts, plan_dns, plan_routes
+from tether.helper.root.plan import Plan, Remapping, allowed_conflicts, plan_dns, plan_routes, suggested_conflicts
+from tether.helper.root.policy import (
+    DEFAULT_POLICY_PATH,
+    PolicyError,
+    check_manager_address,
+    forbidden_ranges,
+    host_ranges,
+    mappable_namespaces,
+)
+from tether.helper.root.policy_file import load_policy
 from tether.helper.root.proxyvia import (
     ProxyViaError,
     Rewriter,
@@ -45,7 +55,7 @@ from tether.helper.root.proxyvia import (
 from tether.helper.root.proxyvia.vips import VirtualSubnetError
 from tether.helper.root.routing import Conflict, ConflictError, RouteMonitor, find_conflicts, open_applier, open_reader
 from tether.helper.root.routing.conflicts import OSRoute
-from tether.helper.root.routing.table import RoutePlan
+from tether.helper.root.routing.table import IPAddress
 from tether.helper.root.server.caller import Caller
 from tether.helper.root.server.session_api import SessionConfig, SessionError
 from tether.helper.root.state import connected_state, explain, failed_state
@@ -72,6 +82,7 @@ class HelperSession:
         self._mtu = int(config.options.get("mtu", DEFAULT_MTU))
         self._tun_name = config.options.get("tun-name", "tether%d")
         self._journal_path = Path(config.options.get("journal", str(config.runtime_dir / "journal.json")))
+        self._policy_path = Path(config.options.get("policy", DEFAULT_POLICY_PATH))
         self._state = pb.State(phase=pb.State.DISCONNECTED)
         self._watchers: set[asyncio.Queue[pb.State]] = set()
         self._connection: Connection | None = None
@@ -141,6 +152,12 @@ class HelperSession:
 
     async def _build(self, c: Connection, step: Callable[[str], None]) -> None:
         request = c.request
+        try:
+            # Read at every connect, so that an admin's edit applies without restarting the helper.
+            c.policy = await asyncio.to_thread(load_policy, self._policy_path)
+            check_manager_address(c.caller.uid, request.manager_address, c.policy)
+        except PolicyError as exc:
+            raise SessionError(str(exc), grpc.StatusCode.PERMISSION_DENIED) from None
         step("reading the kubeconfig")
         try:
             c.credentials = await asyncio.to_thread(
@@ -176,11 +193,25 @@ class HelperSession:
         except (ProxyViaError, VirtualSubnetError) as exc:
             raise SessionError(str(exc), grpc.StatusCode.INVALID_ARGUMENT) from None
 
-        c.mapped_namespaces = frozenset(request.mapped_namespaces) or await self._namespaces(creds, c.namespace)
+        if request.mapped_namespaces:
+            c.mapped_namespaces = frozenset(request.mapped_namespaces)
+        else:
+            c.mapped_namespaces, left_out = mappable_namespaces(await self._namespaces(creds, c.namespace), ())
+            c.namespace_notes = tuple(
+                f'namespace "{ns}" is not mapped as a DNS suffix: "{ns}" is a public suffix '
+                "(name it in --mapped-namespaces to map it anyway)"
+                for ns in left_out
+            )
         c.never_route = tuple(await asyncio.to_thread(cluster.api_server_addresses, creds.server))
 
         step("checking the routing table for conflicts")
         routes = await asyncio.to_thread(_read_routes)
+        manager_ips = await asyncio.to_thread(_manager_addresses, request.manager_address)
+        c.forbidden = tuple(forbidden_ranges(host_ranges(routes), c.policy, manager_ips))
+        try:
+            self._planned(c, info)  # the policy's refusals, before anything is built
+        except PolicyError as exc:
+            raise SessionError(str(exc)) from None
         conflicts = await self._conflicts(c, info, routes)
         if conflicts and request.auto_resolve:
             c.remap.auto_subnets = tuple(ConflictError(conflicts).subnets)
@@ -188,7 +219,7 @@ class HelperSession:
             conflicts = await self._conflicts(c, info, routes)
         if conflicts:
             c.conflicts = tuple(conflicts)
-            raise ConflictError(conflicts)
+            raise ConflictError(conflicts, suggested=suggested_conflicts(info))
 
         step("creating the network device")
         c.journal = Journal(self._journal_path)
@@ -206,8 +237,8 @@ class HelperSession:
         if not upstreams:
             raise SessionError("the host's resolv.conf names no nameserver to forward non-cluster names to")
         c.never_route += tuple(str(ip) for ip in upstreams)
-        c.plan = self._plan(c, info)
-        c.dns_rules = self._dns_rules(c, info)
+        planned, c.dns_rules = self._planned(c, info)
+        c.plan, c.rules, c.route_notes = planned.routes, planned.rules, planned.notes
         c.rewriter = Rewriter(c.remap.vips, c.rules)
         c.dns = DNSServer(
             partial(_lookup, c),
@@ -274,15 +305,22 @@ class HelperSession:
     async def _on_cluster_info(self, c: Connection, info: mpb.ClusterInfo) -> None:
         if c.info == info:
             return
+        try:
+            planned, rules = self._planned(c, info)
+        except PolicyError as exc:
+            # Keep what is applied: the change is refused as a whole, never half-applied.
+            log.warning("a cluster change breaks the policy and was not applied: %s", exc)
+            self._publish(connected_state(c, last_error=f"the cluster's new settings were not applied: {exc}"))
+            return
         c.info = info
-        plan = self._plan(c, info)
+        plan = planned.routes
+        c.rules, c.route_notes = planned.rules, planned.notes
         if plan != c.plan and c.applier is not None:
             await c.applier.apply_async(plan)
             c.plan = plan
             log.info("routes changed", extra={"routes": [str(r) for r in plan.routes]})
         if c.engine is not None:
             c.engine.stack.set_refused_sources(subnets_from_pb(info.pod_subnets))
-        rules = self._dns_rules(c, info)
         if rules != c.dns_rules and c.dns is not None:
             c.dns.set_rules(rules)
             c.dns_rules = rules
@@ -313,20 +351,19 @@ class HelperSession:
             self._publish(connected_state(c))
 
     async def _conflicts(self, c: Connection, info: mpb.ClusterInfo, routes: list[OSRoute]) -> list[Conflict]:
-        plan = self._plan(c, info)
+        plan = self._planned(c, info)[0].routes
         own = (c.device.name,) if c.device else ()
-        return find_conflicts(plan.routes, routes, own_devices=own, allowed=allowed_conflicts(info, c.request))
+        return find_conflicts(plan.routes, routes, own_devices=own, allowed=allowed_conflicts(c.request, c.policy))
 
     # --- planning (pure, in plan.py) with the connection's choices ---
 
-    def _plan(self, c: Connection, info: mpb.ClusterInfo) -> RoutePlan:
-        """The routes for `info`; also refreshes the proxy rules, whose translated subnets are not routed."""
-        planned = plan_routes(info, c.request, c.remap, c.never_route)
-        c.rules = planned.rules
-        return planned.routes
-
-    def _dns_rules(self, c: Connection, info: mpb.ClusterInfo) -> RulesConfig:
-        return plan_dns(info, c.request, namespace=c.namespace, mapped_namespaces=c.mapped_namespaces, routes=c.plan)
+    def _planned(self, c: Connection, info: mpb.ClusterInfo) -> tuple[Plan, RulesConfig]:
+        """The routes and DNS rules for `info`; PolicyError (nothing changed) when `info` breaks the policy."""
+        planned = plan_routes(info, c.request, c.remap, c.never_route, policy=c.policy, forbidden=c.forbidden)
+        rules = plan_dns(
+            info, c.request, namespace=c.namespace, mapped_namespaces=c.mapped_namespaces, routes=planned.routes
+        )
+        return planned, rules
 
     async def _namespaces(self, creds: KubeCredentials, fallback: str) -> frozenset[str]:
         """Namespaces whose `<svc>.<ns>` names go to the cluster: all the user may list, else their own."""
@@ -355,6 +392,22 @@ async def _lookup(c: Connection, name: str, qtype: int) -> tuple[int, list[RR]]:
         # The manager's bytes, not our failure: a clear line and SERVFAIL, not a traceback.
         log.warning("the traffic-manager answered %s with a malformed record: %s", name, exc)
         return RCODE.SERVFAIL, []
+
+
+def _manager_addresses(address: str) -> list[IPAddress]:
+    """The addresses a --manager-address names (none without one): they must stay off the TUN."""
+    if not address:
+        return []
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return []  # dialing it will fail with a clearer message
+    return sorted({ipaddress.ip_address(str(i[4][0]).partition("%")[0]) for i in infos}, key=lambda a: (a.version, a))
 
 
 def _read_routes() -> list[OSRoute]:

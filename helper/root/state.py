@@ -11,6 +11,7 @@ from tether.helper.cluster.manager_dial import ManagerNotFoundError
 from tether.helper.cluster.portforward import PortForwardError
 from tether.helper.root.connection import Connection
 from tether.helper.root.kube.credentials import CredentialsError
+from tether.helper.root.policy import PolicyError
 from tether.helper.root.proxyvia import ProxyRule
 from tether.helper.root.routing import Conflict, ConflictError
 from tether.helper.root.server.session_api import SessionError
@@ -38,6 +39,7 @@ def connected_state(c: Connection, phase: pb.State.Phase = pb.State.CONNECTED, l
         virtual_subnet=str(c.remap.vips.subnet) if c.remap.vips is not None and c.rules else "",
         dns_include_suffixes=list(c.dns_rules.include_suffixes) if c.dns_rules else [],
         dns_exclude_suffixes=list(c.dns_rules.exclude_suffixes) if c.dns_rules else [],
+        policy_notes=[*c.route_notes, *c.namespace_notes],
     )
 
 
@@ -73,7 +75,9 @@ def explain(exc: BaseException) -> str:
     """One line for a client: errors that already speak to the user pass through; others are named."""
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"the traffic-manager did not answer: {exc.code().name}: {exc.details()}"
-    if isinstance(exc, ManagerNotFoundError | PortForwardError | SessionError | CredentialsError | ConflictError):
+    if isinstance(
+        exc, ManagerNotFoundError | PortForwardError | SessionError | CredentialsError | ConflictError | PolicyError
+    ):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return "timed out waiting for the traffic-manager"

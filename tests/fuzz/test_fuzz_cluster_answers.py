@@ -1,9 +1,9 @@
 """The manager's answers fuzzed against the helper's session logic.
 
 ClusterInfo with mutated subnets (address bytes of any length, prefixes past the family's width, host bits),
-cluster domains and suffixes goes through ``plan_routes``/``plan_dns`` and the DNS rules built from them:
-a plan, or a ValueError naming the value, never another exception. LookupDNS answers with malformed
-resource records and odd rcodes go through the session's ``_lookup`` into the real DNS server: every query
+cluster domains and suffixes goes through ``plan_routes``/``plan_dns`` and the DNS rules built from them: a
+plan within the default policy, or a ValueError or PolicyError naming the value, never another exception.
+LookupDNS answers with malformed resource records and odd rcodes go through the session's ``_lookup`` into the real DNS server: every query
 gets a reply a client can parse, and nothing is logged as an unexpected exception.
 """
 
@@ -23,6 +23,7 @@ from tether.helper.root.connection import Connection
 from tether.helper.root.dns.rules import RulesConfig, decide
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.plan import Remapping, plan_dns, plan_routes
+from tether.helper.root.policy import PolicyError
 from tether.helper.root.server.caller import Caller
 from tether.manager.api import manager_pb2 as mpb
 from tether.runtime import eventloop
@@ -79,11 +80,13 @@ def _plan_case(rng: random.Random) -> None:
         plan = plan_routes(info, request, Remapping(), never_route=("192.0.2.1", "fd00::53"))
         mapped = frozenset({"default"})
         rules = plan_dns(info, request, namespace="default", mapped_namespaces=mapped, routes=plan.routes)
-    except ValueError as exc:
+    except (ValueError, PolicyError) as exc:
         assert str(exc), "a refusal without a message"
         return
     for route in plan.routes.routes:
         assert isinstance(route, ipaddress.IPv4Network | ipaddress.IPv6Network), route
+        # Whatever the cluster sends, the default policy holds: nothing wider than a /8 (IPv4) or /32 (IPv6).
+        assert route.prefixlen >= (8 if route.version == 4 else 32), route
     assert isinstance(rules, RulesConfig)
     for name in NAMES:
         decide(name, rules)

@@ -22,6 +22,21 @@ def kube_configuration(kubeconfig: os.PathLike[str]) -> kubernetes.client.Config
     return configuration
 
 
+def set_manager_config(lab: Any, workstation: Any, data: dict[str, str] | None) -> dict[str, str] | None:
+    """Replace the data of the manager's ConfigMap (read at its start); returns what it held."""
+    with workstation():  # the lab's API server is reached from the workstation, as a user reaches it
+        api = kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig))
+        try:
+            core = kubernetes.client.CoreV1Api(api)
+            config_map = core.read_namespaced_config_map("tether-manager", "tether")
+            before = config_map.data
+            config_map.data = data
+            core.replace_namespaced_config_map("tether-manager", "tether", config_map)
+        finally:
+            api.close()
+    return before
+
+
 class ManagerClient:
     """A session with the lab's manager, driven from a loop thread that lives in the workstation namespace."""
 

@@ -161,7 +161,7 @@ def _helper_log_on_failure(request):
         ("http://{web}", "hello from web (pod web-"),
         ("http://{web_0}:8080", "hello from web (pod web-0, {web_0})"),
         ("http://{web_1}:8080/some/path", "/some/path"),
-        ("http://catalog.shop", "hello from catalog (pod catalog-0, {catalog_0})"),
+        ("http://catalog.webshop", "hello from catalog (pod catalog-0, {catalog_0})"),
     ],
 )
 def test_curl_by_name_and_address(lab, lab_run, helper, url, greeting):
@@ -169,7 +169,7 @@ def test_curl_by_name_and_address(lab, lab_run, helper, url, greeting):
         "web": lab.service_ip("web"),
         "web_0": lab.pod_ips["default/web-0"],
         "web_1": lab.pod_ips["default/web-1"],
-        "catalog_0": lab.pod_ips["shop/catalog-0"],
+        "catalog_0": lab.pod_ips["webshop/catalog-0"],
     }
     body = curl(lab_run, url.format(**addresses))
     assert body.startswith(greeting.format(**addresses)), body
@@ -577,7 +577,7 @@ def _fuzz_packets(rng: random.Random, ws: bytes, targets: list[bytes], count: in
 
 
 CHECKED_NAMES = [
-    "web", "web.default", "web.default.svc.cluster.local", "catalog.shop", "example.test", "www.example.com",
+    "web", "web.default", "web.default.svc.cluster.local", "catalog.webshop", "example.test", "www.example.com",
     "nope.default.svc.cluster.local",
 ]  # fmt: skip
 
@@ -754,7 +754,7 @@ def test_fuzzed_packets_and_dns_queries_do_not_break_the_helper(lab, lab_run, he
         "web": lab.service_ip("web"),
         "web.default": lab.service_ip("web"),
         "web.default.svc.cluster.local": lab.service_ip("web"),
-        "catalog.shop": lab.service_ip("catalog", "shop"),
+        "catalog.webshop": lab.service_ip("catalog", "webshop"),
         "example.test": "203.0.113.80",
         "www.example.com": "203.0.113.80",
     }

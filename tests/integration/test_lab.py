@@ -121,17 +121,17 @@ def test_pod_resolver_finds_services_by_short_and_cross_namespace_names(lab, lab
     out = lab_run("getent", "ahostsv4", "web", pod="default/web-1")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == lab.service_ip("web")
-    out = lab_run("getent", "hosts", "web.default", "catalog.shop", "example.test", pod="default/echo-0")
+    out = lab_run("getent", "hosts", "web.default", "catalog.webshop", "example.test", pod="default/echo-0")
     assert out.returncode == 0, out.stderr
     resolved = {line.split()[1]: line.split()[0] for line in out.stdout.splitlines()}
     assert resolved == {
         "web.default.svc.cluster.local": lab.service_ip("web"),
-        "catalog.shop.svc.cluster.local": lab.service_ip("catalog", "shop"),
+        "catalog.webshop.svc.cluster.local": lab.service_ip("catalog", "webshop"),
         "example.test": "203.0.113.80",
     }
-    resolv = lab_run("cat", "/etc/resolv.conf", pod="shop/catalog-0").stdout
+    resolv = lab_run("cat", "/etc/resolv.conf", pod="webshop/catalog-0").stdout
     assert resolv.splitlines() == [
-        "search shop.svc.cluster.local svc.cluster.local cluster.local",
+        "search webshop.svc.cluster.local svc.cluster.local cluster.local",
         "nameserver 10.96.0.10",
         "options ndots:5",
     ]
@@ -163,12 +163,12 @@ def test_http_through_the_web_clusterip_round_robins_over_both_replicas(lab, lab
     with netns(lab.pod_netns["default/bulk-0"]):
         bodies = {http_get(lab.service_ip("web"))[1].decode().strip() for _ in range(6)}
         assert http_get(lab.service_ip("web"), path="/some/path") == (200, b"/some/path\n")
-        catalog = http_get(lab.service_ip("catalog", "shop"))
+        catalog = http_get(lab.service_ip("catalog", "webshop"))
     assert bodies == {
         f"hello from web (pod web-0, {lab.pod_ips['default/web-0']})",
         f"hello from web (pod web-1, {lab.pod_ips['default/web-1']})",
     }
-    assert catalog == (200, f"hello from catalog (pod catalog-0, {lab.pod_ips['shop/catalog-0']})\n".encode())
+    assert catalog == (200, f"hello from catalog (pod catalog-0, {lab.pod_ips['webshop/catalog-0']})\n".encode())
 
 
 def test_a_pod_reaches_itself_through_its_service(lab, netns):

@@ -176,8 +176,8 @@ def test_lookup_dns_resolves_cluster_names(lab, manager):
     [record] = [unpack_record(r) for r in short.answers]
     assert (str(record.rname), str(record.rdata)) == ("web.", web_ip)
 
-    other_namespace = lookup(manager, "catalog.shop", QTYPE.A)
-    assert [str(unpack_record(r).rdata) for r in other_namespace.answers] == [lab.service_ip("catalog", "shop")]
+    other_namespace = lookup(manager, "catalog.webshop", QTYPE.A)
+    assert [str(unpack_record(r).rdata) for r in other_namespace.answers] == [lab.service_ip("catalog", "webshop")]
 
     missing = lookup(manager, "no-such-service", QTYPE.A)
     assert missing.rcode == RCODE.NXDOMAIN

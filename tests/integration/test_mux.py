@@ -13,10 +13,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 from helper_fixture import RunningHelper, running_helper
-from manager_client import ManagerClient, kube_configuration
+from manager_client import ManagerClient, set_manager_config
 
 from tether.helper.root.tunnel.mux_client import MuxClient, connect_mux
 from tether.helper.root.tunnel.streams import MuxTunnelStream
@@ -150,23 +149,8 @@ def test_the_helpers_flows_take_the_tunnel_mux(lab, lab_run, workstation, tmp_pa
     assert ended["streams"] >= mux
 
 
-def _set_manager_config(lab: Any, workstation: Any, data: dict[str, str] | None) -> dict[str, str] | None:
-    """Replace the data of the manager's ConfigMap (read at its start); returns what it held."""
-    with workstation():  # the lab's API server is reached from the workstation, as a user reaches it
-        api = kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig))
-        try:
-            core = kubernetes.client.CoreV1Api(api)
-            config_map = core.read_namespaced_config_map("tether-manager", "tether")
-            before = config_map.data
-            config_map.data = data
-            core.replace_namespaced_config_map("tether-manager", "tether", config_map)
-        finally:
-            api.close()
-    return before
-
-
 def test_without_a_mux_port_the_helpers_flows_use_grpc_streams(lab, lab_control, lab_run, workstation, tmp_path):
-    original = _set_manager_config(lab, workstation, {"tunnelMuxPort": "0"})
+    original = set_manager_config(lab, workstation, {"tunnelMuxPort": "0"})
     assert not (original or {}).get("tunnelMuxPort"), original
     try:
         lab_control.restart(MANAGER_PROCESS)
@@ -180,7 +164,7 @@ def test_without_a_mux_port_the_helpers_flows_use_grpc_streams(lab, lab_control,
             assert mux == 0 and grpc >= 3, helper.tail()
             assert helper.quit() == 0, helper.tail()
     finally:
-        _set_manager_config(lab, workstation, original)
+        set_manager_config(lab, workstation, original)
         lab_control.restart(MANAGER_PROCESS)
     manager = ManagerClient(lab, workstation, name="mux-test-after")
     try:

@@ -413,7 +413,7 @@ def test_auto_resolve_remaps_the_conflicting_subnets(lab, lab_run, helper, vpn):
         assert ipaddress.ip_address(vip) in VIRTUAL_SUBNET, vip
         assert route_get(lab.ws_netns, vip)["dev"] == device
         assert get(lab_run, "http://web.default").startswith("hello from web (pod web-")
-        assert get(lab_run, "http://catalog.shop").startswith("hello from catalog (pod catalog-0")
+        assert get(lab_run, "http://catalog.webshop").startswith("hello from catalog (pod catalog-0")
         for address in ("10.96.200.200", "10.244.1.200"):
             assert_corp_host_through_the_vpn(lab_run, lab.ws_netns, address)
 

@@ -61,7 +61,7 @@ def test_plan_is_deterministic_and_has_the_expected_workloads():
     assert a == b
     names = {(p.namespace, p.name) for p in a.pods}
     assert {("default", "web-0"), ("default", "web-1"), ("default", "echo-0"), ("default", "udp-echo-0")} <= names
-    assert {("default", "bulk-0"), ("shop", "catalog-0"), ("kube-system", "coredns-0")} <= names
+    assert {("default", "bulk-0"), ("webshop", "catalog-0"), ("kube-system", "coredns-0")} <= names
     manager = a.pods_of("manager")[0]
     assert (manager.namespace, manager.name) == ("tether", "tether-manager-0")
     assert manager.label_dict["app"] == "tether-manager"
@@ -212,7 +212,7 @@ def test_cluster_dnsmasq_config_answers_cluster_names_and_forwards_the_rest():
         "local=/96.10.in-addr.arpa/",
         "host-record=web.default.svc.cluster.local,10.96.1.10",
         "host-record=kubernetes.default.svc.cluster.local,10.96.0.1",
-        "host-record=catalog.shop.svc.cluster.local,10.96.1.14",
+        "host-record=catalog.webshop.svc.cluster.local,10.96.1.14",
         "srv-host=_http._tcp.web.default.svc.cluster.local,web.default.svc.cluster.local,80",
         "srv-host=_dns._udp.kube-dns.kube-system.svc.cluster.local,kube-dns.kube-system.svc.cluster.local,53",
         "host-record=10-244-1-11.default.pod.cluster.local,10.244.1.11",
@@ -233,8 +233,8 @@ def test_upstream_dnsmasq_config_is_closed_to_the_real_internet():
 
 
 def test_resolv_conf_and_dnsmasq_command_line(tmp_path):
-    assert clusterdns.pod_resolv_conf("shop") == (
-        "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    assert clusterdns.pod_resolv_conf("webshop") == (
+        "search webshop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
     )
     assert clusterdns.upstream_resolv_conf() == "nameserver 203.0.113.53\n"
     argv = clusterdns.dnsmasq_argv(tmp_path / "x.conf")
@@ -275,7 +275,7 @@ def test_seed_objects_are_complete_for_the_official_client():
     seed = objects.seed_objects(plan, "2024-01-01T00:00:00Z")
     kinds = [o["kind"] for o in seed]
     assert kinds.index("Namespace") < kinds.index("Pod")
-    assert {o["metadata"]["name"] for o in seed if o["kind"] == "Namespace"} == {"shop", "tether"}
+    assert {o["metadata"]["name"] for o in seed if o["kind"] == "Namespace"} == {"webshop", "tether"}
     for obj in seed:
         assert obj["apiVersion"] == ("apps/v1" if obj["kind"] == "Deployment" else "v1")
         model = _deserialize(obj, f"V1{obj['kind']}")

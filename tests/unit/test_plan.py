@@ -14,7 +14,9 @@ from tether.helper.root.plan import (
     plan_dns,
     plan_routes,
     service_subnets,
+    suggested_conflicts,
 )
+from tether.helper.root.policy import Policy
 from tether.helper.root.proxyvia import VipTable
 from tether.helper.root.proxyvia.vips import VirtualSubnetError
 from tether.manager.api import manager_pb2 as mpb
@@ -107,12 +109,12 @@ def test_a_virtual_subnet_inside_the_cluster_is_refused():
         plan_routes(cluster(), pb.ConnectRequest(), remap, never_route=())
 
 
-def test_allowed_conflicts_join_the_cluster_and_the_client():
+def test_allowed_conflicts_come_from_the_client_and_the_admin_and_the_cluster_only_suggests():
     info = cluster(allow_conflicting_subnets=["10.96.0.0/16"])
-    assert allowed_conflicts(info, pb.ConnectRequest(allow_conflicting_subnets=["10.244.0.0/16"])) == [
-        net("10.96.0.0/16"),
-        "10.244.0.0/16",
-    ]
+    request = pb.ConnectRequest(allow_conflicting_subnets=["10.244.0.0/16"])
+    admin = Policy(allow_conflicting_subnets=(net("10.250.0.0/24"),))
+    assert allowed_conflicts(request, admin) == ["10.244.0.0/16", net("10.250.0.0/24")]
+    assert suggested_conflicts(info) == [net("10.96.0.0/16")]
 
 
 def test_dns_rules_carry_the_namespace_domain_and_routed_subnets():

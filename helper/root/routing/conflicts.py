@@ -259,8 +259,11 @@ def suggest_allowed(conflicts: Iterable[Conflict]) -> list[IPNetwork]:
     return sorted({c.subnet for c in conflicts}, key=sort_key)
 
 
-def format_conflicts(conflicts: Iterable[Conflict]) -> str:
-    """One line per conflict, then how to get out of it (see ``ConflictError``)."""
+def format_conflicts(conflicts: Iterable[Conflict], suggested: Iterable[IPNetwork] = ()) -> str:
+    """One line per conflict, then how to get out of it (see ``ConflictError``).
+
+    ``suggested``: what the cluster's settings propose to allow; only the user's confirmation (or the
+    admin's policy) makes it allowed, so it is shown, not applied."""
     items = sorted(conflicts, key=Conflict.sort_key)
     if not items:
         return "no conflicting routes"
@@ -269,11 +272,15 @@ def format_conflicts(conflicts: Iterable[Conflict]) -> str:
     lines += [
         "Routing these subnets into the cluster could cut off hosts reached through those routes. Ways out:",
         "  - allow the conflict (the cluster wins for those subnets): --allow-conflicting-subnets CIDR, "
-        f"or the chart's client.routing.allowConflictingSubnets; here: {allow_args}",
+        f"or allow_conflicting_subnets in the admin's /etc/tether/policy.toml; here: {allow_args}",
         "  - reach them through a workload instead of routing them: --proxy-via CIDR=WORKLOAD "
         "(CIDR may be also, service, pods, all, or a CIDR)",
         "  - remap the conflicting subnets to virtual IPs automatically: --auto-resolve",
     ]
+    offered = sorted(set(suggested), key=sort_key)
+    if offered:
+        confirm = " ".join(f"--allow-conflicting-subnets {s}" for s in offered)
+        lines.append(f"The cluster's settings suggest allowing {', '.join(map(str, offered))}; to accept: {confirm}")
     return "\n".join(lines)
 
 
@@ -283,11 +290,12 @@ class ConflictError(Exception):
     The first line is exactly the first conflict's ``describe()``; ``conflicts`` keeps them all.
     """
 
-    def __init__(self, conflicts: Iterable[Conflict]) -> None:
+    def __init__(self, conflicts: Iterable[Conflict], suggested: Iterable[IPNetwork] = ()) -> None:
         self.conflicts: tuple[Conflict, ...] = tuple(sorted(conflicts, key=Conflict.sort_key))
         if not self.conflicts:
             raise ValueError("ConflictError needs at least one conflict")
-        super().__init__(format_conflicts(self.conflicts))
+        self.suggested = tuple(suggested)
+        super().__init__(format_conflicts(self.conflicts, self.suggested))
 
     @property
     def subnets(self) -> list[IPNetwork]:

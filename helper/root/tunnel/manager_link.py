@@ -63,7 +63,9 @@ class ManagerLink:
     async def open(self) -> None:
         """Connect and arrive once; errors propagate (the caller decides whether to retry)."""
         if self._manager_address:
-            self._channel = grpc.aio.insecure_channel(self._manager_address, options=grpc_options())
+            # An explicit dns:/// scheme: a bare target such as "unix:80" would be read as a local socket.
+            target = f"dns:///{self._manager_address}"
+            self._channel = grpc.aio.insecure_channel(target, options=grpc_options())
             self.manager_pod = self._manager_address
         else:
             self._connection = ManagerConnection(self._configuration, self._manager_namespace)

@@ -101,7 +101,7 @@ def _check_connect_args(args: argparse.Namespace) -> list[str]:
     validate.proxy_vias(args.proxy_via)
     if args.virtual_subnet:
         validate.cidr(args.virtual_subnet, "--virtual-subnet")
-    validate.dns_suffixes(args.dns_include_suffix, "--dns-include-suffix")
+    validate.dns_suffixes(args.dns_include_suffix, "--dns-include-suffix", allow_public=False)
     validate.dns_suffixes(args.dns_exclude_suffix, "--dns-exclude-suffix")
     mapped = [ns.strip() for item in args.mapped_namespaces for ns in item.split(",") if ns.strip()]
     return validate.namespaces(mapped, "--mapped-namespaces")

@@ -77,6 +77,7 @@ def describe_state(state: pb.State) -> dict[str, Any]:
         ],
         "remapped": [{"subnet": r.subnet, "workload": r.workload, "reason": r.reason} for r in state.remapped],
         "virtual_subnet": state.virtual_subnet,
+        "policy_notes": list(state.policy_notes),
         "tun_device": state.tun_device,
         "owner_uid": state.owner_uid if connected else None,
         "connected_since": since,
@@ -116,6 +117,8 @@ def format_state(state: pb.State) -> str:
         for remap in info["remapped"]:
             dialer = f"dialed from {remap['workload']}" if remap["workload"] else "dialed by the traffic-manager"
             rows.append(("remapped", f"{remap['subnet']} -> {info['virtual_subnet']} ({remap['reason']}, {dialer})"))
+        for note in info["policy_notes"]:
+            rows.append(("policy", note))
         rows.append(("owner", f"uid {info['owner_uid']}"))
         if info["connected_since"]:
             rows.append(("connected since", info["connected_since"]))

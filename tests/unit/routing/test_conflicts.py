@@ -331,13 +331,21 @@ def test_error_text_names_every_conflict_and_the_three_ways_out():
     assert lines[1] == 'subnet 192.168.0.0/16 overlaps with existing route "192.168.1.0/24 dev wlp2s0"'
     hint = "\n".join(lines[2:])
     assert "--allow-conflicting-subnets CIDR" in hint
-    assert "client.routing.allowConflictingSubnets" in hint
+    assert "allow_conflicting_subnets in the admin's /etc/tether/policy.toml" in hint
     assert "--allow-conflicting-subnets 10.130.0.0/16 --allow-conflicting-subnets 192.168.0.0/16" in hint
     assert "--proxy-via CIDR=WORKLOAD" in hint
     for symbol in ("also", "service", "pods", "all"):
         assert symbol in hint
     assert "--auto-resolve" in hint
     assert format_conflicts(conflicts) == text
+
+
+def test_the_clusters_allow_list_is_offered_for_the_user_to_confirm():
+    conflicts = find_conflicts(["10.130.0.0/16"], parse_routes(CORPORATE))
+    text = str(ConflictError(conflicts, suggested=[ipaddress.ip_network("10.130.0.0/16")]))
+    assert text.splitlines()[-1] == (
+        "The cluster's settings suggest allowing 10.130.0.0/16; to accept: --allow-conflicting-subnets 10.130.0.0/16"
+    )
 
 
 def test_error_needs_conflicts_and_sorts_them():
