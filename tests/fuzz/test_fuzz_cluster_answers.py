@@ -3,8 +3,8 @@
 ClusterInfo with mutated subnets (address bytes of any length, prefixes past the family's width, host bits),
 cluster domains and suffixes goes through ``plan_routes``/``plan_dns`` and the DNS rules built from them: a
 plan within the default policy, or a ValueError or PolicyError naming the value, never another exception.
-LookupDNS answers with malformed resource records and odd rcodes go through the session's ``_lookup`` into the real DNS server: every query
-gets a reply a client can parse, and nothing is logged as an unexpected exception.
+LookupDNS answers with malformed resource records and odd rcodes go through the session's ``_lookup`` into
+the real DNS server: every query gets a reply a client can parse, and nothing is logged as an unexpected exception.
 """
 
 from __future__ import annotations
