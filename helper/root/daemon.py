@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tether.helper.api.paths import default_socket
+from tether.helper.root.fdlimit import raise_nofile
 from tether.helper.root.server.server import HelperServer, ServerOptions, ServerSetupError, preflight
 from tether.helper.root.server.session_api import Session, SessionConfig
 from tether.manager.api.version import __version__
@@ -122,6 +123,8 @@ async def serve(args: argparse.Namespace) -> int:
     )
     directory_existed = socket_path.parent.exists()  # before preflight creates it: only ours is removed at stop
     preflight(server_options)  # root, group, socket directory, another helper: refuse before changing anything
+    # Before any socket: the DNS server's caps are a share of this limit (see fdlimit).
+    log.info("open-files limit", extra={"nofile": raise_nofile()})
     if not args.no_cleanup:
         # pyroute2's synchronous API runs an event loop of its own: keep it off this one.
         await asyncio.to_thread(startup_cleanup, journal_path(config))

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from tether.helper.api import kubeyaml
 from tether.helper.api.validate import MAX_KUBECONFIG_BYTES
 
 PATH_SEPARATOR = ";" if os.name == "nt" else ":"
@@ -104,7 +105,9 @@ def _parse(data: bytes | str, path: Path) -> dict[str, Any]:
     if size > 4 * MAX_KUBECONFIG_BYTES:
         raise KubeconfigError(f"kubeconfig {path}: {size} bytes is too large for a kubeconfig")
     try:
-        loaded = yaml.safe_load(data)
+        loaded = kubeyaml.load(data)
+    except kubeyaml.YamlAliasError as exc:
+        raise KubeconfigError(f"kubeconfig {path}: {exc}") from None
     except yaml.MarkedYAMLError as exc:
         # Only the problem and its position: the snippet PyYAML adds could show a token.
         where = (

@@ -45,6 +45,7 @@ from tether.helper.root.dns.wire import (
     parse_query,
 )
 from tether.helper.root.dns.wire import restamp as restamp_reply
+from tether.helper.root.fdlimit import dns_caps
 
 log = logging.getLogger("tether.helper.root.dns")
 
@@ -75,6 +76,8 @@ class Counters:
     errors: int = 0  # answered FORMERR/NOTIMP/SERVFAIL because of bad input or a failed lookup
     dropped: int = 0  # not answered at all (no header, a response, overload)
     loops: int = 0  # our own forwarded queries that came back to us (dropped)
+    tcp_evicted: int = 0  # idle TCP connections closed to make room for a new one (at the cap)
+    tcp_refused: int = 0  # TCP connections closed at once: at the cap and none idle
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -97,13 +100,18 @@ class DNSServer:
         lookup_timeout: float = LOOKUP_TIMEOUT,
         upstream_timeout: float = UPSTREAM_TIMEOUT,
         rewrite: AnswerRewrite | None = None,
+        max_tcp_connections: int | None = None,
+        max_upstream_sockets: int | None = None,
     ) -> None:
+        caps = dns_caps()  # the share of the fd limit that leaves the API and teardown their reserve
+        self.max_tcp_connections = max_tcp_connections or caps.tcp_connections
+        self.max_upstream_sockets = max_upstream_sockets or caps.upstream_sockets
         self._lookup = lookup
         self._rewrite = rewrite
         self._rules = rules
         self.mark = mark
         self.upstream_timeout = upstream_timeout
-        self._forwarder = Forwarder(upstream, mark, upstream_timeout) if upstream else None
+        self._forwarder = self._make_forwarder(upstream)
         self.answers: AnswerCache[CacheKey] = cache if cache is not None else AnswerCache()
         # Packed replies for exact questions, each tied to the cached Answer it was built from.
         self._replies: LRU[ReplyKey, tuple[CacheKey, Answer, bytes]] = LRU(
@@ -115,7 +123,8 @@ class DNSServer:
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._connections: set[asyncio.StreamWriter] = set()
+        # Open TCP connections, oldest first, each with its queries being answered (none: idle).
+        self._connections: dict[asyncio.StreamWriter, set[asyncio.Task[None]]] = {}
         self._connection_tasks: set[asyncio.Task[None]] = set()
         self.addresses: list[tuple[str, int]] = []
 
@@ -142,7 +151,16 @@ class DNSServer:
         self.flush()
 
     def set_upstream(self, upstream: UpstreamAddress | None) -> None:
-        self._forwarder = Forwarder(upstream, self.mark, self.upstream_timeout) if upstream else None
+        self._forwarder = self._make_forwarder(upstream)
+
+    def _make_forwarder(self, upstream: UpstreamAddress | None) -> Forwarder | None:
+        if upstream is None:
+            return None
+        return Forwarder(upstream, self.mark, self.upstream_timeout, max_sockets=self.max_upstream_sockets)
+
+    @property
+    def tcp_connections(self) -> int:
+        return len(self._connections)
 
     @property
     def upstream(self) -> UpstreamAddress | None:
@@ -351,12 +369,16 @@ class DNSServer:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # close() ends idle connections by closing their transport (readexactly then fails and this
         # returns normally); cancelling this task instead makes asyncio log a spurious error.
-        self._connections.add(writer)
+        if not self._make_room():
+            self.counters.tcp_refused += 1
+            writer.close()
+            return
+        pending: set[asyncio.Task[None]] = set()
+        self._connections[writer] = pending
         connection = asyncio.current_task()
         if connection is not None:
             self._connection_tasks.add(connection)
             connection.add_done_callback(self._connection_tasks.discard)
-        pending: set[asyncio.Task[None]] = set()
         try:
             while True:
                 async with asyncio.timeout(TCP_IDLE_TIMEOUT):
@@ -374,12 +396,25 @@ class DNSServer:
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
             pass
         finally:
-            self._connections.discard(writer)
+            self._connections.pop(writer, None)
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _make_room(self) -> bool:
+        """Room for one more TCP connection: at the cap, the oldest idle one is closed (RFC 7766 6.2.3 lets a
+        server under pressure close idle connections); False if every one has a query in progress."""
+        if len(self._connections) < self.max_tcp_connections:
+            return True
+        for writer, pending in self._connections.items():
+            if not pending:
+                del self._connections[writer]
+                writer.close()  # its reader fails and its task ends by itself
+                self.counters.tcp_evicted += 1
+                return True
+        return False
 
     async def _tcp_one(self, data: bytes, writer: asyncio.StreamWriter) -> None:
         try:

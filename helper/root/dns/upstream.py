@@ -16,7 +16,7 @@ import contextlib
 import ipaddress
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from tether.helper.root.dns.wire import Query, answers_query
@@ -61,8 +61,15 @@ def marked_socket(family: socket.AddressFamily, kind: socket.SocketKind, mark: i
 
 
 class Forwarder:
-    def __init__(self, upstream: UpstreamAddress, mark: int | None = None, timeout: float = 3.0) -> None:
+    def __init__(
+        self, upstream: UpstreamAddress, mark: int | None = None, timeout: float = 3.0, *, max_sockets: int = 512
+    ) -> None:
         self.upstream = upstream
+        # Sockets open towards the upstream at once; queries beyond wait (within their timeout) for one to close,
+        # so a flood of non-cluster names cannot spend the helper's file descriptors.
+        self.max_sockets = max_sockets
+        self._sockets = asyncio.Semaphore(max_sockets)
+        self.open_sockets = 0
         self.mark = mark
         self.timeout = timeout
         # Local (address, port) of every forwarding socket now open. If one of our own queries comes
@@ -81,8 +88,23 @@ class Forwarder:
         finally:
             self.sources.discard(source)
 
+    @contextlib.asynccontextmanager
+    async def _socket_slot(self) -> AsyncIterator[None]:
+        """One of ``max_sockets``, waited for at most the query's timeout."""
+        async with asyncio.timeout(self.timeout):
+            await self._sockets.acquire()
+        self.open_sockets += 1
+        try:
+            yield
+        finally:
+            self.open_sockets -= 1
+            self._sockets.release()
+
     async def udp(self, data: bytes, query: Query) -> bytes:
-        loop = asyncio.get_running_loop()
+        async with self._socket_slot():
+            return await self._udp(asyncio.get_running_loop(), data, query)
+
+    async def _udp(self, loop: asyncio.AbstractEventLoop, data: bytes, query: Query) -> bytes:
         address = (self.upstream.host, self.upstream.port)
         with marked_socket(self.upstream.family, socket.SOCK_DGRAM, self.mark) as sock:
             await loop.sock_connect(sock, address)
@@ -102,7 +124,7 @@ class Forwarder:
 
     async def tcp(self, data: bytes, query: Query) -> bytes:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.timeout):
+        async with self._socket_slot(), asyncio.timeout(self.timeout):
             sock = marked_socket(self.upstream.family, socket.SOCK_STREAM, self.mark)
             try:
                 await loop.sock_connect(sock, (self.upstream.host, self.upstream.port))

@@ -43,7 +43,7 @@ import yaml
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import KubeConfigLoader
 
-from tether.helper.api import validate
+from tether.helper.api import kubeyaml, validate
 from tether.helper.root.server.caller import Caller
 from tether.runtime.atomicfile import write_atomic
 
@@ -51,6 +51,9 @@ log = logging.getLogger("tether.helper.kube")
 
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 EXEC_INFO_ENV = "KUBERNETES_EXEC_INFO"
+# Linux takes no single environment string over 128 KiB (MAX_ARG_STRLEN): beyond this the plugin would not even
+# start, and a cluster entry this large is not a cluster's.
+MAX_EXEC_INFO_BYTES = 120 * 1024
 EXEC_CLUSTER_EXTENSION = "client.authentication.k8s.io/exec"
 DEFAULT_EXEC_TIMEOUT = 60.0
 MAX_PLUGIN_OUTPUT = 1024 * 1024
@@ -406,7 +409,13 @@ class ExecPlugin:
         if self.spec.provide_cluster_info:
             request["cluster"] = _cluster_exec_info(self.cluster)
         info = {"apiVersion": self.spec.api_version, "kind": "ExecCredential", "spec": request}
-        env[EXEC_INFO_ENV] = json.dumps(info)
+        text = json.dumps(info)
+        if len(text.encode()) > MAX_EXEC_INFO_BYTES:
+            raise CredentialsError(
+                f'{EXEC_INFO_ENV} for exec plugin "{self.spec.command}" would be {len(text.encode())} bytes, '
+                f"more than the limit of {MAX_EXEC_INFO_BYTES}: the cluster entry (provideClusterInfo) is too large"
+            )
+        env[EXEC_INFO_ENV] = text
         return env
 
     def _cwd(self) -> str:
@@ -637,7 +646,9 @@ def load_credentials(
     except validate.ValidationError as exc:
         raise CredentialsError(str(exc)) from None
     try:
-        document = yaml.safe_load(kubeconfig_text)
+        document = kubeyaml.load(kubeconfig_text)
+    except kubeyaml.YamlAliasError as exc:
+        raise CredentialsError(f"kubeconfig: {exc}") from None
     except yaml.YAMLError as exc:
         raise CredentialsError(f"kubeconfig: not valid YAML: {exc}") from None
     if not isinstance(document, dict):

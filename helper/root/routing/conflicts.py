@@ -28,8 +28,9 @@ tables always give the same list and the same message.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tether.helper.root.journal import MAIN_TABLE, ROUTE_PROTO
@@ -238,20 +239,47 @@ def find_conflicts(
     Sorted by subnet, then route. Invalid subnets raise ``InvalidSubnet`` naming the value.
     """
     cluster = _networks(subnets, "cluster subnet")
-    allow = _networks(allowed, "allowed conflicting subnet")
+    allow = set(_networks(allowed, "allowed conflicting subnet"))
     own = set(own_devices) if not isinstance(own_devices, str) else {own_devices}
     candidates = sorted({r for r in routes if ignore_reason(r, own_devices=own) is None}, key=OSRoute.sort_key)
+    # Two CIDRs overlap only when one holds the other: a route holding the subnet is found by looking up each
+    # of the subnet's supernets, routes inside it by bisection in the routes sorted by address. Linear scans of
+    # both lists made thousands of subnets a freeze of the event loop.
+    by_destination: dict[IPNetwork, list[OSRoute]] = {}
+    for route in candidates:
+        by_destination.setdefault(route.destination, []).append(route)
+    starts = [sort_key(r.destination)[:2] for r in candidates]
+    allow_lengths = _lengths(allow)
+    route_lengths = _lengths(by_destination)
     found: list[Conflict] = []
     for subnet in cluster:
-        if any(subnet.version == a.version and subnet.subnet_of(a) for a in allow):  # type: ignore[arg-type]
+        if any(parent in allow for parent in _supernets(subnet, allow_lengths, inclusive=True)):
             continue
-        for route in candidates:
-            dst = route.destination
-            if dst.version != subnet.version or dst == subnet:
-                continue
-            if subnet.overlaps(dst):  # type: ignore[arg-type]
-                found.append(Conflict(subnet, route))
+        for parent in _supernets(subnet, route_lengths, inclusive=False):
+            found.extend(Conflict(subnet, route) for route in by_destination.get(parent, ()))
+        first = int(subnet.network_address)
+        at = bisect.bisect_left(starts, (subnet.version, first))
+        end = bisect.bisect_right(starts, (subnet.version, first + subnet.num_addresses - 1))
+        inside = (route for route in candidates[at:end] if route.destination.prefixlen > subnet.prefixlen)
+        found.extend(Conflict(subnet, route) for route in inside)
     return sorted(found, key=Conflict.sort_key)
+
+
+def _lengths(networks: Iterable[IPNetwork]) -> dict[int, list[int]]:
+    """The prefix lengths present, per IP version, longest first."""
+    lengths: dict[int, set[int]] = {}
+    for network in networks:
+        lengths.setdefault(network.version, set()).add(network.prefixlen)
+    return {version: sorted(found, reverse=True) for version, found in lengths.items()}
+
+
+def _supernets(net: IPNetwork, lengths: dict[int, list[int]], *, inclusive: bool) -> Iterator[IPNetwork]:
+    """The networks that hold ``net`` (itself too when ``inclusive``) with one of ``lengths``, widest last."""
+    for prefix in lengths.get(net.version, ()):
+        if prefix < net.prefixlen:
+            yield net.supernet(new_prefix=prefix)
+        elif inclusive and prefix == net.prefixlen:
+            yield net
 
 
 def suggest_allowed(conflicts: Iterable[Conflict]) -> list[IPNetwork]:

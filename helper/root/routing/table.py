@@ -36,6 +36,7 @@ into a ``RoutePlan``:
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ __all__ = [
     "ADDRESS_CANDIDATES",
     "EMPTY_PLAN",
     "MAX_ROUTES",
+    "MAX_SUBNETS",
     "IPAddress",
     "IPInterface",
     "IPNetwork",
@@ -67,6 +69,10 @@ IPInterface = IPv4Interface | IPv6Interface
 
 # Carving many IPs out of wide subnets could make thousands of routes; refuse rather than flood the table.
 MAX_ROUTES = 1024
+# Subnets to route (service, pod, also-proxy together) and to carve out (never-proxy, never-route together) that
+# a plan accepts: the cluster (or a manager a group member chose) sends these, and planning runs on the helper's
+# event loop. Real clusters need tens; a node-per-/24 cluster a few thousand.
+MAX_SUBNETS = 4096
 
 ADDRESS_CANDIDATES: dict[int, tuple[str, ...]] = {
     4: ("169.254.116.1", "192.0.0.8"),
@@ -204,29 +210,59 @@ class RoutePlan:
 EMPTY_PLAN = RoutePlan()
 
 
+def _span(net: IPNetwork) -> tuple[int, int, int]:
+    """(family, first address, last address) as integers: what the sweeps below compare."""
+    first = int(net.network_address)
+    return net.version, first, first + net.num_addresses - 1
+
+
 def drop_covered(subnets: Iterable[IPNetwork]) -> list[IPNetwork]:
-    """Remove subnets equal to or inside another one of the same family; sorted."""
+    """Remove subnets equal to or inside another one of the same family; sorted. O(n log n): one sort, then a
+    sweep, because two CIDRs are either nested or disjoint: after sorting by start (wider first), a subnet is
+    covered exactly when it ends no later than the furthest end kept so far in its family."""
     kept: list[IPNetwork] = []
-    for net in sorted(set(subnets), key=lambda n: (n.version, n.prefixlen, int(n.network_address))):
-        if not any(k.version == net.version and net.subnet_of(k) for k in kept):  # type: ignore[arg-type]
-            kept.append(net)
-    return sorted(kept, key=sort_key)
+    family, reach = 0, -1
+    for net in sorted(set(subnets), key=sort_key):
+        version, _, last = _span(net)
+        if version == family and last <= reach:
+            continue
+        kept.append(net)
+        family, reach = version, last
+    return kept
 
 
 def carve(subnets: Iterable[IPNetwork], exclusions: Iterable[IPNetwork]) -> list[IPNetwork]:
-    """``subnets`` minus ``exclusions``, as the fewest networks that cover exactly what is left."""
-    pieces = drop_covered(subnets)
-    for hole in drop_covered(exclusions):
-        next_pieces: list[IPNetwork] = []
-        for piece in pieces:
-            if piece.version != hole.version or not piece.overlaps(hole):
-                next_pieces.append(piece)
-            elif piece.subnet_of(hole):  # type: ignore[arg-type]
-                continue  # entirely excluded
-            else:  # the hole is inside the piece
-                next_pieces.extend(piece.address_exclude(hole))  # type: ignore[arg-type]
-        pieces = next_pieces
-    return sorted(pieces, key=sort_key)
+    """``subnets`` minus ``exclusions``, as the fewest networks that cover exactly what is left.
+
+    Each piece is split in halves only where a hole lies inside it, and finds its holes by bisection in the
+    sorted, disjoint holes: the work grows with pieces plus holes times the prefix depth, not their product."""
+    holes = drop_covered(exclusions)
+    spans = [_span(h) for h in holes]
+    pieces: list[IPNetwork] = []
+    for net in drop_covered(subnets):
+        version, first, last = _span(net)
+        # The holes are disjoint and sorted, so their ends are sorted too: the first that may overlap is the
+        # first ending at or after this piece's start.
+        start = bisect.bisect_left(spans, (version, first, first), key=lambda s: (s[0], s[2], s[2]))
+        end = start
+        while end < len(spans) and spans[end][0] == version and spans[end][1] <= last:
+            end += 1
+        _carve_one(net, spans[start:end], pieces)
+    return pieces
+
+
+def _carve_one(net: IPNetwork, holes: list[tuple[int, int, int]], out: list[IPNetwork]) -> None:
+    """Append ``net`` minus ``holes`` (sorted spans, each overlapping ``net``) to ``out``, in address order."""
+    if not holes:
+        out.append(net)
+        return
+    _, first, last = _span(net)
+    if any(h_first <= first and last <= h_last for _, h_first, h_last in holes):
+        return  # entirely excluded (then it is the only hole: CIDRs are nested or disjoint)
+    low, high = net.subnets(prefixlen_diff=1)  # type: ignore[misc]
+    middle = _span(low)[2]
+    _carve_one(low, [h for h in holes if h[1] <= middle], out)
+    _carve_one(high, [h for h in holes if h[2] > middle], out)
 
 
 def choose_addresses(
@@ -284,6 +320,11 @@ def _subnets(values: Iterable[str | IPNetwork], what: str) -> list[IPNetwork]:
     return [parse_subnet(v, what=what) for v in values]
 
 
+def _check_count(count: int, what: str) -> None:
+    if count > MAX_SUBNETS:
+        raise PlanError(f"{count} {what} is more than the limit of {MAX_SUBNETS}")
+
+
 def compute_plan(
     *,
     service_subnets: Iterable[str | IPNetwork] = (),
@@ -303,11 +344,13 @@ def compute_plan(
         *_subnets(pod_subnets, "pod subnet"),
         *_subnets(also_proxy, "also-proxy subnet"),
     ]
+    _check_count(len(routed), "subnets to route (service, pod and also-proxy subnets together)")
     excluded = _subnets(never_proxy, "never-proxy subnet")
     if isinstance(never_route, str):
         never_route = [never_route]
     avoid = [parse_address(ip, what="never-route IP") for ip in never_route]  # type: ignore[arg-type]
     excluded += [ipaddress.ip_network((ip, ip.max_prefixlen)) for ip in avoid]
+    _check_count(len(excluded), "subnets to carve out (never-proxy subnets and never-route IPs together)")
     routes = carve(routed, excluded)
     if len(routes) > MAX_ROUTES:
         raise PlanError(

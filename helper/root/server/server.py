@@ -52,6 +52,22 @@ HELPER_NAME = "tether-helper"
 SOCKET_MODE = 0o660
 DIR_MODE = 0o755
 
+# WatchState streams one uid may hold open at once: a tray, a few terminals and scripts need a handful; each
+# stream holds a queue in the session, so without a cap one group member could make the helper grow unbounded.
+MAX_WATCHES_PER_UID = 16
+# The largest request: a ConnectRequest at every validation limit (kubeconfig and environment at theirs, plus the
+# lists), with room for protobuf's framing. Larger ones are refused by gRPC before a handler sees them.
+MAX_REQUEST_BYTES = validate.MAX_KUBECONFIG_BYTES + validate.MAX_ENV_BYTES + 512 * 1024
+# Replies are states and progress, a few kilobytes even with many routes.
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+# Streams one client connection may have open at once (HTTP/2's recommended minimum).
+MAX_STREAMS_PER_CONNECTION = 100
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    ("grpc.max_send_message_length", MAX_REPLY_BYTES),
+    ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+)
+
 
 class ServerSetupError(Exception):
     """The helper cannot serve; the message says why and how to fix it."""
@@ -218,6 +234,7 @@ class HelperService(pb_grpc.HelperServicer):
         self._on_quit = on_quit
         self._owner: int | None = None
         self._connects_running = 0
+        self._watches: dict[int, int] = {}  # open WatchState streams per uid
 
     # The server, not the session, keeps track of the owner: it is needed for every decision.
     def owner(self) -> int | None:
@@ -259,10 +276,26 @@ class HelperService(pb_grpc.HelperServicer):
         return self._stamp(self._session.state())
 
     async def WatchState(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.State]:
-        await self._admit(context, Action.WATCH)
-        async with contextlib.aclosing(self._session.watch()) as states:
-            async for state in states:
-                yield self._stamp(state)
+        caller = await self._admit(context, Action.WATCH)
+        open_now = self._watches.get(caller.uid, 0)
+        if open_now >= MAX_WATCHES_PER_UID:
+            log.warning("too many watches", extra={"uid": caller.uid, "open": open_now})
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"uid {caller.uid} already has {open_now} state watches open, the limit is {MAX_WATCHES_PER_UID}; "
+                "close one first",
+            )
+        self._watches[caller.uid] = open_now + 1
+        try:
+            async with contextlib.aclosing(self._session.watch()) as states:
+                async for state in states:
+                    yield self._stamp(state)
+        finally:
+            left = self._watches[caller.uid] - 1
+            if left:
+                self._watches[caller.uid] = left
+            else:
+                del self._watches[caller.uid]
 
     async def Connect(
         self, request: pb.ConnectRequest, context: grpc.aio.ServicerContext
@@ -378,7 +411,7 @@ class HelperServer:
             self._directory_existed = opts.socket_path.parent.exists()
         gid = preflight(opts)
 
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         pb_grpc.add_HelperServicer_to_server(self.service, server)
         with _Umask(0o177):  # the sockets appear 0600 and are opened up only after chown
             bound = server.add_insecure_port(f"unix:{opts.socket_path}")

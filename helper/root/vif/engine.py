@@ -33,6 +33,7 @@ from tether.helper.root.vif.flowstream import (
 from tether.helper.root.vif.netstack.events import Closed, Data, Datagram, DialRequested, Event, PeerClosed, Writable
 from tether.helper.root.vif.netstack.stack import NetStack
 from tether.helper.root.vif.netstack.tcp import TcpFlow
+from tether.helper.root.vif.udpbudget import UdpQueueBudget, UdpQueueLimits
 
 log = logging.getLogger("tether.helper.root.vif")
 
@@ -59,6 +60,9 @@ class _FlowBridge:
         self.sender_idle = False  # the sender task waits for the queue: app data may go straight to the stream
         self.accepted = False
         self.queued_bytes = 0
+        # UDP datagrams held in ``outbound`` and what they cost the engine's budget (TCP is bounded by its window).
+        self.udp_held = 0
+        self.udp_cost = 0
         self.writable: asyncio.Event | None = None  # made when a delivery first waits for room
         self.cluster_done = False
         # The open goes out now, in the batch that brought the SYN; what it raises is the task's to handle.
@@ -212,6 +216,8 @@ class _FlowBridge:
                 await stream.write_eof()
                 return
             assert isinstance(item, bytes)
+            if not tcp:
+                self._udp_released(len(item))
             await stream.write(item)
             if tcp:
                 self.queued_bytes -= len(item)
@@ -231,8 +237,28 @@ class _FlowBridge:
             if self.protocol is FlowProtocol.TCP:
                 self.flow.consumed(len(data))
             return
-        self.queued_bytes += len(data)
+        if self.protocol is FlowProtocol.UDP:
+            if not self.engine.udp_budget.take(self.udp_held, self.udp_cost, len(data)):
+                return  # dropped (counted): UDP may lose datagrams, the helper may not grow without bound
+            self.udp_held += 1
+            self.udp_cost += UdpQueueBudget.cost(len(data))
+        else:
+            self.queued_bytes += len(data)
         self._queue(data)
+
+    def _udp_released(self, size: int) -> None:
+        """A held datagram left the queue: its cost goes back to the budget (unless the bridge already gave
+        back everything it held, on its end)."""
+        if self.udp_held:
+            cost = UdpQueueBudget.cost(size)
+            self.udp_held -= 1
+            self.udp_cost -= cost
+            self.engine.udp_budget.give_back(cost)
+
+    def release(self) -> None:
+        """The bridge is gone from the engine: what its queue still holds no longer counts."""
+        self.engine.udp_budget.give_back(self.udp_cost)
+        self.udp_held = self.udp_cost = 0
 
     def app_eof(self) -> None:
         stream = self.stream
@@ -254,7 +280,12 @@ class VifEngine:
     (optional) hears where batches end, and tells when it has handed on what it received."""
 
     def __init__(
-        self, device: TunDevice, stack: NetStack, open_stream: StreamCreator, carrier: Carrier | None = None
+        self,
+        device: TunDevice,
+        stack: NetStack,
+        open_stream: StreamCreator,
+        carrier: Carrier | None = None,
+        udp_limits: UdpQueueLimits | None = None,
     ) -> None:
         self.device = device
         self.stack = stack
@@ -275,6 +306,7 @@ class VifEngine:
         self._offload = bool(getattr(device, "checksum_offload", False)) and stack.config.partial_checksums
         self._write = device.write_partial if self._offload else device.write  # type: ignore[attr-defined]
         self.dropped_writes = 0
+        self.udp_budget = UdpQueueBudget(udp_limits)
         self.on_error: Callable[[BaseException], None] | None = None
 
     def start(self) -> None:
@@ -296,14 +328,21 @@ class VifEngine:
             bridge.task.cancel()
         if bridges:
             await asyncio.gather(*(b.task for b in bridges), return_exceptions=True)
+        for bridge in bridges:
+            bridge.release()
         self._bridges.clear()
+        drops = self.udp_budget.counters
+        if drops:
+            log.info("UDP datagrams dropped over the queue budget: %s", dict(drops))
 
     @property
     def flow_count(self) -> int:
         return len(self._bridges)
 
     def forget(self, flow: Any) -> None:
-        self._bridges.pop(id(flow), None)
+        bridge = self._bridges.pop(id(flow), None)
+        if bridge is not None:
+            bridge.release()
 
     def kick(self) -> None:
         """Flow methods were called: write what the stack produced, soon, once for the whole burst."""
@@ -416,7 +455,7 @@ class VifEngine:
             if event.reason != "done":
                 # The app reset or the flow timed out: end the stream now. A clean close ends by itself.
                 bridge.task.cancel()
-                self._bridges.pop(id(flow), None)
+                self.forget(flow)
 
 
 def _dials_first(events: list[Event]) -> list[Event]:
