@@ -22,7 +22,13 @@ from pathlib import Path
 
 from tether.helper.api.paths import default_socket
 from tether.helper.root.fdlimit import raise_nofile
-from tether.helper.root.server.server import HelperServer, ServerOptions, ServerSetupError, preflight
+from tether.helper.root.server.server import (
+    HelperServer,
+    ServerOptions,
+    ServerSetupError,
+    existed_before_tether,
+    preflight,
+)
 from tether.helper.root.server.session_api import Session, SessionConfig
 from tether.manager.api.version import __version__
 from tether.runtime import eventloop, logs
@@ -121,7 +127,8 @@ async def serve(args: argparse.Namespace) -> int:
     config = SessionConfig(
         runtime_dir=socket_path.parent, state_dir=args.state_dir, options=_parse_options(args.session_option)
     )
-    directory_existed = socket_path.parent.exists()  # before preflight creates it: only ours is removed at stop
+    # Before preflight creates it: only a directory Tether made (now or before a crash) is removed at stop.
+    directory_existed = existed_before_tether(socket_path.parent)
     preflight(server_options)  # root, group, socket directory, another helper: refuse before changing anything
     # Before any socket: the DNS server's caps are a share of this limit (see fdlimit).
     log.info("open-files limit", extra={"nofile": raise_nofile()})

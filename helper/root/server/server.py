@@ -117,12 +117,26 @@ def resolve_group(group: str | int | None) -> int:
         raise ServerSetupError(f"--group {group}: no such group (create it with `groupadd --system {group}`)") from None
 
 
+# Left in a socket directory the helper made, so that a later helper (after a crash) knows it is Tether's to
+# remove, and one that was there before Tether stays.
+OWNED_MARKER = ".made-by-tether-helper"
+
+
+def made_by_tether(directory: Path) -> bool:
+    return (directory / OWNED_MARKER).exists()
+
+
+def existed_before_tether(directory: Path) -> bool:
+    return directory.exists() and not made_by_tether(directory)
+
+
 def prepare_socket_dir(directory: Path, owner_uid: int) -> None:
-    """Create ``directory`` (0755) if missing; refuse one that others could tamper with."""
+    """Create ``directory`` (0755, with the ownership marker) if missing; refuse one others could tamper with."""
     if not directory.exists():
         try:
             directory.mkdir(mode=DIR_MODE, parents=True)
             os.chmod(directory, DIR_MODE)  # mkdir's mode is filtered by the umask
+            (directory / OWNED_MARKER).touch(mode=0o644)
         except OSError as exc:
             raise ServerSetupError(f"cannot create the socket directory {directory}: {exc.strerror}") from None
     info = directory.lstat()
@@ -408,7 +422,7 @@ class HelperServer:
     async def start(self) -> None:
         opts = self.options
         if self._directory_existed is None:
-            self._directory_existed = opts.socket_path.parent.exists()
+            self._directory_existed = existed_before_tether(opts.socket_path.parent)
         gid = preflight(opts)
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -499,8 +513,11 @@ class HelperServer:
         journal (kept there until the session has undone its changes) is gone. Only one we created."""
         if self._directory_existed is not False:
             return
+        directory = self.options.socket_path.parent
         with contextlib.suppress(OSError):
-            self.options.socket_path.parent.rmdir()
+            if [entry.name for entry in directory.iterdir()] == [OWNED_MARKER]:
+                (directory / OWNED_MARKER).unlink()
+            directory.rmdir()
 
 
 def _caller_from(creds: PeerCredentials) -> Caller:

@@ -419,3 +419,30 @@ def test_a_pre_existing_socket_directory_survives_the_daemons_two_preflights(soc
 
     asyncio.run(main())
     assert socket_dir.is_dir()
+
+
+def test_a_socket_directory_a_crashed_helper_made_is_removed_by_the_next_one(socket_dir):
+    """Its ownership marker says Tether made it: the next helper removes it at stop, as if it had made it."""
+    from tether.helper.root.server.server import OWNED_MARKER, existed_before_tether
+
+    socket_dir.mkdir(mode=0o755)
+    os.chmod(socket_dir, 0o755)
+    (socket_dir / OWNED_MARKER).touch()
+    (socket_dir / "helper.sock").touch()  # what a killed helper leaves
+    assert not existed_before_tether(socket_dir)
+
+    async def scenario(server, session):
+        assert server.socket_path.exists()
+
+    run(scenario, socket_dir)
+    assert not socket_dir.exists()
+
+
+def test_a_directory_the_helper_makes_carries_its_marker_while_it_runs(socket_dir):
+    from tether.helper.root.server.server import OWNED_MARKER
+
+    async def scenario(server, session):
+        assert (socket_dir / OWNED_MARKER).exists()
+
+    run(scenario, socket_dir)
+    assert not socket_dir.exists()
