@@ -428,7 +428,9 @@ def test_a_socket_directory_a_crashed_helper_made_is_removed_by_the_next_one(soc
     socket_dir.mkdir(mode=0o755)
     os.chmod(socket_dir, 0o755)
     (socket_dir / OWNED_MARKER).touch()
-    (socket_dir / "helper.sock").touch()  # what a killed helper leaves
+    stale = socket.socket(socket.AF_UNIX)  # what a killed helper leaves: a socket nobody listens on
+    stale.bind(str(socket_dir / "helper.sock"))
+    stale.close()
     assert not existed_before_tether(socket_dir)
 
     async def scenario(server, session):
