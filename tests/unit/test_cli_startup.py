@@ -7,6 +7,7 @@ modules it loaded. A heavy import creeping into the light commands' path fails h
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -84,3 +85,30 @@ def test_one_shot_commands_end_with_their_output_complete(tmp_path, argv):
         assert json.loads(run.stdout)["phase"] == "unavailable"
     else:
         assert run.stdout.startswith("tether ")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`tether status | head -1`: no traceback when the pipe closes under a long output."""
+    from tether.helper.user.cli.main import SIGPIPE_EXIT
+
+    script = (
+        "import sys\n"
+        "from tether.helper.user.cli import control\n"
+        "def noisy(args):\n"
+        "    for _ in range(100000):\n"
+        "        print('line ' * 20)\n"
+        "control.cmd_status = noisy\n"
+        "from tether.helper.user.cli.main import main\n"
+        "sys.exit(main(['status']))\n"
+    )
+    run = subprocess.run(
+        f'{sys.executable} -c "$SCRIPT" | head -1; exit ${{PIPESTATUS[0]}}',
+        shell=True,
+        executable="/bin/bash",
+        env={**os.environ, "SCRIPT": script},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == SIGPIPE_EXIT

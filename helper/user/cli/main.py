@@ -25,6 +25,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a writer ended by SIGPIPE
+
 # command -> the module whose register() adds it (a module may add several); help lists them in this order.
 COMMANDS = {
     "connect": "tether.helper.user.cli.connect",
@@ -55,7 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list[0] if args_list else None)
     args = parser.parse_args(args_list)
-    code = int(args.handler(args) or 0)
+    try:
+        code = int(args.handler(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`tether status | head`): say nothing more, and end as a piped tool does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_EXIT
     if argv is None and getattr(args, "fast_exit", False):
         # The interpreter's own teardown of the gRPC extension costs these one-call commands about a tenth
         # of their run; they leave nothing to clean up (their channel is closed, no atexit work), so the
