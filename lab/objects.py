@@ -6,7 +6,7 @@ creationTimestamp, node systemInfo, pod container statuses, and so on.
 Every pod belongs to an ``apps/v1`` Deployment and names it in its ownerReferences. The lab has no
 ReplicaSet controller (its API server serves no ReplicaSets), so a pod's owner is the Deployment
 itself. A workload whose pods run a tether-agent (``web``) has the sidecar in its template and its
-pods, exactly as the manager's agent injection would have put it there.
+pods, exactly as agent injection (by the client, :mod:`tether.manager.api.sidecar`) would have put it there.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tether.lab.topology import (
     Service,
     Workload,
 )
-from tether.manager.inject import ANNOTATION, SidecarConfig, annotation_value, sidecar_container
+from tether.manager.api.sidecar import ANNOTATION, SidecarConfig, annotation_value, sidecar_container
 
 Obj = dict[str, Any]
 
@@ -109,7 +109,7 @@ def _image(pod: Pod) -> str:
 
 def agent_sidecar(plan: LabPlan, workload: str) -> Obj:
     """The tether-agent container of a workload's pods: what the lab runs there as the agent process."""
-    return sidecar_container(("Deployment", workload), agent_sidecar_config(plan))
+    return sidecar_container("Deployment", workload, agent_sidecar_config(plan))
 
 
 def agent_sidecar_config(plan: LabPlan) -> SidecarConfig:

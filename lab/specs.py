@@ -109,8 +109,7 @@ def pod_spec(plan: LabPlan, pod: Pod, paths: StatePaths, python: str) -> Process
             *env,
             ("MANAGER_NAMESPACE", pod.namespace),
             ("KUBECONFIG", str(paths.pod_kubeconfig)),
-            # Injection patches the workload; no pod restarts in the lab, so its agent never comes.
-            ("AGENT_INJECTION", "true"),
+            # What clients inject; no pod restarts in the lab, so an injected agent never comes.
             ("AGENT_IMAGE", AGENT_IMAGE),
             ("AGENT_MANAGER_ADDRESS", plan.agent_manager_address),
         )

@@ -30,7 +30,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from tether.manager.api import framing
@@ -44,8 +44,12 @@ log = logging.getLogger("tether.manager.agents")
 
 #: (namespace, name, kind) of a workload; kind "" matches any kind.
 WorkloadKey = tuple[str, str, str]
-#: Called when a client asks for a workload that has no live agent; returns why (e.g. what injection did).
-ExplainMissing = Callable[[WorkloadKey], Awaitable[str]]
+#: Why a flow for a workload without a live agent fails. The manager never injects one for a client: it cannot
+#: tell which Kubernetes user a port-forwarded client is, so the client injects with its user's credentials.
+NO_AGENT = (
+    "no agent has arrived for it (tether connect injects the sidecar into a --proxy-via workload without one, "
+    "with your own credentials; its pods get an agent as they restart)"
+)
 
 WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "StatefulSet")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -134,13 +138,11 @@ class AgentRegistry:
         self,
         idle_timeout: float,
         clock: Callable[[], float] = time.monotonic,
-        explain_missing: ExplainMissing | None = None,
     ) -> None:
         self._sessions = SessionTable(idle_timeout, clock)
         self._agents: dict[str, Agent] = {}
         self._flows: dict[str, _Flow] = {}
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
-        self.explain_missing = explain_missing
 
     # --- agents ----------------------------------------------------------------------------------
 
@@ -255,14 +257,7 @@ class AgentRegistry:
         namespace, name, kind = spec.via
         agent = self.pick(namespace, name, kind)
         if agent is None:
-            why = "no agent has arrived for it"
-            if self.explain_missing is not None:
-                try:
-                    why = await self.explain_missing((namespace, name, kind))
-                except Exception as exc:  # the explanation must never keep a client waiting or crash the flow
-                    log.exception("explaining a missing agent failed")
-                    why = f"{why} ({exc})"
-            error = f"no tether-agent for workload {describe_workload(namespace, name, kind)}: {why}"
+            error = f"no tether-agent for workload {describe_workload(namespace, name, kind)}: {NO_AGENT}"
             log.info("dial %s rejected: %s", spec.describe(), error)
             await to_client(framing.dial_failed(pb.DialResult.UNREACHABLE, error))
             return

@@ -7,13 +7,17 @@ import ipaddress
 from collections.abc import AsyncIterator
 
 from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.sidecar import SidecarConfig
 from tether.manager.api.wire import subnet_to_pb, subnets_to_pb
 from tether.manager.config import ManagerConfig
 from tether.manager.discovery.tracker import ClusterNetwork
 
 
-def build_cluster_info(network: ClusterNetwork, config: ManagerConfig, pod_ip: str, port: int) -> pb.ClusterInfo:
-    """Combine what discovery found with the chart's client settings (pure)."""
+def build_cluster_info(
+    network: ClusterNetwork, config: ManagerConfig, pod_ip: str, port: int, sidecar: SidecarConfig | None = None
+) -> pb.ClusterInfo:
+    """Combine what discovery found with the chart's client settings (pure); ``sidecar`` is the agent
+    clients inject into --proxy-via workloads without one."""
     info = pb.ClusterInfo(
         pod_subnets=subnets_to_pb(network.pod_subnets),
         service_subnets=subnets_to_pb(network.service_subnets),
@@ -30,6 +34,8 @@ def build_cluster_info(network: ClusterNetwork, config: ManagerConfig, pod_ip: s
             allow_conflicting_subnets=subnets_to_pb(config.allow_conflicting_subnets),
         ),
     )
+    if sidecar is not None:
+        info.agent_sidecar.CopyFrom(pb.AgentSidecar(image=sidecar.image, manager_address=sidecar.manager))
     if network.service_subnet is not None:
         info.service_subnet.CopyFrom(subnet_to_pb(network.service_subnet))
     return info

@@ -21,6 +21,7 @@ import kubernetes
 from tether.manager.agents import AgentRegistry, expire_agents
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.grpcopts import GrpcOptions, server_options
+from tether.manager.api.sidecar import DEFAULT_AGENT_IMAGE, SidecarConfig, manager_address
 from tether.manager.api.version import __version__
 from tether.manager.api.wire import IPAddress
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
@@ -29,7 +30,6 @@ from tether.manager.destinations import DestinationPolicy
 from tether.manager.discovery.tracker import ClusterNetwork
 from tether.manager.discovery.watcher import ClusterDiscovery
 from tether.manager.dns import ClusterResolver
-from tether.manager.inject import DEFAULT_AGENT_IMAGE, AgentInjector, SidecarConfig, manager_address
 from tether.manager.server import AgentService, ManagerService, expire_sessions
 from tether.manager.sessions import SessionTable
 from tether.manager.tunnel.mux_server import MuxListener
@@ -78,18 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolv-conf", type=Path, default=Path("/etc/resolv.conf"), help=argparse.SUPPRESS)
     parser.add_argument("--session-idle-timeout", type=float, default=60.0, help="seconds before an idle session ends")
     parser.add_argument(
-        "--agent-injection",
-        type=_on_off,
-        default=env("AGENT_INJECTION", "false"),  # a string default goes through type= too
-        metavar="true|false",
-        help="inject the tether-agent sidecar into a workload a client asks to dial through (--proxy-via) when "
-        "it has no agent; this changes the workload's pod template, so its pods restart (AGENT_INJECTION; "
-        "default false)",
-    )
-    parser.add_argument(
         "--agent-image",
         default=env("AGENT_IMAGE", DEFAULT_AGENT_IMAGE),
-        help=f"the image of injected tether-agent sidecars (AGENT_IMAGE; default {DEFAULT_AGENT_IMAGE})",
+        help=f"the image of the tether-agent sidecar clients inject (AGENT_IMAGE; default {DEFAULT_AGENT_IMAGE})",
     )
     parser.add_argument(
         "--agent-manager-address",
@@ -102,15 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=("json", "text"), default=env("TETHER_LOG_FORMAT", "json"))
     parser.add_argument("--log-level", default=env("TETHER_LOG_LEVEL", "info"))
     return parser
-
-
-def _on_off(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "yes", "on", "1"):
-        return True
-    if value in ("false", "no", "off", "0", ""):
-        return False
-    raise argparse.ArgumentTypeError(f'"{text}" is neither true nor false')
 
 
 def kube_api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
@@ -149,11 +131,13 @@ async def serve(
         image=args.agent_image,
         manager=args.agent_manager_address or manager_address(args.namespace, config.cluster_domain, args.port),
     )
-    injector = AgentInjector(api, sidecar, enabled=args.agent_injection)
-    agents = AgentRegistry(idle_timeout=args.session_idle_timeout, explain_missing=injector.explain_missing)
+    if os.environ.get("AGENT_INJECTION"):
+        # The manager cannot tell which user a port-forwarded client is, so it patches no workload for one.
+        log.warning("AGENT_INJECTION is ignored: clients inject the tether-agent with their users' own credentials")
+    agents = AgentRegistry(idle_timeout=args.session_idle_timeout)
 
     def publish(network: ClusterNetwork) -> None:
-        if hub.publish(build_cluster_info(network, config, args.pod_ip, args.port)):
+        if hub.publish(build_cluster_info(network, config, args.pod_ip, args.port, sidecar)):
             log.info(
                 "cluster subnets",
                 extra={
@@ -185,7 +169,6 @@ async def serve(
             "port": bound,
             "tunnel_mux_port": service.tunnel_mux_port,
             "version": __version__,
-            "agent_injection": args.agent_injection,
         },
     )
     if args.ready_file:

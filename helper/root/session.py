@@ -32,7 +32,7 @@ from tether.helper.root.dns.rules import RulesConfig, routing_domains
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.dns.upstream import UpstreamAddress
 from tether.helper.root.journal import Journal
-from tether.helper.root.kube import cluster
+from tether.helper.root.kube import cluster, inject
 from tether.helper.root.kube.credentials import CredentialsError, KubeCredentials, load_credentials
 from tether.helper.root.plan import Plan, Remapping, allowed_conflicts, plan_dns, plan_routes, suggested_conflicts
 from tether.helper.root.policy import (
@@ -46,6 +46,7 @@ from tether.helper.root.policy import (
 from tether.helper.root.policy_file import load_policy
 from tether.helper.root.proxyvia import (
     ProxyViaError,
+    ProxyViaSpec,
     Rewriter,
     VipTable,
     check_workloads,
@@ -189,6 +190,7 @@ class HelperSession:
                 step("checking the --proxy-via workloads")
                 find = partial(cluster.workload_kind, creds.configuration)
                 specs = await asyncio.to_thread(check_workloads, specs, c.namespace, find)
+                await self._inject_agents(c, specs, manager_ns, step)
             c.remap = Remapping(VipTable(request.virtual_subnet or None), specs, namespace=c.namespace)
         except (ProxyViaError, VirtualSubnetError) as exc:
             raise SessionError(str(exc), grpc.StatusCode.INVALID_ARGUMENT) from None
@@ -364,6 +366,26 @@ class HelperSession:
             info, c.request, namespace=c.namespace, mapped_namespaces=c.mapped_namespaces, routes=planned.routes
         )
         return planned, rules
+
+    async def _inject_agents(
+        self, c: Connection, specs: list[ProxyViaSpec], manager_ns: str, step: Callable[[str], None]
+    ) -> None:
+        """Give each --proxy-via workload a tether-agent, patching it with the caller's own credentials.
+
+        Done here, not by the manager: the manager cannot tell which user a port-forwarded client is, so
+        the API server is left to decide, with the user's RBAC (patch on the workload).
+        """
+        assert c.credentials is not None and c.info is not None
+        sidecar = inject.sidecar_config(c.info, manager_ns)
+        workloads = [spec.ref(c.namespace) for spec in specs]
+        try:
+            for line in await asyncio.to_thread(inject.ensure_agents, c.credentials.configuration, workloads, sidecar):
+                log.info(line, extra={"uid": c.caller.uid})
+                step(line)
+        except inject.InjectionForbiddenError as exc:
+            raise SessionError(str(exc), grpc.StatusCode.PERMISSION_DENIED) from None
+        except inject.InjectionError as exc:
+            raise SessionError(str(exc), grpc.StatusCode.FAILED_PRECONDITION) from None
 
     async def _namespaces(self, creds: KubeCredentials, fallback: str) -> frozenset[str]:
         """Namespaces whose `<svc>.<ns>` names go to the cluster: all the user may list, else their own."""

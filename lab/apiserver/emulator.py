@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 
+from tether.lab.apiserver.authz import Authorizer, verb_of
 from tether.lab.apiserver.discovery import DiscoveryEmulator
 from tether.lab.apiserver.errors import (
     bad_request,
@@ -49,6 +50,7 @@ class ApiServerEmulator(DiscoveryEmulator):
     node_port_range: tuple[int, int] = (30000, 32767)
     namespaces: Sequence[str] = DEFAULT_NAMESPACES  # created at start, as in a fresh cluster
     history_limit: int = 1000  # watch events kept for resuming watches; older resourceVersions get 410
+    authorizer: Authorizer | None = None  # None: every request is allowed (see authz)
 
     store: Store = attrs.field(init=False)
     _closing: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)  # set at shutdown
@@ -106,6 +108,9 @@ class ApiServerEmulator(DiscoveryEmulator):
         kind, namespace, name, method = route.kind, route.namespace, route.name, raw.method
         if kind.namespaced and namespace is None and name is not None:
             raise url_not_found()  # e.g. /api/v1/pods/NAME: named namespaced objects need a namespace
+        if self.authorizer is not None:
+            verb = verb_of(method, name is not None, _is_true(raw.query.get("watch")))
+            self.authorizer.check(raw.headers.get("Authorization", ""), verb, kind, namespace, name, route.subresource)
         if route.subresource == "portforward":
             if method != "GET":
                 raise method_not_allowed()

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tether/manager/api/manager.proto\x12\x12tether.manager.rpc\"\x07\n\x05\x45mpty\"X\n\x0bVersionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tapi_level\x18\x03 \x01(\r\x12\x17\n\x0ftunnel_mux_port\x18\x04 \x01(\r\">\n\nClientInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"!\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\"A\n\rRemainRequest\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1f.tether.manager.rpc.SessionInfo\"(\n\x06Subnet\x12\n\n\x02ip\x18\x01 \x01(\x0c\x12\x12\n\nprefix_len\x18\x02 \x01(\r\"W\n\tDNSConfig\x12\x16\n\x0e\x63luster_domain\x18\x01 \x01(\t\x12\x18\n\x10include_suffixes\x18\x02 \x03(\t\x12\x18\n\x10\x65xclude_suffixes\x18\x03 \x03(\t\"\xbf\x01\n\rRoutingConfig\x12\x36\n\x12\x61lso_proxy_subnets\x18\x01 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\x12\x37\n\x13never_proxy_subnets\x18\x02 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\x12=\n\x19\x61llow_conflicting_subnets\x18\x03 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\"\xb5\x02\n\x0b\x43lusterInfo\x12\x32\n\x0eservice_subnet\x18\x01 \x01(\x0b\x32\x1a.tether.manager.rpc.Subnet\x12/\n\x0bpod_subnets\x18\x02 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\x12\x16\n\x0emanager_pod_ip\x18\x03 \x01(\x0c\x12\x14\n\x0cmanager_port\x18\x04 \x01(\r\x12*\n\x03\x64ns\x18\x05 \x01(\x0b\x32\x1d.tether.manager.rpc.DNSConfig\x12\x32\n\x07routing\x18\x06 \x01(\x0b\x32!.tether.manager.rpc.RoutingConfig\x12\x33\n\x0fservice_subnets\x18\x07 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\"=\n\nDNSRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05qtype\x18\x03 \x01(\r\"-\n\x0b\x44NSResponse\x12\r\n\x05rcode\x18\x01 \x01(\r\x12\x0f\n\x07\x61nswers\x18\x02 \x03(\x0c\"$\n\x08\x45ndpoint\x12\n\n\x02ip\x18\x01 \x01(\x0c\x12\x0c\n\x04port\x18\x02 \x01(\r\"\x91\x02\n\nTunnelOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12.\n\x08protocol\x18\x02 \x01(\x0e\x32\x1c.tether.manager.rpc.Protocol\x12\x31\n\x0b\x64\x65stination\x18\x03 \x01(\x0b\x32\x1c.tether.manager.rpc.Endpoint\x12,\n\x06source\x18\x04 \x01(\x0b\x32\x1c.tether.manager.rpc.Endpoint\x12\x17\n\x0f\x64ial_timeout_ms\x18\x05 \x01(\r\x12\x17\n\x0fidle_timeout_ms\x18\x06 \x01(\r\x12,\n\x03via\x18\x07 \x01(\x0b\x32\x1f.tether.manager.rpc.WorkloadRef\"<\n\x0bWorkloadRef\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\xaa\x01\n\nDialResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x35\n\x06reason\x18\x03 \x01(\x0e\x32%.tether.manager.rpc.DialResult.Reason\"J\n\x06Reason\x12\x08\n\x04NONE\x10\x00\x12\x0b\n\x07REFUSED\x10\x01\x12\x0f\n\x0bUNREACHABLE\x10\x02\x12\x0b\n\x07TIMEOUT\x10\x03\x12\x0b\n\x07INVALID\x10\x04\"\xf7\x01\n\rTunnelMessage\x12.\n\x04open\x18\x01 \x01(\x0b\x32\x1e.tether.manager.rpc.TunnelOpenH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12.\n\x04\x64ial\x18\x03 \x01(\x0b\x32\x1e.tether.manager.rpc.DialResultH\x00\x12(\n\x03\x65of\x18\x04 \x01(\x0b\x32\x19.tether.manager.rpc.EmptyH\x00\x12\x0f\n\x05\x61\x62ort\x18\x05 \x01(\tH\x00\x12\x33\n\nagent_flow\x18\x06 \x01(\x0b\x32\x1d.tether.manager.rpc.AgentFlowH\x00\x42\x06\n\x04kind\"q\n\tAgentInfo\x12\x31\n\x08workload\x18\x01 \x01(\x0b\x32\x1f.tether.manager.rpc.WorkloadRef\x12\x10\n\x08pod_name\x18\x02 \x01(\t\x12\x0e\n\x06pod_ip\x18\x03 \x01(\x0c\x12\x0f\n\x07version\x18\x04 \x01(\t\" \n\x0c\x41gentSession\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"L\n\x0b\x44ialRequest\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12,\n\x04open\x18\x02 \x01(\x0b\x32\x1e.tether.manager.rpc.TunnelOpen\".\n\tAgentFlow\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x02 \x01(\t*6\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x07\n\x03TCP\x10\x01\x12\x07\n\x03UDP\x10\x02\x32\xab\x04\n\x07Manager\x12\x45\n\x07Version\x12\x19.tether.manager.rpc.Empty\x1a\x1f.tether.manager.rpc.VersionInfo\x12Q\n\x0e\x41rriveAsClient\x12\x1e.tether.manager.rpc.ClientInfo\x1a\x1f.tether.manager.rpc.SessionInfo\x12\x46\n\x06Remain\x12!.tether.manager.rpc.RemainRequest\x1a\x19.tether.manager.rpc.Empty\x12\x44\n\x06\x44\x65part\x12\x1f.tether.manager.rpc.SessionInfo\x1a\x19.tether.manager.rpc.Empty\x12V\n\x10WatchClusterInfo\x12\x1f.tether.manager.rpc.SessionInfo\x1a\x1f.tether.manager.rpc.ClusterInfo0\x01\x12L\n\tLookupDNS\x12\x1e.tether.manager.rpc.DNSRequest\x1a\x1f.tether.manager.rpc.DNSResponse\x12R\n\x06Tunnel\x12!.tether.manager.rpc.TunnelMessage\x1a!.tether.manager.rpc.TunnelMessage(\x01\x30\x01\x32\x88\x03\n\x06\x41gents\x12I\n\x06\x41rrive\x12\x1d.tether.manager.rpc.AgentInfo\x1a .tether.manager.rpc.AgentSession\x12\x45\n\x06Remain\x12 .tether.manager.rpc.AgentSession\x1a\x19.tether.manager.rpc.Empty\x12\x45\n\x06\x44\x65part\x12 .tether.manager.rpc.AgentSession\x1a\x19.tether.manager.rpc.Empty\x12Q\n\nWatchDials\x12 .tether.manager.rpc.AgentSession\x1a\x1f.tether.manager.rpc.DialRequest0\x01\x12R\n\x06Tunnel\x12!.tether.manager.rpc.TunnelMessage\x1a!.tether.manager.rpc.TunnelMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tether/manager/api/manager.proto\x12\x12tether.manager.rpc\"\x07\n\x05\x45mpty\"X\n\x0bVersionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tapi_level\x18\x03 \x01(\r\x12\x17\n\x0ftunnel_mux_port\x18\x04 \x01(\r\">\n\nClientInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"!\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\"A\n\rRemainRequest\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1f.tether.manager.rpc.SessionInfo\"(\n\x06Subnet\x12\n\n\x02ip\x18\x01 \x01(\x0c\x12\x12\n\nprefix_len\x18\x02 \x01(\r\"W\n\tDNSConfig\x12\x16\n\x0e\x63luster_domain\x18\x01 \x01(\t\x12\x18\n\x10include_suffixes\x18\x02 \x03(\t\x12\x18\n\x10\x65xclude_suffixes\x18\x03 \x03(\t\"\xbf\x01\n\rRoutingConfig\x12\x36\n\x12\x61lso_proxy_subnets\x18\x01 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\x12\x37\n\x13never_proxy_subnets\x18\x02 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\x12=\n\x19\x61llow_conflicting_subnets\x18\x03 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\"\xee\x02\n\x0b\x43lusterInfo\x12\x32\n\x0eservice_subnet\x18\x01 \x01(\x0b\x32\x1a.tether.manager.rpc.Subnet\x12/\n\x0bpod_subnets\x18\x02 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\x12\x16\n\x0emanager_pod_ip\x18\x03 \x01(\x0c\x12\x14\n\x0cmanager_port\x18\x04 \x01(\r\x12*\n\x03\x64ns\x18\x05 \x01(\x0b\x32\x1d.tether.manager.rpc.DNSConfig\x12\x32\n\x07routing\x18\x06 \x01(\x0b\x32!.tether.manager.rpc.RoutingConfig\x12\x33\n\x0fservice_subnets\x18\x07 \x03(\x0b\x32\x1a.tether.manager.rpc.Subnet\x12\x37\n\ragent_sidecar\x18\x08 \x01(\x0b\x32 .tether.manager.rpc.AgentSidecar\"6\n\x0c\x41gentSidecar\x12\r\n\x05image\x18\x01 \x01(\t\x12\x17\n\x0fmanager_address\x18\x02 \x01(\t\"=\n\nDNSRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05qtype\x18\x03 \x01(\r\"-\n\x0b\x44NSResponse\x12\r\n\x05rcode\x18\x01 \x01(\r\x12\x0f\n\x07\x61nswers\x18\x02 \x03(\x0c\"$\n\x08\x45ndpoint\x12\n\n\x02ip\x18\x01 \x01(\x0c\x12\x0c\n\x04port\x18\x02 \x01(\r\"\x91\x02\n\nTunnelOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12.\n\x08protocol\x18\x02 \x01(\x0e\x32\x1c.tether.manager.rpc.Protocol\x12\x31\n\x0b\x64\x65stination\x18\x03 \x01(\x0b\x32\x1c.tether.manager.rpc.Endpoint\x12,\n\x06source\x18\x04 \x01(\x0b\x32\x1c.tether.manager.rpc.Endpoint\x12\x17\n\x0f\x64ial_timeout_ms\x18\x05 \x01(\r\x12\x17\n\x0fidle_timeout_ms\x18\x06 \x01(\r\x12,\n\x03via\x18\x07 \x01(\x0b\x32\x1f.tether.manager.rpc.WorkloadRef\"<\n\x0bWorkloadRef\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\xaa\x01\n\nDialResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x35\n\x06reason\x18\x03 \x01(\x0e\x32%.tether.manager.rpc.DialResult.Reason\"J\n\x06Reason\x12\x08\n\x04NONE\x10\x00\x12\x0b\n\x07REFUSED\x10\x01\x12\x0f\n\x0bUNREACHABLE\x10\x02\x12\x0b\n\x07TIMEOUT\x10\x03\x12\x0b\n\x07INVALID\x10\x04\"\xf7\x01\n\rTunnelMessage\x12.\n\x04open\x18\x01 \x01(\x0b\x32\x1e.tether.manager.rpc.TunnelOpenH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12.\n\x04\x64ial\x18\x03 \x01(\x0b\x32\x1e.tether.manager.rpc.DialResultH\x00\x12(\n\x03\x65of\x18\x04 \x01(\x0b\x32\x19.tether.manager.rpc.EmptyH\x00\x12\x0f\n\x05\x61\x62ort\x18\x05 \x01(\tH\x00\x12\x33\n\nagent_flow\x18\x06 \x01(\x0b\x32\x1d.tether.manager.rpc.AgentFlowH\x00\x42\x06\n\x04kind\"q\n\tAgentInfo\x12\x31\n\x08workload\x18\x01 \x01(\x0b\x32\x1f.tether.manager.rpc.WorkloadRef\x12\x10\n\x08pod_name\x18\x02 \x01(\t\x12\x0e\n\x06pod_ip\x18\x03 \x01(\x0c\x12\x0f\n\x07version\x18\x04 \x01(\t\" \n\x0c\x41gentSession\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"L\n\x0b\x44ialRequest\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12,\n\x04open\x18\x02 \x01(\x0b\x32\x1e.tether.manager.rpc.TunnelOpen\".\n\tAgentFlow\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x02 \x01(\t*6\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x07\n\x03TCP\x10\x01\x12\x07\n\x03UDP\x10\x02\x32\xab\x04\n\x07Manager\x12\x45\n\x07Version\x12\x19.tether.manager.rpc.Empty\x1a\x1f.tether.manager.rpc.VersionInfo\x12Q\n\x0e\x41rriveAsClient\x12\x1e.tether.manager.rpc.ClientInfo\x1a\x1f.tether.manager.rpc.SessionInfo\x12\x46\n\x06Remain\x12!.tether.manager.rpc.RemainRequest\x1a\x19.tether.manager.rpc.Empty\x12\x44\n\x06\x44\x65part\x12\x1f.tether.manager.rpc.SessionInfo\x1a\x19.tether.manager.rpc.Empty\x12V\n\x10WatchClusterInfo\x12\x1f.tether.manager.rpc.SessionInfo\x1a\x1f.tether.manager.rpc.ClusterInfo0\x01\x12L\n\tLookupDNS\x12\x1e.tether.manager.rpc.DNSRequest\x1a\x1f.tether.manager.rpc.DNSResponse\x12R\n\x06Tunnel\x12!.tether.manager.rpc.TunnelMessage\x1a!.tether.manager.rpc.TunnelMessage(\x01\x30\x01\x32\x88\x03\n\x06\x41gents\x12I\n\x06\x41rrive\x12\x1d.tether.manager.rpc.AgentInfo\x1a .tether.manager.rpc.AgentSession\x12\x45\n\x06Remain\x12 .tether.manager.rpc.AgentSession\x1a\x19.tether.manager.rpc.Empty\x12\x45\n\x06\x44\x65part\x12 .tether.manager.rpc.AgentSession\x1a\x19.tether.manager.rpc.Empty\x12Q\n\nWatchDials\x12 .tether.manager.rpc.AgentSession\x1a\x1f.tether.manager.rpc.DialRequest0\x01\x12R\n\x06Tunnel\x12!.tether.manager.rpc.TunnelMessage\x1a!.tether.manager.rpc.TunnelMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tether.manager.api.manager_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROTOCOL']._serialized_start=2142
-  _globals['_PROTOCOL']._serialized_end=2196
+  _globals['_PROTOCOL']._serialized_start=2255
+  _globals['_PROTOCOL']._serialized_end=2309
   _globals['_EMPTY']._serialized_start=56
   _globals['_EMPTY']._serialized_end=63
   _globals['_VERSIONINFO']._serialized_start=65
@@ -50,33 +50,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTINGCONFIG']._serialized_start=453
   _globals['_ROUTINGCONFIG']._serialized_end=644
   _globals['_CLUSTERINFO']._serialized_start=647
-  _globals['_CLUSTERINFO']._serialized_end=956
-  _globals['_DNSREQUEST']._serialized_start=958
-  _globals['_DNSREQUEST']._serialized_end=1019
-  _globals['_DNSRESPONSE']._serialized_start=1021
-  _globals['_DNSRESPONSE']._serialized_end=1066
-  _globals['_ENDPOINT']._serialized_start=1068
-  _globals['_ENDPOINT']._serialized_end=1104
-  _globals['_TUNNELOPEN']._serialized_start=1107
-  _globals['_TUNNELOPEN']._serialized_end=1380
-  _globals['_WORKLOADREF']._serialized_start=1382
-  _globals['_WORKLOADREF']._serialized_end=1442
-  _globals['_DIALRESULT']._serialized_start=1445
-  _globals['_DIALRESULT']._serialized_end=1615
-  _globals['_DIALRESULT_REASON']._serialized_start=1541
-  _globals['_DIALRESULT_REASON']._serialized_end=1615
-  _globals['_TUNNELMESSAGE']._serialized_start=1618
-  _globals['_TUNNELMESSAGE']._serialized_end=1865
-  _globals['_AGENTINFO']._serialized_start=1867
-  _globals['_AGENTINFO']._serialized_end=1980
-  _globals['_AGENTSESSION']._serialized_start=1982
-  _globals['_AGENTSESSION']._serialized_end=2014
-  _globals['_DIALREQUEST']._serialized_start=2016
-  _globals['_DIALREQUEST']._serialized_end=2092
-  _globals['_AGENTFLOW']._serialized_start=2094
-  _globals['_AGENTFLOW']._serialized_end=2140
-  _globals['_MANAGER']._serialized_start=2199
-  _globals['_MANAGER']._serialized_end=2754
-  _globals['_AGENTS']._serialized_start=2757
-  _globals['_AGENTS']._serialized_end=3149
+  _globals['_CLUSTERINFO']._serialized_end=1013
+  _globals['_AGENTSIDECAR']._serialized_start=1015
+  _globals['_AGENTSIDECAR']._serialized_end=1069
+  _globals['_DNSREQUEST']._serialized_start=1071
+  _globals['_DNSREQUEST']._serialized_end=1132
+  _globals['_DNSRESPONSE']._serialized_start=1134
+  _globals['_DNSRESPONSE']._serialized_end=1179
+  _globals['_ENDPOINT']._serialized_start=1181
+  _globals['_ENDPOINT']._serialized_end=1217
+  _globals['_TUNNELOPEN']._serialized_start=1220
+  _globals['_TUNNELOPEN']._serialized_end=1493
+  _globals['_WORKLOADREF']._serialized_start=1495
+  _globals['_WORKLOADREF']._serialized_end=1555
+  _globals['_DIALRESULT']._serialized_start=1558
+  _globals['_DIALRESULT']._serialized_end=1728
+  _globals['_DIALRESULT_REASON']._serialized_start=1654
+  _globals['_DIALRESULT_REASON']._serialized_end=1728
+  _globals['_TUNNELMESSAGE']._serialized_start=1731
+  _globals['_TUNNELMESSAGE']._serialized_end=1978
+  _globals['_AGENTINFO']._serialized_start=1980
+  _globals['_AGENTINFO']._serialized_end=2093
+  _globals['_AGENTSESSION']._serialized_start=2095
+  _globals['_AGENTSESSION']._serialized_end=2127
+  _globals['_DIALREQUEST']._serialized_start=2129
+  _globals['_DIALREQUEST']._serialized_end=2205
+  _globals['_AGENTFLOW']._serialized_start=2207
+  _globals['_AGENTFLOW']._serialized_end=2253
+  _globals['_MANAGER']._serialized_start=2312
+  _globals['_MANAGER']._serialized_end=2867
+  _globals['_AGENTS']._serialized_start=2870
+  _globals['_AGENTS']._serialized_end=3262
 # @@protoc_insertion_point(module_scope)

@@ -83,7 +83,7 @@ class RoutingConfig(_message.Message):
     def __init__(self, also_proxy_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., never_proxy_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., allow_conflicting_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ...) -> None: ...
 
 class ClusterInfo(_message.Message):
-    __slots__ = ("service_subnet", "pod_subnets", "manager_pod_ip", "manager_port", "dns", "routing", "service_subnets")
+    __slots__ = ("service_subnet", "pod_subnets", "manager_pod_ip", "manager_port", "dns", "routing", "service_subnets", "agent_sidecar")
     SERVICE_SUBNET_FIELD_NUMBER: _ClassVar[int]
     POD_SUBNETS_FIELD_NUMBER: _ClassVar[int]
     MANAGER_POD_IP_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class ClusterInfo(_message.Message):
     DNS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     SERVICE_SUBNETS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_SIDECAR_FIELD_NUMBER: _ClassVar[int]
     service_subnet: Subnet
     pod_subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
     manager_pod_ip: bytes
@@ -98,7 +99,16 @@ class ClusterInfo(_message.Message):
     dns: DNSConfig
     routing: RoutingConfig
     service_subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
-    def __init__(self, service_subnet: _Optional[_Union[Subnet, _Mapping]] = ..., pod_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., manager_pod_ip: _Optional[bytes] = ..., manager_port: _Optional[int] = ..., dns: _Optional[_Union[DNSConfig, _Mapping]] = ..., routing: _Optional[_Union[RoutingConfig, _Mapping]] = ..., service_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ...) -> None: ...
+    agent_sidecar: AgentSidecar
+    def __init__(self, service_subnet: _Optional[_Union[Subnet, _Mapping]] = ..., pod_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., manager_pod_ip: _Optional[bytes] = ..., manager_port: _Optional[int] = ..., dns: _Optional[_Union[DNSConfig, _Mapping]] = ..., routing: _Optional[_Union[RoutingConfig, _Mapping]] = ..., service_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., agent_sidecar: _Optional[_Union[AgentSidecar, _Mapping]] = ...) -> None: ...
+
+class AgentSidecar(_message.Message):
+    __slots__ = ("image", "manager_address")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    manager_address: str
+    def __init__(self, image: _Optional[str] = ..., manager_address: _Optional[str] = ...) -> None: ...
 
 class DNSRequest(_message.Message):
     __slots__ = ("session_id", "name", "qtype")

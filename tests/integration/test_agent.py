@@ -19,7 +19,6 @@ from manager_client import ManagerClient, kube_configuration
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.framing import Protocol
-from tether.manager.inject import ANNOTATION, SIDECAR_NAME, uninject
 
 WEB = ("default", "web", "Deployment")
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
@@ -116,27 +115,25 @@ def test_agents_run_as_lab_processes_in_the_web_pods(lab_control, lab):
     assert agents["agent/default/web-0"]["netns"] == lab.pod_netns["default/web-0"]
 
 
-def test_a_workload_without_an_agent_is_rejected_and_gets_the_sidecar_injected(lab, client, workstation):
-    result, _ = client.run(lambda: client.exchange(lab.service_ip("echo"), 7, b"", via=("default", "echo", "")))
+def test_a_clients_request_no_longer_makes_the_manager_patch_a_workload(lab, client, workstation):
+    """The attack: any client reaching the manager asked for a workload without an agent, and the manager
+    patched it with its own service account. Now the flow is refused and the workload is untouched."""
     api_config = kube_configuration(lab.kubeconfig)
-    try:
-        assert not result.ok and result.reason == pb.DialResult.UNREACHABLE
-        assert result.error.startswith("no tether-agent for workload default/echo: "), result.error
-        assert "injected the tether-agent sidecar into Deployment default/echo" in result.error
+
+    def template() -> dict[str, Any]:
         with workstation(), kubernetes.client.ApiClient(api_config) as api:
             response = kubernetes.client.AppsV1Api(api).read_namespaced_deployment(
                 "echo", "default", _preload_content=False
             )
-            template = json.loads(response.data)["spec"]["template"]
-        assert [c["name"] for c in template["spec"]["containers"]] == ["echo", SIDECAR_NAME]
-        assert ANNOTATION in template["metadata"]["annotations"]
-    finally:
-        with workstation(), kubernetes.client.ApiClient(api_config) as api:
-            uninject(api, "default", "echo")
-    missing, _ = client.run(lambda: client.exchange("127.0.0.1", 80, b"", via=("default", "nope", "")))
-    assert not missing.ok
-    expected = 'no tether-agent for workload default/nope: no Deployment, StatefulSet or ReplicaSet named "nope"'
-    assert missing.error.startswith(expected), missing.error
+            return json.loads(response.data)["spec"]["template"]
+
+    before = template()
+    result, _ = client.run(lambda: client.exchange(lab.service_ip("echo"), 7, b"", via=("default", "echo", "")))
+    assert not result.ok and result.reason == pb.DialResult.UNREACHABLE
+    assert result.error.startswith("no tether-agent for workload default/echo: no agent has arrived"), result.error
+    after = template()
+    assert "tether-agent" not in [c["name"] for c in after["spec"]["containers"]]
+    assert after == before
 
 
 def test_agents_arrive_again_after_the_manager_restarts(lab_control, lab, workstation):

@@ -8,7 +8,7 @@
 * The helper's root side (``tether.helper.root``) never imports its user side (``tether.helper.user``).
 * The gui imports only the helper's user side and API face, never root-side code or the manager.
 * The manager never imports the lab, the helper or the gui; the lab imports of the manager only what it
-  runs (the agent injector's pod spec) and the API face.
+  runs: the API face (whose sidecar module builds the agent-running pods).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ RULES = {
     "the manager never imports the lab, the helper or the gui": (("tether.manager",), ("tether.runtime",)),
     "the lab imports of the manager only what it runs": (
         ("tether.lab",),
-        ("tether.runtime", "tether.manager.api", "tether.manager.inject"),
+        ("tether.runtime", "tether.manager.api"),
     ),
 }
 # Doors the user side may open, each imported only when its command runs: `tether helper start|cleanup`

@@ -1,24 +1,24 @@
-"""Agent injection against the lab's Kubernetes API emulator, through the official client over HTTP."""
+"""Agent injection with the user's own credentials, against the lab's Kubernetes API emulator through the
+official client over HTTP: what the helper does for a --proxy-via workload without an agent."""
 
-import asyncio
 import json
 
 import kubernetes
 import pytest
 
-from tether.lab.apiserver.server import LabApiServerThread
-from tether.manager.inject import (
-    ANNOTATION,
-    SIDECAR_NAME,
-    AgentInjector,
+from tether.helper.root.kube.inject import (
     InjectionError,
-    SidecarConfig,
+    InjectionForbiddenError,
     UnknownWorkloadError,
+    ensure_agents,
     inject,
-    manager_address,
-    sidecar_container,
+    sidecar_config,
     uninject,
 )
+from tether.lab.apiserver.authz import Authorizer
+from tether.lab.apiserver.server import LabApiServerThread
+from tether.manager.api import manager_pb2 as mpb
+from tether.manager.api.sidecar import ANNOTATION, SIDECAR_NAME, SidecarConfig, manager_address, sidecar_container
 
 CONFIG = SidecarConfig(image="tether-agent:test", manager=manager_address("tether", "cluster.local", 8081))
 
@@ -114,25 +114,75 @@ def test_unknown_workload_and_bad_names_are_named_in_the_error(api):
 
 
 def test_sidecar_container_is_accepted_by_the_official_model():
-    container = sidecar_container(("StatefulSet", "db"), CONFIG)
+    container = sidecar_container("StatefulSet", "db", CONFIG)
     model = kubernetes.client.V1Container.from_dict(container)
     assert model.name == SIDECAR_NAME and model.env[2].value_from.field_ref.field_path == "status.podIP"
 
 
-def test_the_managers_injector_injects_once_and_explains(api):
-    async def scenario() -> None:
-        injector = AgentInjector(api, CONFIG, enabled=True)
-        answers = await asyncio.gather(*(injector.explain_missing(("default", "web", "")) for _ in range(5)))
-        assert len(set(answers)) == 1
-        assert answers[0].startswith("injected the tether-agent sidecar into Deployment default/web")
-        missing = await injector.explain_missing(("default", "nope", ""))
-        assert missing == 'no Deployment, StatefulSet or ReplicaSet named "nope" in namespace "default"'
-        later = AgentInjector(api, CONFIG, enabled=True)
-        again = await later.explain_missing(("default", "web", "Deployment"))
-        assert "has the tether-agent sidecar, but no agent of it has arrived" in again
-        off = AgentInjector(api, CONFIG, enabled=False)
-        assert "agent injection is off" in await off.explain_missing(("default", "echo", ""))
+# --- with a user's own credentials: the API server decides ------------------------------------------------
 
-    asyncio.run(scenario())
-    assert [c["name"] for c in containers(read(api))] == ["web", SIDECAR_NAME]
-    assert [c["name"] for c in containers(read(api, "echo"))] == ["echo"]
+# alice may read workloads but not patch them; bob may do both.
+AUTHORIZER = Authorizer(
+    tokens={"alice-token": "alice", "bob-token": "bob"},
+    allowed={
+        "alice": frozenset({"get deployments"}),
+        "bob": frozenset({"get deployments", "patch deployments"}),
+    },
+)
+
+
+@pytest.fixture
+def users():
+    """The API server with per-user rights; a factory of the official client's configuration for a token."""
+    with LabApiServerThread(seed=[deployment("web"), deployment("echo")], authorizer=AUTHORIZER) as server:
+
+        def configuration(token: str) -> kubernetes.client.Configuration:
+            config = kubernetes.client.Configuration()
+            config.host = server.url
+            config.api_key = {"authorization": token}
+            config.api_key_prefix = {"authorization": "Bearer"}
+            return config
+
+        yield server, configuration
+
+
+def stored_containers(server, name: str) -> list[str]:
+    obj = server.call(server.emulator.get_object, "apps/v1", "Deployment", name, "default")
+    return [c["name"] for c in obj["spec"]["template"]["spec"]["containers"]]
+
+
+def test_a_user_who_may_not_patch_the_workload_gets_a_clear_error_and_nothing_is_patched(users):
+    server, configuration = users
+    with pytest.raises(InjectionForbiddenError) as refused:
+        ensure_agents(configuration("alice-token"), [("default", "echo", "Deployment")], CONFIG)
+    message = str(refused.value)
+    assert message.startswith("injecting the tether-agent into Deployment default/echo needs permission to patch ")
+    assert 'deployments.apps in namespace "default"' in message
+    assert 'User "alice" cannot patch resource "deployments"' in message
+    assert stored_containers(server, "echo") == ["echo"]
+
+
+def test_a_user_who_may_patch_injects_once_and_an_existing_sidecar_is_left_alone(users):
+    server, configuration = users
+    lines = ensure_agents(configuration("bob-token"), [("default", "echo", "Deployment")] * 2, CONFIG)
+    assert lines == [
+        "injected the tether-agent sidecar into Deployment default/echo with your credentials; "
+        "its agent arrives as its pods restart"
+    ]
+    assert stored_containers(server, "echo") == ["echo", SIDECAR_NAME]
+    # Already there (even with another image): alice, who may only read, connects through it.
+    other = SidecarConfig(image="tether-agent:other", manager=CONFIG.manager)
+    assert ensure_agents(configuration("alice-token"), [("default", "echo", "")], other) == []
+
+
+def test_an_unknown_token_is_unauthorized(users):
+    _, configuration = users
+    with pytest.raises(InjectionError, match="401"):
+        ensure_agents(configuration("mallory"), [("default", "echo", "Deployment")], CONFIG)
+
+
+def test_the_sidecar_comes_from_the_managers_cluster_info_with_defaults():
+    info = mpb.ClusterInfo(manager_port=8081, dns=mpb.DNSConfig(cluster_domain="example.internal."))
+    assert sidecar_config(info, "tether-system").manager == "tether-manager.tether-system.svc.example.internal:8081"
+    info.agent_sidecar.CopyFrom(mpb.AgentSidecar(image="registry/agent:1", manager_address="10.96.1.2:8081"))
+    assert sidecar_config(info, "tether") == SidecarConfig(image="registry/agent:1", manager="10.96.1.2:8081")
