@@ -73,7 +73,8 @@ def run_scale(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    # Wait for the far ends to notice the closes (FIN through the mux, the manager's sockets), up to `settle`.
+    # Wait for the far ends to notice the closes (FIN through the mux, the manager's sockets) and for the
+    # helper's flows to leave TIME-WAIT, up to `settle`; then a few seconds more for lazily freed buffers.
     deadline = time.monotonic() + settle
     after = sample(pids)
     while time.monotonic() < deadline:
@@ -81,7 +82,7 @@ def run_scale(
         after = sample(pids)
         if all(_fds_back(before, after, name) for name in pids):
             break
-    time.sleep(2)
+    time.sleep(5)
     after = sample(pids)
     return {
         "flows": flows,
@@ -113,10 +114,16 @@ def _hwm(pid: int | None) -> float | None:
     return None
 
 
+def _helper_rss(result: dict[str, Any], when: str) -> float | None:
+    return result[when].get("helper", {}).get("rss_mb")
+
+
 def verdicts(result: dict[str, Any]) -> dict[str, bool | None]:
-    helper_held = result["held"].get("helper", {}).get("rss_mb")
-    helper_before = result["before"].get("helper", {}).get("rss_mb")
-    helper_after = result["after"].get("helper", {}).get("rss_mb")
+    """The goal on the first round's held flows; "back to baseline" from before the first to after the last."""
+    last = result.get("rounds", [result])[-1]
+    helper_held = _helper_rss(result, "held")
+    helper_before = _helper_rss(result, "before")
+    helper_after = _helper_rss(last, "after")
     goal = None if helper_held is None else helper_held <= HELPER_RSS_GOAL_MB
     back = None
     if helper_before is not None and helper_after is not None:
@@ -138,17 +145,18 @@ def scale_table(result: dict[str, Any]) -> str:
             else ""
         ),
     ]
-    header = ["process", "RSS before", "RSS held", "RSS after", "fds before", "fds held", "fds after"]
+    header = ["round", "process", "RSS before", "RSS held", "RSS after", "fds before", "fds held", "fds after"]
     rows = [header]
-    for name in result["before"]:
-        cells = [name]
-        for key, fmt in (("rss_mb", "{:.1f} MB"), ("fds", "{}")):
-            for when in ("before", "held", "after"):
-                value = result[when].get(name, {}).get(key)
-                cells.append("-" if value is None else fmt.format(value))
-        rows.append([cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]])
+    for number, one in enumerate(result.get("rounds", [result]), 1):
+        for name in one["before"]:
+            cells = [str(number), name]
+            for key, fmt in (("rss_mb", "{:.1f} MB"), ("fds", "{}")):
+                for when in ("before", "held", "after"):
+                    value = one[when].get(name, {}).get(key)
+                    cells.append("-" if value is None else fmt.format(value))
+            rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines += ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows]
+    lines += ["  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows]
     v = verdicts(result)
     mark = {True: "met", False: "MISSED", None: "?"}
     peak = result.get("helper_peak_rss_mb")
@@ -156,8 +164,19 @@ def scale_table(result: dict[str, Any]) -> str:
         f"helper RSS with the flows held <= {HELPER_RSS_GOAL_MB:g} MB: {mark[v['rss_goal_met']]}"
         + (f" (its peak so far, VmHWM: {peak:.1f} MB)" if peak is not None else "")
     )
+    rounds = result.get("rounds", [result])
+    if len(rounds) > 1:
+        afters = [_helper_rss(one, "after") for one in rounds]
+        if None not in afters:
+            lines.append(
+                "helper RSS after each round: "
+                + ", ".join(f"{a:.1f} MB" for a in afters)
+                + " (flat from round to round: memory kept for reuse, not leaked per flow)"
+                if afters[-1] - afters[0] <= BACK_TO_BASELINE_MB / 2
+                else "helper RSS after each round: " + ", ".join(f"{a:.1f} MB" for a in afters) + " (GROWING)"
+            )
     lines.append(
-        f"helper back to baseline after (RSS within {BACK_TO_BASELINE_MB:g} MB, fds within 16): "
+        f"helper back to baseline after (RSS within {BACK_TO_BASELINE_MB:g} MB of before round 1, fds within 16): "
         + {True: "yes", False: "NO", None: "?"}[v["back_to_baseline"]]
     )
     lines.append(f"open-files limits raised for the run: {result['nofile']}")
