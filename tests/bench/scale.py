@@ -145,6 +145,12 @@ def scale_table(result: dict[str, Any]) -> str:
             else ""
         ),
     ]
+    for number, one in enumerate(result.get("rounds", [result])[1:], 2):
+        lines.append(
+            f"round {number}: established {one['open'].get('established', '?')} in "
+            f"{one['open'].get('seconds', float('nan')):.1f}s"
+            + (f"; errors {one['open']['errors']}" if one["open"].get("errors") else "")
+        )
     header = ["round", "process", "RSS before", "RSS held", "RSS after", "fds before", "fds held", "fds after"]
     rows = [header]
     for number, one in enumerate(result.get("rounds", [result]), 1):
