@@ -7,7 +7,7 @@ APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PAC
 DESKTOP_PACKAGES = xvfb trayer xdotool x11-utils imagemagick dbus-daemon fonts-dejavu-core \
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libegl1
 
-.PHONY: deps demo test fuzz bench protos screenshots
+.PHONY: deps demo test fuzz bench soak protos screenshots
 
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -38,6 +38,12 @@ fuzz: deps
 # Tether against the direct path in the sandbox cluster; prints a table (never fails on speed).
 bench: deps
 	$(PYTHON) -m tests.bench.run $(BENCH_ARGS)
+
+# 1,000 TCP flows churning through a helper for SOAK_MINUTES, its and the manager's RSS and fds printed every
+# minute; fails if either's memory grows past the warm-up level or their fds do not come back (tests/bench/soak.py).
+SOAK_MINUTES ?= 30
+soak: deps
+	SOAK_MINUTES=$(SOAK_MINUTES) $(PYTHON) -m tests.bench.soak $(SOAK_ARGS)
 
 # The README's pictures of the tray (docs/screenshots/): the real tray under Xvfb + trayer, against the
 # sandbox cluster (with its VPN) and a real helper. Root; leaves the lab as it found it.

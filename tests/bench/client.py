@@ -13,14 +13,22 @@ in count and in time. Kinds:
 * ``rr``               request/response round trips of SIZE bytes on one open connection (TCP echo)
 * ``connect``          new connection each time: connect, send 1 byte, read 1 byte, close
 * ``dns``              UDP DNS queries, one at a time, for a name or a template with ``{i}``
+* ``hold``             many connections at once to the TCP echo: open, echo a line, hold until told, close
+* ``churn``            N connections kept open to the TCP echo, each closed after a while and replaced
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import random
+import resource
+import select
+import selectors
 import socket
 import struct
 import sys
@@ -256,6 +264,223 @@ def cmd_dns(args: argparse.Namespace) -> dict[str, object]:
     return summary(samples, asked=args.count, timeouts=timeouts, rcodes=rcodes, example=args.name.format(i=0))
 
 
+# --- many connections at once (scale and soak) --------------------------------------------------
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's open-files limit to ``wanted`` (the hard one too, as root); return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_hard = hard if hard == resource.RLIM_INFINITY or hard >= wanted else wanted
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, new_hard))
+        except (ValueError, OSError):
+            if hard != resource.RLIM_INFINITY:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft
+
+
+class Conn:
+    """One connection's progress: connecting, then waiting for its message to come back."""
+
+    __slots__ = ("born", "expect", "got", "sock", "until")
+
+    def __init__(self, sock: socket.socket, expect: bytes, born: float) -> None:
+        self.sock = sock
+        self.expect = expect
+        self.got = b""
+        self.born = born
+        self.until = 0.0
+
+
+class Pool:
+    """Non-blocking TCP connections to one echo server, each: connect, send a short message, read it back.
+
+    ``ready`` holds the connections whose message came back; errors are counted by kind. One selector, one
+    thread: the number of connections is bounded by the open-files limit, not by threads.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sel = selectors.DefaultSelector()
+        self.pending: dict[int, Conn] = {}
+        self.ready: dict[int, Conn] = {}
+        self.errors: dict[str, int] = {}
+        self.first_errors: list[str] = []
+        self.opened = 0
+        self.serial = 0
+
+    def _fail(self, conn: Conn | None, what: str) -> None:
+        self.errors[what.split(":")[0]] = self.errors.get(what.split(":")[0], 0) + 1
+        if len(self.first_errors) < 5:
+            self.first_errors.append(what)
+        if conn is not None:
+            fd = conn.sock.fileno()
+            self.pending.pop(fd, None)
+            self.ready.pop(fd, None)
+            self._close(conn)
+
+    def _close(self, conn: Conn) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(conn.sock)
+        conn.sock.close()
+
+    def open_one(self) -> None:
+        self.serial += 1
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._fail(None, f"socket: {exc}")
+            return
+        sock.setblocking(False)
+        code = sock.connect_ex((self.host, self.port))
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            self._fail(None, f"connect: {os.strerror(code)}")
+            return
+        conn = Conn(sock, f"flow {self.serial:08d}\n".encode(), time.monotonic())
+        self.pending[sock.fileno()] = conn
+        self.sel.register(sock, selectors.EVENT_WRITE, conn)  # the connect's outcome
+        self.opened += 1
+
+    def poll(self, wait: float) -> None:
+        for key, _ in self.sel.select(wait):
+            conn: Conn = key.data
+            if key.events == selectors.EVENT_WRITE:
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self._fail(conn, f"connect: {os.strerror(err)}")
+                    continue
+                try:
+                    conn.sock.send(conn.expect)  # a few bytes always fit an empty send buffer
+                except OSError as exc:
+                    self._fail(conn, f"send: {exc}")
+                    continue
+                self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
+                continue
+            try:
+                data = conn.sock.recv(4096)
+            except OSError as exc:
+                self._fail(conn, f"recv: {exc}")
+                continue
+            fd = conn.sock.fileno()
+            if not data:
+                self._fail(conn, "closed by the peer")
+                continue
+            if fd in self.ready:
+                continue  # nothing more is expected on an established one
+            conn.got += data
+            if len(conn.got) >= len(conn.expect):
+                if conn.got != conn.expect:
+                    self._fail(conn, "echo mismatch")
+                    continue
+                self.pending.pop(fd)
+                self.ready[fd] = conn
+        now = time.monotonic()
+        for conn in [c for c in self.pending.values() if now - c.born > self.timeout]:
+            self._fail(conn, "timeout")
+
+    def close(self, conn: Conn) -> None:
+        self.ready.pop(conn.sock.fileno(), None)
+        self._close(conn)
+
+    def close_all(self) -> None:
+        for conn in [*self.pending.values(), *self.ready.values()]:
+            self._close(conn)
+        self.pending.clear()
+        self.ready.clear()
+
+
+def _emit(obj: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_hold(args: argparse.Namespace) -> dict[str, object]:
+    """Open ``--count`` connections (``--window`` connecting at once), each echoing a short message; report
+    them open (one JSON line), hold them until a line arrives on stdin (or ``--hold-limit``), close them all."""
+    limit = raise_nofile(args.count + 256)
+    pool = Pool(args.host, args.port, args.timeout)
+    start = time.monotonic()
+    deadline = start + args.time_limit
+    while time.monotonic() < deadline:
+        while pool.opened < args.count and len(pool.pending) < args.window:
+            pool.open_one()
+        if not pool.pending and pool.opened >= args.count:
+            break
+        pool.poll(0.05)
+        if not pool.pending and pool.opened < args.count and pool.errors.get("socket"):
+            break  # out of descriptors: more attempts only repeat the error
+    open_seconds = time.monotonic() - start
+    _emit(
+        {
+            "event": "open",
+            "asked": args.count,
+            "established": len(pool.ready),
+            "unfinished": len(pool.pending),
+            "seconds": open_seconds,
+            "errors": pool.errors,
+            "first_errors": pool.first_errors,
+            "nofile": limit,
+        }
+    )
+    select.select([sys.stdin], [], [], args.hold_limit)
+    held = len(pool.ready)
+    lost = sum(pool.errors.values())
+    pool.poll(0)  # notice connections the far side dropped while they were held
+    dropped = sum(pool.errors.values()) - lost
+    pool.close_all()
+    return {"event": "closed", "established": held, "dropped_while_held": dropped, "errors": pool.errors}
+
+
+def cmd_churn(args: argparse.Namespace) -> dict[str, object]:
+    """Keep ``--count`` connections open for ``--time-limit`` seconds, each replaced when it ends: connect,
+    echo a message, stay open ``--hold-min``..``--hold-max`` seconds, close. A progress line every
+    ``--report-every`` seconds."""
+    limit = raise_nofile(args.count * 2 + 256)
+    rng = random.Random(args.seed)
+    pool = Pool(args.host, args.port, args.timeout)
+    start = time.monotonic()
+    deadline = start + args.time_limit
+    next_report = start + args.report_every
+    completed = 0
+    while (now := time.monotonic()) < deadline:
+        while len(pool.pending) + len(pool.ready) < args.count:
+            pool.open_one()
+            if pool.errors.get("socket"):
+                break
+        before = set(pool.ready)
+        pool.poll(0.05)
+        now = time.monotonic()
+        for fd in set(pool.ready) - before:
+            pool.ready[fd].until = now + rng.uniform(args.hold_min, args.hold_max)
+        for conn in [c for c in pool.ready.values() if c.until <= now]:
+            pool.close(conn)
+            completed += 1
+        if now >= next_report:
+            next_report += args.report_every
+            _emit(
+                {
+                    "event": "progress",
+                    "seconds": now - start,
+                    "completed": completed,
+                    "open": len(pool.ready),
+                    "errors": dict(pool.errors),
+                }
+            )
+    pool.close_all()
+    return {
+        "event": "done",
+        "seconds": time.monotonic() - start,
+        "completed": completed,
+        "opened": pool.opened,
+        "errors": pool.errors,
+        "first_errors": pool.first_errors,
+        "nofile": limit,
+    }
+
+
 # --- command line -----------------------------------------------------------------------------
 
 
@@ -291,6 +516,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--qtype", choices=("A", "AAAA", "TXT"), default="A")
     s.add_argument("--count", type=int, default=300)
     s.add_argument("--warmup", type=int, default=0)
+    s = add("hold", cmd_hold, 7)
+    s.add_argument("--count", type=int, default=10_000)
+    s.add_argument("--window", type=int, default=256, help="connections being set up at once")
+    s.add_argument("--hold-limit", type=float, default=120.0, help="close after this long without a word on stdin")
+    s = add("churn", cmd_churn, 7)
+    s.add_argument("--count", type=int, default=1000, help="connections open at once")
+    s.add_argument("--hold-min", type=float, default=1.0)
+    s.add_argument("--hold-max", type=float, default=9.0)
+    s.add_argument("--report-every", type=float, default=10.0)
+    s.add_argument("--seed", type=int, default=11)
     return p.parse_args(argv)
 
 

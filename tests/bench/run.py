@@ -1,7 +1,7 @@
 """Tether against the direct path, in one run, on the sandbox cluster ("lab"); prints a table.
 
     sudo python -m tests.bench.run [--json PATH] [--profile DIR] [--quick] ...
-    sudo python tests/bench/run.py ...
+    (from the repository root; the scale part imports tests.bench.scale)
 
 As root: brings the lab up (unless it is up already; then it is left up at the end), starts a
 helper of its own in the workstation namespace (socket ``/run/tether-bench/helper.sock``),
@@ -19,8 +19,10 @@ Measurements (per side, interleaved direct/Tether per metric): bulk TCP download
 through the bulk pod's raw source/sink ports; 64-byte request/response round trips on one open
 connection to the TCP echo; connect-to-first-byte (new connection each time: connect, send 1
 byte, read 1 byte); DNS latency for distinct nonexistent names (never cached) and for one name
-asked repeatedly (cached). MB is 10^6 bytes. Every loop is bounded in count and in time; nothing
-here fails on speed: targets are marked met/missed; the exit status is 1 only for errors or a run
+asked repeatedly (cached). Then the scale part (``tests/bench/scale.py``): 10,000 concurrent TCP flows
+through the helper to the echo service, with the helper's, manager's and API server's RSS and fds before,
+while held and after (``--only scale`` runs it alone). MB is 10^6 bytes. Every loop is bounded in count
+and in time; nothing here fails on speed: targets are marked met/missed; the exit status is 1 only for errors or a run
 disturbed by something else in the workstation (e.g. another helper starting there).
 
 ``--profile DIR`` samples the helper, the traffic-manager and the API server (which carries the
@@ -55,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.bench.scale import run_scale, scale_table
 from tether.helper.user.client import HelperClient, HelperError
 from tether.lab import procs
 from tether.lab.lab import Lab
@@ -70,6 +73,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_DIRECT_POD = "tether/tether-manager-0"
 NAMESPACE = "default"
 SERVICES = {"echo": "echo", "bulk": "bulk", "web": "web"}
+#: What --only selects: the Tether/direct table, the CLI's start-up, the scale phase (tests/bench/scale.py).
+PARTS = ("table", "startup", "scale")
 
 
 def log(msg: str) -> None:
@@ -479,13 +484,24 @@ class Bench:
             "tether": Side("tether", WS_NS, str(UPSTREAM_DNS_IP), f"{WS_NS} (through the helper)"),
             "direct": Side("direct", direct_netns, str(DNS_IP), f"{direct_netns} (pod network, no Tether)"),
         }
+        pids = self.process_pids()
+        scale = self.scale(ips, pids) if "scale" in self.args.only else None
+        if "table" not in self.args.only:
+            return {
+                "results": {},
+                "sides": {k: s.where for k, s in sides.items()},
+                "cpu_seconds": {},
+                "pids": pids,
+                "profile": {},
+                "startup": self.startup() if "startup" in self.args.only else None,
+                "scale": scale,
+            }
         resolved = {name: self.resolve(side) for name, side in sides.items()}
         for name, result in resolved.items():
             for query, got in result.get("addresses", {}).items():
                 want = ips[query.split(".")[0]]
                 if got != [want]:
                     self.notes.append(f"{name}: {query} resolved to {got}, expected [{want}]")
-        pids = self.process_pids()
         profiler = Profiler(Path(self.args.profile), pids, self.args.profile_rate) if self.args.profile else None
         results: dict[str, dict[str, Any]] = {}
         cpu: dict[str, dict[str, float]] = {}
@@ -526,7 +542,8 @@ class Bench:
                 for name in pids:
                     profile[f"{phase_key}.{name}"] = top_frames(Path(self.args.profile) / f"{phase_key}.{name}.txt")
         return {
-            "startup": self.startup(),
+            "startup": self.startup() if "startup" in self.args.only else None,
+            "scale": scale,
             "sides": {name: side.where for name, side in sides.items()},
             "services": ips,
             "resolved": resolved,
@@ -535,6 +552,29 @@ class Bench:
             "pids": pids,
             "profile": profile,
         }
+
+    def scale(self, ips: dict[str, str], pids: dict[str, int]) -> dict[str, Any]:
+        """Many concurrent flows through the helper to the echo service (tests/bench/scale.py)."""
+        echo = self.lab_pid("pod/default/echo-0")
+        raise_for = {name: pid for name, pid in pids.items() if name in ("manager", "apiserver")}
+        if echo is not None:
+            raise_for["echo"] = echo
+        client = netns_argv(WS_NS, [sys.executable, str(CLIENT), "hold", "--host", ips["echo"]])
+        client += ["--window", str(self.args.scale_window)]
+        rounds = []
+        for number in range(1, self.args.scale_rounds + 1):
+            log(f"scale: round {number} of {self.args.scale_rounds}")
+            result = run_scale(
+                client, pids, raise_for, self.args.scale_flows, self.args.scale_time_limit, self.args.scale_settle, log
+            )
+            log("scale: " + json.dumps({k: result[k] for k in ("before", "held", "after")}))
+            rounds.append(result)
+        return {**rounds[0], "rounds": rounds}
+
+    def lab_pid(self, name: str) -> int | None:
+        journal = self.lab.journal_file.load()
+        record = journal.process(name) if journal else None
+        return record.pid if record and procs.is_running(record.pid, record.start_time) else None
 
     def startup(self) -> dict[str, Any]:
         """`tether status --json` against the connected helper beside bare Python, run inside the workstation
@@ -720,7 +760,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="if a helper is already connected in the workstation, measure through it instead of refusing",
     )
     p.add_argument("--helper-log", default="/tmp/tether-bench-helper.log", help="where our helper's output goes")
+    p.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: all); e.g. --only scale",
+    )
+    p.add_argument("--scale-flows", type=int, default=10_000, help="concurrent TCP flows in the scale part")
+    p.add_argument("--scale-window", type=int, default=256, help="flows being set up at once in the scale part")
+    p.add_argument("--scale-time-limit", type=float, default=180.0, help="seconds to open the scale part's flows")
+    p.add_argument(
+        "--scale-rounds",
+        type=int,
+        default=2,
+        help="times to open and close the flows (a second round tells memory kept for reuse from a leak)",
+    )
+    p.add_argument("--scale-settle", type=float, default=20.0, help="seconds to wait for fds to return after it")
     args = p.parse_args(argv)
+    args.only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if not args.only or args.only - set(PARTS):
+        p.error(f"--only takes {', '.join(PARTS)}; got {sorted(args.only - set(PARTS)) or 'nothing'}")
     if args.quick:
         args.bulk_mb, args.rr_count, args.connect_count, args.dns_count = 20.0, 200, 30, 30
     args.bulk_bytes = int(args.bulk_mb * 1e6)
@@ -754,13 +812,18 @@ def main(argv: list[str] | None = None) -> int:
     table_rows = rows(measured)
     problems = errors_of(measured) + bench.notes
     print()
-    print(f"Tether vs direct ({measured['sides']['direct']}); ratio = tether / direct; MB = 10^6 bytes")
-    print(table(table_rows))
-    print()
-    print(cpu_table(measured["cpu_seconds"]))
-    print()
+    if "table" in args.only:
+        print(f"Tether vs direct ({measured['sides']['direct']}); ratio = tether / direct; MB = 10^6 bytes")
+        print(table(table_rows))
+        print()
+        print(cpu_table(measured["cpu_seconds"]))
+        print()
     startup = measured["startup"]
-    print(f"CLI start-up: {startup['error']}" if "error" in startup else startup["table"])
+    if startup is not None:
+        print(f"CLI start-up: {startup['error']}" if "error" in startup else startup["table"])
+    if measured["scale"] is not None:
+        print()
+        print(scale_table(measured["scale"]))
     if measured["profile"]:
         print()
         print("py-spy, self time per function:")
@@ -786,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         log(f"wrote {args.json}")
     failed = any("error" in r for sides in measured["results"].values() for r in sides.values())
+    scale = measured["scale"]
+    failed = failed or (scale is not None and ("error" in scale["open"] or "error" in scale["closed"]))
     return 1 if failed or bench.disturbed else 0
 
 
