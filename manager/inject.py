@@ -3,7 +3,8 @@
 :func:`inject` patches a Deployment, StatefulSet or ReplicaSet through the API (strategic merge, with
 the object's resourceVersion as a precondition, retried on conflict) so that its pod template holds
 one ``tether-agent`` container, configured from the downward API (POD_NAME, POD_NAMESPACE, POD_IP)
-and pointed at the manager's Service, and an annotation recording what was injected. Injecting twice
+and pointed at the manager's Service, a projected service-account token volume for the manager's
+audience (the agent proves its pod with it), and an annotation recording what was injected. Injecting twice
 changes nothing; :func:`uninject` removes both. Changing the template makes the workload's controller
 replace its pods, which then run an agent.
 
@@ -29,6 +30,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tether.manager.agent.token import DEFAULT_TOKEN_FILE
+from tether.manager.agentauth import AGENT_TOKEN_AUDIENCE
 from tether.manager.api.version import __version__
 
 log = logging.getLogger("tether.manager.inject")
@@ -39,6 +42,9 @@ ANNOTATION = "tether.dev/agent"
 KINDS = ("Deployment", "StatefulSet", "ReplicaSet")
 DEFAULT_AGENT_IMAGE = f"tether-manager:{__version__}"  # the manager's image ships tether-agent too
 MANAGER_SERVICE = "tether-manager"
+TOKEN_VOLUME = "tether-agent-token"
+TOKEN_DIR = DEFAULT_TOKEN_FILE.parent
+TOKEN_PATH = DEFAULT_TOKEN_FILE.name
 _CONFLICT_RETRIES = 5
 _STRATEGIC = "application/strategic-merge-patch+json"
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -66,6 +72,9 @@ class SidecarConfig:
     manager: str = f"{MANAGER_SERVICE}.tether.svc.cluster.local:8081"
     pull_policy: str = "IfNotPresent"
     log_format: str = "json"
+    #: the projected service-account token the agent proves its pod with (see tether.manager.agentauth)
+    token_audience: str = AGENT_TOKEN_AUDIENCE
+    token_expiration: int = 3600  # seconds; the kubelet renews it well before
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,10 @@ class Workload:
     @property
     def sidecar(self) -> Mapping[str, Any] | None:
         return next((c for c in self.containers if c.get("name") == SIDECAR_NAME), None)
+
+    def volume(self, name: str) -> Mapping[str, Any] | None:
+        volumes = self.template.get("spec", {}).get("volumes") or []
+        return next((v for v in volumes if v.get("name") == name), None)
 
     @property
     def annotation(self) -> str | None:
@@ -139,15 +152,25 @@ def sidecar_container(workload: Workload | tuple[str, str], config: SidecarConfi
         "image": config.image,
         "imagePullPolicy": config.pull_policy,
         "command": ["tether-agent"],
-        "args": ["--manager", config.manager, "--workload", name, "--kind", kind, "--log-format", config.log_format],
+        "args": [
+            *("--manager", config.manager, "--workload", name, "--kind", kind),
+            *("--token-file", str(TOKEN_DIR / TOKEN_PATH), "--log-format", config.log_format),
+        ],
         "env": [
             {"name": "POD_NAME", "valueFrom": field("metadata.name")},
             {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
             {"name": "POD_IP", "valueFrom": field("status.podIP")},
         ],
+        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": str(TOKEN_DIR), "readOnly": True}],
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
+
+
+def token_volume(config: SidecarConfig) -> dict[str, Any]:
+    """The pod volume holding the agent's projected service-account token, for the manager's audience."""
+    token = {"audience": config.token_audience, "expirationSeconds": config.token_expiration, "path": TOKEN_PATH}
+    return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
 
 
 def annotation_value(config: SidecarConfig) -> str:
@@ -189,7 +212,12 @@ def inject(
         if workload.controller and workload.kind == "ReplicaSet":
             raise InjectionError(f"{workload} is managed by {workload.controller}; inject into that instead")
         wanted = sidecar_container(workload, config)
-        if _same(workload.sidecar, wanted) and workload.annotation == annotation_value(config):
+        volume = token_volume(config)
+        if (
+            _same(workload.sidecar, wanted)
+            and _same(workload.volume(TOKEN_VOLUME), volume)
+            and workload.annotation == annotation_value(config)
+        ):
             return InjectResult(workload, changed=False)
         patch = {
             "metadata": {"resourceVersion": workload.resource_version},
@@ -197,7 +225,7 @@ def inject(
                 "template": {
                     "metadata": {"annotations": {ANNOTATION: annotation_value(config)}},
                     # keyed by name: adds the sidecar, or brings an existing one up to date
-                    "spec": {"containers": [wanted]},
+                    "spec": {"containers": [wanted], "volumes": [volume]},
                 }
             },
         }
@@ -211,14 +239,17 @@ def uninject(api: client.ApiClient, namespace: str, name: str, kind: str = "") -
     """Remove the tether-agent sidecar and its annotation from the workload's pod template; idempotent."""
     for _ in range(_CONFLICT_RETRIES):
         workload = find_workload(api, namespace, name, kind)
-        if workload.sidecar is None and workload.annotation is None:
+        if workload.sidecar is None and workload.annotation is None and workload.volume(TOKEN_VOLUME) is None:
             return InjectResult(workload, changed=False)
         patch = {
             "metadata": {"resourceVersion": workload.resource_version},
             "spec": {
                 "template": {
                     "metadata": {"annotations": {ANNOTATION: None}},
-                    "spec": {"containers": [{"name": SIDECAR_NAME, "$patch": "delete"}]},
+                    "spec": {
+                        "containers": [{"name": SIDECAR_NAME, "$patch": "delete"}],
+                        "volumes": [{"name": TOKEN_VOLUME, "$patch": "delete"}],
+                    },
                 }
             },
         }
