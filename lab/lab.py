@@ -14,6 +14,7 @@ import datetime
 import importlib.util
 import json
 import os
+import secrets
 import shlex
 import shutil
 import sys
@@ -44,6 +45,7 @@ from tether.lab.topology import (
     plan_fingerprint,
     vpn_options,
 )
+from tether.runtime.atomicfile import write_atomic
 
 Log = Callable[[str], None]
 LOG_TAIL_LINES = 15
@@ -214,10 +216,23 @@ class Lab:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         seed = objects.seed_objects(plan, now)
         self._write_file(self.paths.seed, json.dumps(seed, indent=1) + "\n")
+        self._write_tokens(plan)
         self._write_file(self.paths.kubeconfig, yaml.safe_dump(objects.kubeconfig(plan.api_url), sort_keys=False))
         self._write_file(
             self.paths.pod_kubeconfig, yaml.safe_dump(objects.kubeconfig(plan.pod_api_url), sort_keys=False)
         )
+
+    def _write_tokens(self, plan: LabPlan) -> None:
+        """As the kubelet does for a projected volume: a fresh token for each agent pod, in a file only root
+        reads, and the API server told which pod each is bound to (for TokenReview)."""
+        self.paths.tokens.mkdir(mode=0o700, parents=True, exist_ok=True)
+        audience = objects.agent_sidecar_config(plan).token_audience  # what the pods' token volume asks for
+        bound = []
+        for pod in plan.agent_pods:
+            token = secrets.token_urlsafe(32)
+            write_atomic(self.paths.token_file(pod.namespace, pod.name), token + "\n", mode=0o600, fsync=False)
+            bound.append({"token": token, "namespace": pod.namespace, "pod": pod.name, "audiences": [audience]})
+        write_atomic(self.paths.service_account_tokens, json.dumps(bound) + "\n", mode=0o600, fsync=False)
 
     def _start(self, spec: ProcessSpec) -> ProcessRecord:
         log = self.paths.logs / (spec.name.replace("/", "_") + ".log")

@@ -26,7 +26,7 @@ from tether.lab.topology import (
     Service,
     Workload,
 )
-from tether.manager.api.sidecar import ANNOTATION, SidecarConfig, annotation_value, sidecar_container
+from tether.manager.api.sidecar import ANNOTATION, SidecarConfig, annotation_value, sidecar_container, token_volume
 
 Obj = dict[str, Any]
 
@@ -132,6 +132,11 @@ def _containers(plan: LabPlan | None, pod: Pod) -> list[Obj]:
     return containers
 
 
+def _volumes(plan: LabPlan | None, pod: Pod) -> dict[str, list[Obj]]:
+    """The agent's projected token volume, for a pod that runs one (its sidecar mounts it)."""
+    return {"volumes": [token_volume(agent_sidecar_config(plan))]} if pod.agent and plan is not None else {}
+
+
 def _annotations(plan: LabPlan | None, pod: Pod) -> dict[str, str]:
     return {ANNOTATION: annotation_value(agent_sidecar_config(plan))} if pod.agent and plan is not None else {}
 
@@ -188,6 +193,7 @@ def pod_object(pod: Pod, node: Node, now: str, running: bool = True, plan: LabPl
         "metadata": meta,
         "spec": {
             "containers": containers,
+            **_volumes(plan, pod),
             "nodeName": node.name,
             "restartPolicy": "Always",
             "dnsPolicy": "ClusterFirst",
@@ -242,6 +248,7 @@ def deployment_object(plan: LabPlan, workload: Workload, now: str) -> Obj:
                 "metadata": template_meta,
                 "spec": {
                     "containers": _containers(plan, pod),
+                    **_volumes(plan, pod),
                     "restartPolicy": "Always",
                     "dnsPolicy": "ClusterFirst",
                     "terminationGracePeriodSeconds": 5,

@@ -85,6 +85,7 @@ def apiserver_spec(paths: StatePaths, python: str, module: str = APISERVER_MODUL
         "--listen", f"{API_IP}:{API_PORT}",
         "--service-cidr", str(SERVICE_CIDR),
         "--seed", str(paths.seed),
+        "--service-account-tokens", str(paths.service_account_tokens),
         "--ready-file", ready,
     )  # fmt: skip
     # probed from the workstation: the path users and the helper take
@@ -128,12 +129,14 @@ def agent_process_name(pod: Pod) -> str:
 def agent_spec(plan: LabPlan, pod: Pod, paths: StatePaths, python: str) -> ProcessSpec:
     """The tether-agent in a workload's pod, as its sidecar container would run it: in the pod's network
     namespace, configured from the pod's environment (the downward API's POD_NAME, POD_NAMESPACE,
-    POD_IP), dialing the manager's ClusterIP. Ready once it has arrived at the manager."""
+    POD_IP), dialing the manager's ClusterIP with the token the lab issued for the pod (its projected
+    volume). Ready once it has arrived at the manager."""
     name = agent_process_name(pod)
     ready = _ready(paths, name)
     argv = (
         python, "-c", AGENT_BOOT, "--manager", plan.agent_manager_address,
         "--workload", pod.workload, "--kind", "Deployment", "--ready-file", ready,
+        "--token-file", str(paths.token_file(pod.namespace, pod.name)),
     )  # fmt: skip
     return ProcessSpec(name, pod.netns, argv, _pod_env(pod), ready, after_api=True)
 

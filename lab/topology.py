@@ -128,6 +128,18 @@ class StatePaths:
     def conf(self) -> Path:
         return self.root / "conf"
 
+    @property
+    def tokens(self) -> Path:
+        """Service-account tokens: one file per agent pod (its projected volume) and the API server's list."""
+        return self.root / "tokens"
+
+    @property
+    def service_account_tokens(self) -> Path:
+        return self.tokens / "apiserver.json"
+
+    def token_file(self, namespace: str, pod: str) -> Path:
+        return self.tokens / f"{namespace}_{pod}"
+
     def resolv_conf(self, netns: str) -> Path:
         return self.netns_etc / netns / "resolv.conf"
 

@@ -33,6 +33,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
+from tether.manager.agentauth import AgentClaim
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.framing import FlowSpec
@@ -87,6 +88,20 @@ def check_workload(namespace: str, name: str, kind: str) -> None:
         raise AgentError(f'agent workload kind "{kind}" is not one of {", ".join(WORKLOAD_KINDS)}')
 
 
+def claim_of(info: pb.AgentInfo) -> AgentClaim:
+    """What an arriving agent claims to be; raises AgentError naming an invalid value."""
+    workload = info.workload
+    check_workload(workload.namespace, workload.name, workload.kind)
+    if not info.pod_name:
+        raise AgentError("an agent must give its pod name")
+    pod_ip: IPAddress | None = None
+    if info.pod_ip:
+        if len(info.pod_ip) not in (4, 16):
+            raise AgentError(f"agent pod IP must be 4 or 16 bytes, got {len(info.pod_ip)}")
+        pod_ip = ipaddress.ip_address(info.pod_ip)
+    return AgentClaim(workload.namespace, workload.name, workload.kind, info.pod_name, pod_ip)
+
+
 @dataclass
 class Agent:
     agent_id: str
@@ -103,6 +118,10 @@ class Agent:
     @property
     def short(self) -> str:
         return f"{self.pod_name} ({self.agent_id[:8]})"
+
+    @property
+    def claim(self) -> AgentClaim:
+        return AgentClaim(self.namespace, self.workload, self.kind, self.pod_name, self.pod_ip)
 
     def serves(self, namespace: str, name: str, kind: str) -> bool:
         return (self.namespace, self.workload) == (namespace, name) and kind in ("", self.kind)
@@ -147,18 +166,10 @@ class AgentRegistry:
     # --- agents ----------------------------------------------------------------------------------
 
     def arrive(self, info: pb.AgentInfo) -> Agent:
-        workload = info.workload
-        check_workload(workload.namespace, workload.name, workload.kind)
-        if not info.pod_name:
-            raise AgentError("an agent must give its pod name")
-        pod_ip: IPAddress | None = None
-        if info.pod_ip:
-            if len(info.pod_ip) not in (4, 16):
-                raise AgentError(f"agent pod IP must be 4 or 16 bytes, got {len(info.pod_ip)}")
-            pod_ip = ipaddress.ip_address(info.pod_ip)
-        session = self._sessions.arrive(info.pod_name, workload.namespace, info.version)
+        claim = claim_of(info)
+        session = self._sessions.arrive(info.pod_name, claim.namespace, info.version)
         agent = Agent(
-            session.session_id, workload.namespace, workload.name, workload.kind, info.pod_name, pod_ip, info.version
+            session.session_id, claim.namespace, claim.workload, claim.kind, claim.pod_name, claim.pod_ip, info.version
         )
         self._agents[agent.agent_id] = agent
         return agent

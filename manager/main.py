@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import kubernetes
 
+from tether.manager.agentauth import AGENT_TOKEN_AUDIENCE, AgentAuthenticator
 from tether.manager.agents import AgentRegistry, expire_agents
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.grpcopts import GrpcOptions, server_options
@@ -30,6 +31,7 @@ from tether.manager.destinations import DestinationPolicy
 from tether.manager.discovery.tracker import ClusterNetwork
 from tether.manager.discovery.watcher import ClusterDiscovery
 from tether.manager.dns import ClusterResolver
+from tether.manager.kubereview import KubePodReader, KubeTokenReviewer
 from tether.manager.server import AgentService, ManagerService, expire_sessions
 from tether.manager.sessions import SessionTable
 from tether.manager.tunnel.mux_server import MuxListener
@@ -89,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where injected sidecars reach this manager (AGENT_MANAGER_ADDRESS; default: the Service "
         "tether-manager in the manager's namespace, by its cluster DNS name, on --port)",
     )
+    parser.add_argument(
+        "--agent-token-audience",
+        default=env("AGENT_TOKEN_AUDIENCE", AGENT_TOKEN_AUDIENCE),
+        help="the audience of the service-account tokens tether-agents prove their pod with, checked by "
+        f"TokenReview (AGENT_TOKEN_AUDIENCE; default {AGENT_TOKEN_AUDIENCE})",
+    )
     parser.add_argument("--ready-file", type=Path, help="write this file once serving")
     parser.add_argument("--log-format", choices=("json", "text"), default=env("TETHER_LOG_FORMAT", "json"))
     parser.add_argument("--log-level", default=env("TETHER_LOG_LEVEL", "info"))
@@ -130,6 +138,7 @@ async def serve(
     sidecar = SidecarConfig(
         image=args.agent_image,
         manager=args.agent_manager_address or manager_address(args.namespace, config.cluster_domain, args.port),
+        token_audience=args.agent_token_audience,
     )
     if os.environ.get("AGENT_INJECTION"):
         # The manager cannot tell which user a port-forwarded client is, so it patches no workload for one.
@@ -151,7 +160,9 @@ async def serve(
     )
     destinations = DestinationPolicy(pod_ip=_pod_address(args.pod_ip), allowed=config.tunnel_allow_destinations)
     service = ManagerService(sessions, hub, resolver, agents, destinations=destinations, limits=limits)
-    servers = _grpc_servers(service, AgentService(agents), args, server_options(limits.flows_per_session))
+    authenticator = AgentAuthenticator(KubeTokenReviewer(api), KubePodReader(api), args.agent_token_audience)
+    agent_service = AgentService(agents, authenticator)
+    servers = _grpc_servers(service, agent_service, args, server_options(limits.flows_per_session))
     if servers is None:
         return 1
     bound = args.port

@@ -5,10 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 
-from tether.manager.agents import AgentError, AgentRegistry, UnknownAgentError, UnknownFlowError, agent_fields
+from tether.manager.agentauth import (
+    AgentAuthenticator,
+    AgentAuthError,
+    AgentAuthUnavailableError,
+    AgentClaim,
+    AgentDeniedError,
+    AgentUnauthenticatedError,
+    bearer_token,
+)
+from tether.manager.agents import (
+    Agent,
+    AgentError,
+    AgentRegistry,
+    UnknownAgentError,
+    UnknownFlowError,
+    agent_fields,
+    claim_of,
+)
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.version import API_LEVEL, __version__
@@ -115,18 +133,26 @@ class ManagerService(pb_grpc.ManagerServicer):
 
 
 class AgentService(pb_grpc.AgentsServicer):
-    """What tether-agents call: arrive, keep alive, receive dials, and carry the flows they dial."""
+    """What tether-agents call: arrive, keep alive, receive dials, and carry the flows they dial.
 
-    def __init__(self, agents: AgentRegistry) -> None:
+    Every call carries the agent's pod service-account token, checked against the pod the agent claims
+    (at arrival) or claimed (on later calls, by its agent id) before anything else happens.
+    """
+
+    def __init__(self, agents: AgentRegistry, authenticator: AgentAuthenticator) -> None:
         self._agents = agents
+        self._auth = authenticator
 
     async def Arrive(self, request: pb.AgentInfo, context: grpc.aio.ServicerContext) -> pb.AgentSession:
+        token = await self._token(context)
         try:
-            agent = self._agents.arrive(request)
+            claim = claim_of(request)
         except AgentError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
         peer = _peer_ip(context.peer())
+        await self._verify(token, claim, context, peer)
+        agent = self._agents.arrive(request)
         fields = {**agent_fields(agent), "version": agent.version, "peer": peer}
         if agent.pod_ip is not None and peer and peer != str(agent.pod_ip):
             # Not refused: a CNI or proxy may rewrite the source address; but worth seeing in the log.
@@ -135,26 +161,25 @@ class AgentService(pb_grpc.AgentsServicer):
         return pb.AgentSession(agent_id=agent.agent_id)
 
     async def Remain(self, request: pb.AgentSession, context: grpc.aio.ServicerContext) -> pb.Empty:
-        try:
-            self._agents.remain(request.agent_id)
-        except UnknownAgentError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        agent = await self._agent(request.agent_id, context)
+        self._agents.remain(agent.agent_id)
         return pb.Empty()
 
     async def Depart(self, request: pb.AgentSession, context: grpc.aio.ServicerContext) -> pb.Empty:
-        agent = self._agents.depart(request.agent_id)
-        if agent is not None:
-            log.info("tether-agent departed", extra=agent_fields(agent))
+        token = await self._token(context)
+        try:
+            agent = self._agents.get(request.agent_id)
+        except UnknownAgentError:
+            return pb.Empty()  # gone already: nothing to do, whoever asks
+        await self._verify(token, agent.claim, context)
+        self._agents.depart(request.agent_id)
+        log.info("tether-agent departed", extra=agent_fields(agent))
         return pb.Empty()
 
     async def WatchDials(
         self, request: pb.AgentSession, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DialRequest]:
-        try:
-            agent = self._agents.get(request.agent_id)
-        except UnknownAgentError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-            raise
+        agent = await self._agent(request.agent_id, context)
         with self._agents.watching(agent) as dials:
             # Headers now tell the agent it is live: dials for its workload come to it from here on.
             await context.send_initial_metadata(())
@@ -164,6 +189,7 @@ class AgentService(pb_grpc.AgentsServicer):
     async def Tunnel(
         self, request_iterator: AsyncIterator[pb.TunnelMessage], context: grpc.aio.ServicerContext
     ) -> None:
+        token = await self._token(context)
         try:
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
@@ -173,11 +199,57 @@ class AgentService(pb_grpc.AgentsServicer):
             message = f"the first agent tunnel message must be agent_flow, got {kind}"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         try:
+            agent = self._agents.get(first.agent_flow.agent_id)
+        except UnknownAgentError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise
+        # A flow's id reaches only the agent it was given to, but holding it must not be enough.
+        await self._verify(token, agent.claim, context)
+        try:
             await self._agents.attach(first.agent_flow, request_iterator, context.write)
         except UnknownFlowError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except AgentError as exc:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
+    async def _agent(self, agent_id: str, context: grpc.aio.ServicerContext) -> Agent:
+        """The live agent with this id, once the call's token proves it is that agent's pod."""
+        token = await self._token(context)
+        try:
+            agent = self._agents.get(agent_id)
+        except UnknownAgentError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise
+        await self._verify(token, agent.claim, context)
+        return agent
+
+    async def _token(self, context: grpc.aio.ServicerContext) -> str:
+        token = bearer_token(context.invocation_metadata())
+        if not token:
+            # Refused before the request is looked at: without a token there is nothing to say to the caller.
+            await self._refuse(AgentUnauthenticatedError(self._auth.missing_token()), None, context)
+        return token
+
+    async def _verify(self, token: str, claim: AgentClaim, context: grpc.aio.ServicerContext, peer: str = "") -> None:
+        try:
+            await self._auth.verify(token, claim)
+        except AgentAuthError as exc:
+            await self._refuse(exc, claim, context, peer)
+
+    async def _refuse(
+        self, exc: AgentAuthError, claim: AgentClaim | None, context: grpc.aio.ServicerContext, peer: str = ""
+    ) -> NoReturn:
+        fields = {"claim": claim.describe() if claim else "", "peer": peer or _peer_ip(context.peer())}
+        log.warning("refused a tether-agent: %s", exc, extra=fields)
+        await context.abort(_AUTH_CODES[type(exc)], str(exc))
+        raise exc  # abort raises; this keeps type checkers honest
+
+
+_AUTH_CODES = {
+    AgentUnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    AgentDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    AgentAuthUnavailableError: grpc.StatusCode.UNAVAILABLE,
+}
 
 
 def _peer_ip(peer: str) -> str:

@@ -20,6 +20,8 @@ resourceVersion and no subresources. What it adds, module by module:
   event history no longer reaches back that far) and ``timeoutSeconds``;
 * ``portforward``: the ``pods/portforward`` subresource over a websocket (``v4.channel.k8s.io``),
   dialing the pod IP;
+* ``tokens``: service-account tokens bound to pods (the lab issues them as the kubelet would) and
+  TokenReview (``authentication.k8s.io/v1``) over them;
 * ``emulator``: the HTTP face that routes each request to the above; ``server``: serving it, in the
   current event loop or on a thread of its own; ``main``: the process.
 

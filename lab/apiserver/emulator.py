@@ -8,6 +8,7 @@ import copy
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -23,10 +24,11 @@ from tether.lab.apiserver.errors import (
     not_found,
     url_not_found,
 )
-from tether.lab.apiserver.kinds import Obj
+from tether.lab.apiserver.kinds import PODS, Obj
 from tether.lab.apiserver.portforward import serve_portforward
 from tether.lab.apiserver.routing import Route, kind_of, parse_route
 from tether.lab.apiserver.store import Store
+from tether.lab.apiserver.tokens import TOKENREVIEWS_PATH, BoundToken, TokenRegistry
 from tether.lab.apiserver.watch import list_response, serve_watch
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -51,8 +53,11 @@ class ApiServerEmulator(DiscoveryEmulator):
     namespaces: Sequence[str] = DEFAULT_NAMESPACES  # created at start, as in a fresh cluster
     history_limit: int = 1000  # watch events kept for resuming watches; older resourceVersions get 410
     authorizer: Authorizer | None = None  # None: every request is allowed (see authz)
+    #: service-account tokens bound to pods (see tokens.TokenRegistry.load), for TokenReview
+    token_file: Path | None = None
 
     store: Store = attrs.field(init=False)
+    tokens: TokenRegistry = attrs.field(factory=TokenRegistry, init=False)
     _closing: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)  # set at shutdown
 
     def __attrs_post_init__(self) -> None:
@@ -65,6 +70,8 @@ class ApiServerEmulator(DiscoveryEmulator):
         )
         for name in self.namespaces:
             self.create_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        if self.token_file is not None:
+            self.tokens.load(self.token_file)
 
     # -- public object API (call on the loop thread) ----------------------------------------------
 
@@ -88,6 +95,12 @@ class ApiServerEmulator(DiscoveryEmulator):
     def delete_object(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj:
         return copy.deepcopy(self.store.delete(kind_of(api_version, kind), namespace, name))
 
+    def issue_token(self, namespace: str, pod: str, audiences: Sequence[str], service_account: str = "default") -> str:
+        """A new token bound to the pod as it is now (the kubelet's TokenRequest for a projected volume)."""
+        found = self.store.existing(PODS, namespace, pod)
+        bound = BoundToken(namespace, pod, tuple(audiences), service_account, found["metadata"]["uid"])
+        return self.tokens.issue(bound)
+
     def close_streams(self) -> None:
         """End every watch and port-forward (at shutdown, so the server need not wait for them)."""
         self._closing.set()
@@ -97,12 +110,20 @@ class ApiServerEmulator(DiscoveryEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         try:
+            if raw_request.path.rstrip("/") == TOKENREVIEWS_PATH:
+                return await self._review(raw_request)
             route = parse_route(raw_request.path)
             if route is not None:
                 return await self._serve(raw_request, route)
         except Exception as exc:
             return error_response(exc)
         return await super().__call__(raw_request)  # discovery and /version: kmock's scaffold
+
+    async def _review(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw.method != "POST":
+            raise method_not_allowed()
+        body = await _read_json(raw)
+        return _json(self.tokens.review(body, lambda ns, name: self.store.get(PODS, ns, name)), status=201)
 
     async def _serve(self, raw: aiohttp.web.BaseRequest, route: Route) -> aiohttp.web.StreamResponse:
         kind, namespace, name, method = route.kind, route.namespace, route.name, raw.method

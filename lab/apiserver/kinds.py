@@ -51,3 +51,4 @@ KINDS_BY_URL = {(k.group, k.version, k.plural): k for k in KINDS}
 KINDS_BY_TYPE = {(k.api_version, k.kind): k for k in KINDS}
 NAMESPACES = KINDS_BY_URL["", "v1", "namespaces"]
 SERVICES = KINDS_BY_URL["", "v1", "services"]
+PODS = KINDS_BY_URL["", "v1", "pods"]

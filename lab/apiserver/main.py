@@ -46,7 +46,9 @@ async def _serve_until_signalled(args: argparse.Namespace, seed: list[Obj]) -> N
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     host, port = args.listen
-    async with LabApiServer(host=host, port=port, seed=seed, service_cidr=args.service_cidr) as server:
+    async with LabApiServer(
+        host=host, port=port, seed=seed, service_cidr=args.service_cidr, token_file=args.service_account_tokens
+    ) as server:
         if args.kubeconfig:
             write_atomic(args.kubeconfig, json.dumps(server.kubeconfig(), indent=2) + "\n", fsync=False)
         if args.ready_file:
@@ -83,6 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         metavar="PATH",
         help="written with the URL once the port is listening; removed at exit",
+    )
+    parser.add_argument(
+        "--service-account-tokens",
+        type=Path,
+        metavar="FILE.json",
+        help="tokens bound to pods, for TokenReview: a JSON list of {token, namespace, pod, audiences}",
     )
     parser.add_argument("--kubeconfig", type=Path, metavar="PATH", help="write a kubeconfig for the server here")
     parser.add_argument("--verbose", action="store_true", help="log every request")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import grpc
 
+from tether.manager.agent.token import DEFAULT_TOKEN_FILE, TokenFile, TokenFileError
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
@@ -42,7 +43,12 @@ CLOSE_TIMEOUT = 10.0
 
 
 class AgentRefusedError(Exception):
-    """The manager refused this agent's arrival (bad workload, pod or kind); retrying will not help."""
+    """The manager refused this agent's arrival (bad workload, pod or kind, or a token for another pod);
+    retrying will not help."""
+
+
+#: Arrival refusals that retrying cannot change.
+_FINAL = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class AgentSettings:
     min_backoff: float = 0.2
     max_backoff: float = 5.0
     ready_file: Path | None = None
+    #: the pod's projected service-account token, sent on every call
+    token_file: Path = DEFAULT_TOKEN_FILE
 
     def info(self) -> pb.AgentInfo:
         return pb.AgentInfo(
@@ -85,6 +93,7 @@ class TetherAgent:
         self.stats = AgentStats()
         self.agent_id = ""
         self._run = run
+        self._token = TokenFile(settings.token_file)
         self._stop = asyncio.Event()
         self._flows: set[asyncio.Task[None]] = set()
         #: set while the agent has a session with the manager and watches for dials
@@ -117,10 +126,13 @@ class TetherAgent:
         """One session: arrive, then watch for dials until the stream ends. False if it never arrived."""
         fields = {"manager": self.settings.manager, "workload": self._workload()}
         try:
-            session = await stub.Arrive(self.settings.info(), timeout=10)
+            session = await stub.Arrive(self.settings.info(), timeout=10, metadata=self._token.metadata())
+        except TokenFileError as exc:
+            log.warning("cannot arrive at the manager", extra={**fields, "error": str(exc)})
+            return False
         except grpc.aio.AioRpcError as exc:
             log.warning("cannot arrive at the manager", extra={**fields, "error": _rpc_error(exc)})
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            if exc.code() in _FINAL:
                 raise AgentRefusedError(exc.details() or "invalid agent") from None
             return False
         self.agent_id = session.agent_id
@@ -129,7 +141,7 @@ class TetherAgent:
             "arrived at the manager", extra={**fields, "agent": session.agent_id[:8], "pod": self.settings.pod_name}
         )
         self._write_ready_file()
-        watch = stub.WatchDials(session)
+        watch = stub.WatchDials(session, metadata=self._token.metadata())
         tasks = [
             asyncio.ensure_future(self._take_dials(stub, watch)),
             asyncio.ensure_future(self._remain(stub, session)),
@@ -145,13 +157,15 @@ class TetherAgent:
                 exc = task.exception()
                 if isinstance(exc, grpc.aio.AioRpcError):
                     log.warning("lost the manager", extra={**fields, "error": _rpc_error(exc)})
+                elif isinstance(exc, TokenFileError):
+                    log.warning("lost the manager", extra={**fields, "error": str(exc)})
                 elif exc is not None:
                     raise exc
         finally:
             self.connected.clear()
             if self._stop.is_set():
-                with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
-                    await stub.Depart(session, timeout=2)
+                with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError, TokenFileError):
+                    await stub.Depart(session, timeout=2, metadata=self._token.metadata())
             for task in tasks:
                 task.cancel()
             watch.cancel()
@@ -170,7 +184,7 @@ class TetherAgent:
         while True:
             await asyncio.sleep(interval)
             try:
-                await stub.Remain(session, timeout=max(interval * 2, 5.0))
+                await stub.Remain(session, timeout=max(interval * 2, 5.0), metadata=self._token.metadata())
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     log.info("the manager forgot this agent", extra={"agent": session.agent_id[:8]})
@@ -179,9 +193,15 @@ class TetherAgent:
 
     async def _serve(self, stub: pb_grpc.AgentsStub, agent_id: str, request: pb.DialRequest) -> None:
         """Dial one flow here and carry it over its own Agents.Tunnel stream."""
+        try:
+            metadata = self._token.metadata()
+        except TokenFileError as exc:
+            # The manager gives up on the flow when it is not taken in time, and tells the client.
+            log.warning("cannot take flow %s: %s", request.flow_id[:8], exc)
+            return
         self.stats.dials += 1
         self.stats.active += 1
-        call = stub.Tunnel()
+        call = stub.Tunnel(metadata=metadata)
         send = StreamWriter(call.write)
         try:
             await send(pb.TunnelMessage(agent_flow=pb.AgentFlow(agent_id=agent_id, flow_id=request.flow_id)))

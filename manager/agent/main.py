@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tether.manager.agent.agent import AgentRefusedError, AgentSettings, TetherAgent
+from tether.manager.agent.token import DEFAULT_TOKEN_FILE, default_token_file
 from tether.manager.agents import AgentError, check_workload
 from tether.manager.api.version import __version__
 from tether.runtime import eventloop, logs
@@ -53,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--pod-name", default=env("POD_NAME", ""), help="this pod's name (POD_NAME)")
     parser.add_argument("--pod-ip", default=env("POD_IP", ""), help="this pod's IP (POD_IP)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=default_token_file(),
+        help="this pod's projected service-account token (audience tether-manager), sent with every call so the "
+        f"manager can check the agent runs in the pod it claims; re-read when it changes (TETHER_TOKEN_FILE; "
+        f"default {DEFAULT_TOKEN_FILE})",
+    )
     parser.add_argument("--ready-file", type=Path, help="write this file once the agent has arrived at the manager")
     parser.add_argument("--remain-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     parser.add_argument("--log-format", choices=("json", "text"), default=env("TETHER_LOG_FORMAT", "json"))
@@ -92,6 +101,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         pod_ip=args.pod_ip,
         remain_interval=args.remain_interval,
         ready_file=args.ready_file,
+        token_file=args.token_file,
     )
 
 

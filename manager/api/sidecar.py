@@ -6,7 +6,9 @@ API face, which the helper may import; the lab builds the objects of its agent-r
 too, so they look exactly as an injection leaves them.
 
 The sidecar is configured from the downward API (POD_NAME, POD_NAMESPACE, POD_IP) and points at the
-manager's agent API; an annotation on the template records what was injected. Pods inherit both.
+manager's agent API; a projected service-account token for the manager's audience proves its pod to the
+manager (see tether.manager.agentauth); an annotation on the template records what was injected. Pods
+inherit all three.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from tether.manager.api.version import __version__
@@ -25,6 +28,11 @@ KINDS = ("Deployment", "StatefulSet", "ReplicaSet")
 DEFAULT_AGENT_IMAGE = f"tether-manager:{__version__}"  # the manager's image ships tether-agent too
 MANAGER_SERVICE = "tether-manager"
 DEFAULT_MANAGER_PORT = 8081
+#: The audience of the agent's projected token: the manager's TokenReview asks for it.
+AGENT_TOKEN_AUDIENCE = "tether-manager"
+#: Where the agent reads its token (the projected volume's mount).
+DEFAULT_TOKEN_FILE = PurePosixPath("/var/run/secrets/tether/token")
+TOKEN_VOLUME = "tether-agent-token"
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,9 @@ class SidecarConfig:
     manager: str = f"{MANAGER_SERVICE}.tether.svc.cluster.local:{DEFAULT_MANAGER_PORT}"
     pull_policy: str = "IfNotPresent"
     log_format: str = "json"
+    #: the projected service-account token the agent proves its pod with
+    token_audience: str = AGENT_TOKEN_AUDIENCE
+    token_expiration: int = 3600  # seconds; the kubelet renews it well before
 
 
 def manager_address(namespace: str, cluster_domain: str = "cluster.local", port: int = DEFAULT_MANAGER_PORT) -> str:
@@ -52,15 +63,29 @@ def sidecar_container(kind: str, name: str, config: SidecarConfig) -> dict[str, 
         "image": config.image,
         "imagePullPolicy": config.pull_policy,
         "command": ["tether-agent"],
-        "args": ["--manager", config.manager, "--workload", name, "--kind", kind, "--log-format", config.log_format],
+        "args": [
+            *("--manager", config.manager, "--workload", name, "--kind", kind),
+            *("--token-file", str(DEFAULT_TOKEN_FILE), "--log-format", config.log_format),
+        ],
         "env": [
             {"name": "POD_NAME", "valueFrom": field("metadata.name")},
             {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
             {"name": "POD_IP", "valueFrom": field("status.podIP")},
         ],
+        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": str(DEFAULT_TOKEN_FILE.parent), "readOnly": True}],
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
+
+
+def token_volume(config: SidecarConfig) -> dict[str, Any]:
+    """The pod volume holding the agent's projected service-account token, for the manager's audience."""
+    token = {
+        "audience": config.token_audience,
+        "expirationSeconds": config.token_expiration,
+        "path": DEFAULT_TOKEN_FILE.name,
+    }
+    return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
 
 
 def annotation_value(config: SidecarConfig) -> str:
@@ -96,6 +121,10 @@ class Workload:
     def sidecar(self) -> Mapping[str, Any] | None:
         return next((c for c in self.containers if c.get("name") == SIDECAR_NAME), None)
 
+    def volume(self, name: str) -> Mapping[str, Any] | None:
+        volumes = self.template.get("spec", {}).get("volumes") or []
+        return next((v for v in volumes if v.get("name") == name), None)
+
     @property
     def annotation(self) -> str | None:
         return (self.template.get("metadata", {}).get("annotations") or {}).get(ANNOTATION)
@@ -111,7 +140,11 @@ class Workload:
     def has_sidecar(self, config: SidecarConfig) -> bool:
         """Whether the template already holds this config's sidecar and annotation (nothing to patch)."""
         wanted = sidecar_container(self.kind, self.name, config)
-        return _same(self.sidecar, wanted) and self.annotation == annotation_value(config)
+        return (
+            _same(self.sidecar, wanted)
+            and _same(self.volume(TOKEN_VOLUME), token_volume(config))
+            and self.annotation == annotation_value(config)
+        )
 
 
 def inject_patch(workload: Workload, config: SidecarConfig) -> dict[str, Any]:
@@ -122,20 +155,26 @@ def inject_patch(workload: Workload, config: SidecarConfig) -> dict[str, Any]:
             "template": {
                 "metadata": {"annotations": {ANNOTATION: annotation_value(config)}},
                 # keyed by name: adds the sidecar, or brings an existing one up to date
-                "spec": {"containers": [sidecar_container(workload.kind, workload.name, config)]},
+                "spec": {
+                    "containers": [sidecar_container(workload.kind, workload.name, config)],
+                    "volumes": [token_volume(config)],
+                },
             }
         },
     }
 
 
 def uninject_patch(workload: Workload) -> dict[str, Any]:
-    """The strategic merge patch that removes the sidecar and the annotation."""
+    """The strategic merge patch that removes the sidecar, its token volume and the annotation."""
     return {
         "metadata": {"resourceVersion": workload.resource_version},
         "spec": {
             "template": {
                 "metadata": {"annotations": {ANNOTATION: None}},
-                "spec": {"containers": [{"name": SIDECAR_NAME, "$patch": "delete"}]},
+                "spec": {
+                    "containers": [{"name": SIDECAR_NAME, "$patch": "delete"}],
+                    "volumes": [{"name": TOKEN_VOLUME, "$patch": "delete"}],
+                },
             }
         },
     }

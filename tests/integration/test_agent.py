@@ -8,6 +8,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -113,6 +114,46 @@ def test_agents_run_as_lab_processes_in_the_web_pods(lab_control, lab):
     assert sorted(agents) == ["agent/default/web-0", "agent/default/web-1"]
     assert all(p["running"] for p in agents.values())
     assert agents["agent/default/web-0"]["netns"] == lab.pod_netns["default/web-0"]
+
+
+# Run in another pod: an impostor that tries to arrive as web-0's agent, without a token and with a forged one.
+IMPOSTOR = """
+import asyncio, ipaddress, sys
+import grpc
+from tether.manager.api import manager_pb2 as pb, manager_pb2_grpc as pb_grpc
+
+async def main(address, ip):
+    info = pb.AgentInfo(
+        workload=pb.WorkloadRef(namespace="default", name="web", kind="Deployment"),
+        pod_name="web-0", pod_ip=ipaddress.ip_address(ip).packed, version="impostor",
+    )
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.AgentsStub(channel)
+        for metadata in ((), (("authorization", "Bearer forged"),)):
+            try:
+                await stub.Arrive(info, metadata=metadata, timeout=10)
+                print("ACCEPTED")
+            except grpc.aio.AioRpcError as exc:
+                print(exc.code().name, exc.details())
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_an_agent_without_its_pods_token_is_refused_and_the_real_agents_keep_serving(lab, client, lab_run):
+    address, web_0 = lab.plan.agent_manager_address, lab.pod_ips["default/web-0"]
+    done = lab_run(sys.executable, "-c", IMPOSTOR, address, web_0, pod="default/echo-0")
+    assert done.returncode == 0, done.stderr
+    answers = done.stdout.splitlines()
+    assert len(answers) == 2 and all(a.startswith("UNAUTHENTICATED") for a in answers), answers
+    assert "did not accept the token" in answers[1]
+    # Every via flow still goes to the real agents, both of them.
+    bodies = set()
+    for _ in range(4):
+        result, response = client.run(lambda: client.exchange("127.0.0.1", 9090, GET))
+        assert result.ok, result.error
+        bodies.add(response.split(b"\r\n\r\n", 1)[1].decode().strip())
+    assert bodies == {f"hello from web on loopback (pod web-{i})" for i in (0, 1)}
 
 
 def test_a_clients_request_no_longer_makes_the_manager_patch_a_workload(lab, client, workstation):

@@ -5,17 +5,24 @@ the agent; the agent's counters say what it dialed.
 """
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 from echo_servers import LOOPBACK_ALLOWED, UdpEcho, echo_handler
 
+from tests.doubles.fake_token_reviewer import FakeCluster
 from tether.manager.agent.agent import AgentSettings, TetherAgent
+from tether.manager.agent.token import TokenFile
+from tether.manager.agentauth import AgentAuthenticator
 from tether.manager.agents import NO_AGENT, AgentError, AgentRegistry, UnknownAgentError
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
@@ -132,6 +139,11 @@ class Harness:
     async def __aenter__(self) -> "Harness":
         self.sessions = SessionTable(idle_timeout=30)
         self.agents = AgentRegistry(idle_timeout=30)
+        # The API server as TokenReview and pod reads see it: each agent's pod, and its token on disk.
+        self.cluster = FakeCluster()
+        for pod, workload in (("web-0", "web"), ("web-1", "web"), ("lazy-0", "lazy"), ("other-0", "other")):
+            self.cluster.add_pod("default", pod, "127.0.0.1", owners=[("Deployment", workload)])
+        self.tokens = Path(tempfile.mkdtemp(prefix="tether-agent-tokens-"))
         self.port = free_port()
         await self.start_manager()
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=grpc_options())
@@ -153,7 +165,8 @@ class Harness:
         self.server = grpc.aio.server(options=grpc_options())
         service = ManagerService(self.sessions, ClusterInfoHub(), resolver, self.agents, destinations=LOOPBACK_ALLOWED)
         pb_grpc.add_ManagerServicer_to_server(service, self.server)
-        pb_grpc.add_AgentsServicer_to_server(AgentService(self.agents), self.server)
+        authenticator = AgentAuthenticator(self.cluster, self.cluster)
+        pb_grpc.add_AgentsServicer_to_server(AgentService(self.agents, authenticator), self.server)
         assert self.server.add_insecure_port(f"127.0.0.1:{self.port}") == self.port
         await self.server.start()
 
@@ -167,13 +180,25 @@ class Harness:
             min_backoff=0.05,
             max_backoff=0.2,
             remain_interval=0.5,
+            token_file=self.token_file(pod),
         )
         self.agent = TetherAgent(settings)
         self.agent_task = asyncio.ensure_future(self.agent.run())
         await asyncio.wait_for(self.agent.connected.wait(), 10)
         return self.agent
 
+    def token_file(self, pod: str) -> Path:
+        path = self.tokens / pod
+        if not path.exists():
+            path.write_text(self.cluster.issue("default", pod) + "\n")
+        return path
+
+    def auth(self, pod: str) -> tuple[tuple[str, str], ...]:
+        """Call metadata carrying the pod's token, as its agent sends it."""
+        return TokenFile(self.token_file(pod)).metadata()
+
     async def __aexit__(self, *exc: object) -> None:
+        shutil.rmtree(self.tokens, ignore_errors=True)
         if self.agent_task is not None:
             self.agent.stop()
             await asyncio.wait_for(self.agent_task, 10)
@@ -318,7 +343,7 @@ def test_client_going_away_mid_flow_ends_the_agents_flow(monkeypatch):
 def test_dials_are_shared_round_robin_between_two_agents(monkeypatch):
     async def scenario(h: Harness) -> None:
         first = h.agent
-        second = TetherAgent(first.settings.__class__(**{**first.settings.__dict__, "pod_name": "web-1"}))
+        second = TetherAgent(dataclasses.replace(first.settings, pod_name="web-1", token_file=h.token_file("web-1")))
         task = asyncio.ensure_future(second.run())
         try:
             await asyncio.wait_for(second.connected.wait(), 10)
@@ -338,8 +363,9 @@ def test_dials_are_shared_round_robin_between_two_agents(monkeypatch):
 
 def test_agent_that_never_takes_the_flow_times_out_and_never_sees_the_session(monkeypatch):
     async def scenario(h: Harness) -> None:
-        session = await h.agents_stub.Arrive(agent_info("lazy-0", name="lazy"))
-        watch = h.agents_stub.WatchDials(session)
+        lazy = h.auth("lazy-0")
+        session = await h.agents_stub.Arrive(agent_info("lazy-0", name="lazy"), metadata=lazy)
+        watch = h.agents_stub.WatchDials(session, metadata=lazy)
         for _ in range(100):
             if h.agents.live("default", "lazy"):
                 break
@@ -355,9 +381,9 @@ def test_agent_that_never_takes_the_flow_times_out_and_never_sees_the_session(mo
         assert 0.4 < time.monotonic() - started < 2
         # too late now; and a flow can only be taken by the agent it was given to
         late = pb.TunnelMessage(agent_flow=pb.AgentFlow(agent_id=session.agent_id, flow_id=request.flow_id))
-        assert await refused_with(h.agents_stub.Tunnel(), late) == grpc.StatusCode.NOT_FOUND
+        assert await refused_with(h.agents_stub.Tunnel(metadata=lazy), late) == grpc.StatusCode.NOT_FOUND
         bad_first = framing.data_message(b"x")
-        assert await refused_with(h.agents_stub.Tunnel(), bad_first) == grpc.StatusCode.INVALID_ARGUMENT
+        assert await refused_with(h.agents_stub.Tunnel(metadata=lazy), bad_first) == grpc.StatusCode.INVALID_ARGUMENT
         watch.cancel()
 
     run(scenario, monkeypatch, start_agent=False)
@@ -365,15 +391,17 @@ def test_agent_that_never_takes_the_flow_times_out_and_never_sees_the_session(mo
 
 def test_a_flow_given_to_one_agent_cannot_be_taken_by_another(monkeypatch):
     async def scenario(h: Harness) -> None:
-        owner = await h.agents_stub.Arrive(agent_info("lazy-0", name="lazy"))
-        thief = await h.agents_stub.Arrive(agent_info("other-0", name="other"))
-        watch = h.agents_stub.WatchDials(owner)
+        owner = await h.agents_stub.Arrive(agent_info("lazy-0", name="lazy"), metadata=h.auth("lazy-0"))
+        thief = await h.agents_stub.Arrive(agent_info("other-0", name="other"), metadata=h.auth("other-0"))
+        watch = h.agents_stub.WatchDials(owner, metadata=h.auth("lazy-0"))
         while not h.agents.live("default", "lazy"):
             await asyncio.sleep(0.02)
         await h.open_flow(Protocol.TCP, h.echo_port, via=("default", "lazy", ""), dial_timeout=5)
         request = await watch.read()
         stolen = pb.TunnelMessage(agent_flow=pb.AgentFlow(agent_id=thief.agent_id, flow_id=request.flow_id))
-        assert await refused_with(h.agents_stub.Tunnel(), stolen) == grpc.StatusCode.PERMISSION_DENIED
+        assert await refused_with(h.agents_stub.Tunnel(metadata=h.auth("other-0")), stolen) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
         watch.cancel()
 
     run(scenario, monkeypatch, start_agent=False)

@@ -76,6 +76,21 @@ def test_inject_twice_gives_one_sidecar_with_the_downward_api_and_an_annotation(
     assert args[args.index("--workload") + 1] == "web" and args[args.index("--kind") + 1] == "Deployment"
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in sidecar["env"]}
     assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP"}
+    # The agent proves its pod with a projected service-account token for the manager's audience.
+    assert args[args.index("--token-file") + 1] == "/var/run/secrets/tether/token"
+    assert sidecar["volumeMounts"] == [
+        {"name": "tether-agent-token", "mountPath": "/var/run/secrets/tether", "readOnly": True}
+    ]
+    assert obj["spec"]["template"]["spec"]["volumes"] == [
+        {
+            "name": "tether-agent-token",
+            "projected": {
+                "sources": [
+                    {"serviceAccountToken": {"audience": "tether-manager", "expirationSeconds": 3600, "path": "token"}}
+                ]
+            },
+        }
+    ]
     recorded = json.loads(obj["spec"]["template"]["metadata"]["annotations"][ANNOTATION])
     assert recorded["image"] == "tether-agent:test"
     assert containers(read(api, "echo")) == containers(deployment("echo"))  # nothing else touched
@@ -94,6 +109,7 @@ def test_uninject_removes_the_sidecar_and_the_annotation(api):
     assert uninject(api, "default", "web").changed
     obj = read(api)
     assert [c["name"] for c in containers(obj)] == ["web"]
+    assert not obj["spec"]["template"]["spec"].get("volumes"), "the token volume goes with the sidecar"
     assert ANNOTATION not in (obj["spec"]["template"]["metadata"].get("annotations") or {})
     assert not uninject(api, "default", "web").changed
 
