@@ -202,3 +202,19 @@ def test_the_sidecar_comes_from_the_managers_cluster_info_with_defaults():
     assert sidecar_config(info, "tether-system").manager == "tether-manager.tether-system.svc.example.internal:8081"
     info.agent_sidecar.CopyFrom(mpb.AgentSidecar(image="registry/agent:1", manager_address="10.96.1.2:8081"))
     assert sidecar_config(info, "tether") == SidecarConfig(image="registry/agent:1", manager="10.96.1.2:8081")
+
+
+def test_a_refusal_midway_takes_back_what_the_same_connect_injected(users):
+    """Nothing half-applied: the first workload was patched, the second does not exist."""
+    server, configuration = users
+    with pytest.raises(UnknownWorkloadError):
+        ensure_agents(
+            configuration("bob-token"), [("default", "echo", "Deployment"), ("default", "gone", "Deployment")], CONFIG
+        )
+    assert stored_containers(server, "echo") == ["echo"]
+    assert ANNOTATION not in (
+        server.call(server.emulator.get_object, "apps/v1", "Deployment", "echo", "default")["spec"]["template"][
+            "metadata"
+        ].get("annotations")
+        or {}
+    )

@@ -185,18 +185,28 @@ def ensure_agents(
     A sidecar that is there but differs (another image, after an upgrade) is left alone: replacing it
     restarts the workload's pods, which a connect should not do to a workload that has an agent.
     Returns one line per injected workload (its agent arrives as its pods restart: pending until then).
-    Raises InjectionError at the first refusal; workloads patched before it keep their sidecar, which is
-    what a later connect would add again anyway.
+    Raises InjectionError at the first refusal, after taking back what this call injected before it, so
+    that a refused connect leaves no workload half-changed.
     """
     done: list[str] = []
+    patched: list[Workload] = []
     with kubernetes.client.ApiClient(configuration) as api:
-        for namespace, name, kind in dict.fromkeys(workloads):
-            if find_workload(api, namespace, name, kind).sidecar is not None:
-                continue
-            result = inject(api, namespace, name, kind, config)
-            if result.changed:
-                done.append(
-                    f"injected the tether-agent sidecar into {result.workload} with your credentials; "
-                    "its agent arrives as its pods restart"
-                )
+        try:
+            for namespace, name, kind in dict.fromkeys(workloads):
+                if find_workload(api, namespace, name, kind).sidecar is not None:
+                    continue
+                result = inject(api, namespace, name, kind, config)
+                if result.changed:
+                    patched.append(result.workload)
+                    done.append(
+                        f"injected the tether-agent sidecar into {result.workload} with your credentials; "
+                        "its agent arrives as its pods restart"
+                    )
+        except InjectionError:
+            for workload in reversed(patched):
+                try:
+                    uninject(api, workload.namespace, workload.name, workload.kind)
+                except (InjectionError, ApiException) as exc:
+                    log.warning("could not take the tether-agent back out of %s: %s", workload, exc)
+            raise
     return done
