@@ -6,7 +6,9 @@ server who the token belongs to (a TokenReview, through a :class:`TokenReviewer`
 token is bound to (through a :class:`PodReader`) and lets the call through only when the token, the pod
 and the agent's claim agree (:func:`check_claim`): the same namespace, pod name and uid, the claimed pod
 IP among the pod's IPs, and the claimed workload on the pod's controller chain (ReplicaSet ->
-Deployment, or StatefulSet). Successful checks are remembered briefly, so a flow costs no API call.
+Deployment, or StatefulSet). Successful checks are remembered briefly, so a flow costs no API call;
+refusals are remembered for a shorter while, and only a few reviews run at once, so a caller repeating a
+bad token cannot turn each of its calls into work for the API server.
 
 Without this, anything that reaches the manager's pod could arrive as any workload's agent and be handed
 other users' ``--proxy-via`` flows.
@@ -14,12 +16,13 @@ other users' ``--proxy-via`` flows.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tether.manager.api.sidecar import AGENT_TOKEN_AUDIENCE
 from tether.manager.api.wire import IPAddress
@@ -131,8 +134,13 @@ def check_claim(identity: TokenIdentity, pod: PodFacts | None, claim: AgentClaim
         raise AgentDeniedError(f"pod {pod.name} is not {claim.describe()}'s: its owners are {chain}")
 
 
+_Key = tuple[bytes, AgentClaim]
+_V = TypeVar("_V")
+
+
 class AgentAuthenticator:
-    """Checks an agent's token against its claim, remembering successes for ``ttl`` seconds."""
+    """Checks an agent's token against its claim, remembering successes for ``ttl`` seconds and refusals
+    for ``refused_ttl`` seconds, with at most ``concurrent_reviews`` checks with the API server at a time."""
 
     def __init__(
         self,
@@ -141,16 +149,22 @@ class AgentAuthenticator:
         audience: str = AGENT_TOKEN_AUDIENCE,
         *,
         ttl: float = 30.0,
+        refused_ttl: float = 5.0,
         max_remembered: int = 4096,
+        concurrent_reviews: int = 8,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reviewer = reviewer
         self.pods = pods
         self.audience = audience
         self.ttl = ttl
+        self.refused_ttl = refused_ttl
         self.max_remembered = max_remembered
         self._clock = clock
-        self._good: OrderedDict[tuple[bytes, AgentClaim], float] = OrderedDict()
+        self._good: OrderedDict[_Key, float] = OrderedDict()
+        # A refusal is not retried at once: a valid agent whose pod was not yet visible retries on its own.
+        self._refused: OrderedDict[_Key, tuple[float, AgentAuthError]] = OrderedDict()
+        self._reviewing = asyncio.Semaphore(concurrent_reviews)
         self.reviews = 0  # TokenReviews asked for, for tests and logs
 
     def missing_token(self) -> str:
@@ -169,6 +183,19 @@ class AgentAuthenticator:
         if until is not None and now < until:
             return
         self._good.pop(key, None)
+        refused = self._refused.get(key)
+        if refused is not None and now < refused[0]:
+            raise refused[1]
+        self._refused.pop(key, None)
+        async with self._reviewing:
+            try:
+                await self._review(token, claim)
+            except (AgentUnauthenticatedError, AgentDeniedError) as exc:
+                _remember(self._refused, key, (self._clock() + self.refused_ttl, exc), self.max_remembered)
+                raise
+        _remember(self._good, key, self._clock() + self.ttl, self.max_remembered)
+
+    async def _review(self, token: str, claim: AgentClaim) -> None:
         self.reviews += 1
         identity = await self.reviewer.review(token, [self.audience])
         if not identity.authenticated:
@@ -177,9 +204,12 @@ class AgentAuthenticator:
         if identity.audiences and self.audience not in identity.audiences:
             raise AgentUnauthenticatedError(f"the token is not for audience {self.audience}")
         check_claim(identity, await self.pods.pod(claim.namespace, claim.pod_name), claim)
-        self._good[key] = now + self.ttl
-        while len(self._good) > self.max_remembered:
-            self._good.popitem(last=False)
+
+
+def _remember(memory: OrderedDict[_Key, _V], key: _Key, value: _V, limit: int) -> None:
+    memory[key] = value
+    while len(memory) > limit:
+        memory.popitem(last=False)
 
 
 def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -24,6 +25,9 @@ class FakeCluster:
         self.tokens: dict[str, tuple[str, str, str, tuple[str, ...]]] = {}  # token -> namespace, pod, uid, audiences
         self.reviews: list[str] = []
         self.down = False  # the API server does not answer
+        self.delay = 0.0  # seconds each review takes
+        self.in_flight = 0
+        self.most_in_flight = 0
 
     def add_pod(
         self,
@@ -44,6 +48,13 @@ class FakeCluster:
 
     async def review(self, token: str, audiences: Sequence[str]) -> TokenIdentity:
         self.reviews.append(token)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
         if self.down:
             raise AgentAuthUnavailableError("TokenReview failed: connection refused")
         found = self.tokens.get(token)

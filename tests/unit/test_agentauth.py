@@ -161,6 +161,40 @@ def test_the_token_of_the_right_pod_is_accepted_and_one_review_serves_a_while():
     run(scenario)
 
 
+def test_a_repeated_bad_token_costs_one_review_until_its_refusal_is_old():
+    """The attack: a caller repeats a forged token so that every call becomes a TokenReview."""
+
+    async def scenario(m: Manager) -> None:
+        forged = bearer("forged-token")
+        for _ in range(200):
+            code, details = await m.refused(m.stub.Arrive(info(), metadata=forged))
+            assert code == grpc.StatusCode.UNAUTHENTICATED and "invalid bearer token" in details
+        assert len(m.cluster.reviews) == 1, "the refusal is remembered"
+        m.now[0] = 6
+        await m.refused(m.stub.Arrive(info(), metadata=forged))
+        assert len(m.cluster.reviews) == 2, "and asked again once it is old"
+        # A valid token claiming another pod is refused from memory as well, and the right claim still works.
+        token = bearer(m.cluster.issue("default", "web-0"))
+        for _ in range(3):
+            code, _ = await m.refused(m.stub.Arrive(info(pod="web-1", ip="10.244.2.12"), metadata=token))
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert len(m.cluster.reviews) == 3
+        await m.stub.Arrive(info(), metadata=token)
+
+    run(scenario)
+
+
+def test_only_a_few_reviews_run_at_once_however_many_tokens_arrive():
+    async def scenario(m: Manager) -> None:
+        m.cluster.delay = 0.02
+        calls = [m.refused(m.stub.Arrive(info(), metadata=bearer(f"forged-{i}"))) for i in range(64)]
+        answers = await asyncio.gather(*calls)
+        assert {code for code, _ in answers} == {grpc.StatusCode.UNAUTHENTICATED}
+        assert len(m.cluster.reviews) == 64 and m.cluster.most_in_flight == 8
+
+    run(scenario)
+
+
 def test_an_api_server_that_does_not_answer_means_try_again():
     async def scenario(m: Manager) -> None:
         token = bearer(m.cluster.issue("default", "web-0"))
