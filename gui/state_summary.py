@@ -37,6 +37,22 @@ def phase_name(state: pb.State) -> str:
     return PHASES.get(state.phase, f"unknown ({state.phase})")
 
 
+def versioned(version: str, api_level: int) -> str:
+    """A version with the API level it speaks ("1.2.0 (API level 2)"); "" when there is no version."""
+    if not version:
+        return ""
+    return f"{version} (API level {api_level})" if api_level else version
+
+
+def client_version(state: pb.State) -> str:
+    """The helper's version: it is the client that spoke to the traffic-manager."""
+    return versioned(state.client_version, state.client_api_level)
+
+
+def manager_version(state: pb.State) -> str:
+    return versioned(state.manager_version, state.manager_api_level)
+
+
 def routed_lines(state: pb.State) -> list[str]:
     return [f"{s.cidr} via {s.via}" if s.via else s.cidr for s in state.routed_subnets]
 

@@ -65,6 +65,7 @@ class StatusWindow(QWidget):
             ("statusCluster", "Cluster"),
             ("statusServer", "Server"),
             ("statusNamespace", "Namespace"),
+            ("statusClientVersion", "Tether (client)"),
             ("statusManagerVersion", "Traffic-manager"),
             ("statusDnsMode", "DNS"),
             ("statusError", "Last error"),
@@ -115,7 +116,8 @@ class StatusWindow(QWidget):
             "statusCluster": state.cluster,
             "statusServer": state.server,
             "statusNamespace": state.namespace,
-            "statusManagerVersion": state.manager_version,
+            "statusClientVersion": state_summary.client_version(state),
+            "statusManagerVersion": state_summary.manager_version(state),
             "statusDnsMode": dns,
             "statusError": state.last_error,
         }

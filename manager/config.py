@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from .api.skew import MIN_CLIENT_API_LEVEL, Side
+from .api.version import API_LEVEL, __version__
 from .limits import (
     DEFAULT_FLOWS_PER_SESSION,
     DEFAULT_MAX_UDP_IDLE_TIMEOUT,
@@ -100,6 +102,12 @@ class ManagerConfig:
     flows_per_session: int = DEFAULT_FLOWS_PER_SESSION
     sessions_per_address: int = DEFAULT_SESSIONS_PER_ADDRESS
     max_udp_idle_timeout: float = DEFAULT_MAX_UDP_IDLE_TIMEOUT
+    # Test hooks (``testHooks.*``), for version-skew tests against one build: the version and API level the
+    # manager reports instead of its own (empty / None: its own), and the oldest client API level it serves
+    # (None: tether.manager.api.skew.MIN_CLIENT_API_LEVEL). Not for production: they lie to clients.
+    report_version: str = ""
+    report_api_level: int | None = None
+    min_client_api_level: int | None = None
     # Helm key -> where its value came from ("default", "env X", "ConfigMap m key k"); for logs.
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
@@ -109,6 +117,14 @@ class ManagerConfig:
             sessions_per_address=self.sessions_per_address,
             max_udp_idle_timeout=self.max_udp_idle_timeout,
         )
+
+    def identity(self) -> Side:
+        """The version and API level the manager reports: its own, unless a test hook says otherwise."""
+        level = API_LEVEL if self.report_api_level is None else self.report_api_level
+        return Side(self.report_version or __version__, level)
+
+    def min_client_level(self) -> int:
+        return MIN_CLIENT_API_LEVEL if self.min_client_api_level is None else self.min_client_api_level
 
 
 class _BadValue(Exception):
@@ -257,6 +273,23 @@ def _parse_seconds(raw: Any) -> float:
     return value
 
 
+def _parse_level(raw: Any) -> int:
+    text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if not (text.isascii() and text.isdigit()) or int(text) > 0xFFFFFFFF:
+        raise _BadValue(f"invalid API level {_show(raw)}: expected a whole number from 0")
+    return int(text)
+
+
+_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
+
+
+def _parse_version(raw: Any) -> str:
+    text = str(raw).strip() if isinstance(raw, str | int | float) and not isinstance(raw, bool) else ""
+    if not _VERSION.fullmatch(text):
+        raise _BadValue(f"invalid version {_show(raw)}: expected something like 1.2.3 (letters, digits, . + _ -)")
+    return text
+
+
 @dataclass(frozen=True)
 class _Key:
     helm: str
@@ -292,6 +325,9 @@ _KEYS: tuple[_Key, ...] = (
     _Key("limits.flowsPerSession", "LIMITS_FLOWS_PER_SESSION", "flows_per_session", _parse_count),
     _Key("limits.sessionsPerAddress", "LIMITS_SESSIONS_PER_ADDRESS", "sessions_per_address", _parse_count),
     _Key("limits.udpIdleTimeoutMax", "LIMITS_UDP_IDLE_TIMEOUT_MAX", "max_udp_idle_timeout", _parse_seconds),
+    _Key("testHooks.reportVersion", "TETHER_MANAGER_REPORT_VERSION", "report_version", _parse_version),
+    _Key("testHooks.reportAPILevel", "TETHER_MANAGER_REPORT_API_LEVEL", "report_api_level", _parse_level),
+    _Key("testHooks.minClientAPILevel", "TETHER_MANAGER_MIN_CLIENT_API_LEVEL", "min_client_api_level", _parse_level),
 )
 _BY_HELM = {k.helm: k for k in _KEYS}
 HELM_KEYS: tuple[str, ...] = tuple(_BY_HELM)

@@ -23,7 +23,8 @@ from tether.manager.agents import AgentRegistry, expire_agents
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.grpcopts import GrpcOptions, server_options
 from tether.manager.api.sidecar import DEFAULT_AGENT_IMAGE, SidecarConfig, manager_address
-from tether.manager.api.version import __version__
+from tether.manager.api.skew import Side
+from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.api.wire import IPAddress
 from tether.manager.clusterinfo import ClusterInfoHub, build_cluster_info
 from tether.manager.config import ConfigError, ManagerConfig, load_config, read_configmap
@@ -159,7 +160,21 @@ async def serve(
         api, config, args.namespace, args.pod_ip, lambda network: loop.call_soon_threadsafe(publish, network)
     )
     destinations = DestinationPolicy(pod_ip=_pod_address(args.pod_ip), allowed=config.tunnel_allow_destinations)
-    service = ManagerService(sessions, hub, resolver, agents, destinations=destinations, limits=limits)
+    identity = config.identity()
+    service = ManagerService(
+        sessions,
+        hub,
+        resolver,
+        agents,
+        destinations=destinations,
+        limits=limits,
+        identity=identity,
+        min_client_api_level=config.min_client_level(),
+    )
+    if identity != Side(__version__, API_LEVEL):
+        log.warning(
+            "test hook: reporting another version", extra={"version": identity.version, "api_level": identity.api_level}
+        )
     authenticator = AgentAuthenticator(KubeTokenReviewer(api), KubePodReader(api), args.agent_token_audience)
     agent_service = AgentService(agents, authenticator)
     servers = _grpc_servers(service, agent_service, args, server_options(limits.flows_per_session))
@@ -180,6 +195,8 @@ async def serve(
             "port": bound,
             "tunnel_mux_port": service.tunnel_mux_port,
             "version": __version__,
+            "api_level": API_LEVEL,
+            "min_client_api_level": service.min_client_api_level,
         },
     )
     if args.ready_file:

@@ -29,6 +29,7 @@ from tether.manager.agents import (
 )
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
+from tether.manager.api.skew import MIN_CLIENT_API_LEVEL, Side, judge_client
 from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.destinations import DestinationPolicy
@@ -50,8 +51,15 @@ class ManagerService(pb_grpc.ManagerServicer):
         tunnel_mux_port: int = 0,
         destinations: DestinationPolicy | None = None,
         limits: ManagerLimits | None = None,
+        *,
+        identity: Side | None = None,
+        min_client_api_level: int = MIN_CLIENT_API_LEVEL,
     ) -> None:
         self._sessions = sessions
+        # What this manager tells clients it is (a test hook may make it claim another version), and the
+        # oldest client API level it serves.
+        self.identity = identity if identity is not None else Side(__version__, API_LEVEL)
+        self.min_client_api_level = min_client_api_level
         self._hub = hub
         self._resolver = resolver
         # Flows with `via` go to these agents; without a registry every such flow finds no agent.
@@ -63,12 +71,20 @@ class ManagerService(pb_grpc.ManagerServicer):
 
     async def Version(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.VersionInfo:
         return pb.VersionInfo(
-            name="tether-manager", version=__version__, api_level=API_LEVEL, tunnel_mux_port=self.tunnel_mux_port
+            name="tether-manager",
+            version=self.identity.version,
+            api_level=self.identity.api_level,
+            tunnel_mux_port=self.tunnel_mux_port,
+            min_client_api_level=self.min_client_api_level,
         )
 
     async def ArriveAsClient(self, request: pb.ClientInfo, context: grpc.aio.ServicerContext) -> pb.SessionInfo:
         if not request.name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a client must give its name")
+        skew = judge_client(Side(request.version, request.api_level), self.identity, self.min_client_api_level)
+        if not skew.compatible:
+            log.warning("refusing a client: %s", skew.message, extra={"client": request.name})
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, skew.message)
         try:
             session = self._sessions.arrive(request.name, request.namespace, request.version, _peer_ip(context.peer()))
         except LimitReachedError as exc:

@@ -15,6 +15,8 @@ from tether.helper.root.policy import PolicyError
 from tether.helper.root.proxyvia import ProxyRule
 from tether.helper.root.routing import Conflict, ConflictError
 from tether.helper.root.server.session_api import SessionError
+from tether.helper.root.tunnel.manager_link import VersionSkewError
+from tether.manager.api.version import API_LEVEL, __version__
 
 
 def connected_state(c: Connection, phase: pb.State.Phase = pb.State.CONNECTED, last_error: str = "") -> pb.State:
@@ -27,6 +29,9 @@ def connected_state(c: Connection, phase: pb.State.Phase = pb.State.CONNECTED, l
         server=c.credentials.server if c.credentials else "",
         namespace=c.namespace,
         manager_version=c.link.version if c.link else "",
+        manager_api_level=c.link.api_level if c.link else 0,
+        client_version=__version__,
+        client_api_level=API_LEVEL,
         routed_subnets=routes,
         dns_mode=c.resolver.mode if c.resolver else "",
         dns_server=c.dns_address,
@@ -71,13 +76,22 @@ def conflict_pb(conflict: Conflict) -> pb.Conflict:
     )
 
 
+_SPEAKS_TO_USER = (
+    ManagerNotFoundError,
+    PortForwardError,
+    SessionError,
+    CredentialsError,
+    ConflictError,
+    PolicyError,
+    VersionSkewError,
+)
+
+
 def explain(exc: BaseException) -> str:
     """One line for a client: errors that already speak to the user pass through; others are named."""
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"the traffic-manager did not answer: {exc.code().name}: {exc.details()}"
-    if isinstance(
-        exc, ManagerNotFoundError | PortForwardError | SessionError | CredentialsError | ConflictError | PolicyError
-    ):
+    if isinstance(exc, _SPEAKS_TO_USER):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return "timed out waiting for the traffic-manager"

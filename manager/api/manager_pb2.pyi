@@ -21,26 +21,30 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class VersionInfo(_message.Message):
-    __slots__ = ("name", "version", "api_level", "tunnel_mux_port")
+    __slots__ = ("name", "version", "api_level", "tunnel_mux_port", "min_client_api_level")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_LEVEL_FIELD_NUMBER: _ClassVar[int]
     TUNNEL_MUX_PORT_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLIENT_API_LEVEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     api_level: int
     tunnel_mux_port: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ..., tunnel_mux_port: _Optional[int] = ...) -> None: ...
+    min_client_api_level: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ..., tunnel_mux_port: _Optional[int] = ..., min_client_api_level: _Optional[int] = ...) -> None: ...
 
 class ClientInfo(_message.Message):
-    __slots__ = ("name", "namespace", "version")
+    __slots__ = ("name", "namespace", "version", "api_level")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_LEVEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     namespace: str
     version: str
-    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    api_level: int
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ...) -> None: ...
 
 class SessionInfo(_message.Message):
     __slots__ = ("session_id",)

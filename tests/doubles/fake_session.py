@@ -141,7 +141,8 @@ class FakeSession:
         connected = self.state()
         connected.phase = pb.State.CONNECTED
         connected.server = "https://fake.invalid:6443"
-        connected.manager_version = "0.0.0-fake"
+        connected.manager_version, connected.manager_api_level = "0.0.0-fake", 2
+        connected.client_version, connected.client_api_level = "0.0.0-fake-client", 1
         connected.dns_mode = "fake"
         connected.dns_server = "127.0.0.1:53"
         connected.tun_device = "tun-fake"

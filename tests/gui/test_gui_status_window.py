@@ -24,7 +24,10 @@ def connected_state() -> pb.State:
         cluster="lab",
         server="https://10.0.0.1:6443",
         namespace="apps",
-        manager_version="0.1.0",
+        manager_version="0.2.0",
+        manager_api_level=2,
+        client_version="0.1.0",
+        client_api_level=1,
         routed_subnets=[pb.Subnet(cidr="10.244.0.0/16", via="tether0"), pb.Subnet(cidr="10.100.0.0/16", via="tether0")],
         dns_mode="nftables-dnat",
         dns_server="127.0.0.53:53",
@@ -74,7 +77,8 @@ def test_shows_the_connection(window):
     assert window.field_text("statusServer") == "https://10.0.0.1:6443"
     assert window.field_text("statusNamespace") == "apps"
     assert window.field_text("statusPhase") == "connected"
-    assert window.field_text("statusManagerVersion") == "0.1.0"
+    assert window.field_text("statusClientVersion") == "0.1.0 (API level 1)"
+    assert window.field_text("statusManagerVersion") == "0.2.0 (API level 2)"
     assert window.field_text("statusDnsMode") == "nftables-dnat (127.0.0.53:53)"
     assert window.field_text("statusError") == "—"
     assert items(window.findChild(QListWidget, "routedSubnets")) == [
@@ -95,6 +99,7 @@ def test_shows_the_connection(window):
     assert items(window.routedSubnets) == ["(none)"]
     assert window.field_text("statusPhase") == "disconnected"
     assert window.field_text("statusError") == "the connect was cancelled"
+    assert window.field_text("statusClientVersion") == window.field_text("statusManagerVersion") == "—"
 
 
 def test_recent_events_are_timestamped_newest_first_and_bounded(window, monkeypatch):
@@ -140,6 +145,8 @@ def test_copy_diagnostics_puts_the_report_on_the_clipboard(qtbot, window):
         "  OS: Linux-test",
         "  phase: connected",
         "  cluster: lab",
+        "  client version: 0.1.0 (API level 1)",
+        "  manager version: 0.2.0 (API level 2)",
         "  DNS mode: nftables-dnat",
         "  10.244.0.0/16 via tether0",
         "  10.96.0.0/12: remapped via default/echo (proxy-via)",

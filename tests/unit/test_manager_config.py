@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from tether.manager.api.skew import MIN_CLIENT_API_LEVEL, Side
+from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.config import (
     DEFAULT_EXCLUDE_SUFFIXES,
     ConfigError,
@@ -374,3 +376,37 @@ def test_tunnel_allow_destinations_from_values_yaml_and_env():
     config = load_config({"TUNNEL_ALLOW_DESTINATIONS": "169.254.169.254/32"}, None)
     assert [str(n) for n in config.tunnel_allow_destinations] == ["169.254.169.254/32"]
     assert load_config({}, None).tunnel_allow_destinations == ()
+
+
+def test_version_skew_test_hooks_from_configmap_and_env():
+    config = load_config({}, {"testHooks.reportVersion": "0.9.0", "testHooks.reportAPILevel": "0"})
+    assert (config.report_version, config.report_api_level, config.min_client_api_level) == ("0.9.0", 0, None)
+    config = load_config(
+        {"TETHER_MANAGER_REPORT_API_LEVEL": "2", "TETHER_MANAGER_MIN_CLIENT_API_LEVEL": "2"},
+        {"values.yaml": "testHooks:\n  reportVersion: 99.1.0\n  reportAPILevel: 1\n"},
+    )
+    assert (config.report_version, config.report_api_level, config.min_client_api_level) == ("99.1.0", 2, 2)
+    assert config.identity() == Side("99.1.0", 2) and config.min_client_level() == 2
+    unset = load_config({}, None)
+    assert (unset.report_version, unset.report_api_level, unset.min_client_api_level) == ("", None, None)
+    assert unset.identity() == Side(__version__, API_LEVEL) and unset.min_client_level() == MIN_CLIENT_API_LEVEL
+    assert load_config({}, {"testHooks.reportAPILevel": "0"}).identity() == Side(__version__, 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"testHooks.reportAPILevel": "-1"},
+            "testHooks.reportAPILevel (from ConfigMap tether-manager key testHooks.reportAPILevel): "
+            'invalid API level "-1"',
+        ),
+        ({"testHooks.minClientAPILevel": "two"}, 'invalid API level "two"'),
+        ({"testHooks.reportVersion": "1.0 beta"}, 'invalid version "1.0 beta"'),
+        ({"testHooks.reportVersion": "x" * 65}, "invalid version"),
+    ],
+)
+def test_bad_test_hook_values_are_named(data, expected):
+    with pytest.raises(ConfigError) as caught:
+        load_config({}, data)
+    assert expected in str(caught.value)

@@ -12,13 +12,16 @@ import kubernetes
 import pytest
 from echo_servers import LOOPBACK_ALLOWED
 
-from tether.helper.root.tunnel.manager_link import ManagerLink, client_info
+from tether.helper.root.tunnel import manager_link
+from tether.helper.root.tunnel.manager_link import ManagerLink, VersionSkewError, client_info
 from tether.helper.root.tunnel.streams import GrpcTunnelStream, MuxTunnelStream, TunnelOpener
 from tether.helper.root.vif.flowstream import OPENED, FlowProtocol
 from tether.manager.agents import AgentRegistry
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.grpcopts import grpc_options
+from tether.manager.api.skew import COMPATIBILITY_WINDOW, Side, Skew, Verdict
+from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.config import DEFAULT_TUNNEL_MUX_PORT
 from tether.manager.dns import ClusterResolver
@@ -195,3 +198,56 @@ def test_losing_the_mux_is_losing_the_manager_and_the_link_comes_back_with_a_new
 
 def test_the_default_mux_port_is_not_the_grpc_port():
     assert DEFAULT_TUNNEL_MUX_PORT != 8081
+
+
+@pytest.mark.parametrize(
+    ("reported", "refusal"),
+    [
+        (Side("0.9.0", 0), "is too old for this client: manager 0.9.0 (API level 0)"),
+        (Side("99.1.0", API_LEVEL + COMPATIBILITY_WINDOW), None),
+        (Side("99.2.0", API_LEVEL + COMPATIBILITY_WINDOW + 1), "is newer than this client supports"),
+    ],
+)
+def test_the_link_judges_the_managers_version_before_it_arrives(reported, refusal):
+    async def main():
+        async with Manager(mux="none") as manager:
+            manager.service.identity = reported
+            link = manager.link()
+            try:
+                if refusal is None:
+                    await link.open()
+                    assert (link.version, link.api_level) == (reported.version, reported.api_level)
+                    assert len(manager.sessions) == 1
+                    return
+                with pytest.raises(VersionSkewError) as refused:
+                    await link.open()
+                message = str(refused.value)
+                assert refusal in message
+                assert f"tether {__version__} (API level {API_LEVEL})" in message
+                assert len(manager.sessions) == 0  # refused before arriving
+                if reported.api_level < API_LEVEL:
+                    assert message.endswith("tether manager upgrade --namespace tether")
+                else:
+                    assert "Upgrade tether on this machine" in message
+            finally:
+                await link.close()
+
+    run(main())
+
+
+def test_the_managers_own_refusal_of_an_old_client_is_a_version_skew_error(monkeypatch):
+    """Even when the client's check of the Version answer passes, FAILED_PRECONDITION at arrival is the
+    manager's skew refusal, and reaches the user with its words."""
+    monkeypatch.setattr(manager_link, "judge_manager", lambda *args: Skew(Verdict.COMPATIBLE, ""))
+
+    async def main():
+        async with Manager(mux="none") as manager:
+            manager.service.min_client_api_level = API_LEVEL + 1
+            link = manager.link()
+            try:
+                with pytest.raises(VersionSkewError, match=f"serves clients of API level {API_LEVEL + 1} or later"):
+                    await link.open()
+            finally:
+                await link.close()
+
+    run(main())

@@ -18,6 +18,7 @@ from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.framing import Protocol
 from tether.manager.api.grpcopts import grpc_options
+from tether.manager.api.skew import Side
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.destinations import DestinationPolicy
 from tether.manager.dns import ClusterResolver, unpack_record
@@ -277,3 +278,38 @@ def test_an_allowed_destination_is_dialed(dns_port):
 
     allowed = DestinationPolicy(pod_ip=POD_IP, allowed=(ipaddress.ip_network("127.0.0.1/32"),))
     run(scenario, dns_port, allowed)
+
+
+def test_a_too_old_client_is_refused_naming_both_versions(dns_port):
+    """A manager that serves clients from API level 2 refuses a level-1 client (and one that states no level,
+    which spoke level 1) with FAILED_PRECONDITION, and opens no session for it."""
+
+    async def main() -> None:
+        sessions = SessionTable(idle_timeout=30)
+        resolver = ClusterResolver(ResolverConfig(nameservers=(LOOPBACK,)), "cluster.local", port=dns_port)
+        service = ManagerService(
+            sessions, ClusterInfoHub(), resolver, identity=Side("2.0.0", 3), min_client_api_level=2
+        )
+        server = grpc.aio.server(options=grpc_options())
+        pb_grpc.add_ManagerServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=grpc_options()) as channel:
+                stub = pb_grpc.ManagerStub(channel)
+                version = await stub.Version(pb.Empty())
+                assert (version.version, version.api_level, version.min_client_api_level) == ("2.0.0", 3, 2)
+                for level in (1, 0):
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await stub.ArriveAsClient(pb.ClientInfo(name="old", version="1.0.0", api_level=level))
+                    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    details = refused.value.details()
+                    assert "tether 1.0.0 (API level 1)" in details and "manager 2.0.0 (API level 3)" in details
+                    assert "serves clients of API level 2 or later" in details
+                assert len(sessions) == 0
+                arrived = await stub.ArriveAsClient(pb.ClientInfo(name="new", version="1.9.0", api_level=2))
+                assert arrived.session_id and len(sessions) == 1
+        finally:
+            await server.stop(0)
+
+    asyncio.run(asyncio.wait_for(main(), 60))

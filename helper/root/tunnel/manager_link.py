@@ -22,7 +22,8 @@ from tether.helper.root.tunnel.mux_client import MuxClient, TransportOpener, con
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.grpcopts import grpc_options
-from tether.manager.api.version import __version__
+from tether.manager.api.skew import Side, judge_manager
+from tether.manager.api.version import API_LEVEL, __version__
 
 log = logging.getLogger("tether.helper.manager")
 
@@ -31,6 +32,12 @@ CALL_TIMEOUT = 10.0
 DNS_TIMEOUT = 4.0
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
+
+
+class VersionSkewError(ConnectionError):
+    """This client and the traffic-manager do not speak compatible API levels; the text names both versions and
+    what to upgrade."""
+
 
 ClusterInfoHandler = Callable[[pb.ClusterInfo], Awaitable[None]]
 StatusHandler = Callable[[str, str], None]  # ("connected" | "reconnecting", detail)
@@ -53,6 +60,7 @@ class ManagerLink:
         self.stub: pb_grpc.ManagerStub | None = None
         self.session_id = ""
         self.version = ""
+        self.api_level = 0
         self.manager_pod = ""
         self._supervisor: asyncio.Task[None] | None = None
         self.reconnects = 0
@@ -74,8 +82,19 @@ class ManagerLink:
             self.manager_pod = f"{pod.namespace}/{pod.name}" if pod else ""
         self.stub = pb_grpc.ManagerStub(self._channel)
         version = await self.stub.Version(pb.Empty(), timeout=CALL_TIMEOUT)
-        self.version = version.version
-        arrived = await self.stub.ArriveAsClient(self._client, timeout=CALL_TIMEOUT)
+        self.version, self.api_level = version.version, version.api_level
+        manager = Side(version.version, version.api_level)
+        skew = judge_manager(
+            Side(__version__, API_LEVEL), manager, version.min_client_api_level, self._manager_namespace
+        )
+        if not skew.compatible:
+            raise VersionSkewError(skew.message)
+        try:
+            arrived = await self.stub.ArriveAsClient(self._client, timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # the manager's own skew refusal
+                raise VersionSkewError(exc.details() or "the traffic-manager refused this client's version") from None
+            raise
         self.session_id = arrived.session_id
         if version.tunnel_mux_port and self.use_mux:
             self.mux = await self._open_mux(version.tunnel_mux_port)
@@ -222,7 +241,7 @@ class ManagerLink:
 
 
 def client_info(name: str, namespace: str) -> pb.ClientInfo:
-    return pb.ClientInfo(name=name, namespace=namespace, version=__version__)
+    return pb.ClientInfo(name=name, namespace=namespace, version=__version__, api_level=API_LEVEL)
 
 
 def _host(address: str) -> str:

@@ -14,7 +14,7 @@ from tether.helper.cluster.manager_dial import ManagerConnection, ManagerNotFoun
 from tether.helper.cluster.portforward import PortForwardError
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
-from tether.manager.api.version import __version__
+from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.api.wire import ip_from_bytes, subnet_from_pb, subnets_from_pb
 
 
@@ -50,7 +50,8 @@ async def fetch(configuration: kubernetes.client.Configuration, manager_ns: str,
         stub = pb_grpc.ManagerStub(await connection.open())
         version = await stub.Version(pb.Empty(), timeout=10)
         session = await stub.ArriveAsClient(
-            pb.ClientInfo(name="tether cluster-info", namespace=namespace, version=__version__), timeout=10
+            pb.ClientInfo(name="tether cluster-info", namespace=namespace, version=__version__, api_level=API_LEVEL),
+            timeout=10,
         )
         try:
             watch = stub.WatchClusterInfo(session, timeout=30)

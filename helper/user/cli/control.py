@@ -64,6 +64,10 @@ def describe_state(state: pb.State) -> dict[str, Any]:
         "server": state.server,
         "namespace": state.namespace,
         "manager_version": state.manager_version,
+        "manager_api_level": state.manager_api_level if state.manager_version else None,
+        # The helper's: it is the client that spoke to the manager (this CLI may be another build).
+        "client_version": state.client_version,
+        "client_api_level": state.client_api_level if state.client_version else None,
         "routed_subnets": [{"cidr": s.cidr, "via": s.via} for s in state.routed_subnets],
         "never_proxy": list(state.never_proxy),
         "dns_mode": state.dns_mode,
@@ -92,8 +96,10 @@ def format_state(state: pb.State) -> str:
         rows.append(("cluster", info["cluster"] + (f" ({info['server']})" if info["server"] else "")))
     if info["namespace"]:
         rows.append(("namespace", info["namespace"]))
+    if info["client_version"]:
+        rows.append(("client version", f"{info['client_version']} (API level {info['client_api_level']})"))
     if info["manager_version"]:
-        rows.append(("manager version", info["manager_version"]))
+        rows.append(("manager version", f"{info['manager_version']} (API level {info['manager_api_level']})"))
     if state.phase != pb.State.DISCONNECTED:
         subnets = ", ".join(f"{s['cidr']} ({s['via']})" if s["via"] else s["cidr"] for s in info["routed_subnets"])
         rows.append(("routed subnets", subnets or "-"))

@@ -50,9 +50,13 @@ def test_connect_status_disconnect(helper, kubeconfig, capsys):
     assert status["dns_mode"] == "fake"
     assert status["conflicts"] == []
     assert isinstance(status["owner_uid"], int)
+    assert (status["client_version"], status["client_api_level"]) == ("0.0.0-fake-client", 1)
+    assert (status["manager_version"], status["manager_api_level"]) == ("0.0.0-fake", 2)
 
     assert main(["status", "--socket", sock]) == 0
     text = capsys.readouterr().out
+    assert "client version   0.0.0-fake-client (API level 1)" in text
+    assert "manager version  0.0.0-fake (API level 2)" in text
     assert "routed subnets   10.96.0.0/12 (tun), 10.244.0.0/16 (tun)" in text
     assert "owner" in text
 
