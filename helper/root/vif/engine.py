@@ -30,6 +30,7 @@ from tether.helper.root.vif.flowstream import (
     StreamCreator,
     StreamRefusedError,
 )
+from tether.helper.root.vif.memtrim import CHECK_INTERVAL, TrimPolicy, release_to_os
 from tether.helper.root.vif.netstack.events import Closed, Data, Datagram, DialRequested, Event, PeerClosed, Writable
 from tether.helper.root.vif.netstack.stack import NetStack
 from tether.helper.root.vif.netstack.tcp import TcpFlow
@@ -308,10 +309,20 @@ class VifEngine:
         self.dropped_writes = 0
         self.udp_budget = UdpQueueBudget(udp_limits)
         self.on_error: Callable[[BaseException], None] | None = None
+        self.trim_policy = TrimPolicy()
+        self.trims = 0
+        self._trim_check: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.device.fileno(), self._on_readable)
+        self._trim_check = self._loop.call_later(CHECK_INTERVAL, self._check_trim)
+
+    def _check_trim(self) -> None:
+        assert self._loop is not None
+        if self.trim_policy.observe(len(self._bridges)) and release_to_os():
+            self.trims += 1
+        self._trim_check = self._loop.call_later(CHECK_INTERVAL, self._check_trim)
 
     async def stop(self) -> None:
         if self._loop is not None:
@@ -319,6 +330,8 @@ class VifEngine:
                 self._loop.remove_reader(self.device.fileno())
         if self._timer is not None:
             self._timer.cancel()
+        if self._trim_check is not None:
+            self._trim_check.cancel()
         if self.carrier is not None:
             self.carrier.close()
         self.stack.abort_all()

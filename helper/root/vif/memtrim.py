@@ -1,0 +1,59 @@
+"""Giving memory back to the OS after a burst of flows has ended.
+
+Ten thousand flows cost the helper some 50 MB; when they close, Python frees the objects but the C
+allocator keeps the pages, so without help the helper would stay at its high-water mark for the rest of its
+life. :class:`TrimPolicy` (pure) decides when a trim is worth its few milliseconds: the flow count has fallen
+to a quarter of the peak since the last trim, and that peak was a real burst. :func:`release_to_os` asks
+glibc for the pages back (a no-op where there is no glibc).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("tether.helper.vif")
+
+#: How often the engine looks at its flow count (seconds).
+CHECK_INTERVAL = 5.0
+
+
+@dataclass
+class TrimPolicy:
+    """``burst``: the peak flow count below which nothing is worth giving back; ``fall``: the fraction of the
+    peak the count must have fallen to."""
+
+    burst: int = 512
+    fall: float = 0.25
+    peak: int = 0
+
+    def observe(self, flows: int) -> bool:
+        """Whether to trim now, given the current flow count (called every CHECK_INTERVAL)."""
+        self.peak = max(self.peak, flows)
+        if self.peak >= self.burst and flows <= self.peak * self.fall:
+            self.peak = flows
+            return True
+        return False
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc.malloc_trim if libc is not None else None  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None  # musl, macOS, Windows: their allocators return memory on their own terms
+
+
+def release_to_os() -> bool:
+    """Hand the allocator's free pages back to the OS; False where that cannot be asked for."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
