@@ -118,6 +118,7 @@ class _Side(asyncio.Protocol):
     transport: asyncio.Transport | None = None
     peer: _Side | None = None
     closed = False
+    tunnel_owner: object = None  # through a proxy: what must live as long as the transport (proxydial)
 
     def pause_writing(self) -> None:
         peer = self.peer
@@ -648,7 +649,7 @@ class PodPortForward:
                         factory, self._host, self._port, ssl=context, server_hostname=server_hostname
                     )
                 else:
-                    await connect_via_proxy(
+                    _, owner = await connect_via_proxy(
                         self._proxy,
                         self._host,
                         self._port,
@@ -657,6 +658,8 @@ class PodPortForward:
                         server_hostname=server_hostname,
                         timeout=OPEN_TIMEOUT,
                     )
+                    assert websocket is not None
+                    websocket.tunnel_owner = owner
                 assert websocket is not None
                 await websocket.ready
         except BaseException as exc:

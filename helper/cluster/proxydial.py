@@ -46,9 +46,12 @@ async def connect_via_proxy(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     timeout: float = 30.0,
-) -> asyncio.Transport:
+) -> tuple[asyncio.Transport, object]:
     """A connection to ``host:port`` through ``proxy``, with ``protocol`` made its protocol (and its
-    ``connection_made`` called), TLS to the server when ``ssl_context`` is given."""
+    ``connection_made`` called), TLS to the server when ``ssl_context`` is given.
+
+    Returns the transport and an owner the caller must keep as long as the connection lives: the proxy
+    client's stream, whose writer closes the transport when it is collected."""
     loop = asyncio.get_running_loop()
     try:
         stream = await _proxy_client(proxy).connect(host, port, timeout=timeout)
@@ -58,7 +61,7 @@ async def connect_via_proxy(
     if ssl_context is None:
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        return transport
+        return transport, stream
     try:
         tls = await asyncio.wait_for(
             loop.start_tls(transport, protocol, ssl_context, server_hostname=server_hostname or host), timeout
@@ -68,7 +71,7 @@ async def connect_via_proxy(
         raise
     assert tls is not None
     protocol.connection_made(tls)
-    return tls
+    return tls, stream
 
 
 def _detail(exc: BaseException, proxy: ProxyURL) -> str:
