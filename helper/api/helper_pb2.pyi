@@ -22,7 +22,7 @@ class VersionInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("kubeconfig", "context", "namespace", "manager_namespace", "manager_address", "also_proxy", "never_proxy", "allow_conflicting_subnets", "mapped_namespaces", "environment", "client_name", "proxy_via", "auto_resolve", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes")
+    __slots__ = ("kubeconfig", "context", "namespace", "manager_namespace", "manager_address", "also_proxy", "never_proxy", "allow_conflicting_subnets", "mapped_namespaces", "environment", "client_name", "proxy_via", "auto_resolve", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes", "proxy_environment")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class ConnectRequest(_message.Message):
     VIRTUAL_SUBNET_FIELD_NUMBER: _ClassVar[int]
     DNS_INCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
     DNS_EXCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
+    PROXY_ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     kubeconfig: str
     context: str
     namespace: str
@@ -62,7 +63,18 @@ class ConnectRequest(_message.Message):
     virtual_subnet: str
     dns_include_suffixes: _containers.RepeatedScalarFieldContainer[str]
     dns_exclude_suffixes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., manager_address: _Optional[str] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., allow_conflicting_subnets: _Optional[_Iterable[str]] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., client_name: _Optional[str] = ..., proxy_via: _Optional[_Iterable[str]] = ..., auto_resolve: _Optional[bool] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ...) -> None: ...
+    proxy_environment: ProxyEnvironment
+    def __init__(self, kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., manager_address: _Optional[str] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., allow_conflicting_subnets: _Optional[_Iterable[str]] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., client_name: _Optional[str] = ..., proxy_via: _Optional[_Iterable[str]] = ..., auto_resolve: _Optional[bool] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ..., proxy_environment: _Optional[_Union[ProxyEnvironment, _Mapping]] = ...) -> None: ...
+
+class ProxyEnvironment(_message.Message):
+    __slots__ = ("https_proxy", "http_proxy", "no_proxy")
+    HTTPS_PROXY_FIELD_NUMBER: _ClassVar[int]
+    HTTP_PROXY_FIELD_NUMBER: _ClassVar[int]
+    NO_PROXY_FIELD_NUMBER: _ClassVar[int]
+    https_proxy: str
+    http_proxy: str
+    no_proxy: str
+    def __init__(self, https_proxy: _Optional[str] = ..., http_proxy: _Optional[str] = ..., no_proxy: _Optional[str] = ...) -> None: ...
 
 class ConnectProgress(_message.Message):
     __slots__ = ("step", "state")

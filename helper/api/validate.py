@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tether.helper.api.proxies import ProxyEnvironment, ProxyError
 from tether.helper.api.proxyvia import ProxyViaError, parse_proxy_vias
 
 MAX_KUBECONFIG_BYTES = 1024 * 1024
@@ -260,4 +261,14 @@ def connect_request(request: Any) -> None:
     dns_suffixes(request.dns_include_suffixes, "DNS include-suffixes", allow_public=False)
     dns_suffixes(request.dns_exclude_suffixes, "DNS exclude-suffixes")
     environment(dict(request.environment))
+    proxy_environment(request.proxy_environment)
     client_name(request.client_name)
+
+
+def proxy_environment(message: Any) -> ProxyEnvironment:
+    """The caller's proxy variables from a ``ProxyEnvironment`` message, each proxy URL checked."""
+    env = ProxyEnvironment(https_proxy=message.https_proxy, http_proxy=message.http_proxy, no_proxy=message.no_proxy)
+    try:
+        return env.check()
+    except ProxyError as exc:
+        raise ValidationError(str(exc)) from None

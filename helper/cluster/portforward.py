@@ -13,7 +13,9 @@ other side in the same callback, without queues, task switches or copies in
 between. The websocket client is a small RFC 6455 implementation of its own
 (upgrade, masking, fragmented messages, ping/pong, close), all a port-forward
 needs. Back-pressure is the transports' own: a side whose write buffer fills
-up pauses reading on the other side until it drains.
+up pauses reading on the other side until it drains. When the Configuration
+names a proxy (``configuration.proxy``, not exempted by its ``no_proxy``), the
+websocket's connection goes through it (``proxydial``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from typing import cast
 from urllib.parse import quote, urlsplit
 
 import kubernetes
+
+from tether.helper.api.proxies import ProxyError, ProxyURL, bypasses, parse_proxy_url
+from tether.helper.cluster.proxydial import connect_via_proxy
 
 try:  # RFC 6455 masking in C: in pure Python it would cost ~1.5 ms per 256 KB frame on the upload path
     from websockets.speedups import apply_mask
@@ -113,6 +118,7 @@ class _Side(asyncio.Protocol):
     transport: asyncio.Transport | None = None
     peer: _Side | None = None
     closed = False
+    tunnel_owner: object = None  # through a proxy: what must live as long as the transport (proxydial)
 
     def pause_writing(self) -> None:
         peer = self.peer
@@ -526,6 +532,20 @@ def _server_port(server: str, netloc: str) -> int | None:
     return int(text)
 
 
+def _proxy_for(configuration: kubernetes.client.Configuration, host: str, port: int) -> ProxyURL | None:
+    """The proxy the Configuration's REST calls use for this server, so the websocket takes the same way."""
+    url = getattr(configuration, "proxy", None)
+    if not url:
+        return None
+    no_proxy = getattr(configuration, "no_proxy", None)
+    if no_proxy and bypasses(host, port, no_proxy, loopback=False):
+        return None
+    try:
+        return parse_proxy_url(url, "the proxy")
+    except ProxyError as exc:
+        raise PortForwardError(str(exc)) from None
+
+
 class PodPortForward:
     """Forward connections on a local endpoint to port `remote_port` of one pod."""
 
@@ -545,6 +565,7 @@ class PodPortForward:
         )
         self._ssl: ssl.SSLContext | None = None
         self._ssl_made = False
+        self._proxy = _proxy_for(configuration, self._host, self._port)
         self._server: asyncio.AbstractServer | None = None
         self._live: set[_Local | _Attached] = set()
 
@@ -623,9 +644,22 @@ class PodPortForward:
 
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):
-                await loop.create_connection(
-                    factory, self._host, self._port, ssl=context, server_hostname=server_hostname
-                )
+                if self._proxy is None:
+                    await loop.create_connection(
+                        factory, self._host, self._port, ssl=context, server_hostname=server_hostname
+                    )
+                else:
+                    _, owner = await connect_via_proxy(
+                        self._proxy,
+                        self._host,
+                        self._port,
+                        factory(),
+                        ssl_context=context,
+                        server_hostname=server_hostname,
+                        timeout=OPEN_TIMEOUT,
+                    )
+                    assert websocket is not None
+                    websocket.tunnel_owner = owner
                 assert websocket is not None
                 await websocket.ready
         except BaseException as exc:

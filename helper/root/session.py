@@ -24,6 +24,7 @@ import grpc
 from dnslib import RCODE, RR, DNSBuffer, DNSError
 
 from tether.helper.api import helper_pb2 as pb
+from tether.helper.api import validate
 from tether.helper.root.connection import Connection
 from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, ResolverSettings
 from tether.helper.root.dns.resolvers.choose import choose
@@ -162,9 +163,13 @@ class HelperSession:
         step("reading the kubeconfig")
         try:
             c.credentials = await asyncio.to_thread(
-                load_credentials, request.kubeconfig, c.caller, dict(request.environment), request.context or None
+                partial(load_credentials, proxy_environment=validate.proxy_environment(request.proxy_environment)),
+                request.kubeconfig,
+                c.caller,
+                dict(request.environment),
+                request.context or None,
             )
-        except CredentialsError as exc:
+        except (CredentialsError, validate.ValidationError) as exc:
             raise SessionError(str(exc), grpc.StatusCode.INVALID_ARGUMENT) from None
         creds = c.credentials
         c.namespace = request.namespace or creds.namespace or "default"
@@ -204,7 +209,7 @@ class HelperSession:
                 "(name it in --mapped-namespaces to map it anyway)"
                 for ns in left_out
             )
-        c.never_route = tuple(await asyncio.to_thread(cluster.api_server_addresses, creds.server))
+        c.never_route = tuple(await asyncio.to_thread(cluster.api_server_addresses, creds.server, creds.proxy))
 
         step("checking the routing table for conflicts")
         routes = await asyncio.to_thread(_read_routes)

@@ -264,10 +264,19 @@ def build_connect_request(
         dns_exclude_suffixes=list(dns_exclude_suffixes),
         mapped_namespaces=list(mapped_namespaces),
         environment=validate.portable_environment(env),
+        proxy_environment=_proxy_environment(env),
         client_name=client_name,
     )
     validate.connect_request(request)
     return request
+
+
+def _proxy_environment(environ: Mapping[str, str]) -> pb.ProxyEnvironment:
+    # The helper is a daemon with no proxy variables of its own: the user's go with the request.
+    from tether.helper.api.proxies import ProxyEnvironment
+
+    found = ProxyEnvironment.from_environ(environ)
+    return pb.ProxyEnvironment(https_proxy=found.https_proxy, http_proxy=found.http_proxy, no_proxy=found.no_proxy)
 
 
 # --- clients -----------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import threading
 import kubernetes
 import pytest
 
+from tests.doubles.certs import self_signed
 from tether.helper.cluster import portforward
 from tether.helper.cluster.portforward import PodPortForward, PortForwardError, client_frame
 from tether.lab.apiserver.server import LabApiServerThread
@@ -472,44 +473,12 @@ def test_forward_to_an_unreachable_api_server_fails_clearly():
 # --- TLS and a bearer token, against a minimal API server of our own ---------------------------
 
 
-def _self_signed(tmp_path):
-    x509 = pytest.importorskip("cryptography.x509")
-    import datetime
-    import ipaddress
-
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-apiserver")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "server.crt", tmp_path / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
-
-
 def test_forward_over_tls_with_a_token(tmp_path):
     import ssl
 
     from aiohttp import WSMsgType, web
 
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path)
     seen = {}
 
     async def portforward_handler(request):

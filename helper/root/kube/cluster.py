@@ -1,7 +1,7 @@
 """The Kubernetes calls a connect makes with the caller's credentials (blocking; run them in a thread).
 
 Which namespaces the user may list (their `<svc>.<namespace>` names go to the cluster), whether a
-`--proxy-via` workload exists, and the API server's addresses (never routed into the TUN).
+`--proxy-via` workload exists, and the API server's and its proxy's addresses (never routed into the TUN).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import socket
 from urllib.parse import urlparse
 
 import kubernetes
+
+from tether.helper.api.proxies import ProxyURL
 
 REQUEST_TIMEOUT = 10
 
@@ -47,9 +49,16 @@ def workload_kind(configuration: kubernetes.client.Configuration, namespace: str
         api.close()
 
 
-def api_server_addresses(server: str) -> list[str]:
-    """The API server's addresses: routing them into the TUN would cut off the port-forward we ride on."""
-    host = urlparse(server).hostname or ""
+def api_server_addresses(server: str, proxy: ProxyURL | None = None) -> list[str]:
+    """The API server's addresses, and its proxy's when there is one: routing them into the TUN would cut off
+    the port-forward we ride on."""
+    found = _host_addresses(urlparse(server).hostname or "")
+    if proxy is not None:
+        found = sorted({*found, *_host_addresses(proxy.host)})
+    return found
+
+
+def _host_addresses(host: str) -> list[str]:
     try:
         return [str(ipaddress.ip_address(host))]
     except ValueError:

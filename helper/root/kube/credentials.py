@@ -13,6 +13,8 @@
   ``clientCertificateData``/``clientKeyData``, ``expirationTimestamp``) is parsed here and refreshed before
   it expires: on use (the Configuration's refresh hook) and, if started, by a background task.
 * ``auth-provider: gcp`` (which would run commands and read root's Google credentials) is refused.
+* The proxy (``configuration.proxy``, also the port-forward's) is chosen as kubectl chooses it: the cluster's
+  ``proxy-url``, else the caller's proxy variables as the client sent them (``tether.helper.api.proxies``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import KubeConfigLoader
 
 from tether.helper.api import kubeyaml, validate
+from tether.helper.api.proxies import ProxyEnvironment, ProxyError, ProxyURL, choose_proxy
 from tether.helper.root.server.caller import Caller
 from tether.runtime.atomicfile import write_atomic
 
@@ -519,8 +522,10 @@ class KubeCredentials:
         plugin: ExecPlugin | None,
         credential: ExecCredential | None,
         clock: Clock = utcnow,
+        proxy: ProxyURL | None = None,
     ) -> None:
         self.configuration = configuration
+        self.proxy = proxy
         self.context = context
         self.server = server
         self.namespace = namespace
@@ -637,9 +642,12 @@ def load_credentials(
     clock: Clock = utcnow,
     exec_timeout: float = DEFAULT_EXEC_TIMEOUT,
     temp_root: str | os.PathLike[str] | None = None,
+    proxy_environment: ProxyEnvironment | None = None,
 ) -> KubeCredentials:
     """Build the Configuration for ``context`` (default: the kubeconfig's current context). Blocking:
-    it may run an exec plugin, so call it through ``asyncio.to_thread`` (or use ``aload_credentials``)."""
+    it may run an exec plugin, so call it through ``asyncio.to_thread`` (or use ``aload_credentials``).
+
+    ``proxy_environment``: the caller's proxy variables, used when the cluster names no proxy-url."""
     try:
         validate.kubeconfig_text(kubeconfig_text)
         env = validate.environment(environment or {})
@@ -667,6 +675,7 @@ def load_credentials(
     server = cluster.get("server")
     if not isinstance(server, str) or not server:
         raise CredentialsError(f'kubeconfig: cluster "{cluster_name}" has no server')
+    proxy = _choose_proxy(server, cluster, cluster_name, proxy_environment or ProxyEnvironment())
 
     cluster_info = copy.deepcopy(cluster)  # as the plugin should see it (provideClusterInfo)
     directory = Path(tempfile.mkdtemp(prefix="tether-kube-", dir=temp_root))
@@ -716,6 +725,9 @@ def load_credentials(
             raise CredentialsError(f'kubeconfig: context "{name}" cannot be used: {exc}') from None
         if "BearerToken" in configuration.api_key:
             configuration.api_key["authorization"] = configuration.api_key["BearerToken"]
+        # The choice is made above, NO_PROXY included: the client library gets only its outcome.
+        configuration.proxy = proxy.url if proxy else None
+        configuration.no_proxy = None
         namespace = ctx.get("namespace")
         return KubeCredentials(
             configuration,
@@ -726,10 +738,24 @@ def load_credentials(
             plugin=plugin,
             credential=credential,
             clock=clock,
+            proxy=proxy,
         )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
+
+
+def _choose_proxy(server: str, cluster: Mapping[str, Any], name: str, env: ProxyEnvironment) -> ProxyURL | None:
+    url = cluster.get("proxy-url") or ""
+    if not isinstance(url, str):
+        raise CredentialsError(f'kubeconfig: cluster "{name}": proxy-url must be a string')
+    try:
+        proxy = choose_proxy(server, url, env.check())
+    except ProxyError as exc:
+        raise CredentialsError(f'cluster "{name}": {exc}') from None
+    if proxy is not None:
+        log.info("reaching the API server through a proxy", extra={"server": server, "proxy": proxy.masked})
+    return proxy
 
 
 async def aload_credentials(

@@ -133,6 +133,21 @@ def test_build_connect_request(tmp_path):
         build_connect_request(context="prod", environment=env)
 
 
+def test_connect_request_carries_the_callers_proxy_variables(tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\ncurrent-context: lab\nclusters: [{name: k, cluster: {server: 'https://k'}}]\n"
+        "contexts: [{name: lab, context: {cluster: k}}]\n"
+    )
+    env = {"KUBECONFIG": str(kubeconfig), "https_proxy": "http://p:3128", "NO_PROXY": ".corp", "no_proxy": "x"}
+    request = build_connect_request(environment=env)
+    assert request.proxy_environment.https_proxy == "http://p:3128"
+    assert request.proxy_environment.no_proxy == ".corp"  # the upper-case name wins, as in Go
+    assert request.proxy_environment.http_proxy == ""
+    with pytest.raises(ValidationError, match=r'HTTPS_PROXY "socks4://\*\*\*@p:1080" has scheme "socks4"'):
+        build_connect_request(environment={**env, "HTTPS_PROXY": "socks4://me:pw@p:1080"})
+
+
 IN_MEMORY_CONFIG = (
     "apiVersion: v1\ncurrent-context: added\n"
     "clusters: [{name: added, cluster: {server: 'https://added:6443', certificate-authority-data: Q0E=}}]\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tether.helper.api.proxies import ProxyEnvironment
 from tether.helper.root.kube import credentials
 from tether.helper.root.kube.credentials import CredentialsError, PluginResult, load_credentials, parse_exec_credential
 from tether.helper.root.server.caller import Caller
@@ -156,6 +157,46 @@ def test_static_credentials():
         assert Path(creds.configuration.key_file).read_bytes() == b"K"
     with load_credentials(kubeconfig({"token": "abc"}), ME) as creds:
         assert creds.configuration.get_api_key_with_prefix("authorization") == "Bearer abc"
+
+
+def _server(proxy_url: str = "") -> dict:
+    cluster = {"server": "https://k.example:6443"}
+    return {**cluster, "proxy-url": proxy_url} if proxy_url else cluster
+
+
+@pytest.mark.parametrize(
+    ("proxy_url", "env", "expected"),
+    [
+        ("socks5://kp:1080", ProxyEnvironment(https_proxy="http://ep:3128"), "socks5://kp:1080"),
+        ("", ProxyEnvironment(https_proxy="http://u:pw@ep:3128"), "http://u:pw@ep:3128"),
+        ("", ProxyEnvironment(https_proxy="http://ep:3128", no_proxy=".example"), None),
+        ("", ProxyEnvironment(), None),
+    ],
+)
+def test_the_proxy_is_chosen_as_kubectl_does(proxy_url, env, expected):
+    with load_credentials(kubeconfig({"token": "t"}, _server(proxy_url)), ME, proxy_environment=env) as creds:
+        assert creds.configuration.proxy == expected
+        assert creds.configuration.no_proxy is None  # decided here; the client library only follows
+        assert (creds.proxy.url if creds.proxy else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("proxy_url", "env", "message"),
+    [
+        (
+            "ftp://u:pw@kp:21",
+            ProxyEnvironment(),
+            r'cluster "k": the kubeconfig\'s proxy-url "ftp://\*\*\*@kp:21".*"ftp"',
+        ),
+        ("http://kp:99999", ProxyEnvironment(), r'proxy-url "http://kp:99999" has port "99999"'),
+        ("", ProxyEnvironment(https_proxy="gopher://ep:1"), r'HTTPS_PROXY "gopher://ep:1"'),
+    ],
+)
+def test_a_bad_proxy_is_refused_naming_it_and_nothing_is_left(proxy_url, env, message, tmp_path):
+    with pytest.raises(CredentialsError, match=message) as caught:
+        load_credentials(kubeconfig({"token": "t"}, _server(proxy_url)), ME, proxy_environment=env, temp_root=tmp_path)
+    assert "pw" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
