@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tether.manager.api.version import MANAGER_IMAGE, image_tag
 
@@ -171,12 +172,23 @@ class Outputs:
         return Outputs(out / f"{MANAGER_IMAGE}-oci", out / f"{MANAGER_IMAGE}-{spec.tag}.docker.tar")
 
 
+def manifest(layout: Path, tag: str) -> dict[str, Any]:
+    """The image manifest `tag` names in an OCI layout."""
+    index = json.loads((layout / "index.json").read_text())
+    refs = [m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+    if len(refs) != 1:
+        raise ValueError(f"OCI layout {layout} has {len(refs)} manifests tagged {tag!r}")
+    return json.loads(blob(layout, refs[0]["digest"]).read_text())
+
+
+def image_config(layout: Path, tag: str) -> dict[str, Any]:
+    """The image configuration (user, entrypoint, labels...) of `tag`."""
+    return json.loads(blob(layout, manifest(layout, tag)["config"]["digest"]).read_text())
+
+
 def layer_blob_sizes(layout: Path, tag: str) -> list[int]:
     """The compressed sizes of the layers of `tag` in an OCI layout: what a registry stores and a node pulls."""
-    index = json.loads((layout / "index.json").read_text())
-    (manifest_ref,) = [m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag]
-    manifest = json.loads(blob(layout, manifest_ref["digest"]).read_text())
-    return [layer["size"] for layer in manifest["layers"]]
+    return [layer["size"] for layer in manifest(layout, tag)["layers"]]
 
 
 def blob(layout: Path, digest: str) -> Path:
