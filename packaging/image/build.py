@@ -404,6 +404,7 @@ def pack(root: Path, work: Path, spec: ImageSpec, outputs: Outputs) -> None:
     run(["umoci", "raw", "add-layer", "--image", image, "--history.created_by=packaging/image/build.py", layer])
     run(["umoci", "config", "--image", image, *image_config_args(spec)])
     run(["umoci", "gc", "--layout", layout])
+    (layout / "index.json").chmod(0o644)  # umoci writes it 0600: the layout should be readable like its blobs
     layer.unlink()
     archive = work / outputs.docker_archive.name
     # A local copy between two files of ours: no registry, so no signature policy to consult.
