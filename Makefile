@@ -1,13 +1,16 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
-APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES)
+APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES)
+# `make image` and its test (tests/integration/test_image.py): a Debian root without a container engine, packed
+# into an OCI layout and a docker-archive.
+IMAGE_PACKAGES = mmdebstrap umoci skopeo
 # The tray's end-to-end test and `make screenshots`: a real tray (Xvfb + trayer), X tools to drive and
 # photograph it, a private session bus, and what PySide6's xcb plugin loads that those do not pull in
 # (the rest of its libraries, libgl1, libx11-xcb1, libxcb-randr0, libxcb-shape0..., come with xvfb).
 DESKTOP_PACKAGES = xvfb trayer xdotool x11-utils imagemagick dbus-daemon fonts-dejavu-core \
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libegl1
 
-.PHONY: deps demo test fuzz bench soak protos screenshots
+.PHONY: deps demo test fuzz bench soak protos screenshots image
 
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -49,6 +52,11 @@ soak: deps
 # sandbox cluster (with its VPN) and a real helper. Root; leaves the lab as it found it.
 screenshots: deps
 	$(PYTHON) tests/integration/screenshots.py docs/screenshots
+
+# The traffic-manager's OCI image (the agent's too): dist/tether-manager-oci/ and dist/tether-manager-<tag>.docker.tar
+# (packaging/image/build.py; root, and the network for deb.debian.org and PyPI).
+image: deps
+	$(PYTHON) packaging/image/build.py --out dist
 
 protos:
 	$(PYTHON) resources/proto/generate.py

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from tether.manager.api.version import __version__
+from tether.manager.api.version import MANAGER_IMAGE, __version__, image_tag
 
 SIDECAR_NAME = "tether-agent"
 #: On the pod template: what was injected (JSON: image, manager, by). Pods inherit it.
 ANNOTATION = "tether.dev/agent"
 KINDS = ("Deployment", "StatefulSet", "ReplicaSet")
-DEFAULT_AGENT_IMAGE = f"tether-manager:{__version__}"  # the manager's image ships tether-agent too
+DEFAULT_AGENT_IMAGE = f"{MANAGER_IMAGE}:{image_tag(__version__)}"  # the manager's image ships tether-agent too
 MANAGER_SERVICE = "tether-manager"
 DEFAULT_MANAGER_PORT = 8081
 #: The audience of the agent's projected token: the manager's TokenReview asks for it.
