@@ -15,7 +15,7 @@ DESKTOP_PACKAGES = xvfb trayer xdotool x11-utils imagemagick dbus-daemon fonts-d
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
-	$(PYTHON) -m pip install -q -e '.[dev,lab]'
+	$(PYTHON) -m pip install -q -e '.[dev,lab,chart]'
 
 # The main job: build the sandbox cluster, start the helper as the workstation, connect, reach a service by name.
 # The helper keeps running in the workstation namespace; `tether lab down` ends it with the rest of the lab.

@@ -40,7 +40,8 @@ def find_manager_pod(core: kubernetes.client.CoreV1Api, namespace: str, service:
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
             raise ManagerNotFoundError(
-                f'no service "{service}" in namespace "{namespace}": is the traffic-manager installed there?'
+                f'no service "{service}" in namespace "{namespace}": the traffic-manager is not installed there; '
+                f"install it with: tether manager install --namespace {namespace}"
             ) from None
         raise
     ports = svc.spec.ports or []

@@ -46,6 +46,12 @@ KINDS = (
     Kind("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     Kind("", "v1", "endpoints", "Endpoints", True, ("ep",)),
     Kind("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status",)),
+    # What `tether manager install` creates besides the above (stored only: the lab enforces no RBAC).
+    Kind("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), (), True),
+    Kind("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    Kind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
+    Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    Kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
 )
 KINDS_BY_URL = {(k.group, k.version, k.plural): k for k in KINDS}
 KINDS_BY_TYPE = {(k.api_version, k.kind): k for k in KINDS}

@@ -1,9 +1,10 @@
 """`tether`: the command-line client. Each command group lives in its own module.
 
 Commands: ``connect`` (``connect``); ``disconnect``, ``status``, ``quit``, ``version`` (``control``);
-``helper start``, ``helper cleanup`` (``helpercmd``); ``cluster-info`` (``clusterinfo``); ``lab``
-(``tether.lab.cli``, the optional sandbox cluster). A command imports only its own module, so ``tether
-status`` loads no kubeconfig reader, Kubernetes client, manager or lab code; ``--help`` loads them all.
+``helper start``, ``helper cleanup`` (``helpercmd``); ``cluster-info`` (``clusterinfo``); ``manager
+install|upgrade|uninstall|status`` (``manager``); ``lab`` (``tether.lab.cli``, the optional sandbox
+cluster). A command imports only its own module, so ``tether status`` loads no kubeconfig reader,
+Kubernetes client, manager or lab code; ``--help`` loads them all.
 
 Exit codes (``exitcodes``):
 
@@ -36,6 +37,7 @@ COMMANDS = {
     "version": "tether.helper.user.cli.control",
     "helper": "tether.helper.user.cli.helpercmd",
     "cluster-info": "tether.helper.user.cli.clusterinfo",
+    "manager": "tether.helper.user.cli.manager",
     "lab": "tether.lab.cli",
 }
 

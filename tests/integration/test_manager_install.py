@@ -1,0 +1,148 @@
+"""`tether manager install|upgrade|uninstall|status` against the lab's API server, as a user would run them:
+into a fresh namespace (the lab's own manager keeps "tether"), without --wait (the lab starts no pods from
+Deployments yet), and every bad input refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import kubernetes
+import pytest
+import yaml
+
+from tether.helper.user.release.plan import RECORD_NAME
+
+NS = "tether-install-test"
+CLUSTER_WIDE = ("clusterroles", "clusterrolebindings")
+
+
+def tether(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "tether.helper.user.cli.main", "manager", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def api(lab, workstation):
+    """An admin client, with this test (and the CLI it starts) in the workstation, where users reach the API."""
+    with workstation():
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(lab.kubeconfig), client_configuration=config)
+        client = kubernetes.client.ApiClient(config)
+        core = kubernetes.client.CoreV1Api(client)
+        core.create_namespace({"metadata": {"name": NS}})
+        yield client
+        tether("uninstall", "--namespace", NS, "--kubeconfig", str(lab.kubeconfig))  # after a failed test
+        core.delete_namespace(NS)
+        client.close()
+
+
+def ours(client: kubernetes.client.ApiClient) -> dict[str, list[str]]:
+    """Every object in the test namespace, and the cluster-wide ones named for it, by kind."""
+    core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
+    rbac = kubernetes.client.RbacAuthorizationV1Api(client)
+    found = {
+        "configmaps": core.list_namespaced_config_map(NS).items,
+        "services": core.list_namespaced_service(NS).items,
+        "serviceaccounts": core.list_namespaced_service_account(NS).items,
+        "deployments": apps.list_namespaced_deployment(NS).items,
+        "roles": rbac.list_namespaced_role(NS).items,
+        "rolebindings": rbac.list_namespaced_role_binding(NS).items,
+        "clusterroles": [r for r in rbac.list_cluster_role().items if r.metadata.name.endswith(NS)],
+        "clusterrolebindings": [r for r in rbac.list_cluster_role_binding().items if r.metadata.name.endswith(NS)],
+    }
+    return {kind: sorted(o.metadata.name for o in items) for kind, items in found.items() if items}
+
+
+@pytest.mark.lab
+def test_install_upgrade_status_uninstall(lab, api, tmp_path):
+    kc = ("--kubeconfig", str(lab.kubeconfig))
+    values = tmp_path / "values.yaml"
+    values.write_text("client:\n  dns:\n    includeSuffixes: [.corp.example]\n")
+    done = tether("install", "--namespace", NS, *kc, "--values", str(values), "--set", "image.tag=test-1")
+    assert done.returncode == 0, done.stderr
+    assert "created Deployment tether-install-test/tether-manager" in done.stdout
+    objects = ours(api)
+    assert objects == {
+        "configmaps": sorted([RECORD_NAME, "tether-manager"]),
+        "services": ["tether-manager"],
+        "serviceaccounts": ["tether-manager"],
+        "deployments": ["tether-manager"],
+        "roles": ["tether-manager"],
+        "rolebindings": ["tether-manager"],
+        "clusterroles": [f"tether-manager-{NS}"],
+        "clusterrolebindings": [f"tether-manager-{NS}"],
+    }
+    core, apps = kubernetes.client.CoreV1Api(api), kubernetes.client.AppsV1Api(api)
+    settings = yaml.safe_load(core.read_namespaced_config_map("tether-manager", NS).data["values.yaml"])
+    assert settings["client"]["dns"]["includeSuffixes"] == [".corp.example"]
+    deployment = apps.read_namespaced_deployment("tether-manager", NS)
+    assert deployment.spec.template.spec.containers[0].image == "tether-manager:test-1"
+    svc = core.read_namespaced_service("tether-manager", NS)
+    assert [(p.name, p.port) for p in svc.spec.ports] == [("grpc", 8081), ("mux", 8082)]
+
+    again = tether("install", "--namespace", NS, *kc)
+    assert again.returncode == 2 and "already installed" in again.stderr
+
+    # upgrade: a changed value patches, tunnelMuxPort=0 drops the mux port, the record's revision moves on
+    done = tether("upgrade", "--namespace", NS, *kc, "--set", "image.tag=test-2", "--set", "tunnelMuxPort=0")
+    assert done.returncode == 0, done.stderr
+    deployment = apps.read_namespaced_deployment("tether-manager", NS)
+    assert deployment.spec.template.spec.containers[0].image == "tether-manager:test-2"
+    assert [p.name for p in deployment.spec.template.spec.containers[0].ports] == ["grpc"]
+    assert [p.name for p in core.read_namespaced_service("tether-manager", NS).spec.ports] == ["grpc"]
+    settings = yaml.safe_load(core.read_namespaced_config_map("tether-manager", NS).data["values.yaml"])
+    assert settings["client"]["dns"]["includeSuffixes"] == []  # the first install's --values are not carried over
+
+    status = tether("status", "--namespace", NS, *kc, "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["revision"] == 2 and report["values"] == {"image": {"tag": "test-2"}, "tunnelMuxPort": 0}
+    assert all(item["present"] for item in report["objects"]) and len(report["objects"]) == 8
+    assert report["manager"].startswith("does not answer")  # no pod runs it in the lab yet
+
+    # an object not in the record is never touched
+    core.create_namespaced_config_map(NS, {"metadata": {"name": "someone-elses"}, "data": {}})
+    done = tether("uninstall", "--namespace", NS, *kc)
+    assert done.returncode == 0, done.stderr
+    assert "deleted ClusterRole tether-manager-tether-install-test" in done.stdout
+    assert ours(api) == {"configmaps": ["someone-elses"]}
+    core.delete_namespaced_config_map("someone-elses", NS)
+
+
+@pytest.mark.lab
+def test_bad_input_changes_nothing(lab, api, tmp_path):
+    kc = ("--kubeconfig", str(lab.kubeconfig))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("client: [1,\n")
+    cases = [
+        (("--set", "client.routng.alsoProxySubnets={10.0.0.0/8}"), "routng"),
+        (("--set", "tunnelMuxPort=many"), "tunnelMuxPort"),
+        (("--values", str(broken)), f"--values {broken}: not valid YAML"),
+        (("--context", "no-such-context"), 'context "no-such-context" not found'),
+    ]
+    for extra, named in cases:
+        done = tether("install", "--namespace", NS, *kc, *extra)
+        assert done.returncode == 2, (extra, done.stderr)
+        assert named in done.stderr
+    done = tether("install", "--namespace", "tether-no-such-ns", *kc)
+    assert done.returncode == 2 and 'namespace "tether-no-such-ns" does not exist' in done.stderr
+    assert ours(api) == {}
+    # the lab's own manager in "tether" was not made by a release: install refuses to take its objects over
+    done = tether("install", "--namespace", "tether", *kc)
+    assert done.returncode == 2 and "Service tether/tether-manager" in done.stderr
+    assert "tether-manager" in [
+        c.metadata.name for c in kubernetes.client.CoreV1Api(api).list_namespaced_config_map("tether").items
+    ]
+
+
+@pytest.mark.lab
+def test_unreachable_api_server(lab, api, tmp_path):
+    config = yaml.safe_load(lab.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = "http://127.0.0.1:9"
+    dead = tmp_path / "dead.yaml"
+    dead.write_text(yaml.safe_dump(config))
+    done = tether("status", "--kubeconfig", str(dead), "--namespace", NS)
+    assert done.returncode == 1
+    assert "cannot reach the API server at http://127.0.0.1:9" in done.stderr
