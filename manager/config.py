@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_TUNNEL_MUX_PORT",
     "ENV_VARS",
     "HELM_KEYS",
+    "TEST_HOOK_KEYS",
     "VALUES_YAML_KEY",
     "ConfigError",
     "ManagerConfig",
@@ -331,6 +332,8 @@ _KEYS: tuple[_Key, ...] = (
 )
 _BY_HELM = {k.helm: k for k in _KEYS}
 HELM_KEYS: tuple[str, ...] = tuple(_BY_HELM)
+#: Settings for tests only, which the Helm chart does not offer (a lab test writes them into the ConfigMap).
+TEST_HOOK_KEYS: tuple[str, ...] = tuple(k for k in HELM_KEYS if k.startswith("testHooks."))
 ENV_VARS: Mapping[str, str] = MappingProxyType({k.helm: k.env for k in _KEYS})
 
 

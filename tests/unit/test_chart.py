@@ -15,7 +15,14 @@ from tether.helper.cluster.manager_dial import GRPC_PORT_NAME, MANAGER_SERVICE
 from tether.helper.user.release.chart import CHART_DIR, semver_of
 from tether.manager.api.sidecar import AGENT_TOKEN_AUDIENCE, DEFAULT_AGENT_IMAGE, DEFAULT_MANAGER_PORT
 from tether.manager.api.version import __version__
-from tether.manager.config import HELM_KEYS, VALUES_YAML_KEY, ManagerConfig, PodCIDRStrategy, load_config
+from tether.manager.config import (
+    HELM_KEYS,
+    TEST_HOOK_KEYS,
+    VALUES_YAML_KEY,
+    ManagerConfig,
+    PodCIDRStrategy,
+    load_config,
+)
 
 KUBE_VERSIONS = ("1.28.0", "1.37.0")
 # The chart's values that say how the manager runs rather than what it does (not manager/config.py keys).
@@ -177,7 +184,8 @@ def test_default_configmap_gives_the_managers_defaults(default):
     assert set(data) == {VALUES_YAML_KEY}
     config = load_config({}, data)
     assert config == ManagerConfig()
-    assert {source for source in config.sources.values()} == {"ConfigMap tether-manager key values.yaml"}
+    chart_sources = {source for key, source in config.sources.items() if key not in TEST_HOOK_KEYS}
+    assert chart_sources == {"ConfigMap tether-manager key values.yaml"}
 
 
 def test_non_default_settings_reach_the_manager(custom):
@@ -272,5 +280,5 @@ def leaves(values: dict, prefix: str = "") -> set[str]:
 def test_chart_settings_are_exactly_the_managers_keys():
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     settings = {k: v for k, v in values.items() if k not in RUNTIME_VALUES}
-    assert leaves(settings) == set(HELM_KEYS)
+    assert leaves(settings) == set(HELM_KEYS) - set(TEST_HOOK_KEYS)  # test hooks are not chart values
     assert values["agent"]["tokenAudience"] == AGENT_TOKEN_AUDIENCE
