@@ -2,9 +2,11 @@
 
 Ten thousand flows cost the helper some 50 MB; when they close, Python frees the objects but the C
 allocator keeps the pages, so without help the helper would stay at its high-water mark for the rest of its
-life. :class:`TrimPolicy` (pure) decides when a trim is worth its few milliseconds: the flow count has fallen
-to a quarter of the peak since the last trim, and that peak was a real burst. :func:`release_to_os` asks
-glibc for the pages back (a no-op where there is no glibc).
+life. A closed flow's objects (its task, bridge, stream and their callbacks) refer to each other, so they
+wait for the collector's oldest generation, which may not run for a long time after a burst. :class:`TrimPolicy`
+(pure) decides when a collection and a trim are worth their tens of milliseconds: the flow count has fallen to a
+quarter of the peak since the last trim, and that peak was a real burst. :func:`release_to_os` collects, then
+asks glibc for the freed pages back (where there is glibc).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +54,9 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def release_to_os() -> bool:
-    """Hand the allocator's free pages back to the OS; False where that cannot be asked for."""
+    """Free what only cycles keep, and hand the allocator's free pages back to the OS; False where the
+    second cannot be asked for."""
+    gc.collect()
     trim = _malloc_trim()
     if trim is None:
         return False
