@@ -24,10 +24,12 @@ from tether.lab.apiserver.errors import (
     not_found,
     url_not_found,
 )
-from tether.lab.apiserver.kinds import PODS, Obj
+from tether.lab.apiserver.kinds import PODS, Kind, Obj
+from tether.lab.apiserver.negotiation import TABLE_TYPE, wants_table
 from tether.lab.apiserver.portforward import serve_portforward
 from tether.lab.apiserver.routing import Route, kind_of, parse_route
 from tether.lab.apiserver.store import Store
+from tether.lab.apiserver.tables import table
 from tether.lab.apiserver.tokens import TOKENREVIEWS_PATH, BoundToken, TokenRegistry
 from tether.lab.apiserver.watch import list_response, serve_watch
 
@@ -141,7 +143,8 @@ class ApiServerEmulator(DiscoveryEmulator):
             if method == "GET" and _is_true(raw.query.get("watch")):
                 return await serve_watch(raw, route, self.store, self._closing)
             if method == "GET":
-                return _json(list_response(self.store, route, raw.query))
+                listed = list_response(self.store, route, raw.query)
+                return _as_table(raw, kind, listed["items"], listed["metadata"]) or _json(listed)
             if method == "POST" and (namespace is not None or not kind.namespaced):
                 return _json(self.store.create(kind, namespace, await _read_json(raw)), status=201)
             raise method_not_allowed()
@@ -151,7 +154,7 @@ class ApiServerEmulator(DiscoveryEmulator):
             found = self.store.get(kind, namespace, name)
             if found is None:
                 raise not_found(kind, name)
-            return _json(found)
+            return _as_table(raw, kind, [found], found["metadata"]) or _json(found)
         if method == "PUT":
             body = await _read_json(raw)
             return _json(self.store.replace(kind, namespace, name, body, route.subresource))
@@ -170,6 +173,18 @@ class ApiServerEmulator(DiscoveryEmulator):
 
 def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.json_response(body, status=status)
+
+
+def _as_table(raw: aiohttp.web.BaseRequest, kind: Kind, objects: list[Obj], meta: Obj) -> aiohttp.web.Response | None:
+    """The Table a client such as kubectl asks for in its Accept header; None if it wants the objects."""
+    if not wants_table(raw.headers.get("Accept", "")):
+        return None
+    found = table(
+        kind, objects, resource_version=meta["resourceVersion"], include_object=raw.query.get("includeObject")
+    )
+    response = _json(found)
+    response.headers["Content-Type"] = TABLE_TYPE
+    return response
 
 
 async def _read_json(raw: aiohttp.web.BaseRequest, allow_list: bool = False) -> Any:
