@@ -14,6 +14,7 @@ from kmock import KubernetesEmulator
 from tether.lab.apiserver.errors import error_response, url_not_found
 from tether.lab.apiserver.kinds import KINDS, Kind, Obj
 from tether.lab.apiserver.negotiation import AGGREGATED_DISCOVERY_TYPE, wants_aggregated_discovery
+from tether.lab.apiserver.openapi import openapi_document
 
 SERVER_VERSION = {
     "major": "1",
@@ -138,6 +139,11 @@ def discovery_document(path: str, accept: str, server_host: str) -> tuple[Obj, s
         if versions is None:
             raise url_not_found()
         return dict(_group(parts[1], versions), kind="APIGroup", apiVersion="v1"), "application/json"
+    if parts and parts[0] == "openapi":
+        document = openapi_document(path)
+        if document is None:
+            raise url_not_found()
+        return document, "application/json"
     if (len(parts) == 2 and parts[0] == "api") or (len(parts) == 3 and parts[0] == "apis"):
         group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
         found = resource_list(group, version)
