@@ -57,6 +57,8 @@ class ApiServerEmulator(DiscoveryEmulator):
     authorizer: Authorizer | None = None  # None: every request is allowed (see authz)
     #: service-account tokens bound to pods (see tokens.TokenRegistry.load), for TokenReview
     token_file: Path | None = None
+    #: report Deployments' status from their pods (see rollout); off where a controller of the lab reports it
+    derive_deployment_status: bool = True
 
     store: Store = attrs.field(init=False)
     tokens: TokenRegistry = attrs.field(factory=TokenRegistry, init=False)
@@ -69,6 +71,7 @@ class ApiServerEmulator(DiscoveryEmulator):
             service_cidr=self.service_cidr,
             node_port_range=self.node_port_range,
             history_limit=self.history_limit,
+            derive_deployment_status=self.derive_deployment_status,
         )
         for name in self.namespaces:
             self.create_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -81,11 +84,12 @@ class ApiServerEmulator(DiscoveryEmulator):
     def resource_version(self) -> int:
         return self.store.version
 
-    def create_object(self, obj: Mapping[str, Any]) -> Obj:
-        """Create an object from its apiVersion/kind/metadata, as a POST would (namespace from metadata)."""
+    def create_object(self, obj: Mapping[str, Any], keep_uid: bool = False) -> Obj:
+        """Create an object from its apiVersion/kind/metadata, as a POST would (namespace from metadata);
+        ``keep_uid`` keeps the uid it brings (seed objects, whose ownerReferences name their owners' uids)."""
         kind = kind_of(str(obj.get("apiVersion")), str(obj.get("kind")))
         namespace = ((obj.get("metadata") or {}).get("namespace") or "default") if kind.namespaced else None
-        return copy.deepcopy(self.store.create(kind, namespace, obj))
+        return copy.deepcopy(self.store.create(kind, namespace, obj, keep_uid))
 
     def get_object(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         found = self.store.get(kind_of(api_version, kind), namespace, name)
@@ -163,7 +167,7 @@ class ApiServerEmulator(DiscoveryEmulator):
             content_type = raw.headers.get("Content-Type", "").split(";")[0].strip()
             return _json(self.store.patch(kind, namespace, name, body, content_type, route.subresource))
         if method == "DELETE" and route.subresource is None:
-            deleted = self.store.delete(kind, namespace, name)
+            deleted = self.store.delete(kind, namespace, name, await _propagation_policy(raw))
             if kind.delete_returns_object:
                 return _json(deleted)
             found = dict(details(kind, name), uid=deleted["metadata"]["uid"])
@@ -185,6 +189,13 @@ def _as_table(raw: aiohttp.web.BaseRequest, kind: Kind, objects: list[Obj], meta
     response = _json(found)
     response.headers["Content-Type"] = TABLE_TYPE
     return response
+
+
+async def _propagation_policy(raw: aiohttp.web.BaseRequest) -> str | None:
+    """A DELETE's propagationPolicy, from its DeleteOptions body (kubectl) or the query string."""
+    body = await raw.read()
+    options = await _read_json(raw) if body.strip() else {}
+    return options.get("propagationPolicy") or raw.query.get("propagationPolicy")
 
 
 async def _read_json(raw: aiohttp.web.BaseRequest, allow_list: bool = False) -> Any:

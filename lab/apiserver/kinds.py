@@ -55,3 +55,4 @@ KINDS_BY_TYPE = {(k.api_version, k.kind): k for k in KINDS}
 NAMESPACES = KINDS_BY_URL["", "v1", "namespaces"]
 SERVICES = KINDS_BY_URL["", "v1", "services"]
 PODS = KINDS_BY_URL["", "v1", "pods"]
+DEPLOYMENTS = KINDS_BY_URL["apps", "v1", "deployments"]

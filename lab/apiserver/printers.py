@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tether.lab.apiserver.kinds import Obj
+from tether.lab.apiserver.selectors import selector_text
 
 NONE = "<none>"
 
@@ -77,21 +78,6 @@ def age(obj: Mapping[str, Any], now: datetime.datetime) -> str:
 
 def _labels_text(labels: Mapping[str, Any] | None) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or NONE
-
-
-def _label_selector_text(selector: Mapping[str, Any] | None) -> str:
-    """A LabelSelector as its query form, e.g. ``app=web,tier in (a,b)``."""
-    selector = selector or {}
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expr in selector.get("matchExpressions") or []:
-        op, key, values = expr.get("operator"), expr.get("key"), expr.get("values") or []
-        if op == "Exists":
-            parts.append(str(key))
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-        else:
-            parts.append(f"{key} {str(op).lower()} ({','.join(sorted(values))})")
-    return ",".join(parts) or NONE
 
 
 # -- pods ----------------------------------------------------------------------------------------
@@ -242,7 +228,7 @@ def deployment_cells(deploy: Obj, now: datetime.datetime) -> list[Any]:
         age(deploy, now),
         ",".join(c.get("name", "") for c in containers),
         ",".join(c.get("image", "") for c in containers),
-        _label_selector_text(spec.get("selector")),
+        selector_text(spec.get("selector")) or NONE,
     ]
 
 
