@@ -10,7 +10,8 @@ resourceVersion and no subresources. What it adds, module by module:
 * ``errors``: refusals worded and shaped like kube-apiserver's Status objects;
 * ``discovery``: legacy and aggregated API discovery built from the kinds (subresources in their resource's
   entry, so kubectl resolves short names without warnings), and ``/version``; ``openapi``: the OpenAPI v3
-  index and operations kubectl reads before ``apply``; ``negotiation``: which representation ``Accept`` asks for;
+  index and operations kubectl reads before ``apply``; ``strict``: ``fieldValidation=Strict`` (unknown
+  fields refused, by path); ``negotiation``: which representation ``Accept`` asks for;
 * ``printers`` and ``tables``: meta.k8s.io/v1 Tables with the API server's columns for each kind
   (``kubectl get``);
 * ``store``: create / get / replace / patch / delete and the ``status`` subresource, with the metadata

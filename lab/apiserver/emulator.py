@@ -29,6 +29,7 @@ from tether.lab.apiserver.negotiation import TABLE_TYPE, wants_table
 from tether.lab.apiserver.portforward import serve_portforward
 from tether.lab.apiserver.routing import Route, kind_of, parse_route
 from tether.lab.apiserver.store import Store
+from tether.lab.apiserver.strict import check_strict
 from tether.lab.apiserver.tables import table
 from tether.lab.apiserver.tokens import TOKENREVIEWS_PATH, BoundToken, TokenRegistry
 from tether.lab.apiserver.watch import list_response, serve_watch
@@ -150,7 +151,9 @@ class ApiServerEmulator(DiscoveryEmulator):
                 listed = list_response(self.store, route, raw.query)
                 return _as_table(raw, kind, listed["items"], listed["metadata"]) or _json(listed)
             if method == "POST" and (namespace is not None or not kind.namespaced):
-                return _json(self.store.create(kind, namespace, await _read_json(raw)), status=201)
+                body = await _read_json(raw)
+                check_strict(kind, body, raw.query.get("fieldValidation"))
+                return _json(self.store.create(kind, namespace, body), status=201)
             raise method_not_allowed()
         if method == "GET" and _is_true(raw.query.get("watch")):
             return await serve_watch(raw, route, self.store, self._closing)
@@ -161,9 +164,11 @@ class ApiServerEmulator(DiscoveryEmulator):
             return _as_table(raw, kind, [found], found["metadata"]) or _json(found)
         if method == "PUT":
             body = await _read_json(raw)
+            check_strict(kind, body, raw.query.get("fieldValidation"))
             return _json(self.store.replace(kind, namespace, name, body, route.subresource))
         if method == "PATCH":
             body = await _read_json(raw, allow_list=True)
+            check_strict(kind, body, raw.query.get("fieldValidation"))
             content_type = raw.headers.get("Content-Type", "").split(";")[0].strip()
             return _json(self.store.patch(kind, namespace, name, body, content_type, route.subresource))
         if method == "DELETE" and route.subresource is None:

@@ -1,7 +1,8 @@
 """OpenAPI v3 as far as kubectl reads it: the ``/openapi/v3`` index of group versions and, for each, its
 resource paths with their operations, each naming its kind (``x-kubernetes-group-version-kind``) and the
 query parameters it takes. kubectl checks there that PATCH takes ``fieldValidation`` before it sends
-``apply`` and ``create`` (without it, it wants schemas to validate client-side). No schemas are served, so
+``apply`` and ``create`` (without it, it wants schemas to validate client-side); the emulator honours
+``fieldValidation=Strict`` (see strict). No schemas are served, so
 kubectl builds its strategic merge patches from its own compiled types, as it does for built-in kinds."""
 
 from __future__ import annotations

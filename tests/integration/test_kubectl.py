@@ -161,6 +161,11 @@ def test_apply_patch_endpoints_and_delete(lab, kubectl, tmp_path):
     )
     assert '"replicas":3' in annotation
 
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(MANIFEST.format(ns=NAMESPACE, greeting="hello", replicas=1, ip=web_ip).replace("image:", "imag:"))
+    refused = kubectl("apply", "-f", str(typo), check=False)
+    assert refused.returncode == 1 and 'unknown field "spec.template.spec.containers[0].imag"' in refused.stderr
+
     header, rows = table(kubectl("get", "endpoints", "-n", NAMESPACE))
     assert header == ["NAME", "ENDPOINTS", "AGE"] and rows["outside"][1] == f"{web_ip}:8080"
 
