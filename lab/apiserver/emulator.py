@@ -24,10 +24,13 @@ from tether.lab.apiserver.errors import (
     not_found,
     url_not_found,
 )
-from tether.lab.apiserver.kinds import PODS, Obj
+from tether.lab.apiserver.kinds import PODS, Kind, Obj
+from tether.lab.apiserver.negotiation import TABLE_TYPE, wants_table
 from tether.lab.apiserver.portforward import serve_portforward
 from tether.lab.apiserver.routing import Route, kind_of, parse_route
 from tether.lab.apiserver.store import Store
+from tether.lab.apiserver.strict import check_strict
+from tether.lab.apiserver.tables import table
 from tether.lab.apiserver.tokens import TOKENREVIEWS_PATH, BoundToken, TokenRegistry
 from tether.lab.apiserver.watch import list_response, serve_watch
 
@@ -55,6 +58,8 @@ class ApiServerEmulator(DiscoveryEmulator):
     authorizer: Authorizer | None = None  # None: every request is allowed (see authz)
     #: service-account tokens bound to pods (see tokens.TokenRegistry.load), for TokenReview
     token_file: Path | None = None
+    #: report Deployments' status from their pods (see rollout); off where a controller of the lab reports it
+    derive_deployment_status: bool = True
 
     store: Store = attrs.field(init=False)
     tokens: TokenRegistry = attrs.field(factory=TokenRegistry, init=False)
@@ -67,6 +72,7 @@ class ApiServerEmulator(DiscoveryEmulator):
             service_cidr=self.service_cidr,
             node_port_range=self.node_port_range,
             history_limit=self.history_limit,
+            derive_deployment_status=self.derive_deployment_status,
         )
         for name in self.namespaces:
             self.create_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -79,11 +85,12 @@ class ApiServerEmulator(DiscoveryEmulator):
     def resource_version(self) -> int:
         return self.store.version
 
-    def create_object(self, obj: Mapping[str, Any]) -> Obj:
-        """Create an object from its apiVersion/kind/metadata, as a POST would (namespace from metadata)."""
+    def create_object(self, obj: Mapping[str, Any], keep_uid: bool = False) -> Obj:
+        """Create an object from its apiVersion/kind/metadata, as a POST would (namespace from metadata);
+        ``keep_uid`` keeps the uid it brings (seed objects, whose ownerReferences name their owners' uids)."""
         kind = kind_of(str(obj.get("apiVersion")), str(obj.get("kind")))
         namespace = ((obj.get("metadata") or {}).get("namespace") or "default") if kind.namespaced else None
-        return copy.deepcopy(self.store.create(kind, namespace, obj))
+        return copy.deepcopy(self.store.create(kind, namespace, obj, keep_uid))
 
     def get_object(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         found = self.store.get(kind_of(api_version, kind), namespace, name)
@@ -141,9 +148,12 @@ class ApiServerEmulator(DiscoveryEmulator):
             if method == "GET" and _is_true(raw.query.get("watch")):
                 return await serve_watch(raw, route, self.store, self._closing)
             if method == "GET":
-                return _json(list_response(self.store, route, raw.query))
+                listed = list_response(self.store, route, raw.query)
+                return _as_table(raw, kind, listed["items"], listed["metadata"]) or _json(listed)
             if method == "POST" and (namespace is not None or not kind.namespaced):
-                return _json(self.store.create(kind, namespace, await _read_json(raw)), status=201)
+                body = await _read_json(raw)
+                check_strict(kind, body, raw.query.get("fieldValidation"))
+                return _json(self.store.create(kind, namespace, body), status=201)
             raise method_not_allowed()
         if method == "GET" and _is_true(raw.query.get("watch")):
             return await serve_watch(raw, route, self.store, self._closing)
@@ -151,16 +161,18 @@ class ApiServerEmulator(DiscoveryEmulator):
             found = self.store.get(kind, namespace, name)
             if found is None:
                 raise not_found(kind, name)
-            return _json(found)
+            return _as_table(raw, kind, [found], found["metadata"]) or _json(found)
         if method == "PUT":
             body = await _read_json(raw)
+            check_strict(kind, body, raw.query.get("fieldValidation"))
             return _json(self.store.replace(kind, namespace, name, body, route.subresource))
         if method == "PATCH":
             body = await _read_json(raw, allow_list=True)
+            check_strict(kind, body, raw.query.get("fieldValidation"))
             content_type = raw.headers.get("Content-Type", "").split(";")[0].strip()
             return _json(self.store.patch(kind, namespace, name, body, content_type, route.subresource))
         if method == "DELETE" and route.subresource is None:
-            deleted = self.store.delete(kind, namespace, name)
+            deleted = self.store.delete(kind, namespace, name, await _propagation_policy(raw))
             if kind.delete_returns_object:
                 return _json(deleted)
             found = dict(details(kind, name), uid=deleted["metadata"]["uid"])
@@ -170,6 +182,25 @@ class ApiServerEmulator(DiscoveryEmulator):
 
 def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.json_response(body, status=status)
+
+
+def _as_table(raw: aiohttp.web.BaseRequest, kind: Kind, objects: list[Obj], meta: Obj) -> aiohttp.web.Response | None:
+    """The Table a client such as kubectl asks for in its Accept header; None if it wants the objects."""
+    if not wants_table(raw.headers.get("Accept", "")):
+        return None
+    found = table(
+        kind, objects, resource_version=meta["resourceVersion"], include_object=raw.query.get("includeObject")
+    )
+    response = _json(found)
+    response.headers["Content-Type"] = TABLE_TYPE
+    return response
+
+
+async def _propagation_policy(raw: aiohttp.web.BaseRequest) -> str | None:
+    """A DELETE's propagationPolicy, from its DeleteOptions body (kubectl) or the query string."""
+    body = await raw.read()
+    options = await _read_json(raw) if body.strip() else {}
+    return options.get("propagationPolicy") or raw.query.get("propagationPolicy")
 
 
 async def _read_json(raw: aiohttp.web.BaseRequest, allow_list: bool = False) -> Any:

@@ -35,7 +35,9 @@ class Kind:
 
     def model(self) -> Any:
         """The official client's model class (e.g. ``V1Pod``) that must be able to read our objects."""
-        return getattr(kubernetes.client, self.version.capitalize() + self.kind)
+        name = self.version.capitalize() + self.kind
+        # The core group's Event is CoreV1Event (events.k8s.io has one too).
+        return getattr(kubernetes.client, name, None) or getattr(kubernetes.client, "Core" + name)
 
 
 KINDS = (
@@ -45,6 +47,7 @@ KINDS = (
     Kind("", "v1", "services", "Service", True, ("svc",), ("status",), True),
     Kind("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     Kind("", "v1", "endpoints", "Endpoints", True, ("ep",)),
+    Kind("", "v1", "events", "Event", True, ("ev",)),
     Kind("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status",)),
     # What `tether manager install` creates besides the above (stored only: the lab enforces no RBAC).
     Kind("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), (), True),
@@ -58,3 +61,4 @@ KINDS_BY_TYPE = {(k.api_version, k.kind): k for k in KINDS}
 NAMESPACES = KINDS_BY_URL["", "v1", "namespaces"]
 SERVICES = KINDS_BY_URL["", "v1", "services"]
 PODS = KINDS_BY_URL["", "v1", "pods"]
+DEPLOYMENTS = KINDS_BY_URL["apps", "v1", "deployments"]

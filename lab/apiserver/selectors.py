@@ -43,6 +43,21 @@ def parse_label_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
     return lambda labels: all(check(labels) for check in checks)
 
 
+def selector_text(selector: Mapping[str, Any] | None) -> str:
+    """A LabelSelector object (matchLabels, matchExpressions) in its query form, e.g. ``app=web,tier in (a,b)``."""
+    selector = selector or {}
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        op, key, values = expr.get("operator"), expr.get("key"), expr.get("values") or []
+        if op == "Exists":
+            parts.append(str(key))
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+        else:
+            parts.append(f"{key} {str(op).lower()} ({','.join(sorted(values))})")
+    return ",".join(parts)
+
+
 def _field_value(obj: Obj, path: str) -> str:
     value: Any = obj
     for part in path.split("."):

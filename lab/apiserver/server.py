@@ -62,7 +62,7 @@ class LabApiServer:
         try:
             for i, obj in enumerate(self.seed):
                 try:
-                    emulator.create_object(obj)
+                    emulator.create_object(obj, keep_uid=True)
                 except KubernetesError as e:
                     raise SeedError(f"seed object #{i} ({_describe(obj)}): {e.message}") from None
             server = aiohttp.web.Server(

@@ -20,10 +20,14 @@ from tether.lab.apiserver.admission import Admission, check_name, check_type
 from tether.lab.apiserver.allocation import Network
 from tether.lab.apiserver.errors import bad_request, conflict, details, error, not_found
 from tether.lab.apiserver.history import Event, History
-from tether.lab.apiserver.kinds import KINDS, NAMESPACES, SERVICES, Kind, Obj
+from tether.lab.apiserver.kinds import DEPLOYMENTS, KINDS, NAMESPACES, PODS, SERVICES, Kind, Obj
 from tether.lab.apiserver.patches import apply_patch
+from tether.lab.apiserver.rollout import deployment_status
 
 _GENERATED_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # the API server's alphabet: no vowels, no lookalikes
+
+
+PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
 
 
 def _now() -> str:
@@ -40,8 +44,11 @@ class Store:
         service_cidr: Network,
         node_port_range: tuple[int, int],
         history_limit: int,
+        derive_deployment_status: bool = True,
     ) -> None:
         self.objects = objects
+        # Without a deployment controller in the lab, the store reports Deployments' status from their pods.
+        self.derive_deployment_status = derive_deployment_status
         self.version = 0  # the resourceVersion of the latest write
         self.history = History(history_limit)
         self.admission = Admission(service_cidr, node_port_range, services=lambda: self.objects_of(SERVICES, None))
@@ -63,8 +70,11 @@ class Store:
             if res == resource and (namespace is None or ns == namespace)
         ]
 
-    def create(self, kind: Kind, namespace: str | None, body: Mapping[str, Any]) -> Obj:
-        """POST: admit and store a new object, completing a generateName and setting the server's metadata."""
+    def create(self, kind: Kind, namespace: str | None, body: Mapping[str, Any], keep_uid: bool = False) -> Obj:
+        """POST: admit and store a new object, completing a generateName and setting the server's metadata.
+
+        ``keep_uid`` keeps a uid the object brings (seed objects: their ownerReferences name their owners' uids).
+        """
         obj = copy.deepcopy(dict(body))
         check_type(kind, obj)
         meta = obj.setdefault("metadata", {})
@@ -88,11 +98,13 @@ class Store:
         if self.get(kind, namespace, name) is not None:
             raise error(409, "AlreadyExists", f'{kind.plural} "{name}" already exists', details(kind, name))
         meta.pop("resourceVersion", None)
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
+        meta.update(
+            uid=meta.get("uid") if keep_uid and meta.get("uid") else str(uuid.uuid4()), creationTimestamp=_now()
+        )
         if "spec" in obj:
             meta["generation"] = 1
         self.admission.admit(kind, obj, None)
-        return self._commit(kind, "ADDED", obj)
+        return self._followed(kind, self._commit(kind, "ADDED", obj))
 
     def replace(self, kind: Kind, namespace: str | None, name: str, body: Obj, subresource: str | None) -> Obj:
         """PUT: the whole object (or, for the status subresource, its status); a stale resourceVersion is a 409."""
@@ -142,10 +154,15 @@ class Store:
             meta["generation"] = old_meta.get("generation", 0) + 1
         if new == old:  # kube-apiserver does not bump the resourceVersion for no-op writes
             return old
-        return self._commit(kind, "MODIFIED", new, old)
+        return self._followed(kind, self._commit(kind, "MODIFIED", new, old))
 
-    def delete(self, kind: Kind, namespace: str | None, name: str) -> Obj:
-        """DELETE, at once; a Namespace takes everything in it along."""
+    def delete(self, kind: Kind, namespace: str | None, name: str, propagation: str | None = None) -> Obj:
+        """DELETE, at once; a Namespace takes everything in it along, and an owner its dependents unless the
+        ``propagation`` policy is Orphan (then they only lose their ownerReference), as the garbage collector
+        would."""
+        if propagation not in (None, *PROPAGATION_POLICIES):
+            supported = ", ".join(f'"{p}"' for p in PROPAGATION_POLICIES)
+            raise bad_request(f'propagationPolicy: Unsupported value: "{propagation}": supported values: {supported}')
         old = self.existing(kind, namespace, name)
         if kind is NAMESPACES:  # the namespace controller's cleanup, done at once
             for other in KINDS:
@@ -153,7 +170,41 @@ class Store:
                     for obj in self.objects_of(other, name):
                         self._commit(other, "DELETED", copy.deepcopy(obj))
         # Finalizers and grace periods are not emulated: deletion is immediate.
-        return self._commit(kind, "DELETED", copy.deepcopy(old))
+        deleted = self._commit(kind, "DELETED", copy.deepcopy(old))
+        if kind.namespaced:
+            self._collect_dependents(old, propagation or "Background")
+        return self._followed(kind, deleted)
+
+    def _collect_dependents(self, owner: Obj, propagation: str) -> None:
+        namespace, uid = owner["metadata"].get("namespace"), owner["metadata"]["uid"]
+        for other in KINDS:
+            if not other.namespaced:
+                continue
+            for obj in self.objects_of(other, namespace):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if not any(r.get("uid") == uid for r in refs):
+                    continue
+                if propagation == "Orphan":
+                    orphan = copy.deepcopy(obj)
+                    orphan["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid] or None
+                    if orphan["metadata"]["ownerReferences"] is None:
+                        del orphan["metadata"]["ownerReferences"]
+                    self._followed(other, self._commit(other, "MODIFIED", orphan, obj))
+                else:
+                    self.delete(other, namespace, obj["metadata"]["name"], propagation)
+
+    def _followed(self, kind: Kind, obj: Obj) -> Obj:
+        """``obj`` just written, after the Deployments its write concerns have their status brought up to date."""
+        if self.derive_deployment_status and kind in (PODS, DEPLOYMENTS):
+            namespace = obj["metadata"].get("namespace")
+            pods = self.objects_of(PODS, namespace)
+            for deployment in self.objects_of(DEPLOYMENTS, namespace):
+                status = deployment_status(deployment, pods, _now())
+                if status != deployment.get("status"):
+                    updated = copy.deepcopy(deployment)
+                    updated["status"] = status
+                    self._commit(DEPLOYMENTS, "MODIFIED", updated, deployment)
+        return obj
 
     def existing(self, kind: Kind, namespace: str | None, name: str) -> Obj:
         found = self.get(kind, namespace, name)

@@ -40,7 +40,10 @@ async def serve_watch(
     except ValueError:
         raise bad_request("resourceVersion and timeoutSeconds must be numbers") from None
     initial: list[Obj] = []
-    if since == 0:  # "any version": start with the current state, as synthetic ADDED events
+    # A streaming list (sendInitialEvents=true, what kubectl's informers ask for) gets the current state and
+    # then a bookmark marking its end, whatever resourceVersion it names (NotOlderThan: ours is the newest).
+    streaming_list = raw.query.get("sendInitialEvents") == "true"
+    if since == 0 or streaming_list:  # "any version": start with the current state, as synthetic ADDED events
         initial = [obj for obj in store.objects_of(route.kind, route.namespace) if match(obj)]
         since = store.version
 
@@ -54,6 +57,8 @@ async def serve_watch(
         async with asyncio.timeout(timeout):
             for obj in initial:
                 await send("ADDED", obj)
+            if streaming_list:
+                await send("BOOKMARK", initial_events_end(route, since))
             async for event in store.history.after(since, closing):
                 translated = translate(event, route, match)
                 if translated is not None:
@@ -69,6 +74,15 @@ async def serve_watch(
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
     return response
+
+
+def initial_events_end(route: Route, version: int) -> Obj:
+    """The bookmark that ends a streaming list's initial events: an object of the kind with only metadata."""
+    return {
+        "apiVersion": route.kind.api_version,
+        "kind": route.kind.kind,
+        "metadata": {"resourceVersion": str(version), "annotations": {"k8s.io/initial-events-end": "true"}},
+    }
 
 
 def translate(event: Event, route: Route, match: Matcher) -> tuple[str, Obj] | None:

@@ -2,6 +2,7 @@
 
 import kubernetes
 import pytest
+from apiserver_support import CIDR
 from kubernetes import client
 
 from tether.lab.apiserver.server import LabApiServer, LabApiServerThread, SeedError, kubeconfig_for
@@ -38,3 +39,10 @@ def test_the_thread_serves_the_official_client():
             api.close()
         assert names == {"default", "lab"}
         assert server.call(lambda: server.emulator.resource_version) == 2
+
+
+def test_seed_objects_keep_their_uids():
+    # Seeded pods name their Deployment's uid in ownerReferences; the garbage collector goes by it.
+    seed = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "uid": "0000-seeded"}}]
+    with LabApiServerThread(service_cidr=CIDR, seed=seed) as srv:
+        assert srv.call(srv.emulator.get_object, "v1", "ConfigMap", "c", "default")["metadata"]["uid"] == "0000-seeded"

@@ -144,3 +144,29 @@ def test_deployment_template_strategic_merge(apps, ns):
     assert [d.metadata.name for d in apps.list_namespaced_deployment(ns).items] == ["web"]
     apps.delete_namespaced_deployment("web", ns)
     assert apps.list_namespaced_deployment(ns).items == []
+
+
+def _owned_pod(name, owner):
+    body = pod(name, labels={"app": "other"})
+    body["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.metadata.name, "uid": owner.metadata.uid}
+    ]
+    return body
+
+
+def test_deleting_an_owner_deletes_its_dependents_unless_orphaned(apps, v1, ns):
+    for name in ("gone", "kept"):
+        owner = apps.create_namespaced_deployment(ns, deployment(name, name, name))
+        v1.create_namespaced_pod(ns, _owned_pod(f"{name}-0", owner))
+    apps.delete_namespaced_deployment("gone", ns, propagation_policy="Background")
+    apps.delete_namespaced_deployment("kept", ns, body={"propagationPolicy": "Orphan"})
+    (left,) = v1.list_namespaced_pod(ns).items
+    assert left.metadata.name == "kept-0" and left.metadata.owner_references is None
+
+
+def test_unknown_propagation_policy_is_refused_and_nothing_deleted(apps, ns):
+    apps.create_namespaced_deployment(ns, deployment("d", "d", "d"))
+    with pytest.raises(ApiException) as refused:
+        apps.delete_namespaced_deployment("d", ns, propagation_policy="Sometimes")
+    assert refused.value.status == 400 and '"Sometimes"' in status_of(refused.value)["message"]
+    assert apps.read_namespaced_deployment("d", ns).metadata.name == "d"

@@ -165,3 +165,16 @@ def test_history_resumes_within_its_limit_and_expires_beyond_it():
         return seen
 
     assert asyncio.run(run()) == [2, 3]
+
+
+def test_streaming_list_ends_its_initial_events_with_a_bookmark(server, v1, ns):
+    # kubectl's informers (rollout status, delete --wait) ask for this and wait for the bookmark.
+    v1.create_namespaced_pod(ns, pod("s1"))
+    rv = v1.list_namespaced_pod(ns).metadata.resource_version
+    query = f"watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion={rv}&timeoutSeconds=1"
+    with urllib.request.urlopen(f"{server.url}/api/v1/namespaces/{ns}/pods?{query}", timeout=5) as response:
+        events = [json.loads(line) for line in response.read().splitlines()]
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [("ADDED", "s1"), ("BOOKMARK", None)]
+    bookmark = events[1]["object"]
+    assert bookmark["kind"] == "Pod" and bookmark["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(bookmark["metadata"]["resourceVersion"]) >= int(rv)
