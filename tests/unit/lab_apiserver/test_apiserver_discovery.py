@@ -51,7 +51,7 @@ def test_aggregated_discovery_nests_subresources():
     assert [s["subresource"] for s in pods["subresources"]] == ["status", "portforward"]
     assert all(r["resource"].count("/") == 0 for r in v1["resources"])
     apis, _ = discovery_document("/apis", KUBECTL_DISCOVERY_ACCEPT, "h")
-    assert [g["metadata"]["name"] for g in apis["items"]] == ["apps"]
+    assert [g["metadata"]["name"] for g in apis["items"]] == ["apps", "rbac.authorization.k8s.io"]
 
 
 def test_plain_json_clients_get_legacy_documents():
