@@ -120,8 +120,9 @@ class HelperSession:
                 yield pb.ConnectProgress(step=step)
             await self._connect_task  # raises the failure, if any
         except BaseException as exc:
+            credentials = connection.credentials  # the teardown forgets them; the error names their server and proxy
             await self._teardown(connection)
-            error = explain(exc)
+            error = explain(exc, credentials)
             if isinstance(exc, asyncio.CancelledError | GeneratorExit):
                 error = "the connect was cancelled"
             self._publish(failed_state(connection, error))

@@ -10,7 +10,8 @@ from tether.helper.api import helper_pb2 as pb
 from tether.helper.cluster.manager_dial import ManagerNotFoundError
 from tether.helper.cluster.portforward import PortForwardError
 from tether.helper.root.connection import Connection
-from tether.helper.root.kube.credentials import CredentialsError
+from tether.helper.root.kube.credentials import CredentialsError, KubeCredentials
+from tether.helper.root.kube.unreachable import describe_unreachable
 from tether.helper.root.policy import PolicyError
 from tether.helper.root.proxyvia import ProxyRule
 from tether.helper.root.routing import Conflict, ConflictError
@@ -87,8 +88,12 @@ _SPEAKS_TO_USER = (
 )
 
 
-def explain(exc: BaseException) -> str:
-    """One line for a client: errors that already speak to the user pass through; others are named."""
+def explain(exc: BaseException, credentials: KubeCredentials | None = None) -> str:
+    """One line for a client: errors that already speak to the user pass through; others are named.
+
+    ``credentials``, once read, name the API server and the proxy when the Kubernetes client could not reach it."""
+    if credentials is not None and (words := describe_unreachable(exc, credentials.server, credentials.proxy)):
+        return words
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"the traffic-manager did not answer: {exc.code().name}: {exc.details()}"
     if isinstance(exc, _SPEAKS_TO_USER):

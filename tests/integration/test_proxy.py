@@ -1,18 +1,22 @@
 """`tether connect` through a real proxy, with the workstation's direct path to the API server blocked.
 
 pproxy (tests/proxy_servers.py) serves HTTP CONNECT on 172.30.0.1:3128 and SOCKS5 on 172.30.0.1:1080 in the
-lab's router namespace, beside the API server; an nftables table in the workstation's namespace resets
-every direct connection to the API server's port. The helper starts with no proxy variables; the client
-sends the user's. One connect goes through the kubeconfig's ``proxy-url`` (SOCKS5), one through the
-environment (the lab's API server is http://, so kubectl's variable for it is HTTP_PROXY; HTTPS_PROXY for
-https:// servers is covered by tests/unit/test_proxies.py), and NO_PROXY covering the server makes the
-connect go direct and fail against the block. Each connect must leave a connection to the API server in
-the proxy's log, and `curl http://web.default` must work through it.
+lab's router namespace, beside the API server. The router's filter resets every workstation connection but
+the API server's, so the test lets the proxies' ports through it while they run (without that the proxy
+itself refuses, which the client library reports as the API server's refusal); an nftables table in the
+workstation's namespace resets every direct connection to the API server's port. The helper starts with no
+proxy variables; the client sends the user's. One connect goes through the kubeconfig's ``proxy-url``
+(SOCKS5), one through the environment (the lab's API server is http://, so kubectl's variable for it is
+HTTP_PROXY; HTTPS_PROXY for https:// servers is covered by tests/unit/test_proxies.py), NO_PROXY covering the
+server makes the connect go direct and fail against the block, and a proxy that refuses gives an error naming
+it and the server. Each connect must leave a connection to the API server in the proxy's log, and
+`curl http://web.default` must work through it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 
 import pytest
@@ -20,12 +24,15 @@ import yaml
 from helper_fixture import running_helper
 
 from tests.proxy_servers import ProxyServer
-from tether.lab.topology import API_IP, API_PORT, ROUTER_NS
+from tether.lab import firewall
+from tether.lab.topology import API_IP, API_PORT, ROUTER_NS, ROUTER_WS_IF
 
 pytestmark = pytest.mark.lab
 
-HTTP_PROXY = f"http://{API_IP}:3128"
-SOCKS_PROXY = f"socks5://{API_IP}:1080"
+PROXY_PORTS = (3128, 1080)
+HTTP_PROXY = f"http://{API_IP}:{PROXY_PORTS[0]}"
+SOCKS_PROXY = f"socks5://{API_IP}:{PROXY_PORTS[1]}"
+CLOSED_PROXY = f"socks5://{API_IP}:1081"  # nobody listens and the router resets it
 API = f"{API_IP}:{API_PORT}"
 BLOCK_TABLE = "proxytest_block"  # not tether_*: the helper's leftover checks look for those
 
@@ -48,9 +55,23 @@ def direct_path_blocked(netns: str):
         _nft(netns, "delete", "table", "inet", BLOCK_TABLE, check=False)
 
 
+@contextlib.contextmanager
+def proxy_ports_open():
+    """Let the workstation reach the proxies through the router's filter, which resets all but the API server."""
+    ports = ", ".join(str(port) for port in PROXY_PORTS)
+    rule = f'iifname "{ROUTER_WS_IF}" ip daddr {API_IP} tcp dport {{ {ports} }} accept'
+    added = _nft(ROUTER_NS, "--echo", "--handle", "insert", "rule", "inet", firewall.TABLE, "input", rule)
+    handle = re.search(r"# handle (\d+)", added.stdout)
+    assert handle, added.stdout
+    try:
+        yield
+    finally:
+        _nft(ROUTER_NS, "delete", "rule", "inet", firewall.TABLE, "input", "handle", handle.group(1), check=False)
+
+
 @pytest.fixture(scope="module")
 def proxies(lab):
-    with ProxyServer([HTTP_PROXY, SOCKS_PROXY], netns=ROUTER_NS) as server:
+    with proxy_ports_open(), ProxyServer([HTTP_PROXY, SOCKS_PROXY], netns=ROUTER_NS) as server:
         yield server
 
 
@@ -105,6 +126,16 @@ def test_connect_through_proxies_with_the_direct_path_blocked(lab, lab_run, prox
             out = helper.cli("connect", "--kubeconfig", str(lab.kubeconfig), timeout=120)
         assert out.returncode != 0, out.stdout
         assert proxies.connections()[before:] == []
+        with contextlib.suppress(AssertionError):
+            helper.disconnect()
+
+        # 4. a proxy that refuses: the error names it and the API server, not the client library's retries
+        closed = _kubeconfig_with_proxy(lab.kubeconfig, tmp_path / "closed.yaml", CLOSED_PROXY)
+        out = helper.cli("connect", "--kubeconfig", str(closed), timeout=120)
+        assert out.returncode != 0, out.stdout
+        expected = f"cannot reach the API server http://{API} through the proxy {CLOSED_PROXY}: "
+        assert expected + "the proxy refused the connection" in out.stderr, out.stderr
+        assert "MaxRetryError" not in out.stderr
         with contextlib.suppress(AssertionError):
             helper.disconnect()
 

@@ -4,9 +4,13 @@ own words."""
 from __future__ import annotations
 
 import kubernetes
+import socks
+import urllib3.exceptions
 
 from tether.helper.api import helper_pb2 as pb
+from tether.helper.api.proxies import parse_proxy_url
 from tether.helper.root.connection import Connection
+from tether.helper.root.kube.credentials import KubeCredentials
 from tether.helper.root.server.caller import Caller
 from tether.helper.root.state import connected_state, explain
 from tether.helper.root.tunnel.manager_link import ManagerLink, VersionSkewError, client_info
@@ -25,3 +29,26 @@ def test_the_state_shows_the_client_and_the_manager_version() -> None:
 def test_a_version_skew_is_explained_in_its_own_words() -> None:
     message = "the traffic-manager is too old ... tether manager upgrade --namespace tether"
     assert explain(VersionSkewError(message)) == message
+
+
+def test_a_failed_api_call_through_a_proxy_names_the_proxy_and_the_server(tmp_path) -> None:
+    # as urllib3 and PySocks raise it when the SOCKS proxy itself refuses: the text names the API server
+    refused = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: Connection refused")
+    refused.__context__ = socks.ProxyConnectionError("Error connecting to SOCKS5 proxy", ConnectionRefusedError(111))
+    failure = urllib3.exceptions.MaxRetryError(None, "/api/v1/namespaces", refused)  # type: ignore[arg-type]
+    proxy = parse_proxy_url("socks5://alice:s3cret@172.30.0.1:1080", "proxy-url")
+    credentials = KubeCredentials(
+        kubernetes.client.Configuration(),
+        context="lab",
+        server="http://172.30.0.1:6443",
+        namespace="",
+        directory=tmp_path,
+        plugin=None,
+        credential=None,
+        proxy=proxy,
+    )
+    assert explain(failure, credentials) == (
+        "cannot reach the API server http://172.30.0.1:6443 through the proxy socks5://***@172.30.0.1:1080: "
+        "the proxy refused the connection"
+    )
+    assert explain(failure).startswith("MaxRetryError: ")  # before the kubeconfig is read: no server to name
