@@ -33,12 +33,19 @@ class TrimPolicy:
     burst: int = 512
     fall: float = 0.25
     peak: int = 0
+    #: One more trim at the next look after a trim: flows that had just closed (TIME-WAIT, teardown still
+    #: on its way) are freed only after it.
+    follow_up: bool = False
 
     def observe(self, flows: int) -> bool:
         """Whether to trim now, given the current flow count (called every CHECK_INTERVAL)."""
         self.peak = max(self.peak, flows)
         if self.peak >= self.burst and flows <= self.peak * self.fall:
             self.peak = flows
+            self.follow_up = True
+            return True
+        if self.follow_up:
+            self.follow_up = False
             return True
         return False
 
