@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
+from tether.lab import users
 from tether.lab.lab import Lab, require_root
 from tether.lab.runner import LabError
 from tether.lab.topology import WS_NS
@@ -53,7 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restart.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)")
     restart.set_defaults(handler=cmd_restart)
 
-    kubeconfig = commands.add_parser("kubeconfig", help="print the path of the lab's kubeconfig")
+    kubeconfig = commands.add_parser(
+        "kubeconfig",
+        help="print the path of the lab's kubeconfig",
+        description="Print the path of the lab's admin kubeconfig, or with --user that of a restricted user: "
+        + "; ".join(f"{u.name}: {u.about}" for u in users.USERS),
+    )
+    kubeconfig.add_argument("--user", metavar="NAME", help="a restricted lab user's kubeconfig instead")
     kubeconfig.set_defaults(handler=cmd_kubeconfig)
 
     run = commands.add_parser(
@@ -136,7 +143,19 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
     except LabError as exc:
         _err(str(exc))
         return 1
-    print(info.kubeconfig)
+    if args.user is None:
+        print(info.kubeconfig)
+        return 0
+    try:
+        user = users.user_named(args.user)
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
+    path = info.paths.user_kubeconfig(user.name)
+    if not path.exists():
+        _err(f"{path} is missing: the lab was brought up before it had user {user.name} (tether lab down, then up)")
+        return 1
+    print(path)
     return 0
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from tether.lab import clusterdns, network, objects, probes, procs, report
+from tether.lab import clusterdns, network, objects, probes, procs, report, users
 from tether.lab.journal import UP, Journal, JournalFile, ProcessRecord
 from tether.lab.netns import NetnsOps
 from tether.lab.report import LabInfo
@@ -217,6 +217,7 @@ class Lab:
         seed = objects.seed_objects(plan, now)
         self._write_file(self.paths.seed, json.dumps(seed, indent=1) + "\n")
         self._write_tokens(plan)
+        users.write_files(self.paths, plan.api_url)
         self._write_file(self.paths.kubeconfig, yaml.safe_dump(objects.kubeconfig(plan.api_url), sort_keys=False))
         self._write_file(
             self.paths.pod_kubeconfig, yaml.safe_dump(objects.kubeconfig(plan.pod_api_url), sort_keys=False)
@@ -356,6 +357,8 @@ class Lab:
             for p in journal.processes
             if not procs.is_running(p.pid, p.start_time)
         ]
+        if not self.paths.users.exists():
+            found.append("its API server has no restricted users (built by an older tether)")
         return found
 
     def _info(self, journal: Journal) -> LabInfo:

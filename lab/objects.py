@@ -323,14 +323,18 @@ def seed_objects(plan: LabPlan, now: str) -> list[Obj]:
     return objects
 
 
-def kubeconfig(server: str, namespace: str = "default", context: str = CONTEXT_NAME) -> Obj:
-    """A kubeconfig for the lab's plain-HTTP API server (the token is not checked)."""
+#: The bearer token of the lab's admin kubeconfigs (no secret: lab/users.py makes it the all-powerful user).
+ADMIN_TOKEN = "tether-lab"
+
+
+def kubeconfig(server: str, namespace: str = "default", context: str = CONTEXT_NAME, token: str = ADMIN_TOKEN) -> Obj:
+    """A kubeconfig for the lab's plain-HTTP API server, as the user ``token`` names (see lab/users.py)."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
         "clusters": [{"name": context, "cluster": {"server": server}}],
-        "users": [{"name": context, "user": {"token": "tether-lab"}}],
+        "users": [{"name": context, "user": {"token": token}}],
         "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}],
         "current-context": context,
     }

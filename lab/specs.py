@@ -86,6 +86,7 @@ def apiserver_spec(paths: StatePaths, python: str, module: str = APISERVER_MODUL
         "--service-cidr", str(SERVICE_CIDR),
         "--seed", str(paths.seed),
         "--service-account-tokens", str(paths.service_account_tokens),
+        "--users", str(paths.users),
         "--ready-file", ready,
     )  # fmt: skip
     # probed from the workstation: the path users and the helper take

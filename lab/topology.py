@@ -137,6 +137,14 @@ class StatePaths:
     def service_account_tokens(self) -> Path:
         return self.tokens / "apiserver.json"
 
+    @property
+    def users(self) -> Path:
+        """The API server's users: their tokens and rights (see lab/users.py)."""
+        return self.tokens / "users.json"
+
+    def user_kubeconfig(self, user: str) -> Path:
+        return self.root / f"kubeconfig-{user}.yaml"
+
     def token_file(self, namespace: str, pod: str) -> Path:
         return self.tokens / f"{namespace}_{pod}"
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tether.lab.apiserver import authz
 from tether.lab.apiserver.kinds import Obj
 from tether.lab.apiserver.server import LabApiServer, SeedError
 from tether.runtime import eventloop
@@ -40,14 +41,21 @@ def _load_seed(path: Path) -> list[Obj]:
     return data
 
 
-async def _serve_until_signalled(args: argparse.Namespace, seed: list[Obj]) -> None:
+async def _serve_until_signalled(
+    args: argparse.Namespace, seed: list[Obj], authorizer: authz.Authorizer | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     host, port = args.listen
     async with LabApiServer(
-        host=host, port=port, seed=seed, service_cidr=args.service_cidr, token_file=args.service_account_tokens
+        host=host,
+        port=port,
+        seed=seed,
+        service_cidr=args.service_cidr,
+        token_file=args.service_account_tokens,
+        authorizer=authorizer,
     ) as server:
         if args.kubeconfig:
             write_atomic(args.kubeconfig, json.dumps(server.kubeconfig(), indent=2) + "\n", fsync=False)
@@ -92,6 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="FILE.json",
         help="tokens bound to pods, for TokenReview: a JSON list of {token, namespace, pod, audiences}",
     )
+    parser.add_argument(
+        "--users",
+        type=Path,
+        metavar="FILE.json",
+        help='bearer tokens and what each user may do: {"users": [{name, token, admin, allowed}]} '
+        "(without it, every request is allowed)",
+    )
     parser.add_argument("--kubeconfig", type=Path, metavar="PATH", help="write a kubeconfig for the server here")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
@@ -102,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         seed = _load_seed(args.seed) if args.seed else []
-        eventloop.run(_serve_until_signalled(args, seed))
+        authorizer = authz.load(args.users) if args.users else None
+        eventloop.run(_serve_until_signalled(args, seed, authorizer))
     except (OSError, ValueError, SeedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -146,3 +146,28 @@ def test_unreachable_api_server(lab, api, tmp_path):
     done = tether("status", "--kubeconfig", str(dead), "--namespace", NS)
     assert done.returncode == 1
     assert "cannot reach the API server at http://127.0.0.1:9" in done.stderr
+
+
+@pytest.mark.lab
+def test_a_viewer_is_refused_naming_the_verb_and_resource_and_nothing_is_created(lab, api):
+    """The lab's viewer may read everything install checks first, so the refusal comes at the first write."""
+    done = tether("install", "--namespace", NS, "--kubeconfig", str(lab.paths.user_kubeconfig("viewer")))
+    assert done.returncode != 0, done.stdout
+    assert "forbidden: you may not create configmaps " in done.stderr, done.stderr
+    assert f'in namespace "{NS}"' in done.stderr, done.stderr
+    assert 'User "viewer" cannot create resource "configmaps"' in done.stderr, done.stderr
+    assert ours(api) == {}  # no release record, no object
+
+
+@pytest.mark.lab
+def test_a_user_refused_midway_gets_everything_taken_back(lab, api):
+    """The deployer may create an app's objects but no RBAC ones: install gets halfway, then undoes it."""
+    done = tether("install", "--namespace", NS, "--kubeconfig", str(lab.paths.user_kubeconfig("deployer")))
+    assert done.returncode != 0, done.stdout
+    refused = [line for line in done.stderr.splitlines() if "forbidden: you may not create " in line]
+    assert refused, done.stderr
+    resource = refused[0].split("forbidden: you may not create ", 1)[1].split()[0].split(".")[0]  # e.g. roles.rbac...
+    assert resource in (*CLUSTER_WIDE, "roles", "rolebindings"), done.stderr
+    assert f'User "deployer" cannot create resource "{resource}"' in done.stderr
+    assert "created " in done.stdout and "took back " in done.stdout, done.stdout  # it did get halfway
+    assert ours(api) == {}

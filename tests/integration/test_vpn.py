@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any
 
+import kubernetes
 import pytest
 from helper_fixture import _ns_json, running_helper, workstation_leftovers
 
@@ -373,6 +374,33 @@ def test_proxy_via_a_missing_workload_fails_naming_it(lab, helper, vpn):
     state = helper.status()
     assert state["phase"] == "disconnected" and "nosuchworkload" in state["last_error"], state
     assert state["tun_device"] == "" and state["routed_subnets"] == []
+
+
+def echo_template(lab, workstation) -> dict[str, Any]:
+    """The echo Deployment (no agent) as the lab's admin reads it: its template and generation."""
+    with workstation():
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(lab.kubeconfig), client_configuration=config)
+        with kubernetes.client.ApiClient(config) as client:
+            deployment = kubernetes.client.AppsV1Api(client).read_namespaced_deployment("echo", "default")
+            return {"template": client.sanitize_for_serialization(deployment.spec.template),
+                    "generation": deployment.metadata.generation}  # fmt: skip
+
+
+def test_proxy_via_as_a_user_who_may_not_patch_the_workload_fails_and_changes_nothing(lab, workstation, helper, vpn):
+    before, template = snapshot(lab.ws_netns), echo_template(lab, workstation)
+    assert "tether-agent" not in json.dumps(template)  # a workload without an agent: connect would inject one
+    viewer = str(lab.paths.user_kubeconfig("viewer"))
+    out = helper.cli("connect", "--kubeconfig", viewer, "--proxy-via", "all=echo", timeout=90)
+    assert out.returncode == 4, (out.returncode, out.stdout, out.stderr)  # PERMISSION
+    first = out.stderr.splitlines()[0]
+    assert "Deployment default/echo" in first and "permission to patch deployments.apps" in first, out.stderr
+    assert 'User "viewer" cannot patch resource "deployments"' in first, out.stderr
+    assert_left_as_found(helper, before)
+    state = helper.status()
+    assert state["phase"] == "disconnected" and "default/echo" in state["last_error"], state
+    assert state["tun_device"] == "" and state["routed_subnets"] == []
+    assert echo_template(lab, workstation) == template
 
 
 def test_overlapping_proxy_vias_are_rejected_by_the_cli_and_the_helper(lab, helper, vpn):

@@ -33,6 +33,15 @@ def _start_runner(tmp_path, *extra):
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), ready
 
 
+def _wait_ready(proc, ready) -> str:
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the ready file never appeared"
+        time.sleep(0.05)
+    return ready.read_text().strip()
+
+
 def test_runner_seeds_serves_and_exits_cleanly(tmp_path):
     seed = tmp_path / "seed.json"
     seed.write_text(
@@ -57,12 +66,7 @@ def test_runner_seeds_serves_and_exits_cleanly(tmp_path):
     )
     proc, ready = _start_runner(tmp_path, "--seed", str(seed))
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the ready file never appeared"
-            time.sleep(0.05)
-        url = ready.read_text().strip()
+        url = _wait_ready(proc, ready)
         assert url.startswith("http://127.0.0.1:")
         api = kubernetes.config.new_client_from_config_dict(kubeconfig_for(url))
         v1 = client.CoreV1Api(api)
@@ -121,3 +125,34 @@ def test_the_seed_file_must_be_a_list_of_objects(tmp_path):
         seed.write_text(wrong)
         with pytest.raises(ValueError, match="a JSON list of Kubernetes objects"):
             _load_seed(seed)
+
+
+def test_runner_authorizes_with_the_users_file(tmp_path):
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps({"users": [{"name": "alice", "token": "alice-token", "allowed": ["list pods"]}]}))
+    proc, ready = _start_runner(tmp_path, "--users", str(users))
+    try:
+        url = _wait_ready(proc, ready)
+        config = kubeconfig_for(url)
+        config["users"][0]["user"] = {"token": "alice-token"}
+        with kubernetes.config.new_client_from_config_dict(config) as api:
+            v1 = client.CoreV1Api(api)
+            assert v1.list_namespaced_pod("default").items == []
+            with pytest.raises(client.ApiException) as refused:
+                v1.list_namespaced_service("default")
+            assert refused.value.status == 403
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+
+
+def test_runner_refuses_a_bad_users_file(tmp_path):
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps({"users": [{"name": "alice"}]}))
+    proc, ready = _start_runner(tmp_path, "--users", str(users))
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"error: {users}: users[0]: needs a non-empty name and token" in err
+    assert "Traceback" not in err
+    assert not ready.exists()
