@@ -697,7 +697,10 @@ def test_fuzzed_packets_and_dns_queries_do_not_break_the_helper(lab, lab_run, he
         # what the kernel handed to the TUN's queue (the helper's reader) and what it dropped there
         assert tx["packets"] >= 0.9 * sent and tx["dropped"] <= 0.1 * sent, (sent, tx)
         assert helper.alive(), f"the helper died from fuzzed packets\n{helper.tail()}"
-        assert _ping_through_packet_socket(sender, receiver, device, ws_ip, echo_ip), "the netstack stopped answering"
+        # The helper may still be working through the fuzzed flows' dials (on 2 busy cores, more than one
+        # ping's 3 s): three tries, and the state and log say what it was doing if none is answered.
+        answered_ping = any(_ping_through_packet_socket(sender, receiver, device, ws_ip, echo_ip) for _ in range(3))
+        assert answered_ping, f"the netstack stopped answering\n{helper.status()}\n{helper.tail()}"
 
         queries, untouched = _dns_fuzz_queries(rng, 3000)
         answered: dict[int, DNSRecord] = {}
