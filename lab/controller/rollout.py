@@ -45,12 +45,21 @@ def pod_name(deployment: str, hash_: str, seed: str) -> str:
 
 
 def owned(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The pods the Deployment controls (by its uid in their ownerReferences)."""
-    uid = deployment["metadata"]["uid"]
+    """The pods the Deployment controls: its uid in their ownerReferences, or (adopted, as a controller adopts
+    orphans) its kind and name in the same namespace: the lab's seeded pods name it before the API server
+    gave it its uid."""
+    meta = deployment["metadata"]
+
+    def mine(ref: Mapping[str, Any]) -> bool:
+        return bool(ref.get("controller")) and (
+            ref.get("uid") == meta["uid"] or (ref.get("kind"), ref.get("name")) == ("Deployment", meta["name"])
+        )
+
     return [
         p
         for p in pods
-        if any(r.get("uid") == uid and r.get("controller") for r in p["metadata"].get("ownerReferences") or [])
+        if p["metadata"].get("namespace") == meta.get("namespace")
+        and any(mine(r) for r in p["metadata"].get("ownerReferences") or [])
     ]
 
 
@@ -85,7 +94,8 @@ def plan(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Ro
     create = max(0, replicas - len(current))
     if len(current) > replicas:
         # scale down: the not-ready ones go first, then the newest
-        extra = sorted(current, key=lambda p: (is_ready(p), p["metadata"].get("creationTimestamp", "")))
+        newest = sorted(current, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+        extra = sorted(newest, key=is_ready)
         delete += [p["metadata"]["name"] for p in extra[: len(current) - replicas]]
     if len(ready_current) >= replicas or replicas == 0:
         delete += [p["metadata"]["name"] for p in old]
@@ -164,17 +174,7 @@ def new_pod(deployment: Mapping[str, Any], name: str, node: str) -> Obj:
     }
     if tmeta.get("annotations"):
         pod_meta["annotations"] = dict(tmeta["annotations"])
-    containers = spec.get("containers") or []
-    waiting = {"waiting": {"reason": "ContainerCreating"}}
-    status = {
-        "phase": "Pending",
-        "conditions": [{"type": "PodScheduled", "status": "True"}],
-        "containerStatuses": [
-            {"name": c.get("name", ""), "image": c.get("image", ""), "ready": False, "restartCount": 0, "state": waiting}
-            for c in containers
-        ],
-    }
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec, "status": status}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
 
 
 def pick_node(nodes: Sequence[str], pods: Sequence[Mapping[str, Any]]) -> str:
