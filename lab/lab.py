@@ -179,7 +179,7 @@ class Lab:
         self._save()
 
     def _check_tools(self) -> str:
-        missing = [tool for tool in ("ip", "nft", "dnsmasq", "sysctl") if shutil.which(tool) is None]
+        missing = [tool for tool in ("ip", "nft", "dnsmasq", "sysctl", "nsenter") if shutil.which(tool) is None]
         if importlib.util.find_spec("kmock") is None:
             # An optional part of Tether: installs without it carry no lab-only dependency.
             missing.append(
@@ -228,7 +228,7 @@ class Lab:
 
     def _start(self, spec: ProcessSpec) -> ProcessRecord:
         log = self.paths.logs / (spec.name.replace("/", "_") + ".log")
-        record = procs.start(spec.name, spec.netns, spec.argv, log, dict(spec.env), spec.ready_file)
+        record = procs.start(spec.name, spec.netns, spec.argv, log, dict(spec.env), spec.ready_file, spec.host_mounts)
         self._journal.processes.append(record)
         self._save()
         return record
@@ -365,7 +365,7 @@ class Lab:
         if journal is None:
             leftovers = self.leftovers()
             return {"state": "stale" if leftovers else "down", "leftovers": leftovers}
-        return report.status(self._info(journal), journal, self.problems(journal))
+        return report.status(self._info(journal), journal, self.problems(journal), self.ops.pids)
 
     def netns_for(self, target: str | None) -> str:
         """The namespace for `run`: the workstation, or a pod given as NAMESPACE/NAME (or NAME in default)."""

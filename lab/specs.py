@@ -58,6 +58,8 @@ class ProcessSpec:
     probe: Probe | None = None
     #: start only once the API server answers
     after_api: bool = False
+    #: keep the host's mount namespace (see netns.exec_argv): for a process that creates namespaces
+    host_mounts: bool = False
 
 
 def _pod_env(pod: Pod) -> tuple[tuple[str, str], ...]:
@@ -185,4 +187,4 @@ def controller_spec(paths: StatePaths, python: str) -> ProcessSpec:
         python, "-m", CONTROLLER_MODULE, "--kubeconfig", str(paths.kubeconfig),
         "--state-root", str(paths.root), "--python", python, "--ready-file", ready,
     )  # fmt: skip
-    return ProcessSpec("controller", ROUTER_NS, argv, ready_file=ready, after_api=True)
+    return ProcessSpec("controller", ROUTER_NS, argv, ready_file=ready, after_api=True, host_mounts=True)

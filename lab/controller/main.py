@@ -93,6 +93,11 @@ class Controller:
         ]
         for deployment in managed:
             settled &= self._rollout(deployment, pods)
+        for orphan in rollout.orphans(deployments, pods):
+            meta = orphan["metadata"]
+            log.info("pod %s/%s: its Deployment is gone; deleting it", meta["namespace"], meta["name"])
+            with contextlib.suppress(ApiException):
+                self.api.core.delete_namespaced_pod(meta["name"], meta["namespace"])
         deployments, pods, services, current_eps = self.api.snapshot()
         self._kubelet(pods)
         deployments, pods, services, current_eps = self.api.snapshot()

@@ -177,6 +177,20 @@ def new_pod(deployment: Mapping[str, Any], name: str, node: str) -> Obj:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
 
 
+def orphans(deployments: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Pods whose controlling Deployment is gone: the garbage collector deletes them."""
+    alive = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in deployments}
+    alive |= {(d["metadata"]["namespace"], d["metadata"]["uid"]) for d in deployments}
+    found = []
+    for pod in pods:
+        ns = pod["metadata"].get("namespace")
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            gone = (ns, ref.get("name")) not in alive and (ns, ref.get("uid")) not in alive
+            if ref.get("controller") and ref.get("kind") == "Deployment" and gone:
+                found.append(pod)
+    return found
+
+
 def pick_node(nodes: Sequence[str], pods: Sequence[Mapping[str, Any]]) -> str:
     """The scheduler's choice: the node running fewest pods (the first of equals)."""
     load = {n: 0 for n in nodes}

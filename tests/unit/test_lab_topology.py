@@ -344,6 +344,7 @@ def test_process_specs(tmp_path):
     assert not [name for name in all_specs if name.startswith(("pod/default/", "pod/webshop/", "agent/"))]
     controller = all_specs["controller"]
     assert controller.netns == "tether-lab-router" and controller.after_api and controller.ready_file
+    assert controller.host_mounts  # the pods' namespaces it adds must be seen outside it
     assert controller.argv[:3] == ("/py", "-m", "tether.lab.controller") and str(paths.kubeconfig) in controller.argv
     assert all_specs["corp-web"].netns == "tether-lab-corp"
     assert all_specs["pod/tether/tether-manager-0"].netns == plan.pod("tether", "tether-manager-0").netns

@@ -1,6 +1,6 @@
 """The deployment controller's decisions: pods to make and remove, rolling updates, new pods, status."""
 
-from tether.lab.controller.rollout import HASH_LABEL, new_pod, pick_node, plan, template_hash
+from tether.lab.controller.rollout import HASH_LABEL, new_pod, orphans, pick_node, plan, template_hash
 
 TEMPLATE = {"metadata": {"labels": {"app": "demo"}}, "spec": {"containers": [{"name": "demo", "image": "x:1"}]}}
 
@@ -68,6 +68,13 @@ def test_status_counts_ready_and_updated_pods():
     assert (status["replicas"], status["readyReplicas"], status["unavailableReplicas"]) == (2, 1, 1)
     assert status["observedGeneration"] == 3
     assert [c["status"] for c in status["conditions"]] == ["False", "True"]
+
+
+def test_pods_whose_deployment_is_gone_are_orphans():
+    assert orphans([deployment()], [pod("a")]) == []
+    lost = pod("b")
+    lost["metadata"]["ownerReferences"][0].update(name="gone", uid="gone-uid")
+    assert orphans([deployment()], [pod("a"), lost]) == [lost]
 
 
 def test_the_scheduler_picks_the_least_loaded_node():
