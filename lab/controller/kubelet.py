@@ -131,6 +131,8 @@ class Kubelet:
         network.add_pod(
             self.ops, run.netns, podspec.veth_name(run.namespace, run.name), IPv4Address(run.ip), node.gateway
         )
+        # the address may have been another pod's a moment ago: forget that pod's MAC, as a CNI plugin does
+        self.ops.runner.run(["ip", "-n", ROUTER_NS, "neigh", "flush", "to", run.ip], check=False)
 
     def _volume_root(self, namespace: str, name: str) -> Path:
         return self.paths.tokens / f"{namespace}_{name}"
