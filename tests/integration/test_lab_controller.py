@@ -163,3 +163,27 @@ def test_an_unknown_image_leaves_the_pod_in_image_pull_back_off(api):
         and "registry.test/no/such:1" in pod.status.container_statuses[0].state.waiting.message
     )
     assert apps.read_namespaced_deployment("ghost", NS).status.ready_replicas in (None, 0)
+
+
+def test_injecting_the_agent_restarts_the_pods_with_a_sidecar_that_arrives_at_the_manager(api, lab):
+    """What `tether connect --proxy-via` does to a workload without an agent: the helper patches the template
+    (with the user's credentials), and the controller replaces the pods with ones that run the sidecar,
+    whose projected token the manager accepts."""
+    from tether.helper.root.kube.inject import inject, uninject
+    from tether.lab.objects import agent_sidecar_config
+
+    core, apps = api
+    apps.create_namespaced_deployment(NS, deployment("demo", ECHO))
+    [old] = wait(lambda: ready_pods(core, "demo"), "the first pod")
+    assert inject(core.api_client, NS, "demo", "Deployment", agent_sidecar_config(lab.plan)).changed
+
+    def with_agent():
+        pods = ready_pods(core, "demo")
+        return pods if len(pods) == 1 and len(pods[0].spec.containers) == 2 else None
+
+    [new] = wait(with_agent, "a pod with the sidecar")
+    assert new.metadata.name != old.metadata.name and new.status.container_statuses[1].name == "tether-agent"
+    log = lab.paths.logs / f"{NS}_{new.metadata.name}_tether-agent.log"
+    assert wait(lambda: log.exists() and "arrived at the manager" in log.read_text(), "the agent to arrive")
+    assert uninject(core.api_client, NS, "demo", "Deployment").changed
+    wait(lambda: (pods := ready_pods(core, "demo")) and len(pods[0].spec.containers) == 1, "a pod without it")
