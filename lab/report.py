@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,11 @@ class LabInfo:
         return str(self.plan.service(namespace, name).cluster_ip)
 
 
-def status(info: LabInfo, journal: Journal, problems: list[str]) -> dict[str, Any]:
-    """The lab's state, addresses, services, pods, processes and VPN, as plain data (`status --json`)."""
+def status(
+    info: LabInfo, journal: Journal, problems: list[str], netns_pids: Callable[[str], list[int]] = lambda _ns: []
+) -> dict[str, Any]:
+    """The lab's state, addresses, services, pods, processes and VPN, as plain data (`status --json`).
+    The workloads' pods are the controller's: their PIDs are the processes in their namespaces."""
     state = journal.state if journal.state != UP else ("degraded" if problems else "up")
     plan = info.plan
     state = journal.state if journal.state != UP else ("degraded" if problems else "up")
@@ -130,6 +134,8 @@ def status(info: LabInfo, journal: Journal, problems: list[str]) -> dict[str, An
     }
     for pod in plan.pods:
         record = by_name.get(f"pod/{pod.namespace}/{pod.name}")
+        pids = netns_pids(pod.netns) if pod.kind == "workload" else []
+        running = bool(pids) or bool(record and procs.is_running(record.pid, record.start_time))
         status["pods"].append(
             {
                 "namespace": pod.namespace,
@@ -137,8 +143,8 @@ def status(info: LabInfo, journal: Journal, problems: list[str]) -> dict[str, An
                 "ip": str(pod.ip),
                 "node": pod.node,
                 "netns": pod.netns,
-                "pid": record.pid if record else None,
-                "running": bool(record and procs.is_running(record.pid, record.start_time)),
+                "pid": record.pid if record else (min(pids) if pids else None),
+                "running": running,
                 "loopback_ports": list(pod.loopback_ports),
             }
         )

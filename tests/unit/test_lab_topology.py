@@ -282,7 +282,16 @@ def test_seed_objects_are_complete_for_the_official_client():
         assert model.metadata.name == obj["metadata"]["name"]
     pods = {o["metadata"]["name"]: _deserialize(o, "V1Pod") for o in seed if o["kind"] == "Pod"}
     assert pods["web-0"].status.pod_ip == str(plan.pod("default", "web-0").ip)
-    assert pods["web-0"].status.phase == "Running" and pods["web-0"].metadata.labels == {"app": "web"}
+    # the workloads' pods are scheduled with their addresses, for the controller to start
+    assert pods["web-0"].status.phase == "Pending" and pods["web-0"].metadata.labels == {"app": "web"}
+    assert all(s.container_id is None for s in pods["web-0"].status.container_statuses)
+    assert pods["coredns-0"].status.phase == "Running"
+    assert (
+        pods["coredns-0"].status.container_statuses[0].container_id
+        == "netns://tether-lab-pod-kube-system-coredns-0/kube-dns"
+    )
+    web0 = pods["web-0"].spec.containers[0]
+    assert web0.args[:3] == ["http", "--port", "8080"] and [e.name for e in web0.env] == ["POD_NAME", "POD_IP"]
     # every pod names its Deployment; the web pods carry the tether-agent sidecar
     deployments = {o["metadata"]["name"]: _deserialize(o, "V1Deployment") for o in seed if o["kind"] == "Deployment"}
     assert set(deployments) == {"web", "echo", "udp-echo", "bulk", "catalog", "coredns", "tether-manager"}
@@ -331,25 +340,15 @@ def test_process_specs(tmp_path):
     assert dict(manager.env)["POD_IP"] == str(plan.pod("tether", "tether-manager-0").ip)
     assert dict(manager.env)["KUBECONFIG"] == str(paths.pod_kubeconfig)
     assert "--port" in manager.argv and "8081" in manager.argv
-    web = all_specs["pod/default/web-0"]
-    assert web.argv[:3] == ("/py", "-m", "tether.lab.workloads")
-    assert web.netns == plan.pod("default", "web-0").netns
-    assert all_specs["pod/default/udp-echo-0"].probe.kind == "udp"
+    # the workloads (and their agents) are the controller's: it runs in the router, after the API server
+    assert not [name for name in all_specs if name.startswith(("pod/default/", "pod/webshop/", "agent/"))]
+    controller = all_specs["controller"]
+    assert controller.netns == "tether-lab-router" and controller.after_api and controller.ready_file
+    assert controller.host_mounts  # the pods' namespaces it adds must be seen outside it
+    assert controller.argv[:3] == ("/py", "-m", "tether.lab.controller") and str(paths.kubeconfig) in controller.argv
     assert all_specs["corp-web"].netns == "tether-lab-corp"
     assert all_specs["pod/tether/tether-manager-0"].netns == plan.pod("tether", "tether-manager-0").netns
     assert "AGENT_INJECTION" not in dict(manager.env)  # the manager patches no workload for a client
-    # a tether-agent in each web pod's namespace, as its sidecar, pointed at the manager's ClusterIP
-    agents = {name: spec for name, spec in all_specs.items() if name.startswith("agent/")}
-    assert sorted(agents) == ["agent/default/web-0", "agent/default/web-1"]
-    agent = agents["agent/default/web-1"]
-    assert agent.netns == plan.pod("default", "web-1").netns and agent.after_api and agent.ready_file
-    assert "tether.manager.agent.main" in agent.argv[2]
-    args = agent.argv[3:]
-    assert args[args.index("--manager") + 1] == "10.96.1.15:8081"
-    assert args[args.index("--workload") + 1] == "web" and args[args.index("--kind") + 1] == "Deployment"
-    env = dict(agent.env)
-    web1_ip = str(plan.pod("default", "web-1").ip)
-    assert (env["POD_NAME"], env["POD_NAMESPACE"], env["POD_IP"]) == ("web-1", "default", web1_ip)
 
 
 def test_network_commands_stay_inside_lab_namespaces():
@@ -360,7 +359,8 @@ def test_network_commands_stay_inside_lab_namespaces():
     plan = build_plan(["10.0.0.0/8"])
     network.build_cluster(ops, plan, created.append)
     network.build_vpn(ops, plan.vpn, created.append)
-    assert sorted(created) == sorted(plan.netns_names())
+    pods = [p.netns for p in plan.pods if p.kind == "workload"]  # the controller's
+    assert sorted(created) == sorted(n for n in plan.netns_names() if n not in pods)
     for argv in runner.commands:
         assert argv[0] == "ip", argv
         if argv[1] == "-n":
@@ -372,7 +372,7 @@ def test_network_commands_stay_inside_lab_namespaces():
     joined = [" ".join(a) for a in runner.commands]
     assert "ip -n tether-lab-router link add ws0 type veth peer name eth0 netns tether-lab-ws" in joined
     assert "ip -n tether-lab-ws route add 10.0.0.0/8 via 100.64.0.1 dev vpn0" in joined
-    assert "ip -n tether-lab-pod-default-web-0 route add default via 10.244.1.1 dev eth0 onlink" in joined
+    assert "ip -n tether-lab-pod-tether-tether-manager-0 route add default via 10.244.2.1 dev eth0 onlink" in joined
     assert "ip -n tether-lab-router route add local 10.96.0.0/16 dev lo" in joined
     # no route to the cluster from the workstation
     ws_routes = [a for a in joined if a.startswith("ip -n tether-lab-ws route add")]
