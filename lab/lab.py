@@ -210,7 +210,10 @@ class Lab:
             self._save()
             self._write_file(self.paths.resolv_conf(ns), resolv)
         coredns = plan.pods_of("dns")[0]
-        self._write_file(self.paths.conf / "cluster-dns.conf", clusterdns.cluster_conf(plan, coredns.ip))
+        self.paths.cluster_hosts.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._write_file(
+            self.paths.conf / "cluster-dns.conf", clusterdns.cluster_conf(plan, coredns.ip, self.paths.cluster_hosts)
+        )
         self._write_file(self.paths.conf / "upstream-dns.conf", clusterdns.upstream_conf())
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         seed = objects.seed_objects(plan, now)
@@ -290,7 +293,7 @@ class Lab:
     def restart(self, name: str) -> ProcessRecord:
         """End one lab process (by the PID the journal records), start it again from its spec, wait
         until it is ready, and record the new PID. `name` is a process name from the journal
-        ("apiserver", "dns-upstream", "pod/tether/tether-manager-0", ...) or a pod as NAMESPACE/NAME."""
+        ("apiserver", "dns-upstream", "pod/kube-system/coredns-0", ...) or a pod as NAMESPACE/NAME."""
         require_root("restart")
         journal = self.journal_file.load()
         if journal is None or journal.state != UP:

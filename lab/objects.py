@@ -31,7 +31,8 @@ from tether.manager.api.sidecar import ANNOTATION, SidecarConfig, annotation_val
 Obj = dict[str, Any]
 
 KUBELET_VERSION = "v1.31.0-tether-lab"
-#: On a Deployment whose pods the lab starts itself (cluster DNS, the manager): the controller leaves them be.
+#: On a Deployment whose pods the lab starts itself (cluster DNS): the controller leaves them be. The
+#: traffic-manager is none of the lab's: `tether manager install` puts it there, and the controller runs it.
 STATIC_PODS = "lab.tether.dev/pods"
 #: Namespaces an API server creates by itself (the lab's emulator does too): not in the seed.
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -322,7 +323,6 @@ def seed_objects(plan: LabPlan, now: str) -> list[Obj]:
     nodes = {n.name: n for n in plan.nodes}
     objects = [namespace_object(ns, now) for ns in plan.namespaces if ns not in BUILTIN_NAMESPACES]
     objects += [node_object(n, now) for n in plan.nodes]
-    objects.append(configmap_object("tether", "tether-manager", {}, now))
     objects.append(
         configmap_object(
             "kube-system",

@@ -24,6 +24,9 @@ from tether.lab.topology import (
     VpnHost,
 )
 
+#: The lab starts no traffic-manager: it is installed as on any cluster, from the workstation.
+INSTALL_MANAGER = 'tether lab run -- tether manager install --kubeconfig "$(tether lab kubeconfig)" --wait'
+
 
 @dataclass
 class LabInfo:
@@ -66,18 +69,6 @@ class LabInfo:
     @property
     def pod_netns(self) -> dict[str, str]:
         return {f"{p.namespace}/{p.name}": p.netns for p in self.plan.pods}
-
-    @property
-    def manager_pod(self) -> str:
-        return self.plan.pods_of("manager")[0].name
-
-    @property
-    def manager_namespace(self) -> str:
-        return self.plan.pods_of("manager")[0].namespace
-
-    @property
-    def manager_ip(self) -> str:
-        return str(self.plan.pods_of("manager")[0].ip)
 
     @property
     def vpn_hosts(self) -> list[VpnHost]:

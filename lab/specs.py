@@ -6,15 +6,12 @@ from dataclasses import dataclass
 
 from tether.lab import clusterdns
 from tether.lab.topology import (
-    AGENT_IMAGE,
     API_IP,
     API_PORT,
     CORP_NS,
-    DNS_IP,
     INET_NS,
     INET_WEB_IP,
     KUBERNETES_IP,
-    MANAGER_PORT,
     ROUTER_NS,
     SERVICE_CIDR,
     UPSTREAM_DNS_IP,
@@ -98,29 +95,14 @@ def apiserver_spec(paths: StatePaths, python: str, module: str = APISERVER_MODUL
 
 def pod_spec(plan: LabPlan, pod: Pod, paths: StatePaths, python: str) -> ProcessSpec:
     name = process_name(pod)
-    ready = _ready(paths, name)
     env = _pod_env(pod)
     if pod.kind == "dns":
         argv = tuple(clusterdns.dnsmasq_argv(paths.conf / "cluster-dns.conf"))
-        # asked through the kube-dns ClusterIP from another pod: DNAT, routing and dnsmasq at once
-        # asked through the kube-dns ClusterIP from another pod the lab starts itself (the workloads' come
-        # later, from the controller): DNAT, routing and dnsmasq at once
-        client = next(p for p in plan.pods if p.kind == "manager")
+        # asked from the router (the lab starts no other pod before the controller runs the workloads'),
+        # for a name of the lab's own plan
         kubernetes = plan.service("default", "kubernetes")
-        probe = Probe(client.netns, "dns", str(DNS_IP), 53, name=kubernetes.fqdn, expect=str(kubernetes.cluster_ip))
+        probe = Probe(ROUTER_NS, "dns", str(pod.ip), 53, name=kubernetes.fqdn, expect=str(kubernetes.cluster_ip))
         return ProcessSpec(name, pod.netns, argv, env, "", probe)
-    if pod.kind == "manager":
-        argv = (python, "-c", MANAGER_BOOT, "--port", str(MANAGER_PORT), "--ready-file", ready)
-        env = (
-            *env,
-            ("MANAGER_NAMESPACE", pod.namespace),
-            ("KUBECONFIG", str(paths.pod_kubeconfig)),
-            # What clients inject; the controller restarts the patched workload's pods with it.
-            ("AGENT_IMAGE", AGENT_IMAGE),
-            ("AGENT_MANAGER_ADDRESS", plan.agent_manager_address),
-        )
-        probe = Probe(ROUTER_NS, "tcp", str(pod.ip), MANAGER_PORT)
-        return ProcessSpec(name, pod.netns, argv, env, ready, probe, after_api=True)
     raise ValueError(f"the lab's controller runs {process_name(pod)}, not the lab")
 
 

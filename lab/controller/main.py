@@ -23,14 +23,14 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from tether.lab import kubeproxy
+from tether.lab import clusterdns, kubeproxy
 from tether.lab.apiserver.podnet import pod_netns as netns_of
 from tether.lab.controller import endpoints, rollout
 from tether.lab.controller.kubelet import Kubelet
 from tether.lab.netns import NetnsOps
 from tether.lab.objects import STATIC_PODS
 from tether.lab.runner import SubprocessRunner
-from tether.lab.topology import ROUTER_NS, Node, StatePaths
+from tether.lab.topology import ROUTER_NS, Node, StatePaths, build_plan
 from tether.runtime.atomicfile import write_atomic
 
 log = logging.getLogger("tether.lab.controller")
@@ -77,10 +77,21 @@ class Api:
 
 
 class Controller:
-    def __init__(self, api: Api, kubelet: Kubelet, apply_rules: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        api: Api,
+        kubelet: Kubelet,
+        apply_rules: Callable[[str], None],
+        write_dns: Callable[[str], None] = lambda _hosts: None,
+        known_names: frozenset[str] = frozenset(),
+    ) -> None:
         self.api = api
         self.kubelet = kubelet
         self.apply_rules = apply_rules
+        #: the cluster DNS's records of Services not in the lab's plan (``known_names`` are), as a hosts file
+        self.write_dns = write_dns
+        self.known_names = known_names
+        self._hosts: str | None = None
         self._rules = ""
         self._seen: dict[tuple[str, str], Obj] = {}
 
@@ -106,6 +117,16 @@ class Controller:
             if fresh is not None:
                 settled &= self._deployment_status(fresh, pods)
         self._endpoints(services, pods, current_eps)
+        hosts = clusterdns.service_hosts(
+            (
+                (svc["metadata"]["namespace"], svc["metadata"]["name"], (svc.get("spec") or {}).get("clusterIP", ""))
+                for svc in services
+            ),
+            self.known_names,
+        )
+        if hosts != self._hosts:
+            self.write_dns(hosts)
+            self._hosts = hosts
         rules = kubeproxy.render(endpoints.proxy_entries(services, pods))
         if rules != self._rules:
             self.apply_rules(rules)
@@ -217,8 +238,16 @@ def run(args: argparse.Namespace) -> int:
     kubernetes.config.load_kube_config(config_file=str(args.kubeconfig))
     api = Api(kubernetes.client.ApiClient())
     ops = NetnsOps(SubprocessRunner())
-    kubelet = Kubelet(ops, StatePaths(root=args.state_root), args.python, api.nodes(), api.token)
-    controller = Controller(api, kubelet, lambda script: ops.nft(ROUTER_NS, script))
+    paths = StatePaths(root=args.state_root)
+    kubelet = Kubelet(ops, paths, args.python, api.nodes(), api.token)
+    controller = Controller(
+        api,
+        kubelet,
+        lambda script: ops.nft(ROUTER_NS, script),
+        # atomic: dnsmasq re-reads the file when it is moved into place
+        lambda hosts: write_atomic(paths.cluster_hosts / "services", hosts, fsync=False),
+        frozenset(svc.fqdn for svc in build_plan().services),
+    )
     stop, changed = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: (stop.set(), changed.set()))

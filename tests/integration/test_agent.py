@@ -17,7 +17,7 @@ from typing import Any
 import kubernetes
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
-from manager_client import ManagerClient, kube_configuration
+from manager_client import ManagerClient, kube_configuration, restart_manager
 
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
@@ -194,8 +194,8 @@ def test_a_clients_request_no_longer_makes_the_manager_patch_a_workload(lab, cli
     assert after == before
 
 
-def test_agents_arrive_again_after_the_manager_restarts(lab_control, lab, workstation):
-    lab_control.restart("tether/tether-manager-0")
+def test_agents_arrive_again_after_the_manager_restarts(lab, workstation):
+    restart_manager(lab)
     session = Client(lab, workstation)
     try:
         deadline = time.monotonic() + 30
