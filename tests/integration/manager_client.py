@@ -4,6 +4,7 @@ from a loop thread that lives in the workstation namespace."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import kubernetes
 
 from tether.helper.cluster.manager_dial import ManagerConnection
@@ -126,7 +128,10 @@ class ManagerClient:
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout)
 
     def close(self) -> None:
-        self.run(lambda: self.stub.Depart(pb.SessionInfo(session_id=self.session)))
+        # A manager pod replaced meanwhile (restart_manager) took the session with it, and the port-forward
+        # to that pod has nowhere to go: nothing to depart from then.
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            self.run(lambda: self.stub.Depart(pb.SessionInfo(session_id=self.session)))
         self.run(lambda: self.connection.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
