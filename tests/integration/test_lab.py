@@ -326,6 +326,10 @@ def test_cli_status_kubeconfig_and_run(lab):
     assert "10.244.2.11" in cli("run", "--pod", "default/echo-0", "--", "ip", "-o", "-4", "addr").stdout
     bad = cli("run", "--pod", "default/nope", "--", "true")
     assert bad.returncode == 1 and "no pod 'default/nope'" in bad.stderr
+    # `up` (here: already up) tells how to install the traffic-manager, which the lab does not start
+    up = cli("up")
+    assert up.returncode == 0, up.stderr
+    assert 'tether lab run -- tether manager install --kubeconfig "$(tether lab kubeconfig)" --wait' in up.stdout
 
 
 def test_up_again_is_a_no_op(lab_control, lab):
