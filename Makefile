@@ -17,10 +17,14 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
 	$(PYTHON) -m pip install -q -e '.[dev,lab,chart]'
 
-# The main job: build the sandbox cluster, start the helper as the workstation, connect, reach a service by name.
+# The main job: build the sandbox cluster, install the traffic-manager into it, start the helper as the workstation,
+# connect, reach a service by name.
 # The helper keeps running in the workstation namespace; `tether lab down` ends it with the rest of the lab.
 demo: deps
 	tether lab up
+	@# the lab starts no traffic-manager: install it as on any cluster (once: a lab already up keeps its release)
+	tether lab run -- tether manager status --kubeconfig "$$(tether lab kubeconfig)" >/dev/null 2>&1 || \
+	  tether lab run -- tether manager install --kubeconfig "$$(tether lab kubeconfig)" --wait
 	tether lab run -- sh -c 'tether quit >/dev/null 2>&1; sleep 1; \
 	  setsid tether helper start --group root --log-format text >/run/tether-lab/logs/helper.log 2>&1 &'
 	tether lab run -- sh -c 'for i in $$(seq 50); do tether version >/dev/null 2>&1 && break; sleep 0.2; done'

@@ -12,6 +12,7 @@ from typing import Any
 
 from tether.lab import users
 from tether.lab.lab import Lab, require_root
+from tether.lab.report import INSTALL_MANAGER
 from tether.lab.runner import LabError
 from tether.lab.topology import WS_NS
 
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     restart = commands.add_parser(
         "restart",
-        help="restart one of the lab's processes (e.g. the manager: tether/tether-manager-0)",
+        help="restart one of the lab's processes (e.g. the cluster DNS: kube-system/coredns-0)",
         description="End one lab process by the PID the lab recorded, start it again and wait until it is ready. "
         "NAME is a pod as NAMESPACE/NAME, or a process name from `tether lab status --json` (e.g. apiserver).",
     )
@@ -99,6 +100,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         headline = {"already up": "The lab is already up.", "vpn changed": "The lab's VPN was changed."}
         print(headline.get(result.action, "The lab is up."))
         print(render_status(status))
+        print(f"\nThe traffic-manager is not part of the lab: install it as on any cluster:\n  {INSTALL_MANAGER}")
     return 0
 
 

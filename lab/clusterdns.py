@@ -4,6 +4,7 @@ upstream "public" DNS server in the internet namespace. Config generation is pur
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -27,8 +28,10 @@ def _reverse_zone(cidr_prefix: str) -> str:
     return ".".join(reversed(cidr_prefix.split("."))) + ".in-addr.arpa"
 
 
-def cluster_conf(plan: LabPlan, listen: IPv4Address, upstream: IPv4Address = UPSTREAM_DNS_IP) -> str:
-    """dnsmasq config answering for cluster.local, forwarding the rest upstream."""
+def cluster_conf(plan: LabPlan, listen: IPv4Address, hosts_dir: Path, upstream: IPv4Address = UPSTREAM_DNS_IP) -> str:
+    """dnsmasq config answering for cluster.local, forwarding the rest upstream. The plan's Services are
+    fixed records; Services created through the API (the traffic-manager's) are the controller's hosts files
+    in ``hosts_dir``, which dnsmasq follows as they change (as CoreDNS follows Services)."""
     lines = [
         "# tether lab: cluster DNS (service kube-system/kube-dns)",
         "no-resolv",
@@ -42,6 +45,7 @@ def cluster_conf(plan: LabPlan, listen: IPv4Address, upstream: IPv4Address = UPS
         f"local=/{CLUSTER_DOMAIN}/",
         f"local=/{_reverse_zone('10.96')}/",
         f"local=/{_reverse_zone('10.244')}/",
+        f"hostsdir={hosts_dir}",
     ]
     for svc in plan.services:
         # host-record gives the A record and the PTR record of the ClusterIP
@@ -58,6 +62,18 @@ def cluster_conf(plan: LabPlan, listen: IPv4Address, upstream: IPv4Address = UPS
     for name, ip in LOOPBACK_NAMES.items():
         lines.append(f"host-record={name},{ip}")
     return "\n".join(lines) + "\n"
+
+
+def service_hosts(services: Iterable[tuple[str, str, str]], known: Iterable[str]) -> str:
+    """A hosts file of Services given as (namespace, name, ClusterIP), leaving out headless ones and the
+    names in ``known`` (the plan's, which the config holds already)."""
+    skip = set(known)
+    lines = []
+    for namespace, name, cluster_ip in sorted(services):
+        fqdn = f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"
+        if cluster_ip and cluster_ip != "None" and fqdn not in skip:
+            lines.append(f"{cluster_ip} {fqdn}")
+    return "".join(line + "\n" for line in lines)
 
 
 def upstream_conf(listen: IPv4Address = UPSTREAM_DNS_IP) -> str:

@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
-from tether.lab.topology import MASQUERADE_MARK, SERVICE_CIDR, LabPlan, Port, Service
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tether.lab.topology import MASQUERADE_MARK, SERVICE_CIDR, Endpoint, LabPlan, Port, Service
 
 TABLE = "tether_lab_kubeproxy"
 
@@ -27,34 +30,47 @@ def _service_chain(svc: Service, port: Port) -> str:
     return _chain_id("svc", svc.namespace, svc.name, port.name or port.port, port.protocol.lower())
 
 
+@dataclass(frozen=True)
+class ProxyEntry:
+    """One service port and where it leads."""
+
+    service: Service
+    port: Port
+    endpoints: tuple[Endpoint, ...]
+
+
 def ruleset(plan: LabPlan) -> str:
-    """The complete nft script for the lab's services."""
+    """The complete nft script for the lab's planned services and pods."""
+    return render([ProxyEntry(s, p, tuple(plan.endpoints(s, p))) for s in plan.services for p in s.ports])
+
+
+def render(entries: Sequence[ProxyEntry]) -> str:
+    """The complete nft script for these service ports (the whole table, replaced atomically)."""
     dispatch: list[str] = []
     chains: list[str] = []
-    for svc in plan.services:
-        for port in svc.ports:
-            endpoints = plan.endpoints(svc, port)
-            if not endpoints:
-                continue  # no endpoints: falls through to the reject below, like kube-proxy
-            proto = port.protocol.lower()
-            chain = _service_chain(svc, port)
-            dispatch.append(f"\t\tip daddr {svc.cluster_ip} {proto} dport {port.port} jump {chain}")
-            ep_chains = []
-            for index, ep in enumerate(endpoints):
-                ep_chain = f"{chain}-ep{index}"
-                ep_chains.append(ep_chain)
-                chains.append(
-                    f"\tchain {ep_chain} {{\n"
-                    f"\t\tip saddr {ep.ip} meta mark set meta mark | {MASQUERADE_MARK:#x}\n"
-                    f"\t\tmeta l4proto {proto} dnat to {ep.ip}:{ep.port}\n"
-                    "\t}"
-                )
-            if len(ep_chains) == 1:
-                body = f"\t\tjump {ep_chains[0]}"
-            else:
-                picks = ", ".join(f"{i} : jump {c}" for i, c in enumerate(ep_chains))
-                body = f"\t\tnumgen inc mod {len(ep_chains)} vmap {{ {picks} }}"
-            chains.append(f"\tchain {chain} {{\n{body}\n\t}}")
+    for entry in entries:
+        svc, port, endpoints = entry.service, entry.port, entry.endpoints
+        if not endpoints:
+            continue  # no endpoints: falls through to the reject below, like kube-proxy
+        proto = port.protocol.lower()
+        chain = _service_chain(svc, port)
+        dispatch.append(f"\t\tip daddr {svc.cluster_ip} {proto} dport {port.port} jump {chain}")
+        ep_chains = []
+        for index, ep in enumerate(endpoints):
+            ep_chain = f"{chain}-ep{index}"
+            ep_chains.append(ep_chain)
+            chains.append(
+                f"\tchain {ep_chain} {{\n"
+                f"\t\tip saddr {ep.ip} meta mark set meta mark | {MASQUERADE_MARK:#x}\n"
+                f"\t\tmeta l4proto {proto} dnat to {ep.ip}:{ep.port}\n"
+                "\t}"
+            )
+        if len(ep_chains) == 1:
+            body = f"\t\tjump {ep_chains[0]}"
+        else:
+            picks = ", ".join(f"{i} : jump {c}" for i, c in enumerate(ep_chains))
+            body = f"\t\tnumgen inc mod {len(ep_chains)} vmap {{ {picks} }}"
+        chains.append(f"\tchain {chain} {{\n{body}\n\t}}")
     lines = [
         f"table ip {TABLE} {{}}",
         f"delete table ip {TABLE}",

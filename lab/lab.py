@@ -14,7 +14,6 @@ import datetime
 import importlib.util
 import json
 import os
-import secrets
 import shlex
 import shutil
 import sys
@@ -153,13 +152,13 @@ class Lab:
         self._write_files(plan)
 
         specs = process_specs(plan, self.paths, self.python, apiserver_module=self.apiserver_module)
-        self.log("starting the API server, DNS servers and workloads")
+        self.log("starting the API server and DNS servers")
         deadline = time.monotonic() + self.timeout
         first = [(s, self._start(s)) for s in specs if not s.after_api]
         self._wait_ready([p for p in first if p[0].name == "apiserver"], deadline)
         later = [(s, self._start(s)) for s in specs if s.after_api]
         if later:
-            self.log("starting tether-manager")
+            self.log("starting " + ", ".join(s.name for s, _ in later))
         self._wait_ready(first + later, deadline)
         self._journal.state = UP
         self._save()
@@ -180,7 +179,7 @@ class Lab:
         self._save()
 
     def _check_tools(self) -> str:
-        missing = [tool for tool in ("ip", "nft", "dnsmasq", "sysctl") if shutil.which(tool) is None]
+        missing = [tool for tool in ("ip", "nft", "dnsmasq", "sysctl", "nsenter") if shutil.which(tool) is None]
         if importlib.util.find_spec("kmock") is None:
             # An optional part of Tether: installs without it carry no lab-only dependency.
             missing.append(
@@ -211,33 +210,29 @@ class Lab:
             self._save()
             self._write_file(self.paths.resolv_conf(ns), resolv)
         coredns = plan.pods_of("dns")[0]
-        self._write_file(self.paths.conf / "cluster-dns.conf", clusterdns.cluster_conf(plan, coredns.ip))
+        self.paths.cluster_hosts.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._write_file(
+            self.paths.conf / "cluster-dns.conf", clusterdns.cluster_conf(plan, coredns.ip, self.paths.cluster_hosts)
+        )
         self._write_file(self.paths.conf / "upstream-dns.conf", clusterdns.upstream_conf())
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         seed = objects.seed_objects(plan, now)
         self._write_file(self.paths.seed, json.dumps(seed, indent=1) + "\n")
-        self._write_tokens(plan)
+        self._write_tokens()
         users.write_files(self.paths, plan.api_url)
         self._write_file(self.paths.kubeconfig, yaml.safe_dump(objects.kubeconfig(plan.api_url), sort_keys=False))
         self._write_file(
             self.paths.pod_kubeconfig, yaml.safe_dump(objects.kubeconfig(plan.pod_api_url), sort_keys=False)
         )
 
-    def _write_tokens(self, plan: LabPlan) -> None:
-        """As the kubelet does for a projected volume: a fresh token for each agent pod, in a file only root
-        reads, and the API server told which pod each is bound to (for TokenReview)."""
+    def _write_tokens(self) -> None:
+        """No token is issued in advance: the controller asks the API server for each pod's (TokenRequest)."""
         self.paths.tokens.mkdir(mode=0o700, parents=True, exist_ok=True)
-        audience = objects.agent_sidecar_config(plan).token_audience  # what the pods' token volume asks for
-        bound = []
-        for pod in plan.agent_pods:
-            token = secrets.token_urlsafe(32)
-            write_atomic(self.paths.token_file(pod.namespace, pod.name), token + "\n", mode=0o600, fsync=False)
-            bound.append({"token": token, "namespace": pod.namespace, "pod": pod.name, "audiences": [audience]})
-        write_atomic(self.paths.service_account_tokens, json.dumps(bound) + "\n", mode=0o600, fsync=False)
+        write_atomic(self.paths.service_account_tokens, "[]\n", mode=0o600, fsync=False)
 
     def _start(self, spec: ProcessSpec) -> ProcessRecord:
         log = self.paths.logs / (spec.name.replace("/", "_") + ".log")
-        record = procs.start(spec.name, spec.netns, spec.argv, log, dict(spec.env), spec.ready_file)
+        record = procs.start(spec.name, spec.netns, spec.argv, log, dict(spec.env), spec.ready_file, spec.host_mounts)
         self._journal.processes.append(record)
         self._save()
         return record
@@ -299,7 +294,7 @@ class Lab:
     def restart(self, name: str) -> ProcessRecord:
         """End one lab process (by the PID the journal records), start it again from its spec, wait
         until it is ready, and record the new PID. `name` is a process name from the journal
-        ("apiserver", "dns-upstream", "pod/tether/tether-manager-0", ...) or a pod as NAMESPACE/NAME."""
+        ("apiserver", "dns-upstream", "pod/kube-system/coredns-0", ...) or a pod as NAMESPACE/NAME."""
         require_root("restart")
         journal = self.journal_file.load()
         if journal is None or journal.state != UP:
@@ -376,7 +371,7 @@ class Lab:
         if journal is None:
             leftovers = self.leftovers()
             return {"state": "stale" if leftovers else "down", "leftovers": leftovers}
-        return report.status(self._info(journal), journal, self.problems(journal))
+        return report.status(self._info(journal), journal, self.problems(journal), self.ops.pids)
 
     def netns_for(self, target: str | None) -> str:
         """The namespace for `run`: the workstation, or a pod given as NAMESPACE/NAME (or NAME in default)."""

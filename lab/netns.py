@@ -26,7 +26,12 @@ CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
 
-def exec_argv(netns: str, argv: Sequence[str]) -> list[str]:
+def exec_argv(netns: str, argv: Sequence[str], host_mounts: bool = False) -> list[str]:
+    """argv run inside netns. `ip netns exec` gives the process a mount namespace of its own (for
+    /etc/netns/NS/resolv.conf); with host_mounts it keeps the host's, so namespaces it creates with
+    `ip netns add` (their /run/netns mounts) are seen by everyone."""
+    if host_mounts:
+        return ["nsenter", f"--net={NETNS_RUN_DIR / netns}", "--", *argv]
     return ["ip", "netns", "exec", netns, *argv]
 
 

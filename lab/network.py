@@ -7,6 +7,7 @@ point leaves a journal that names everything that may exist.
 from __future__ import annotations
 
 from collections.abc import Callable
+from ipaddress import IPv4Address
 
 from tether.lab import firewall, kubeproxy
 from tether.lab.netns import NetnsOps
@@ -75,16 +76,22 @@ def build_cluster(ops: NetnsOps, plan: LabPlan, record: Record) -> None:
 
     nodes = {n.name: n for n in plan.nodes}
     for pod in plan.pods:
+        if pod.kind == "workload":
+            continue  # the controller runs these (see tether.lab.controller)
         record(pod.netns)
-        ops.add(pod.netns)
-        ops.veth(ROUTER_NS, pod.veth, pod.netns, "eth0")
-        ops.set_master(ROUTER_NS, pod.veth, BRIDGE)
-        ops.addr_add(pod.netns, "eth0", f"{pod.ip}/32")
-        gateway = nodes[pod.node].gateway
-        ops.route_add(pod.netns, "default", "via", str(gateway), "dev", "eth0", "onlink")
+        add_pod(ops, pod.netns, pod.veth, pod.ip, nodes[pod.node].gateway)
 
     ops.nft(ROUTER_NS, firewall.ruleset())
     ops.nft(ROUTER_NS, kubeproxy.ruleset(plan))
+
+
+def add_pod(ops: NetnsOps, netns: str, veth: str, ip: IPv4Address, gateway: IPv4Address) -> None:
+    """A pod's namespace on the router's bridge: its /32 address, and its node's gateway as default route."""
+    ops.add(netns)
+    ops.veth(ROUTER_NS, veth, netns, "eth0")
+    ops.set_master(ROUTER_NS, veth, BRIDGE)
+    ops.addr_add(netns, "eth0", f"{ip}/32")
+    ops.route_add(netns, "default", "via", str(gateway), "dev", "eth0", "onlink")
 
 
 def build_vpn(ops: NetnsOps, vpn: VpnPlan, record: Record) -> None:

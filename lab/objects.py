@@ -31,6 +31,9 @@ from tether.manager.api.sidecar import ANNOTATION, SidecarConfig, annotation_val
 Obj = dict[str, Any]
 
 KUBELET_VERSION = "v1.31.0-tether-lab"
+#: On a Deployment whose pods the lab starts itself (cluster DNS): the controller leaves them be. The
+#: traffic-manager is none of the lab's: `tether manager install` puts it there, and the controller runs it.
+STATIC_PODS = "lab.tether.dev/pods"
 #: Namespaces an API server creates by itself (the lab's emulator does too): not in the seed.
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _UID_NAMESPACE = uuid.UUID("6f1c1d52-7d0e-4c8e-9a59-1a2b3c4d5e6f")
@@ -117,12 +120,19 @@ def agent_sidecar_config(plan: LabPlan) -> SidecarConfig:
 
 
 def _app_container(pod: Pod) -> Obj:
-    return {
+    container: Obj = {
         "name": pod.label_dict.get("app", "app"),
         "image": _image(pod),
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": p.name, "containerPort": p.port, "protocol": p.protocol} for p in pod.ports],
     }
+    if pod.kind == "workload":  # run by the lab's controller: arguments and identity as a manifest gives them
+        container["args"] = list(pod.args)
+        container["env"] = [
+            {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+            for name, path in (("POD_NAME", "metadata.name"), ("POD_IP", "status.podIP"))
+        ]
+    return container
 
 
 def _containers(plan: LabPlan | None, pod: Pod) -> list[Obj]:
@@ -163,14 +173,14 @@ def pod_object(pod: Pod, node: Node, now: str, running: bool = True, plan: LabPl
         {"type": t, "status": "True" if t in ("PodScheduled", "Initialized") else ready, "lastTransitionTime": now}
         for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
     ]
-    state: Obj = {"running": {"startedAt": now}} if running else {"waiting": {"reason": "NotStarted"}}
+    state: Obj = {"running": {"startedAt": now}} if running else {"waiting": {"reason": "ContainerCreating"}}
     containers = _containers(plan, pod)
     statuses = [
         {
             "name": c["name"],
             "image": c["image"],
             "imageID": f"{c['image']}@sha256:{uuid.uuid5(_UID_NAMESPACE, c['image']).hex * 2}",
-            "containerID": f"netns://{pod.netns}/{c['name']}",
+            **({"containerID": f"netns://{pod.netns}/{c['name']}"} if running else {}),
             "ready": running,
             "started": running,
             "restartCount": 0,
@@ -239,7 +249,12 @@ def deployment_object(plan: LabPlan, workload: Workload, now: str) -> Obj:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(
-            "Deployment", workload.name, now, workload.namespace, labels={APP_LABEL: pod.label_dict[APP_LABEL]}
+            "Deployment",
+            workload.name,
+            now,
+            workload.namespace,
+            labels={APP_LABEL: pod.label_dict[APP_LABEL]},
+            annotations={} if pod.kind == "workload" else {STATIC_PODS: "static"},
         ),
         "spec": {
             "replicas": replicas,
@@ -308,7 +323,6 @@ def seed_objects(plan: LabPlan, now: str) -> list[Obj]:
     nodes = {n.name: n for n in plan.nodes}
     objects = [namespace_object(ns, now) for ns in plan.namespaces if ns not in BUILTIN_NAMESPACES]
     objects += [node_object(n, now) for n in plan.nodes]
-    objects.append(configmap_object("tether", "tether-manager", {}, now))
     objects.append(
         configmap_object(
             "kube-system",
@@ -319,7 +333,8 @@ def seed_objects(plan: LabPlan, now: str) -> list[Obj]:
     )
     objects += [service_object(s, now) for s in plan.services]
     objects += [deployment_object(plan, w, now) for w in plan.workloads]
-    objects += [pod_object(p, nodes[p.node], now, plan=plan) for p in plan.pods]
+    # the workloads' pods are scheduled, with their addresses, but not started: the controller runs them
+    objects += [pod_object(p, nodes[p.node], now, running=p.kind != "workload", plan=plan) for p in plan.pods]
     return objects
 
 

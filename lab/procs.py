@@ -73,8 +73,10 @@ def start(
     log: Path,
     env: Mapping[str, str] | None = None,
     ready_file: str = "",
+    host_mounts: bool = False,
 ) -> ProcessRecord:
-    """Start argv inside netns (through `ip netns exec`, so /etc/netns/NS/resolv.conf applies)."""
+    """Start argv inside netns (through `ip netns exec`, so /etc/netns/NS/resolv.conf applies; see
+    netns.exec_argv for host_mounts)."""
     full_env = dict(os.environ)
     full_env.pop("KUBECONFIG", None)
     full_env["PYTHONUNBUFFERED"] = "1"
@@ -83,7 +85,7 @@ def start(
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            exec_argv(netns, argv),
+            exec_argv(netns, argv, host_mounts),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

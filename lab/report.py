@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from tether.lab.topology import (
     StatePaths,
     VpnHost,
 )
+
+#: The lab starts no traffic-manager: it is installed as on any cluster, from the workstation.
+INSTALL_MANAGER = 'tether lab run -- tether manager install --kubeconfig "$(tether lab kubeconfig)" --wait'
 
 
 @dataclass
@@ -67,18 +71,6 @@ class LabInfo:
         return {f"{p.namespace}/{p.name}": p.netns for p in self.plan.pods}
 
     @property
-    def manager_pod(self) -> str:
-        return self.plan.pods_of("manager")[0].name
-
-    @property
-    def manager_namespace(self) -> str:
-        return self.plan.pods_of("manager")[0].namespace
-
-    @property
-    def manager_ip(self) -> str:
-        return str(self.plan.pods_of("manager")[0].ip)
-
-    @property
     def vpn_hosts(self) -> list[VpnHost]:
         return list(self.plan.vpn.hosts) if self.plan.vpn else []
 
@@ -86,8 +78,11 @@ class LabInfo:
         return str(self.plan.service(namespace, name).cluster_ip)
 
 
-def status(info: LabInfo, journal: Journal, problems: list[str]) -> dict[str, Any]:
-    """The lab's state, addresses, services, pods, processes and VPN, as plain data (`status --json`)."""
+def status(
+    info: LabInfo, journal: Journal, problems: list[str], netns_pids: Callable[[str], list[int]] = lambda _ns: []
+) -> dict[str, Any]:
+    """The lab's state, addresses, services, pods, processes and VPN, as plain data (`status --json`).
+    The workloads' pods are the controller's: their PIDs are the processes in their namespaces."""
     state = journal.state if journal.state != UP else ("degraded" if problems else "up")
     plan = info.plan
     state = journal.state if journal.state != UP else ("degraded" if problems else "up")
@@ -130,6 +125,8 @@ def status(info: LabInfo, journal: Journal, problems: list[str]) -> dict[str, An
     }
     for pod in plan.pods:
         record = by_name.get(f"pod/{pod.namespace}/{pod.name}")
+        pids = netns_pids(pod.netns) if pod.kind == "workload" else []
+        running = bool(pids) or bool(record and procs.is_running(record.pid, record.start_time))
         status["pods"].append(
             {
                 "namespace": pod.namespace,
@@ -137,8 +134,8 @@ def status(info: LabInfo, journal: Journal, problems: list[str]) -> dict[str, An
                 "ip": str(pod.ip),
                 "node": pod.node,
                 "netns": pod.netns,
-                "pid": record.pid if record else None,
-                "running": bool(record and procs.is_running(record.pid, record.start_time)),
+                "pid": record.pid if record else (min(pids) if pids else None),
+                "running": running,
                 "loopback_ports": list(pod.loopback_ports),
             }
         )

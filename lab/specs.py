@@ -6,15 +6,12 @@ from dataclasses import dataclass
 
 from tether.lab import clusterdns
 from tether.lab.topology import (
-    AGENT_IMAGE,
     API_IP,
     API_PORT,
     CORP_NS,
-    DNS_IP,
     INET_NS,
     INET_WEB_IP,
     KUBERNETES_IP,
-    MANAGER_PORT,
     ROUTER_NS,
     SERVICE_CIDR,
     UPSTREAM_DNS_IP,
@@ -27,6 +24,7 @@ from tether.lab.topology import (
 
 APISERVER_MODULE = "tether.lab.apiserver"
 WORKLOADS_MODULE = "tether.lab.workloads"
+CONTROLLER_MODULE = "tether.lab.controller"
 MANAGER_MODULE = "tether.manager.main"
 #: `tether-manager` through its entry point (tether.manager.main:main), with this interpreter.
 MANAGER_BOOT = "import sys; from tether.manager.main import main; sys.exit(main())"
@@ -57,6 +55,8 @@ class ProcessSpec:
     probe: Probe | None = None
     #: start only once the API server answers
     after_api: bool = False
+    #: keep the host's mount namespace (see netns.exec_argv): for a process that creates namespaces
+    host_mounts: bool = False
 
 
 def _pod_env(pod: Pod) -> tuple[tuple[str, str], ...]:
@@ -96,50 +96,15 @@ def apiserver_spec(paths: StatePaths, python: str, module: str = APISERVER_MODUL
 
 def pod_spec(plan: LabPlan, pod: Pod, paths: StatePaths, python: str) -> ProcessSpec:
     name = process_name(pod)
-    ready = _ready(paths, name)
     env = _pod_env(pod)
     if pod.kind == "dns":
         argv = tuple(clusterdns.dnsmasq_argv(paths.conf / "cluster-dns.conf"))
-        # asked through the kube-dns ClusterIP from another pod: DNAT, routing and dnsmasq at once
-        client = next(p for p in plan.pods if p.kind == "workload")
+        # asked from the router (the lab starts no other pod before the controller runs the workloads'),
+        # for a name of the lab's own plan
         kubernetes = plan.service("default", "kubernetes")
-        probe = Probe(client.netns, "dns", str(DNS_IP), 53, name=kubernetes.fqdn, expect=str(kubernetes.cluster_ip))
+        probe = Probe(ROUTER_NS, "dns", str(pod.ip), 53, name=kubernetes.fqdn, expect=str(kubernetes.cluster_ip))
         return ProcessSpec(name, pod.netns, argv, env, "", probe)
-    if pod.kind == "manager":
-        argv = (python, "-c", MANAGER_BOOT, "--port", str(MANAGER_PORT), "--ready-file", ready)
-        env = (
-            *env,
-            ("MANAGER_NAMESPACE", pod.namespace),
-            ("KUBECONFIG", str(paths.pod_kubeconfig)),
-            # What clients inject; no pod restarts in the lab, so an injected agent never comes.
-            ("AGENT_IMAGE", AGENT_IMAGE),
-            ("AGENT_MANAGER_ADDRESS", plan.agent_manager_address),
-        )
-        probe = Probe(ROUTER_NS, "tcp", str(pod.ip), MANAGER_PORT)
-        return ProcessSpec(name, pod.netns, argv, env, ready, probe, after_api=True)
-    argv = (python, "-m", WORKLOADS_MODULE, *pod.args, "--ready-file", ready)
-    port = pod.ports[0]
-    probe = Probe(ROUTER_NS, "udp" if port.protocol == "UDP" else "tcp", str(pod.ip), port.port)
-    return ProcessSpec(name, pod.netns, argv, env, ready, probe)
-
-
-def agent_process_name(pod: Pod) -> str:
-    return f"agent/{pod.namespace}/{pod.name}"
-
-
-def agent_spec(plan: LabPlan, pod: Pod, paths: StatePaths, python: str) -> ProcessSpec:
-    """The tether-agent in a workload's pod, as its sidecar container would run it: in the pod's network
-    namespace, configured from the pod's environment (the downward API's POD_NAME, POD_NAMESPACE,
-    POD_IP), dialing the manager's ClusterIP with the token the lab issued for the pod (its projected
-    volume). Ready once it has arrived at the manager."""
-    name = agent_process_name(pod)
-    ready = _ready(paths, name)
-    argv = (
-        python, "-c", AGENT_BOOT, "--manager", plan.agent_manager_address,
-        "--workload", pod.workload, "--kind", "Deployment", "--ready-file", ready,
-        "--token-file", str(paths.token_file(pod.namespace, pod.name)),
-    )  # fmt: skip
-    return ProcessSpec(name, pod.netns, argv, _pod_env(pod), ready, after_api=True)
+    raise ValueError(f"the lab's controller runs {process_name(pod)}, not the lab")
 
 
 def infrastructure_specs(plan: LabPlan, paths: StatePaths, python: str) -> list[ProcessSpec]:
@@ -191,6 +156,18 @@ def process_specs(
     apiserver_module: str = APISERVER_MODULE,
 ) -> list[ProcessSpec]:
     specs = [apiserver_spec(paths, python, apiserver_module), *infrastructure_specs(plan, paths, python)]
-    specs += [pod_spec(plan, pod, paths, python) for pod in plan.pods]
-    specs += [agent_spec(plan, pod, paths, python) for pod in plan.agent_pods]
+    specs += [pod_spec(plan, pod, paths, python) for pod in plan.pods if pod.kind != "workload"]
+    specs.append(controller_spec(paths, python))
     return specs
+
+
+def controller_spec(paths: StatePaths, python: str) -> ProcessSpec:
+    """The lab's controller (kubelet, deployment and endpoints controllers, kube-proxy): in the router
+    namespace, where the API server and the pods' bridge are; ready once every Deployment is rolled out,
+    so the workloads' pods (which it runs) are up when `tether lab up` returns."""
+    ready = _ready(paths, "controller")
+    argv = (
+        python, "-m", CONTROLLER_MODULE, "--kubeconfig", str(paths.kubeconfig),
+        "--state-root", str(paths.root), "--python", python, "--ready-file", ready,
+    )  # fmt: skip
+    return ProcessSpec("controller", ROUTER_NS, argv, ready_file=ready, after_api=True, host_mounts=True)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from tether.manager.api.sidecar import DEFAULT_MANAGER_PORT, manager_address
+
 PREFIX = "tether-lab-"
 ROUTER_NS = PREFIX + "router"
 WS_NS = PREFIX + "ws"
@@ -86,9 +88,10 @@ VPN_POD_HOST_OFFSET = 200
 
 MASQUERADE_MARK = 0x4000
 APP_LABEL = "app"
-MANAGER_PORT = 8081
-#: The manager's tunnel mux (its default tunnelMuxPort): a named container port of its pod, and of its Service.
-MANAGER_MUX_PORT = 8082
+MANAGER_PORT = DEFAULT_MANAGER_PORT
+#: Where the README and the tests install the manager (`tether manager install`'s default namespace); the lab
+#: itself neither creates nor starts it.
+MANAGER_NAMESPACE = "tether"
 #: The image the lab's objects name for the tether-agent sidecar; the agent itself runs from this checkout.
 AGENT_IMAGE = "tether-lab/tether-agent:latest"
 
@@ -127,6 +130,11 @@ class StatePaths:
     @property
     def conf(self) -> Path:
         return self.root / "conf"
+
+    @property
+    def cluster_hosts(self) -> Path:
+        """The cluster DNS's hosts directory: the controller's records of Services created through the API."""
+        return self.conf / "cluster-hosts"
 
     @property
     def tokens(self) -> Path:
@@ -181,7 +189,7 @@ class Pod:
     labels: tuple[tuple[str, str], ...]
     #: container ports: name, port (target_port unused), protocol
     ports: tuple[Port, ...]
-    #: "workload" (tether.lab.workloads), "dns" (dnsmasq) or "manager" (tether-manager)
+    #: "workload" (tether.lab.workloads) or "dns" (dnsmasq)
     kind: str
     #: arguments for `python -m tether.lab.workloads` when kind == "workload"
     args: tuple[str, ...] = ()
@@ -328,8 +336,9 @@ class LabPlan:
 
     @property
     def agent_manager_address(self) -> str:
-        """Where the lab's agents reach the manager: its Service's ClusterIP and gRPC port."""
-        return f"{self.service('tether', 'tether-manager').cluster_ip}:{MANAGER_PORT}"
+        """Where the lab's agents reach the manager: its Service's cluster DNS name (which the cluster DNS
+        answers once `tether manager install` has created the Service) and gRPC port, as on a real cluster."""
+        return manager_address(MANAGER_NAMESPACE, CLUSTER_DOMAIN, MANAGER_PORT)
 
     def selected_pods(self, service: Service) -> list[Pod]:
         if not service.selector:
@@ -412,10 +421,6 @@ POD_TEMPLATES = (
         "webshop", "catalog-0", "lab-node-1", "catalog", "workload", (HTTP,),
         ("http", "--port", "8080", "--app", "catalog"),
     ),
-    _PodTemplate(
-        "tether", "tether-manager-0", "lab-node-2", "tether-manager", "manager",
-        (Port("grpc", MANAGER_PORT, MANAGER_PORT), Port("mux", MANAGER_MUX_PORT, MANAGER_MUX_PORT)),
-    ),
 )  # fmt: skip
 
 #: namespace, name, ClusterIP, ports (name, port, targetPort, protocol), app selector ("" = none)
@@ -433,10 +438,6 @@ SERVICE_TEMPLATES: tuple[tuple[str, str, str, tuple[Port, ...], str], ...] = (
         (Port("http", 80, 8080), Port("source", 9000, 9000), Port("sink", 9001, 9001)), "bulk",
     ),
     ("webshop", "catalog", "10.96.1.14", (Port("http", 80, 8080),), "catalog"),
-    (
-        "tether", "tether-manager", "10.96.1.15",
-        (Port("grpc", MANAGER_PORT, MANAGER_PORT), Port("mux", MANAGER_MUX_PORT, MANAGER_MUX_PORT)), "tether-manager",
-    ),
 )  # fmt: skip
 
 K8S_NAMESPACES = ("default", "kube-system", "kube-public", "webshop", "tether")

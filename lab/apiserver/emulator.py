@@ -31,6 +31,8 @@ from tether.lab.apiserver.routing import Route, kind_of, parse_route
 from tether.lab.apiserver.store import Store
 from tether.lab.apiserver.strict import check_strict
 from tether.lab.apiserver.tables import table
+from tether.lab.apiserver.tokenrequest import match as token_request_path
+from tether.lab.apiserver.tokenrequest import request_token
 from tether.lab.apiserver.tokens import TOKENREVIEWS_PATH, BoundToken, TokenRegistry
 from tether.lab.apiserver.watch import list_response, serve_watch
 
@@ -119,6 +121,8 @@ class ApiServerEmulator(DiscoveryEmulator):
         try:
             if raw_request.path.rstrip("/") == TOKENREVIEWS_PATH:
                 return await self._review(raw_request)
+            if (account := token_request_path(raw_request.path)) is not None:
+                return await self._token_request(raw_request, *account)
             route = parse_route(raw_request.path)
             if route is not None:
                 return await self._serve(raw_request, route)
@@ -131,6 +135,13 @@ class ApiServerEmulator(DiscoveryEmulator):
             raise method_not_allowed()
         body = await _read_json(raw)
         return _json(self.tokens.review(body, lambda ns, name: self.store.get(PODS, ns, name)), status=201)
+
+    async def _token_request(self, raw: aiohttp.web.BaseRequest, namespace: str, account: str) -> aiohttp.web.Response:
+        if raw.method != "POST":
+            raise method_not_allowed()
+        body = await _read_json(raw)
+        answer = request_token(self.tokens, namespace, account, body, lambda ns, name: self.store.get(PODS, ns, name))
+        return _json(answer, status=201)
 
     async def _serve(self, raw: aiohttp.web.BaseRequest, route: Route) -> aiohttp.web.StreamResponse:
         kind, namespace, name, method = route.kind, route.namespace, route.name, raw.method

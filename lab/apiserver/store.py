@@ -47,8 +47,10 @@ class Store:
         derive_deployment_status: bool = True,
     ) -> None:
         self.objects = objects
-        # Without a deployment controller in the lab, the store reports Deployments' status from their pods.
+        # Without a deployment controller, the store reports Deployments' status from their pods; once a
+        # controller writes a Deployment's status subresource, that Deployment's status is the controller's.
         self.derive_deployment_status = derive_deployment_status
+        self._status_by_controller: set[tuple[str | None, str]] = set()
         self.version = 0  # the resourceVersion of the latest write
         self.history = History(history_limit)
         self.admission = Admission(service_cidr, node_port_range, services=lambda: self.objects_of(SERVICES, None))
@@ -133,6 +135,8 @@ class Store:
         return self._update(kind, old, new, subresource)
 
     def _update(self, kind: Kind, old: Obj, body: Obj, subresource: str | None) -> Obj:
+        if subresource == "status" and kind == DEPLOYMENTS:
+            self._status_by_controller.add((old["metadata"].get("namespace"), old["metadata"]["name"]))
         if subresource == "status":  # the status subresource changes the status and nothing else
             new = copy.deepcopy(old)
             new["status"] = copy.deepcopy(body.get("status"))
@@ -164,6 +168,8 @@ class Store:
             supported = ", ".join(f'"{p}"' for p in PROPAGATION_POLICIES)
             raise bad_request(f'propagationPolicy: Unsupported value: "{propagation}": supported values: {supported}')
         old = self.existing(kind, namespace, name)
+        if kind is DEPLOYMENTS:
+            self._status_by_controller.discard((namespace, name))
         if kind is NAMESPACES:  # the namespace controller's cleanup, done at once
             for other in KINDS:
                 if other.namespaced:
@@ -199,6 +205,8 @@ class Store:
             namespace = obj["metadata"].get("namespace")
             pods = self.objects_of(PODS, namespace)
             for deployment in self.objects_of(DEPLOYMENTS, namespace):
+                if (namespace, deployment["metadata"]["name"]) in self._status_by_controller:
+                    continue
                 status = deployment_status(deployment, pods, _now())
                 if status != deployment.get("status"):
                     updated = copy.deepcopy(deployment)

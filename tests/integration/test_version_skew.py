@@ -6,12 +6,10 @@ and the upgrade command; nothing is left on the workstation) and works when newe
 from __future__ import annotations
 
 from helper_fixture import running_helper, workstation_leftovers
-from manager_client import set_manager_config
+from manager_client import restart_manager, set_manager_config
 
 from tether.manager.api.skew import COMPATIBILITY_WINDOW
 from tether.manager.api.version import API_LEVEL, __version__
-
-MANAGER_PROCESS = "pod/tether/tether-manager-0"
 
 
 def _report(original: dict[str, str] | None, version: str, level: int) -> dict[str, str]:
@@ -22,7 +20,7 @@ def test_an_older_manager_is_refused_and_a_newer_supported_one_works(lab, lab_co
     original = set_manager_config(lab, workstation, _report(None, "0.9.0", 0))
     assert not any(key.startswith("testHooks.") for key in (original or {})), original
     try:
-        lab_control.restart(MANAGER_PROCESS)
+        restart_manager(lab)
         with running_helper(lab.ws_netns, lab.kubeconfig, tmp_path, "skew") as helper:
             helper.start()
             out = helper.cli("connect", "--kubeconfig", str(helper.kubeconfig), timeout=90)
@@ -37,7 +35,7 @@ def test_an_older_manager_is_refused_and_a_newer_supported_one_works(lab, lab_co
 
             newer = f"{__version__}.next"
             set_manager_config(lab, workstation, _report(original, newer, API_LEVEL + COMPATIBILITY_WINDOW))
-            lab_control.restart(MANAGER_PROCESS)
+            restart_manager(lab)
             state = helper.connect()
             assert (state["manager_version"], state["manager_api_level"]) == (newer, API_LEVEL + COMPATIBILITY_WINDOW)
             assert (state["client_version"], state["client_api_level"]) == (__version__, API_LEVEL)
@@ -49,4 +47,4 @@ def test_an_older_manager_is_refused_and_a_newer_supported_one_works(lab, lab_co
             assert helper.leftovers() == []
     finally:
         set_manager_config(lab, workstation, original)
-        lab_control.restart(MANAGER_PROCESS)
+        restart_manager(lab)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -62,9 +63,9 @@ def test_plan_is_deterministic_and_has_the_expected_workloads():
     names = {(p.namespace, p.name) for p in a.pods}
     assert {("default", "web-0"), ("default", "web-1"), ("default", "echo-0"), ("default", "udp-echo-0")} <= names
     assert {("default", "bulk-0"), ("webshop", "catalog-0"), ("kube-system", "coredns-0")} <= names
-    manager = a.pods_of("manager")[0]
-    assert (manager.namespace, manager.name) == ("tether", "tether-manager-0")
-    assert manager.label_dict["app"] == "tether-manager"
+    # the traffic-manager is not the lab's: `tether manager install` puts it there
+    assert not [p for p in a.pods if p.namespace == "tether"] and not [s for s in a.services if s.namespace == "tether"]
+    assert "tether" in a.namespaces  # where the README's demo installs it
     # the two web replicas sit on different nodes
     assert {a.pod("default", "web-0").node, a.pod("default", "web-1").node} == {"lab-node-1", "lab-node-2"}
     assert a.pod("default", "web-0").loopback_ports == (9090,)
@@ -72,7 +73,8 @@ def test_plan_is_deterministic_and_has_the_expected_workloads():
     assert [p.name for p in web.pods] == ["web-0", "web-1"] and web.agent and web.selector == {"app": "web"}
     assert [p.name for p in a.agent_pods] == ["web-0", "web-1"]
     assert a.pod("kube-system", "coredns-0").workload == "coredns"
-    assert a.agent_manager_address == "10.96.1.15:8081"
+    # the manager Service's DNS name, which the cluster DNS answers once the chart has created it
+    assert a.agent_manager_address == "tether-manager.tether.svc.cluster.local:8081"
 
 
 def test_endpoints_follow_selectors_and_kubernetes_leads_to_the_api_server():
@@ -202,8 +204,9 @@ def test_firewall_lets_the_workstation_reach_only_the_api_and_the_internet():
 def test_cluster_dnsmasq_config_answers_cluster_names_and_forwards_the_rest():
     plan = build_plan()
     coredns = plan.pods_of("dns")[0]
-    lines = clusterdns.cluster_conf(plan, coredns.ip).splitlines()
+    lines = clusterdns.cluster_conf(plan, coredns.ip, Path("/run/x/cluster-hosts")).splitlines()
     for expected in (
+        "hostsdir=/run/x/cluster-hosts",
         "no-resolv",
         "no-hosts",
         f"listen-address={coredns.ip}",
@@ -222,6 +225,19 @@ def test_cluster_dnsmasq_config_answers_cluster_names_and_forwards_the_rest():
     assert "host-record=mesh.default.svc.cluster.local,127.0.0.1" in lines
     host_records = len(plan.services) + len(plan.pods) + 1  # the mesh name
     assert len([line for line in lines if line.startswith("host-record=")]) == host_records
+
+
+def test_service_hosts_name_the_services_created_through_the_api():
+    hosts = clusterdns.service_hosts(
+        [
+            ("tether", "tether-manager", "10.96.0.2"),
+            ("default", "web", "10.96.1.10"),  # the plan's: already a host-record
+            ("default", "headless", "None"),
+            ("a", "b", ""),
+        ],
+        [s.fqdn for s in build_plan().services],
+    )
+    assert hosts == "10.96.0.2 tether-manager.tether.svc.cluster.local\n"
 
 
 def test_upstream_dnsmasq_config_is_closed_to_the_real_internet():
@@ -282,10 +298,19 @@ def test_seed_objects_are_complete_for_the_official_client():
         assert model.metadata.name == obj["metadata"]["name"]
     pods = {o["metadata"]["name"]: _deserialize(o, "V1Pod") for o in seed if o["kind"] == "Pod"}
     assert pods["web-0"].status.pod_ip == str(plan.pod("default", "web-0").ip)
-    assert pods["web-0"].status.phase == "Running" and pods["web-0"].metadata.labels == {"app": "web"}
+    # the workloads' pods are scheduled with their addresses, for the controller to start
+    assert pods["web-0"].status.phase == "Pending" and pods["web-0"].metadata.labels == {"app": "web"}
+    assert all(s.container_id is None for s in pods["web-0"].status.container_statuses)
+    assert pods["coredns-0"].status.phase == "Running"
+    assert (
+        pods["coredns-0"].status.container_statuses[0].container_id
+        == "netns://tether-lab-pod-kube-system-coredns-0/kube-dns"
+    )
+    web0 = pods["web-0"].spec.containers[0]
+    assert web0.args[:3] == ["http", "--port", "8080"] and [e.name for e in web0.env] == ["POD_NAME", "POD_IP"]
     # every pod names its Deployment; the web pods carry the tether-agent sidecar
     deployments = {o["metadata"]["name"]: _deserialize(o, "V1Deployment") for o in seed if o["kind"] == "Deployment"}
-    assert set(deployments) == {"web", "echo", "udp-echo", "bulk", "catalog", "coredns", "tether-manager"}
+    assert set(deployments) == {"web", "echo", "udp-echo", "bulk", "catalog", "coredns"}
     web = deployments["web"]
     assert web.spec.replicas == 2 and web.spec.selector.match_labels == {"app": "web"}
     assert [c.name for c in web.spec.template.spec.containers] == ["web", "tether-agent"]
@@ -298,14 +323,14 @@ def test_seed_objects_are_complete_for_the_official_client():
     assert [c.name for c in pods["web-1"].spec.containers] == ["web", "tether-agent"]
     assert [s.name for s in pods["web-1"].status.container_statuses] == ["web", "tether-agent"]
     sidecar = pods["web-0"].spec.containers[1]
-    assert sidecar.args[sidecar.args.index("--manager") + 1] == "10.96.1.15:8081"
+    assert sidecar.args[sidecar.args.index("--manager") + 1] == "tether-manager.tether.svc.cluster.local:8081"
     nodes = [_deserialize(o, "V1Node") for o in seed if o["kind"] == "Node"]
     assert [n.spec.pod_cidr for n in nodes] == ["10.244.1.0/24", "10.244.2.0/24"]
     svcs = {o["metadata"]["name"]: _deserialize(o, "V1Service") for o in seed if o["kind"] == "Service"}
     assert svcs["web"].spec.selector == {"app": "web"} and svcs["web"].spec.ports[0].target_port == 8080
     assert svcs["kubernetes"].spec.cluster_ip == "10.96.0.1" and svcs["kubernetes"].spec.selector is None
-    cms = [o for o in seed if o["kind"] == "ConfigMap"]
-    assert any(o["metadata"] == {**o["metadata"], "namespace": "tether", "name": "tether-manager"} for o in cms)
+    # nothing of the manager: its chart's objects would clash with anything seeded
+    assert not [o for o in seed if o["metadata"].get("namespace") == "tether"]
 
 
 def test_kubeconfig_has_the_lab_context():
@@ -326,30 +351,17 @@ def test_process_specs(tmp_path):
     assert api.netns == "tether-lab-router"
     assert api.argv[:3] == ("/py", "-m", "tether.lab.apiserver")
     assert "--listen" in api.argv and "172.30.0.1:6443" in api.argv and str(paths.seed) in api.argv
-    manager = all_specs["pod/tether/tether-manager-0"]
-    assert manager.after_api and dict(manager.env)["MANAGER_NAMESPACE"] == "tether"
-    assert dict(manager.env)["POD_IP"] == str(plan.pod("tether", "tether-manager-0").ip)
-    assert dict(manager.env)["KUBECONFIG"] == str(paths.pod_kubeconfig)
-    assert "--port" in manager.argv and "8081" in manager.argv
-    web = all_specs["pod/default/web-0"]
-    assert web.argv[:3] == ("/py", "-m", "tether.lab.workloads")
-    assert web.netns == plan.pod("default", "web-0").netns
-    assert all_specs["pod/default/udp-echo-0"].probe.kind == "udp"
+    # no traffic-manager: it is installed (and then run by the controller), never started by the lab
+    assert not [name for name in all_specs if "manager" in name]
+    coredns = all_specs["pod/kube-system/coredns-0"]
+    assert coredns.probe is not None and coredns.probe.host == str(plan.pod("kube-system", "coredns-0").ip)
+    # the workloads (and their agents) are the controller's: it runs in the router, after the API server
+    assert not [name for name in all_specs if name.startswith(("pod/default/", "pod/webshop/", "agent/"))]
+    controller = all_specs["controller"]
+    assert controller.netns == "tether-lab-router" and controller.after_api and controller.ready_file
+    assert controller.host_mounts  # the pods' namespaces it adds must be seen outside it
+    assert controller.argv[:3] == ("/py", "-m", "tether.lab.controller") and str(paths.kubeconfig) in controller.argv
     assert all_specs["corp-web"].netns == "tether-lab-corp"
-    assert all_specs["pod/tether/tether-manager-0"].netns == plan.pod("tether", "tether-manager-0").netns
-    assert "AGENT_INJECTION" not in dict(manager.env)  # the manager patches no workload for a client
-    # a tether-agent in each web pod's namespace, as its sidecar, pointed at the manager's ClusterIP
-    agents = {name: spec for name, spec in all_specs.items() if name.startswith("agent/")}
-    assert sorted(agents) == ["agent/default/web-0", "agent/default/web-1"]
-    agent = agents["agent/default/web-1"]
-    assert agent.netns == plan.pod("default", "web-1").netns and agent.after_api and agent.ready_file
-    assert "tether.manager.agent.main" in agent.argv[2]
-    args = agent.argv[3:]
-    assert args[args.index("--manager") + 1] == "10.96.1.15:8081"
-    assert args[args.index("--workload") + 1] == "web" and args[args.index("--kind") + 1] == "Deployment"
-    env = dict(agent.env)
-    web1_ip = str(plan.pod("default", "web-1").ip)
-    assert (env["POD_NAME"], env["POD_NAMESPACE"], env["POD_IP"]) == ("web-1", "default", web1_ip)
 
 
 def test_network_commands_stay_inside_lab_namespaces():
@@ -360,7 +372,8 @@ def test_network_commands_stay_inside_lab_namespaces():
     plan = build_plan(["10.0.0.0/8"])
     network.build_cluster(ops, plan, created.append)
     network.build_vpn(ops, plan.vpn, created.append)
-    assert sorted(created) == sorted(plan.netns_names())
+    pods = [p.netns for p in plan.pods if p.kind == "workload"]  # the controller's
+    assert sorted(created) == sorted(n for n in plan.netns_names() if n not in pods)
     for argv in runner.commands:
         assert argv[0] == "ip", argv
         if argv[1] == "-n":
@@ -372,7 +385,7 @@ def test_network_commands_stay_inside_lab_namespaces():
     joined = [" ".join(a) for a in runner.commands]
     assert "ip -n tether-lab-router link add ws0 type veth peer name eth0 netns tether-lab-ws" in joined
     assert "ip -n tether-lab-ws route add 10.0.0.0/8 via 100.64.0.1 dev vpn0" in joined
-    assert "ip -n tether-lab-pod-default-web-0 route add default via 10.244.1.1 dev eth0 onlink" in joined
+    assert "ip -n tether-lab-pod-kube-system-coredns-0 route add default via 10.244.1.1 dev eth0 onlink" in joined
     assert "ip -n tether-lab-router route add local 10.96.0.0/16 dev lo" in joined
     # no route to the cluster from the workstation
     ws_routes = [a for a in joined if a.startswith("ip -n tether-lab-ws route add")]

@@ -4,6 +4,7 @@ port-forward (:mod:`tether.helper.cluster.manager_dial`), with its Version call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import grpc
@@ -11,8 +12,11 @@ import kubernetes
 
 from tether.helper.cluster.manager_dial import ManagerConnection, ManagerNotFoundError
 from tether.helper.cluster.portforward import PortForwardError
+from tether.helper.cluster.portforward import log as _forward_log
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
+
+FORWARD_LOGGER = _forward_log.name
 
 
 async def ask(config: kubernetes.client.Configuration, namespace: str, timeout: float = 10) -> tuple[bool, str]:
@@ -36,10 +40,19 @@ async def ask(config: kubernetes.client.Configuration, namespace: str, timeout: 
 async def wait_until_answers(
     config: kubernetes.client.Configuration, namespace: str, timeout: float
 ) -> tuple[bool, str]:
-    """Ask every second until the manager answers or ``timeout`` seconds pass; the last answer."""
+    """Ask every second until the manager answers or ``timeout`` seconds pass; the last answer.
+
+    Until then a refused port-forward is the expected answer of a pod that is still starting: the port-forward's
+    own warnings about it are held back, and the last answer (returned) says why it does not answer."""
     deadline = time.monotonic() + timeout
-    while True:
-        answers, text = await ask(config, namespace, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
-        if answers or time.monotonic() >= deadline:
-            return answers, text
-        await asyncio.sleep(1)
+    forward_log = logging.getLogger(FORWARD_LOGGER)
+    level = forward_log.level
+    forward_log.setLevel(logging.ERROR)
+    try:
+        while True:
+            answers, text = await ask(config, namespace, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
+            if answers or time.monotonic() >= deadline:
+                return answers, text
+            await asyncio.sleep(1)
+    finally:
+        forward_log.setLevel(level)

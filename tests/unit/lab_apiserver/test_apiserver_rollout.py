@@ -87,3 +87,20 @@ def test_store_follows_pods_and_generation(apps, v1, ns):
     assert after.status.updated_replicas is None  # the pod still runs web:1
     v1.delete_namespaced_pod("web-a", ns)
     assert apps.read_namespaced_deployment("web", ns).status.replicas is None
+
+
+def test_a_controller_that_writes_the_status_owns_it(apps, v1, ns):
+    """The lab's controller writes Deployments' status: the store must not overwrite it from the pods (the
+    two would answer each other's writes forever)."""
+    apps.create_namespaced_deployment(ns, _deployment(replicas=1) | {"metadata": {"name": "web"}})
+    body = apps.read_namespaced_deployment("web", ns).to_dict()
+    body["status"] = {"observedGeneration": 1, "replicas": 7}
+    apps.replace_namespaced_deployment_status("web", ns, body)
+    v1.create_namespaced_pod(
+        ns, copy.deepcopy(_pod("web-a")) | {"metadata": {"name": "web-a", "labels": {"app": "web"}}}
+    )
+    assert apps.read_namespaced_deployment("web", ns).status.replicas == 7
+    # A new Deployment of the same name starts out derived again.
+    apps.delete_namespaced_deployment("web", ns)
+    apps.create_namespaced_deployment(ns, _deployment(replicas=1) | {"metadata": {"name": "web"}})
+    assert apps.read_namespaced_deployment("web", ns).status.replicas == 1
