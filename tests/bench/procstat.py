@@ -11,15 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident memory (VmRSS) in MB (10^6 bytes), or None if the process is gone."""
+def status_mb(pid: int, field: str) -> float | None:
+    """A memory field of /proc/PID/status (``VmRSS``, ``VmHWM``...) in MB (10^6 bytes); None if the process
+    is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024 / 1e6
     except OSError:
         return None
     return None
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory (VmRSS) in MB, or None if the process is gone."""
+    return status_mb(pid, "VmRSS")
 
 
 def fd_count(pid: int) -> int | None:

@@ -14,7 +14,6 @@ import select
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from tests.bench import procstat
@@ -105,15 +104,7 @@ def _fds_back(before: dict[str, Any], after: dict[str, Any], name: str) -> bool:
 
 def _hwm(pid: int | None) -> float | None:
     """The process's peak RSS so far (VmHWM), in MB."""
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        return None
-    return None
+    return None if pid is None else procstat.status_mb(pid, "VmHWM")
 
 
 def _helper_rss(result: dict[str, Any], when: str) -> float | None:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tests.doubles.fake_workloads import FakeWorkloadSource
+from tests.doubles.kubeobjects import deployment as kube_deployment
 from tether.gui.workloads import KubeWorkloadSource, WorkloadError, workload_names
 from tether.lab.apiserver.server import LabApiServerThread
 
@@ -31,17 +32,7 @@ def test_replica_sets_of_deployments_are_left_out_and_the_rest_sorted():
 
 
 def deployment(name, namespace="default"):
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "x"}]}},
-        },
-    }
+    return kube_deployment(name, namespace, containers=[{"name": "c", "image": "x"}])
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import kubernetes
 import pytest
 
+from tests.doubles.kubeobjects import deployment as kube_deployment
 from tether.helper.root.kube.inject import (
     InjectionError,
     InjectionForbiddenError,
@@ -24,20 +25,8 @@ CONFIG = SidecarConfig(image="tether-agent:test", manager=manager_address("tethe
 
 
 def deployment(name: str = "web", namespace: str = "default") -> dict:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": name, "image": f"{name}:1", "ports": [{"containerPort": 8080}]}]},
-            },
-        },
-    }
+    container = {"name": name, "image": f"{name}:1", "ports": [{"containerPort": 8080}]}
+    return kube_deployment(name, namespace, replicas=2, containers=[container])
 
 
 @pytest.fixture

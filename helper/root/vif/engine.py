@@ -310,7 +310,6 @@ class VifEngine:
         self.udp_budget = UdpQueueBudget(udp_limits)
         self.on_error: Callable[[BaseException], None] | None = None
         self.trim_policy = TrimPolicy()
-        self.trims = 0
         self._trim_check: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -320,8 +319,8 @@ class VifEngine:
 
     def _check_trim(self) -> None:
         assert self._loop is not None
-        if self.trim_policy.observe(len(self._bridges)) and release_to_os():
-            self.trims += 1
+        if self.trim_policy.observe(len(self._bridges)):
+            release_to_os()
         self._trim_check = self._loop.call_later(CHECK_INTERVAL, self._check_trim)
 
     async def stop(self) -> None:
