@@ -68,6 +68,7 @@ class Admission:
             "Pod": _admit_pod,
             "Service": self._admit_service,
             "Deployment": _admit_deployment,
+            "EndpointSlice": _admit_endpoint_slice,
         }.get(kind.kind)
         if admit is not None:
             admit(obj, old, errors)
@@ -154,3 +155,24 @@ def _admit_deployment(obj: Obj, old: Obj | None, errors: list[FieldError]) -> No
         errors.append(
             FieldError.invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
         )
+
+
+_ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
+
+
+def _admit_endpoint_slice(obj: Obj, old: Obj | None, errors: list[FieldError]) -> None:
+    address_type = obj.get("addressType")
+    if address_type is None:
+        errors.append(FieldError.required("addressType"))
+    elif address_type not in _ADDRESS_TYPES:
+        supported = ", ".join(f'"{t}"' for t in _ADDRESS_TYPES)
+        errors.append(
+            FieldError(
+                "addressType",
+                f"Unsupported value: {json.dumps(address_type)}: supported values: {supported}",
+                "FieldValueNotSupported",
+            )
+        )
+    elif old is not None and address_type != old.get("addressType"):
+        # consumers group slices by address type, so kube-apiserver never lets it change
+        errors.append(FieldError.invalid("addressType", address_type, "field is immutable"))

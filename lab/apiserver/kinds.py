@@ -49,6 +49,8 @@ KINDS = (
     Kind("", "v1", "endpoints", "Endpoints", True, ("ep",)),
     Kind("", "v1", "events", "Event", True, ("ev",)),
     Kind("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status",)),
+    # Written by the lab's controller, as the endpointslice controller would; kube-apiserver gives it no short name.
+    Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     # What `tether manager install` creates besides the above (stored only: the lab enforces no RBAC).
     Kind("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), (), True),
     Kind("rbac.authorization.k8s.io", "v1", "roles", "Role", True),

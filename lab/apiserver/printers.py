@@ -15,6 +15,7 @@ from tether.lab.apiserver.kinds import Obj
 from tether.lab.apiserver.selectors import selector_text
 
 NONE = "<none>"
+UNSET = "<unset>"  # what the slices' printer says where the others say <none>
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,8 +259,13 @@ def endpoints_text(endpoints: Obj) -> str:
             texts += addresses
         for port in ports:
             texts += [f"{ip}:{port.get('port')}" for ip in addresses]
+    return _first_three(texts, NONE)
+
+
+def _first_three(texts: list[str], empty: str) -> str:
+    """The first three texts, then ``+ N more...``; ``empty`` for none."""
     if not texts:
-        return NONE
+        return empty
     shown = ",".join(texts[:_MAX_ENDPOINTS])
     return shown + (f" + {len(texts) - _MAX_ENDPOINTS} more..." if len(texts) > _MAX_ENDPOINTS else "")
 
@@ -269,6 +275,34 @@ def endpoints_cells(endpoints: Obj, now: datetime.datetime) -> list[Any]:
 
 
 ENDPOINTS_COLUMNS = (Column("Name", format="name"), Column("Endpoints"), Column("Age"))
+
+
+def _slice_port(port: Mapping[str, Any]) -> str:
+    if port.get("port") is not None:
+        return str(port["port"])
+    return "*" if port.get("name") is None else str(port["name"])
+
+
+def endpoint_slice_cells(slice_: Obj, now: datetime.datetime) -> list[Any]:
+    """Every address of every endpoint, ready or not, and each port's number (its name, or ``*``, without one)."""
+    ports = [_slice_port(p) for p in slice_.get("ports") or []]
+    addresses = [a for e in slice_.get("endpoints") or [] for a in e.get("addresses") or []]
+    return [
+        slice_["metadata"]["name"],
+        slice_.get("addressType", ""),
+        _first_three(ports, UNSET),
+        _first_three(addresses, UNSET),
+        age(slice_, now),
+    ]
+
+
+ENDPOINT_SLICE_COLUMNS = (
+    Column("Name", format="name"),
+    Column("AddressType"),
+    Column("Ports"),
+    Column("Endpoints"),
+    Column("Age"),
+)
 
 
 def namespace_cells(namespace: Obj, now: datetime.datetime) -> list[Any]:
@@ -350,6 +384,7 @@ PRINTERS: dict[str, Printer] = {
     "Service": (SERVICE_COLUMNS, service_cells),
     "Deployment": (DEPLOYMENT_COLUMNS, deployment_cells),
     "Endpoints": (ENDPOINTS_COLUMNS, endpoints_cells),
+    "EndpointSlice": (ENDPOINT_SLICE_COLUMNS, endpoint_slice_cells),
     "Namespace": (NAMESPACE_COLUMNS, namespace_cells),
     "ConfigMap": (CONFIGMAP_COLUMNS, configmap_cells),
     "Node": (NODE_COLUMNS, node_cells),

@@ -1,6 +1,7 @@
 """The controller process: ``python -m tether.lab.controller``. Watches Deployments, Pods and Services through
 the API server (the official client), and on every change reconciles, level-based, the way the deployment
-controller, scheduler, kubelet, endpoints controller and kube-proxy would (see the package docstring).
+controller, scheduler, kubelet, endpoints and endpointslice controllers and kube-proxy would (see the package
+docstring).
 
 Deployments annotated ``lab.tether.dev/pods: static`` keep the pods the lab itself starts (cluster DNS).
 """
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -39,24 +40,38 @@ STATIC_ANNOTATION = STATIC_PODS
 Obj = dict[str, Any]
 
 
+class Snapshot(NamedTuple):
+    deployments: list[Obj]
+    pods: list[Obj]
+    services: list[Obj]
+    endpoints: list[Obj]
+    slices: list[Obj]
+
+
 class Api:
     """The few API calls the controller makes, on raw JSON."""
 
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.core = kubernetes.client.CoreV1Api(client)
         self.apps = kubernetes.client.AppsV1Api(client)
+        self.discovery = kubernetes.client.DiscoveryV1Api(client)
 
     @staticmethod
     def _items(response: Any) -> list[Obj]:
         return list(json.loads(response.data)["items"])
 
-    def snapshot(self) -> tuple[list[Obj], list[Obj], list[Obj], list[Obj]]:
-        """Deployments, pods, services and endpoints of every namespace."""
-        return (
+    def snapshot(self) -> Snapshot:
+        """Deployments, pods, services, endpoints and endpoint slices of every namespace."""
+        # Endpoints and slices are listed before the Services: one whose Service is missing from the list was
+        # then written after its Service was deleted (or without one), never before its Service was created.
+        endpoints = self._items(self.core.list_endpoints_for_all_namespaces(_preload_content=False))
+        slices = self._items(self.discovery.list_endpoint_slice_for_all_namespaces(_preload_content=False))
+        return Snapshot(
             self._items(self.apps.list_deployment_for_all_namespaces(_preload_content=False)),
             self._items(self.core.list_pod_for_all_namespaces(_preload_content=False)),
             self._items(self.core.list_service_for_all_namespaces(_preload_content=False)),
-            self._items(self.core.list_endpoints_for_all_namespaces(_preload_content=False)),
+            endpoints,
+            slices,
         )
 
     def nodes(self) -> dict[str, Node]:
@@ -97,7 +112,7 @@ class Controller:
 
     def reconcile(self) -> bool:
         """One pass over everything; True once every managed Deployment is fully rolled out."""
-        deployments, pods, services, current_eps = self.api.snapshot()
+        deployments, pods, *_ = self.api.snapshot()
         settled = True
         managed = [
             d for d in deployments if (d["metadata"].get("annotations") or {}).get(STATIC_ANNOTATION) != "static"
@@ -109,14 +124,26 @@ class Controller:
             log.info("pod %s/%s: its Deployment is gone; deleting it", meta["namespace"], meta["name"])
             with contextlib.suppress(ApiException):
                 self.api.core.delete_namespaced_pod(meta["name"], meta["namespace"])
-        deployments, pods, services, current_eps = self.api.snapshot()
-        self._kubelet(pods)
-        deployments, pods, services, current_eps = self.api.snapshot()
+        self._kubelet(self.api.snapshot().pods)
+        deployments, pods, services, current_eps, current_slices = self.api.snapshot()
         for deployment in managed:
             fresh = next((d for d in deployments if d["metadata"].get("uid") == deployment["metadata"]["uid"]), None)
             if fresh is not None:
                 settled &= self._deployment_status(fresh, pods)
-        self._endpoints(services, pods, current_eps)
+        self._write(
+            endpoints.endpoints_changes(services, pods, current_eps),
+            "endpoints",
+            self.api.core.create_namespaced_endpoints,
+            self.api.core.replace_namespaced_endpoints,
+            self.api.core.delete_namespaced_endpoints,
+        )
+        self._write(
+            endpoints.slice_changes(services, pods, current_slices),
+            "endpointslice",
+            self.api.discovery.create_namespaced_endpoint_slice,
+            self.api.discovery.replace_namespaced_endpoint_slice,
+            self.api.discovery.delete_namespaced_endpoint_slice,
+        )
         hosts = clusterdns.service_hosts(
             (
                 (svc["metadata"]["namespace"], svc["metadata"]["name"], (svc.get("spec") or {}).get("clusterIP", ""))
@@ -192,20 +219,25 @@ class Controller:
                         meta["name"], meta["namespace"], dict(pod, status=status)
                     )
 
-    def _endpoints(self, services: list[Obj], pods: list[Obj], current: list[Obj]) -> None:
-        existing = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in current}
-        for service in services:
-            wanted = endpoints.endpoints_object(service, pods)
-            if wanted is None:
-                continue
-            meta = wanted["metadata"]
-            have = existing.get((meta["namespace"], meta["name"]))
+    @staticmethod
+    def _write(
+        changes: endpoints.Changes,
+        what: str,
+        create: Callable[..., Any],
+        replace: Callable[..., Any],
+        delete: Callable[..., Any],
+    ) -> None:
+        # a conflict or a vanished object means someone wrote meanwhile: the next pass sees it and tries again
+        for obj in changes.create:
             with contextlib.suppress(ApiException):
-                if have is None:
-                    self.api.core.create_namespaced_endpoints(meta["namespace"], wanted)
-                elif (have.get("subsets") or []) != wanted["subsets"]:
-                    wanted["metadata"]["resourceVersion"] = have["metadata"]["resourceVersion"]
-                    self.api.core.replace_namespaced_endpoints(meta["name"], meta["namespace"], wanted)
+                create(obj["metadata"]["namespace"], obj, _preload_content=False)
+        for obj in changes.replace:
+            with contextlib.suppress(ApiException):
+                replace(obj["metadata"]["name"], obj["metadata"]["namespace"], obj, _preload_content=False)
+        for namespace, name in changes.delete:
+            log.info("deleting %s %s/%s: its Service is gone, or its pods are in another one", what, namespace, name)
+            with contextlib.suppress(ApiException):
+                delete(name, namespace, _preload_content=False)
 
 
 def _differs(have: Mapping[str, Any], want: Mapping[str, Any]) -> bool:

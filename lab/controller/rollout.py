@@ -40,8 +40,13 @@ def template_hash(template: Mapping[str, Any]) -> str:
     return _safe(hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest(), 10)
 
 
+def name_suffix(seed: str, length: int = 5) -> str:
+    """A suffix like those the API server generates, but the same for the same seed."""
+    return _safe(hashlib.sha256(seed.encode()).digest(), length)
+
+
 def pod_name(deployment: str, hash_: str, seed: str) -> str:
-    return f"{deployment}-{hash_}-{_safe(hashlib.sha256(seed.encode()).digest(), 5)}"
+    return f"{deployment}-{hash_}-{name_suffix(seed)}"
 
 
 def owned(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -1,6 +1,7 @@
 """kubectl, a second real client, against the lab's API server from the workstation namespace: get with the
-server's table columns, describe, apply (create, then a patch), delete, rollout status and endpoints, with
-nothing on stderr (no discovery warnings). The kubectl is the one `make deps` installs beside the interpreter."""
+server's table columns, describe, apply (create, then a patch), delete, rollout status, endpoints and
+endpoint slices, with nothing on stderr (no discovery warnings). The kubectl is the one `make deps` installs
+beside the interpreter."""
 
 import re
 import subprocess
@@ -63,6 +64,17 @@ def test_get_prints_the_servers_columns(lab, kubectl):
     assert header == ["NAME", "DATA", "AGE"] and rows["cluster-info"][1] == "2"
     header, rows = table(kubectl("get", "nodes"))
     assert header == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"] and rows["lab-node-1"][1] == "Ready"
+
+
+def test_get_endpointslices_lists_the_services_pods(lab, kubectl):
+    header, rows = table(kubectl("get", "endpointslices", "-n", "default"))
+    assert header == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+    [web] = [row for name, row in rows.items() if name.startswith("web-")]
+    pods = f"{lab.pod_ips['default/web-0']},{lab.pod_ips['default/web-1']}"
+    assert web[1:4] == ["IPv4", "8080", pods]
+    [bulk] = [row for name, row in rows.items() if name.startswith("bulk-")]
+    assert bulk[1:4] == ["IPv4", "8080,9000,9001", lab.pod_ips["default/bulk-0"]]
+    assert not [name for name in rows if name.startswith("kubernetes-")]  # no selector: not the controller's
 
 
 def test_get_pods_wide(lab, kubectl):

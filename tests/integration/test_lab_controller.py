@@ -1,7 +1,8 @@
 """The lab's controller (tether.lab.controller) through the API, as a user of a real cluster sees it: a
 Deployment's pods are made from its template, scaled, replaced when the template changes, each in its own
 namespace with an address from its node's pod range; the Service's Endpoints and ClusterIP follow the ready
-pods; an image no registry has leaves the pod in ImagePullBackOff."""
+pods, its EndpointSlices every pod with its readiness, and both go with the Service; an image no registry has
+leaves the pod in ImagePullBackOff."""
 
 import ipaddress
 import socket
@@ -77,6 +78,15 @@ def addresses(core, name):
     return sorted(a.ip for s in eps.subsets or [] for a in s.addresses or [])
 
 
+def slice_endpoints(discovery, service):
+    """(ip, ready, serving) of every endpoint of the Service's slices, and the port numbers they list."""
+    slices = discovery.list_namespaced_endpoint_slice(NS, label_selector=f"kubernetes.io/service-name={service}").items
+    found = sorted(
+        (e.addresses[0], e.conditions.ready, e.conditions.serving) for s in slices for e in s.endpoints or []
+    )
+    return found, sorted({p.port for s in slices if s.endpoints for p in s.ports or []})
+
+
 def echo_through(netns_name, ip, port=7):
     """An echo through ip:port from inside a pod; kube-proxy's rules follow the endpoints within seconds."""
     from tether.lab.netns import call_in
@@ -120,8 +130,23 @@ def test_scaling_a_deployment_adds_a_pod_on_the_node_range_and_to_the_endpoints(
         "spec": {"selector": {"app": "demo"}, "ports": [{"port": 7, "targetPort": "echo"}]},
     }
     cluster_ip = core.create_namespaced_service(NS, service).spec.cluster_ip
+    # a pod the Service selects that never gets ready: nothing listens where its probe looks
+    limp = deployment("limp", dict(ECHO, readinessProbe={"tcpSocket": {"port": 9}}))
+    limp["spec"]["template"]["metadata"]["labels"]["app"] = "demo"
+    limp["spec"]["selector"]["matchLabels"] = {"track": "limp"}
+    limp["spec"]["template"]["metadata"]["labels"]["track"] = "limp"
+    apps.create_namespaced_deployment(NS, limp)
     [first] = wait(lambda: ready_pods(core, "demo"), "the first pod")
     assert wait(lambda: addresses(core, "demo"), "endpoints") == [first.status.pod_ip]
+    discovery = kubernetes.client.DiscoveryV1Api(core.api_client)
+
+    def limp_ip():
+        pods = core.list_namespaced_pod(NS, label_selector="track=limp").items
+        return pods and pods[0].status.pod_ip
+
+    limp_at = wait(limp_ip, "the pod that never gets ready to have an address")
+    want = sorted([(first.status.pod_ip, True, True), (limp_at, False, False)])
+    assert wait(lambda: slice_endpoints(discovery, "demo") == (want, [7]), "both pods in the slices")
 
     apps.patch_namespaced_deployment("demo", NS, {"spec": {"replicas": 2}})
     pods = wait(lambda: (len(found := ready_pods(core, "demo")) == 2) and found, "a second ready pod")
@@ -131,6 +156,8 @@ def test_scaling_a_deployment_adds_a_pod_on_the_node_range_and_to_the_endpoints(
         assert pod.metadata.labels["pod-template-hash"]
     ips = sorted(p.status.pod_ip for p in pods)
     assert wait(lambda: addresses(core, "demo") == ips, "both pods in the endpoints")
+    want = sorted([*((ip, True, True) for ip in ips), (limp_at, False, False)])
+    assert wait(lambda: slice_endpoints(discovery, "demo") == (want, [7]), "the new pod in the slices")
     # kube-proxy follows: the ClusterIP answers, from a pod of the test, with both pods behind it
     netns = f"tether-lab-pod-{NS}-{pods[0].metadata.name}"
     assert all(echo_through(netns, cluster_ip) == b"ping" for _ in range(4))  # round-robin: both pods answer
@@ -141,6 +168,12 @@ def test_scaling_a_deployment_adds_a_pod_on_the_node_range_and_to_the_endpoints(
     assert all(f"dnat to {ip}:7" in rules for ip in ips)
     status = wait(lambda: (d := apps.read_namespaced_deployment("demo", NS).status).ready_replicas == 2 and d, "status")
     assert status.updated_replicas == 2 and status.replicas == 2
+
+    core.delete_namespaced_service("demo", NS)
+    assert wait(lambda: not addresses(core, "demo") and slice_endpoints(discovery, "demo") == ([], []), "cleanup")
+    with pytest.raises(kubernetes.client.ApiException) as gone:
+        core.read_namespaced_endpoints("demo", NS)
+    assert gone.value.status == 404
 
 
 def test_a_changed_template_replaces_the_pods(api):

@@ -40,6 +40,7 @@ POD, SERVICE, NAMESPACE, DEPLOYMENT, CONFIGMAP = (
     KINDS_BY_TYPE[t]
     for t in (("v1", "Pod"), ("v1", "Service"), ("v1", "Namespace"), ("apps/v1", "Deployment"), ("v1", "ConfigMap"))
 )
+ENDPOINT_SLICE = KINDS_BY_TYPE["discovery.k8s.io/v1", "EndpointSlice"]
 
 
 def admitted(kind, body):
@@ -102,6 +103,20 @@ def test_every_refusal_is_reported_at_once():
     )
     assert refusal(DEPLOYMENT, {"spec": {}}) == 'Deployment "x" is invalid: spec.selector: Required value'
     assert refusal(CONFIGMAP, {"spec": [1]}) == 'ConfigMap "x" is invalid: spec: Invalid value: [1]: must be an object'
+
+
+def test_endpoint_slices_need_a_known_address_type_that_never_changes():
+    assert refusal(ENDPOINT_SLICE, {"endpoints": []}) == 'EndpointSlice "x" is invalid: addressType: Required value'
+    assert refusal(ENDPOINT_SLICE, {"addressType": "IPv5", "endpoints": []}) == (
+        'EndpointSlice "x" is invalid: addressType: Unsupported value: "IPv5": supported values: "FQDN", "IPv4", "IPv6"'
+    )
+    old = admitted(ENDPOINT_SLICE, {"addressType": "IPv4", "endpoints": []})
+    with pytest.raises(KubernetesError) as changed:
+        ADMISSION.admit(ENDPOINT_SLICE, dict(old, addressType="IPv6"), old)
+    assert changed.value.message == (
+        'EndpointSlice "x" is invalid: addressType: Invalid value: "IPv6": field is immutable'
+    )
+    ADMISSION.admit(ENDPOINT_SLICE, dict(old, endpoints=[{"addresses": ["10.0.0.1"]}]), old)
 
 
 def test_names_follow_the_rule_of_their_kind():

@@ -51,7 +51,20 @@ def test_aggregated_discovery_nests_subresources():
     assert [s["subresource"] for s in pods["subresources"]] == ["status", "portforward"]
     assert all(r["resource"].count("/") == 0 for r in v1["resources"])
     apis, _ = discovery_document("/apis", KUBECTL_DISCOVERY_ACCEPT, "h")
-    assert [g["metadata"]["name"] for g in apis["items"]] == ["apps", "rbac.authorization.k8s.io"]
+    assert [g["metadata"]["name"] for g in apis["items"]] == ["apps", "discovery.k8s.io", "rbac.authorization.k8s.io"]
+
+
+def test_endpoint_slices_are_served_in_discovery_k8s_io_without_a_short_name(api_client):
+    found = {r.name: r for r in client.DiscoveryV1Api(api_client).get_api_resources().resources}
+    assert set(found) == {"endpointslices"}  # no status subresource, as in kube-apiserver
+    slices = found["endpointslices"]
+    assert (slices.kind, slices.namespaced, slices.singular_name, slices.short_names) == (
+        "EndpointSlice", True, "endpointslice", [],
+    )  # fmt: skip
+    apis, _ = discovery_document("/apis", KUBECTL_DISCOVERY_ACCEPT, "h")
+    [group] = [g for g in apis["items"] if g["metadata"]["name"] == "discovery.k8s.io"]
+    [resource] = group["versions"][0]["resources"]
+    assert resource["resource"] == "endpointslices" and "shortNames" not in resource
 
 
 def test_plain_json_clients_get_legacy_documents():

@@ -9,7 +9,7 @@ def _patch_operations(document):
 
 def test_index_points_at_each_group_version():
     paths = index()["paths"]
-    assert set(paths) == {"api/v1", "apis/apps/v1", "apis/rbac.authorization.k8s.io/v1"}
+    assert set(paths) == {"api/v1", "apis/apps/v1", "apis/discovery.k8s.io/v1", "apis/rbac.authorization.k8s.io/v1"}
     assert paths["apis/apps/v1"]["serverRelativeURL"].startswith("/openapi/v3/apis/apps/v1?hash=")
     assert openapi_document("/openapi/v3") == index()
 

@@ -9,6 +9,7 @@ from tether.lab.apiserver.printers import (
     SERVICE_COLUMNS,
     configmap_cells,
     deployment_cells,
+    endpoint_slice_cells,
     endpoints_text,
     human_duration,
     namespace_cells,
@@ -148,6 +149,30 @@ def test_endpoints_text_lists_three_then_counts():
     many = {"subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}], "ports": [{"port": 80}, {"port": 81}]}]}
     assert endpoints_text(many) == "10.0.0.1:80,10.0.0.2:80,10.0.0.1:81 + 1 more..."
     assert endpoints_text({"subsets": [{"addresses": [{"ip": "10.0.0.9"}]}]}) == "10.0.0.9"
+
+
+def test_endpoint_slice_row_lists_every_address_ready_or_not_and_the_port_numbers():
+    columns, cells = printer_of("EndpointSlice")
+    assert [c.name for c in columns] == ["Name", "AddressType", "Ports", "Endpoints", "Age"]
+    endpoints = [
+        {"addresses": ["10.0.0.1"], "conditions": {"ready": True}},
+        {"addresses": ["10.0.0.2"], "conditions": {"ready": False}},
+    ]
+    two = {
+        "metadata": _meta("web-abc"),
+        "addressType": "IPv4",
+        "ports": [{"name": "", "port": 80}],
+        "endpoints": endpoints,
+    }
+    assert cells(two, NOW) == ["web-abc", "IPv4", "80", "10.0.0.1,10.0.0.2", "5m"]
+    more = dict(
+        two,
+        endpoints=[*endpoints, {"addresses": ["10.0.0.3", "10.0.0.4"]}],
+        ports=[{"port": 1}, {"name": "dns"}, {}, {"port": 4}],
+    )
+    assert endpoint_slice_cells(more, NOW)[2:4] == ["1,dns,* + 1 more...", "10.0.0.1,10.0.0.2,10.0.0.3 + 1 more..."]
+    placeholder = {"metadata": _meta("web-xyz"), "addressType": "IPv4", "ports": [], "endpoints": []}
+    assert endpoint_slice_cells(placeholder, NOW)[2:4] == ["<unset>", "<unset>"]
 
 
 def test_namespace_configmap_and_node_rows():

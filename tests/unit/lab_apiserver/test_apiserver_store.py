@@ -3,6 +3,7 @@ delete, the status subresource, namespaces and what deleting one takes along."""
 
 import pytest
 from apiserver_support import deployment, pod, status_of
+from kubernetes import client
 from kubernetes.client import ApiException
 
 
@@ -89,6 +90,26 @@ def test_endpoints_round_trip(v1, ns):
     assert [e.metadata.name for e in v1.list_endpoints_for_all_namespaces().items if e.metadata.namespace == ns] == [
         "web"
     ]
+
+
+def test_endpoint_slices_round_trip_through_the_discovery_api(api_client, ns):
+    discovery = client.DiscoveryV1Api(api_client)
+    endpoint = {"addresses": ["10.244.1.5"], "conditions": {"ready": True, "serving": True, "terminating": False}}
+    body = {
+        "metadata": {"name": "web-x", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [endpoint],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
+    created = discovery.create_namespaced_endpoint_slice(ns, body)
+    assert created.api_version == "discovery.k8s.io/v1" and created.kind == "EndpointSlice"
+    listed = discovery.list_namespaced_endpoint_slice(ns, label_selector="kubernetes.io/service-name=web").items
+    assert [(s.metadata.name, s.endpoints[0].addresses, s.endpoints[0].conditions.ready) for s in listed] == [
+        ("web-x", ["10.244.1.5"], True)
+    ]
+    assert listed[0].ports[0].port == 8080
+    discovery.delete_namespaced_endpoint_slice("web-x", ns)
+    assert discovery.list_namespaced_endpoint_slice(ns).items == []
 
 
 def test_duplicate_name_is_a_conflict(v1, ns):

@@ -5,6 +5,7 @@ import datetime
 import pytest
 import requests
 from kmock import KubernetesError
+from kubernetes import client
 
 from tether.lab.apiserver.kinds import KINDS_BY_URL
 from tether.lab.apiserver.tables import table
@@ -55,3 +56,12 @@ def test_server_answers_kubectl_with_a_table(server, v1, ns):
     assert one["rows"][0]["object"]["data"] == {"a": "1", "b": "2"}
     plain = requests.get(url + "/settings", headers={"Accept": "application/json"}, timeout=5).json()
     assert plain["kind"] == "ConfigMap"
+
+
+def test_endpoint_slices_get_the_servers_columns(server, api_client, ns):
+    body = {"metadata": {"name": "web-x"}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.5"]}]}
+    client.DiscoveryV1Api(api_client).create_namespaced_endpoint_slice(ns, dict(body, ports=[{"port": 8080}]))
+    url = f"{server.url}/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
+    listed = requests.get(url, headers={"Accept": KUBECTL_ACCEPT}, timeout=5).json()
+    assert [c["name"] for c in listed["columnDefinitions"]] == ["Name", "AddressType", "Ports", "Endpoints", "Age"]
+    assert [r["cells"][:4] for r in listed["rows"]] == [["web-x", "IPv4", "8080", "10.244.1.5"]]
