@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -55,18 +54,17 @@ def bus_address(tmp_path: Path) -> Iterator[str]:
     daemon = shutil.which("dbus-daemon")
     if daemon is None:
         pytest.fail("dbus-daemon is missing: make deps installs it (apt dbus-daemon)")
-    socket = tmp_path / "bus"
-    address = f"unix:path={socket}"
-    proc = subprocess.Popen([daemon, "--session", "--nofork", "--nopidfile", "--address", address])
+    address = f"unix:path={tmp_path / 'bus'}"
+    # It prints the address once it listens (the socket file exists a moment earlier, refusing connections).
+    argv = [daemon, "--session", "--nofork", "--nopidfile", "--address", address, "--print-address"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 10
-        while not socket.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "dbus-daemon did not start"
-            time.sleep(0.02)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(address), f"dbus-daemon did not start ({proc.poll()})"
         yield address
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.communicate(timeout=10)
 
 
 async def serve(address: str, name: str, path: str, interface: ServiceInterface) -> MessageBus:
