@@ -75,6 +75,8 @@ def diagnostics_text(
         ("connected since", state_summary.connected_since(state)),
         ("TUN device", state.tun_device),
         ("DNS mode", state.dns_mode),
+        ("DNS mode chosen", state.dns_mode_reason),
+        ("DNS probes", "; ".join(state.dns_probes)),
         ("DNS server", state.dns_server),
         ("cluster domain", state.cluster_domain),
         ("DNS to the cluster", " ".join(state.dns_include_suffixes)),

@@ -68,6 +68,8 @@ class StatusWindow(QWidget):
             ("statusClientVersion", "Tether (client)"),
             ("statusManagerVersion", "Traffic-manager"),
             ("statusDnsMode", "DNS"),
+            ("statusDnsReason", "DNS mode chosen"),
+            ("statusDnsProbes", "DNS probes"),
             ("statusError", "Last error"),
         ):
             value = QLabel("—")
@@ -119,6 +121,8 @@ class StatusWindow(QWidget):
             "statusClientVersion": state_summary.client_version(state),
             "statusManagerVersion": state_summary.manager_version(state),
             "statusDnsMode": dns,
+            "statusDnsReason": state.dns_mode_reason,  # a forced mode's reason says so
+            "statusDnsProbes": "\n".join(state.dns_probes),
             "statusError": state.last_error,
         }
         since = state_summary.connected_since(state)

@@ -234,7 +234,8 @@ def status_lines(state: pb.State | None, activity: Activity | None) -> list[Entr
             shown += f" and {len(cidrs) - MAX_SUBNETS_SHOWN} more"
         lines += _info(f"{KEY_STATUS_PREFIX}subnets", f"Routed subnets: {shown}")
     if state.dns_mode:
-        lines += _info(f"{KEY_STATUS_PREFIX}dns", f"DNS: {state.dns_mode}")
+        forced = " (forced)" if state.dns_mode_forced else ""
+        lines += _info(f"{KEY_STATUS_PREFIX}dns", f"DNS: {state.dns_mode}{forced}")
     if state.last_error and not state.conflicts:
         lines += _info(f"{KEY_STATUS_PREFIX}error", f"Last error: {_first_line(state.last_error)}")
     return lines

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etether/helper/api/helper.proto\x12\x11tether.helper.rpc\"\x07\n\x05\x45mpty\"?\n\x0bVersionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tapi_level\x18\x03 \x01(\r\"\xb2\x04\n\x0e\x43onnectRequest\x12\x12\n\nkubeconfig\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x19\n\x11manager_namespace\x18\x04 \x01(\t\x12\x17\n\x0fmanager_address\x18\x05 \x01(\t\x12\x12\n\nalso_proxy\x18\x06 \x03(\t\x12\x13\n\x0bnever_proxy\x18\x07 \x03(\t\x12!\n\x19\x61llow_conflicting_subnets\x18\x08 \x03(\t\x12\x19\n\x11mapped_namespaces\x18\t \x03(\t\x12G\n\x0b\x65nvironment\x18\n \x03(\x0b\x32\x32.tether.helper.rpc.ConnectRequest.EnvironmentEntry\x12\x13\n\x0b\x63lient_name\x18\x0b \x01(\t\x12\x11\n\tproxy_via\x18\x0c \x03(\t\x12\x14\n\x0c\x61uto_resolve\x18\r \x01(\x08\x12\x16\n\x0evirtual_subnet\x18\x0e \x01(\t\x12\x1c\n\x14\x64ns_include_suffixes\x18\x0f \x03(\t\x12\x1c\n\x14\x64ns_exclude_suffixes\x18\x10 \x03(\t\x12>\n\x11proxy_environment\x18\x11 \x01(\x0b\x32#.tether.helper.rpc.ProxyEnvironment\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x10ProxyEnvironment\x12\x13\n\x0bhttps_proxy\x18\x01 \x01(\t\x12\x12\n\nhttp_proxy\x18\x02 \x01(\t\x12\x10\n\x08no_proxy\x18\x03 \x01(\t\"H\n\x0f\x43onnectProgress\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0b\x32\x18.tether.helper.rpc.State\"#\n\x06Subnet\x12\x0c\n\x04\x63idr\x18\x01 \x01(\t\x12\x0b\n\x03via\x18\x02 \x01(\t\"_\n\x08\x43onflict\x12\x0e\n\x06subnet\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0f\n\x07gateway\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xcc\x05\n\x05State\x12-\n\x05phase\x18\x01 \x01(\x0e\x32\x1e.tether.helper.rpc.State.Phase\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x17\n\x0fmanager_version\x18\x05 \x01(\t\x12\x31\n\x0erouted_subnets\x18\x06 \x03(\x0b\x32\x19.tether.helper.rpc.Subnet\x12\x10\n\x08\x64ns_mode\x18\x07 \x01(\t\x12\x12\n\ndns_server\x18\x08 \x01(\t\x12.\n\tconflicts\x18\t \x03(\x0b\x32\x1b.tether.helper.rpc.Conflict\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x12\n\ntun_device\x18\x0b \x01(\t\x12\x11\n\towner_uid\x18\x0c \x01(\r\x12\x16\n\x0e\x63luster_domain\x18\r \x01(\t\x12\x1c\n\x14\x63onnected_since_unix\x18\x0e \x01(\x03\x12\x13\n\x0bnever_proxy\x18\x0f \x03(\t\x12*\n\x08remapped\x18\x10 \x03(\x0b\x32\x18.tether.helper.rpc.Remap\x12\x16\n\x0evirtual_subnet\x18\x11 \x01(\t\x12\x1c\n\x14\x64ns_include_suffixes\x18\x12 \x03(\t\x12\x1c\n\x14\x64ns_exclude_suffixes\x18\x13 \x03(\t\x12\x14\n\x0cpolicy_notes\x18\x1e \x03(\t\x12\x19\n\x11manager_api_level\x18( \x01(\r\x12\x16\n\x0e\x63lient_version\x18) \x01(\t\x12\x18\n\x10\x63lient_api_level\x18* \x01(\r\"U\n\x05Phase\x12\x10\n\x0c\x44ISCONNECTED\x10\x00\x12\x0e\n\nCONNECTING\x10\x01\x12\r\n\tCONNECTED\x10\x02\x12\t\n\x05\x45RROR\x10\x03\x12\x10\n\x0cRECONNECTING\x10\x04\"9\n\x05Remap\x12\x0e\n\x06subnet\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t2\xa1\x03\n\x06Helper\x12\x43\n\x07Version\x12\x18.tether.helper.rpc.Empty\x1a\x1e.tether.helper.rpc.VersionInfo\x12R\n\x07\x43onnect\x12!.tether.helper.rpc.ConnectRequest\x1a\".tether.helper.rpc.ConnectProgress0\x01\x12@\n\nDisconnect\x12\x18.tether.helper.rpc.Empty\x1a\x18.tether.helper.rpc.State\x12<\n\x06Status\x12\x18.tether.helper.rpc.Empty\x1a\x18.tether.helper.rpc.State\x12\x42\n\nWatchState\x12\x18.tether.helper.rpc.Empty\x1a\x18.tether.helper.rpc.State0\x01\x12:\n\x04Quit\x12\x18.tether.helper.rpc.Empty\x1a\x18.tether.helper.rpc.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etether/helper/api/helper.proto\x12\x11tether.helper.rpc\"\x07\n\x05\x45mpty\"?\n\x0bVersionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tapi_level\x18\x03 \x01(\r\"\xc4\x04\n\x0e\x43onnectRequest\x12\x12\n\nkubeconfig\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x19\n\x11manager_namespace\x18\x04 \x01(\t\x12\x17\n\x0fmanager_address\x18\x05 \x01(\t\x12\x12\n\nalso_proxy\x18\x06 \x03(\t\x12\x13\n\x0bnever_proxy\x18\x07 \x03(\t\x12!\n\x19\x61llow_conflicting_subnets\x18\x08 \x03(\t\x12\x19\n\x11mapped_namespaces\x18\t \x03(\t\x12G\n\x0b\x65nvironment\x18\n \x03(\x0b\x32\x32.tether.helper.rpc.ConnectRequest.EnvironmentEntry\x12\x13\n\x0b\x63lient_name\x18\x0b \x01(\t\x12\x11\n\tproxy_via\x18\x0c \x03(\t\x12\x14\n\x0c\x61uto_resolve\x18\r \x01(\x08\x12\x16\n\x0evirtual_subnet\x18\x0e \x01(\t\x12\x1c\n\x14\x64ns_include_suffixes\x18\x0f \x03(\t\x12\x1c\n\x14\x64ns_exclude_suffixes\x18\x10 \x03(\t\x12>\n\x11proxy_environment\x18\x11 \x01(\x0b\x32#.tether.helper.rpc.ProxyEnvironment\x12\x10\n\x08\x64ns_mode\x18\x14 \x01(\t\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x10ProxyEnvironment\x12\x13\n\x0bhttps_proxy\x18\x01 \x01(\t\x12\x12\n\nhttp_proxy\x18\x02 \x01(\t\x12\x10\n\x08no_proxy\x18\x03 \x01(\t\"H\n\x0f\x43onnectProgress\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0b\x32\x18.tether.helper.rpc.State\"#\n\x06Subnet\x12\x0c\n\x04\x63idr\x18\x01 \x01(\t\x12\x0b\n\x03via\x18\x02 \x01(\t\"_\n\x08\x43onflict\x12\x0e\n\x06subnet\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0f\n\x07gateway\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\x92\x06\n\x05State\x12-\n\x05phase\x18\x01 \x01(\x0e\x32\x1e.tether.helper.rpc.State.Phase\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x17\n\x0fmanager_version\x18\x05 \x01(\t\x12\x31\n\x0erouted_subnets\x18\x06 \x03(\x0b\x32\x19.tether.helper.rpc.Subnet\x12\x10\n\x08\x64ns_mode\x18\x07 \x01(\t\x12\x12\n\ndns_server\x18\x08 \x01(\t\x12.\n\tconflicts\x18\t \x03(\x0b\x32\x1b.tether.helper.rpc.Conflict\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x12\n\ntun_device\x18\x0b \x01(\t\x12\x11\n\towner_uid\x18\x0c \x01(\r\x12\x16\n\x0e\x63luster_domain\x18\r \x01(\t\x12\x1c\n\x14\x63onnected_since_unix\x18\x0e \x01(\x03\x12\x13\n\x0bnever_proxy\x18\x0f \x03(\t\x12*\n\x08remapped\x18\x10 \x03(\x0b\x32\x18.tether.helper.rpc.Remap\x12\x16\n\x0evirtual_subnet\x18\x11 \x01(\t\x12\x1c\n\x14\x64ns_include_suffixes\x18\x12 \x03(\t\x12\x1c\n\x14\x64ns_exclude_suffixes\x18\x13 \x03(\t\x12\x14\n\x0cpolicy_notes\x18\x1e \x03(\t\x12\x19\n\x11manager_api_level\x18( \x01(\r\x12\x16\n\x0e\x63lient_version\x18) \x01(\t\x12\x18\n\x10\x63lient_api_level\x18* \x01(\r\x12\x17\n\x0f\x64ns_mode_reason\x18\x32 \x01(\t\x12\x12\n\ndns_probes\x18\x33 \x03(\t\x12\x17\n\x0f\x64ns_mode_forced\x18\x34 \x01(\x08\"U\n\x05Phase\x12\x10\n\x0c\x44ISCONNECTED\x10\x00\x12\x0e\n\nCONNECTING\x10\x01\x12\r\n\tCONNECTED\x10\x02\x12\t\n\x05\x45RROR\x10\x03\x12\x10\n\x0cRECONNECTING\x10\x04\"9\n\x05Remap\x12\x0e\n\x06subnet\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t2\xa1\x03\n\x06Helper\x12\x43\n\x07Version\x12\x18.tether.helper.rpc.Empty\x1a\x1e.tether.helper.rpc.VersionInfo\x12R\n\x07\x43onnect\x12!.tether.helper.rpc.ConnectRequest\x1a\".tether.helper.rpc.ConnectProgress0\x01\x12@\n\nDisconnect\x12\x18.tether.helper.rpc.Empty\x1a\x18.tether.helper.rpc.State\x12<\n\x06Status\x12\x18.tether.helper.rpc.Empty\x1a\x18.tether.helper.rpc.State\x12\x42\n\nWatchState\x12\x18.tether.helper.rpc.Empty\x1a\x18.tether.helper.rpc.State0\x01\x12:\n\x04Quit\x12\x18.tether.helper.rpc.Empty\x1a\x18.tether.helper.rpc.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERSIONINFO']._serialized_start=62
   _globals['_VERSIONINFO']._serialized_end=125
   _globals['_CONNECTREQUEST']._serialized_start=128
-  _globals['_CONNECTREQUEST']._serialized_end=690
-  _globals['_CONNECTREQUEST_ENVIRONMENTENTRY']._serialized_start=640
-  _globals['_CONNECTREQUEST_ENVIRONMENTENTRY']._serialized_end=690
-  _globals['_PROXYENVIRONMENT']._serialized_start=692
-  _globals['_PROXYENVIRONMENT']._serialized_end=769
-  _globals['_CONNECTPROGRESS']._serialized_start=771
-  _globals['_CONNECTPROGRESS']._serialized_end=843
-  _globals['_SUBNET']._serialized_start=845
-  _globals['_SUBNET']._serialized_end=880
-  _globals['_CONFLICT']._serialized_start=882
-  _globals['_CONFLICT']._serialized_end=977
-  _globals['_STATE']._serialized_start=980
-  _globals['_STATE']._serialized_end=1696
-  _globals['_STATE_PHASE']._serialized_start=1611
-  _globals['_STATE_PHASE']._serialized_end=1696
-  _globals['_REMAP']._serialized_start=1698
-  _globals['_REMAP']._serialized_end=1755
-  _globals['_HELPER']._serialized_start=1758
-  _globals['_HELPER']._serialized_end=2175
+  _globals['_CONNECTREQUEST']._serialized_end=708
+  _globals['_CONNECTREQUEST_ENVIRONMENTENTRY']._serialized_start=658
+  _globals['_CONNECTREQUEST_ENVIRONMENTENTRY']._serialized_end=708
+  _globals['_PROXYENVIRONMENT']._serialized_start=710
+  _globals['_PROXYENVIRONMENT']._serialized_end=787
+  _globals['_CONNECTPROGRESS']._serialized_start=789
+  _globals['_CONNECTPROGRESS']._serialized_end=861
+  _globals['_SUBNET']._serialized_start=863
+  _globals['_SUBNET']._serialized_end=898
+  _globals['_CONFLICT']._serialized_start=900
+  _globals['_CONFLICT']._serialized_end=995
+  _globals['_STATE']._serialized_start=998
+  _globals['_STATE']._serialized_end=1784
+  _globals['_STATE_PHASE']._serialized_start=1699
+  _globals['_STATE_PHASE']._serialized_end=1784
+  _globals['_REMAP']._serialized_start=1786
+  _globals['_REMAP']._serialized_end=1843
+  _globals['_HELPER']._serialized_start=1846
+  _globals['_HELPER']._serialized_end=2263
 # @@protoc_insertion_point(module_scope)

@@ -22,7 +22,7 @@ class VersionInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_level: _Optional[int] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("kubeconfig", "context", "namespace", "manager_namespace", "manager_address", "also_proxy", "never_proxy", "allow_conflicting_subnets", "mapped_namespaces", "environment", "client_name", "proxy_via", "auto_resolve", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes", "proxy_environment")
+    __slots__ = ("kubeconfig", "context", "namespace", "manager_namespace", "manager_address", "also_proxy", "never_proxy", "allow_conflicting_subnets", "mapped_namespaces", "environment", "client_name", "proxy_via", "auto_resolve", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes", "proxy_environment", "dns_mode")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class ConnectRequest(_message.Message):
     DNS_INCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
     DNS_EXCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
     PROXY_ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    DNS_MODE_FIELD_NUMBER: _ClassVar[int]
     kubeconfig: str
     context: str
     namespace: str
@@ -64,7 +65,8 @@ class ConnectRequest(_message.Message):
     dns_include_suffixes: _containers.RepeatedScalarFieldContainer[str]
     dns_exclude_suffixes: _containers.RepeatedScalarFieldContainer[str]
     proxy_environment: ProxyEnvironment
-    def __init__(self, kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., manager_address: _Optional[str] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., allow_conflicting_subnets: _Optional[_Iterable[str]] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., client_name: _Optional[str] = ..., proxy_via: _Optional[_Iterable[str]] = ..., auto_resolve: _Optional[bool] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ..., proxy_environment: _Optional[_Union[ProxyEnvironment, _Mapping]] = ...) -> None: ...
+    dns_mode: str
+    def __init__(self, kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., manager_address: _Optional[str] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., allow_conflicting_subnets: _Optional[_Iterable[str]] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., client_name: _Optional[str] = ..., proxy_via: _Optional[_Iterable[str]] = ..., auto_resolve: _Optional[bool] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ..., proxy_environment: _Optional[_Union[ProxyEnvironment, _Mapping]] = ..., dns_mode: _Optional[str] = ...) -> None: ...
 
 class ProxyEnvironment(_message.Message):
     __slots__ = ("https_proxy", "http_proxy", "no_proxy")
@@ -107,7 +109,7 @@ class Conflict(_message.Message):
     def __init__(self, subnet: _Optional[str] = ..., route: _Optional[str] = ..., device: _Optional[str] = ..., gateway: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class State(_message.Message):
-    __slots__ = ("phase", "cluster", "server", "namespace", "manager_version", "routed_subnets", "dns_mode", "dns_server", "conflicts", "last_error", "tun_device", "owner_uid", "cluster_domain", "connected_since_unix", "never_proxy", "remapped", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes", "policy_notes", "manager_api_level", "client_version", "client_api_level")
+    __slots__ = ("phase", "cluster", "server", "namespace", "manager_version", "routed_subnets", "dns_mode", "dns_server", "conflicts", "last_error", "tun_device", "owner_uid", "cluster_domain", "connected_since_unix", "never_proxy", "remapped", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes", "policy_notes", "manager_api_level", "client_version", "client_api_level", "dns_mode_reason", "dns_probes", "dns_mode_forced")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         DISCONNECTED: _ClassVar[State.Phase]
@@ -143,6 +145,9 @@ class State(_message.Message):
     MANAGER_API_LEVEL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLIENT_API_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    DNS_MODE_REASON_FIELD_NUMBER: _ClassVar[int]
+    DNS_PROBES_FIELD_NUMBER: _ClassVar[int]
+    DNS_MODE_FORCED_FIELD_NUMBER: _ClassVar[int]
     phase: State.Phase
     cluster: str
     server: str
@@ -166,7 +171,10 @@ class State(_message.Message):
     manager_api_level: int
     client_version: str
     client_api_level: int
-    def __init__(self, phase: _Optional[_Union[State.Phase, str]] = ..., cluster: _Optional[str] = ..., server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_version: _Optional[str] = ..., routed_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., dns_mode: _Optional[str] = ..., dns_server: _Optional[str] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., last_error: _Optional[str] = ..., tun_device: _Optional[str] = ..., owner_uid: _Optional[int] = ..., cluster_domain: _Optional[str] = ..., connected_since_unix: _Optional[int] = ..., never_proxy: _Optional[_Iterable[str]] = ..., remapped: _Optional[_Iterable[_Union[Remap, _Mapping]]] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ..., policy_notes: _Optional[_Iterable[str]] = ..., manager_api_level: _Optional[int] = ..., client_version: _Optional[str] = ..., client_api_level: _Optional[int] = ...) -> None: ...
+    dns_mode_reason: str
+    dns_probes: _containers.RepeatedScalarFieldContainer[str]
+    dns_mode_forced: bool
+    def __init__(self, phase: _Optional[_Union[State.Phase, str]] = ..., cluster: _Optional[str] = ..., server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_version: _Optional[str] = ..., routed_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., dns_mode: _Optional[str] = ..., dns_server: _Optional[str] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., last_error: _Optional[str] = ..., tun_device: _Optional[str] = ..., owner_uid: _Optional[int] = ..., cluster_domain: _Optional[str] = ..., connected_since_unix: _Optional[int] = ..., never_proxy: _Optional[_Iterable[str]] = ..., remapped: _Optional[_Iterable[_Union[Remap, _Mapping]]] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ..., policy_notes: _Optional[_Iterable[str]] = ..., manager_api_level: _Optional[int] = ..., client_version: _Optional[str] = ..., client_api_level: _Optional[int] = ..., dns_mode_reason: _Optional[str] = ..., dns_probes: _Optional[_Iterable[str]] = ..., dns_mode_forced: _Optional[bool] = ...) -> None: ...
 
 class Remap(_message.Message):
     __slots__ = ("subnet", "workload", "reason")

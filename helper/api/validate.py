@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tether.helper.api.dnsmodes import PLATFORM_MODES, Mode, platform_family
 from tether.helper.api.proxies import ProxyEnvironment, ProxyError
 from tether.helper.api.proxyvia import ProxyViaError, parse_proxy_vias
 
@@ -243,6 +245,22 @@ def dns_suffixes(values: Iterable[str], field: str, *, allow_public: bool = True
     return [dns_suffix(v, field, allow_public=allow_public) for v in items]
 
 
+def dns_mode(value: str, platform: str = sys.platform, field: str = "dns-mode") -> Mode | None:
+    """A forced resolver mode (None when empty: the helper chooses); refused when unknown or not for this platform."""
+    if not value:
+        return None
+    try:
+        mode = Mode(value)
+    except ValueError:
+        known = ", ".join(m.value for m in Mode)
+        raise ValidationError(f"{field}: {_shown(value)} is not a resolver mode (one of: {known})") from None
+    usable = PLATFORM_MODES.get(platform_family(platform) or "", ())
+    if mode not in usable:
+        here = ", ".join(m.value for m in usable) or "none"
+        raise ValidationError(f"{field}: {mode.value} does not exist on {platform} (modes here: {here})")
+    return mode
+
+
 def connect_request(request: Any) -> None:
     """Check every field of a ``ConnectRequest``; raise ValidationError on the first bad one."""
     kubeconfig_text(request.kubeconfig)
@@ -263,6 +281,7 @@ def connect_request(request: Any) -> None:
     environment(dict(request.environment))
     proxy_environment(request.proxy_environment)
     client_name(request.client_name)
+    dns_mode(request.dns_mode)
 
 
 def proxy_environment(message: Any) -> ProxyEnvironment:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.root.dns.resolvers.base import ResolverConfigurator
+from tether.helper.root.dns.resolvers.choose import Choice
 from tether.helper.root.dns.rules import RulesConfig
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.journal import Journal
@@ -37,6 +38,7 @@ class Connection:
     opener: TunnelOpener = field(default_factory=TunnelOpener)
     dns: DNSServer | None = None
     resolver: ResolverConfigurator | None = None
+    dns_choice: Choice | None = None  # the resolver mode, why, and the probes it was chosen from
     dns_rules: RulesConfig | None = None
     never_route: tuple[str, ...] = ()
     mapped_namespaces: frozenset[str] = frozenset()

@@ -27,7 +27,7 @@ from tether.helper.api import helper_pb2 as pb
 from tether.helper.api import validate
 from tether.helper.root.connection import Connection
 from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, ResolverSettings
-from tether.helper.root.dns.resolvers.choose import choose
+from tether.helper.root.dns.resolvers.choose import Choice, decide, implementation
 from tether.helper.root.dns.resolvers.probe import probe_host
 from tether.helper.root.dns.rules import RulesConfig, routing_domains
 from tether.helper.root.dns.server import DNSServer
@@ -240,7 +240,8 @@ class HelperSession:
         c.engine.start()
 
         step("starting the DNS server")
-        c.resolver = choose(probe_host())()
+        c.dns_choice = await _choose_resolver(c.request.dns_mode)
+        c.resolver = implementation(c.dns_choice.mode)()
         upstreams = c.resolver.upstream_nameservers()
         if not upstreams:
             raise SessionError("the host's resolv.conf names no nameserver to forward non-cluster names to")
@@ -445,3 +446,12 @@ def _read_routes() -> list[OSRoute]:
 
 def create_session(config: SessionConfig) -> HelperSession:
     return HelperSession(config)
+
+
+async def _choose_resolver(forced: str) -> Choice:
+    """Probe the host and pick its resolver mode (or take the forced one); the probes are logged either way."""
+    probes = await probe_host()
+    log.info("resolver probes", extra={"probes": dict(probes.summary()), "forced": forced})
+    choice = decide(probes, forced)
+    log.info("resolver mode %s: %s", choice.mode, choice.reason)
+    return choice

@@ -10,6 +10,7 @@ from tether.helper.api import helper_pb2 as pb
 from tether.helper.cluster.manager_dial import ManagerNotFoundError
 from tether.helper.cluster.portforward import PortForwardError
 from tether.helper.root.connection import Connection
+from tether.helper.root.dns.resolvers.choose import UnsupportedHost
 from tether.helper.root.kube.credentials import CredentialsError, KubeCredentials
 from tether.helper.root.kube.unreachable import describe_unreachable
 from tether.helper.root.policy import PolicyError
@@ -46,7 +47,20 @@ def connected_state(c: Connection, phase: pb.State.Phase = pb.State.CONNECTED, l
         dns_include_suffixes=list(c.dns_rules.include_suffixes) if c.dns_rules else [],
         dns_exclude_suffixes=list(c.dns_rules.exclude_suffixes) if c.dns_rules else [],
         policy_notes=[*c.route_notes, *c.namespace_notes],
+        **dns_choice_fields(c),
     )
+
+
+def dns_choice_fields(c: Connection) -> dict[str, object]:
+    """The State fields that say why the resolver mode is what it is."""
+    choice = c.dns_choice
+    if choice is None:
+        return {}
+    return {
+        "dns_mode_reason": choice.reason,
+        "dns_probes": [f"{name}: {value}" for name, value in choice.probes.summary()],
+        "dns_mode_forced": choice.forced,
+    }
 
 
 def failed_state(c: Connection, error: str) -> pb.State:
@@ -85,6 +99,7 @@ _SPEAKS_TO_USER = (
     ConflictError,
     PolicyError,
     VersionSkewError,
+    UnsupportedHost,
 )
 
 

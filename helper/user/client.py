@@ -231,6 +231,7 @@ def build_connect_request(
     mapped_namespaces: Sequence[str] = (),
     environment: Mapping[str, str] | None = None,
     client_name: str = "tether",
+    dns_mode: str = "",
 ) -> pb.ConnectRequest:
     """A checked ConnectRequest carrying this user's kubeconfig for ``context`` (flattened) and environment.
 
@@ -266,6 +267,7 @@ def build_connect_request(
         environment=validate.portable_environment(env),
         proxy_environment=_proxy_environment(env),
         client_name=client_name,
+        dns_mode=dns_mode,
     )
     validate.connect_request(request)
     return request

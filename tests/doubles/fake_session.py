@@ -143,7 +143,10 @@ class FakeSession:
         connected.server = "https://fake.invalid:6443"
         connected.manager_version, connected.manager_api_level = "0.0.0-fake", 2
         connected.client_version, connected.client_api_level = "0.0.0-fake-client", 1
-        connected.dns_mode = "fake"
+        connected.dns_mode = request.dns_mode or "fake"
+        connected.dns_mode_forced = bool(request.dns_mode)
+        connected.dns_mode_reason = "forced with --dns-mode (fake probes)" if request.dns_mode else "fake probes"
+        connected.dns_probes.extend(["platform: fake", "resolv.conf: nameserver 192.0.2.53 (a file)"])
         connected.dns_server = "127.0.0.1:53"
         connected.tun_device = "tun-fake"
         connected.cluster_domain = "cluster.local"

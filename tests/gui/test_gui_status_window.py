@@ -179,3 +179,20 @@ def test_collect_versions_names_everything():
     versions = collect_versions()
     assert set(versions) == {"tether", "PySide6", "Qt", "Python", "OS"}
     assert versions["PySide6"].startswith("6.")
+
+
+def test_shows_why_the_dns_mode_and_the_probes(window):
+    state = connected_state()
+    state.dns_mode = "linux-nft"
+    state.dns_mode_reason = "forced with --dns-mode (the probes choose systemd-resolved: resolv.conf sends ...)"
+    state.dns_mode_forced = True
+    state.dns_probes.extend(["platform: linux", "systemd-resolved: on the system bus, ResolvConfMode stub"])
+    window.show_state(state)
+    assert window.field_text("statusDnsReason") == state.dns_mode_reason
+    assert window.field_text("statusDnsProbes") == "\n".join(state.dns_probes)
+    assert state.dns_probes[1] in window.field_text("statusDnsProbes").splitlines()
+    report = window.diagnostics()
+    assert f"  DNS mode chosen: {state.dns_mode_reason}\n" in report
+    assert "  DNS probes: platform: linux; systemd-resolved: on the system bus, ResolvConfMode stub\n" in report
+    window.show_state(pb.State(phase=pb.State.DISCONNECTED))
+    assert window.field_text("statusDnsReason") == window.field_text("statusDnsProbes") == "—"

@@ -145,6 +145,13 @@ def test_connected_status_lines_and_entries():
     assert shown.find(view.KEY_QUIT).label == "Quit"
 
 
+def test_a_forced_dns_mode_says_so_in_the_menu():
+    forced = pb.State()
+    forced.CopyFrom(CONNECTED)
+    forced.dns_mode, forced.dns_mode_forced = "linux-nft", True
+    assert "DNS: linux-nft (forced)" in labels(view.compute_view(forced, None, CLUSTERS))
+
+
 def test_clusters_submenu_lists_contexts_marks_the_current_one_and_checks_the_connected_one():
     clusters = view.compute_view(CONNECTED, None, CLUSTERS).find(view.KEY_CLUSTERS)
     assert isinstance(clusters, view.Submenu)

@@ -388,6 +388,40 @@ def test_status_json_shows_the_connection(lab, lab_run, helper):
     host, _, port = state["dns_server"].rpartition(":")
     assert ipaddress.ip_address(host).is_loopback and 0 < int(port) < 65536
     assert state["last_error"] == ""
+    # why linux-nft: the workstation's resolv.conf is a plain file naming the lab's upstream, and no resolved
+    upstream = str(UPSTREAM_DNS_IP)
+    assert state["dns_mode_forced"] is False
+    assert state["dns_mode_reason"].endswith(f"no systemd-resolved: queries to {upstream} are redirected")
+    probes = dict(line.split(": ", 1) for line in state["dns_probes"])
+    assert probes["platform"] == "linux"
+    assert probes["resolv.conf"] == f"nameserver {upstream} (a file)"
+    assert probes["systemd-resolved"] == "not on the system bus"
+    logged = helper.log_text()
+    assert "resolver probes" in logged and f"resolver mode linux-nft: {state['dns_mode_reason']}" in logged
+
+
+@pytest.mark.timeout(240)
+def test_a_forced_dns_mode_is_used_and_shown(lab, lab_run, helper):
+    helper.disconnect()
+    try:
+        state = helper.connect("--dns-mode", "linux-nft")
+        assert (state["dns_mode"], state["dns_mode_forced"]) == ("linux-nft", True)
+        assert state["dns_mode_reason"].startswith("forced with --dns-mode (the probes choose linux-nft: resolv.conf")
+        text = helper.cli("status")
+        assert text.returncode == 0, text.stderr
+        assert "forced with --dns-mode (the probes choose linux-nft" in text.stdout
+        assert f"resolv.conf: nameserver {UPSTREAM_DNS_IP} (a file)" in text.stdout
+        assert curl(lab_run, "http://web.default").startswith("hello from web (pod web-")
+        # a mode of another platform is refused by name, before anything is built
+        refused = helper.cli("connect", "--kubeconfig", str(helper.kubeconfig), "--dns-mode", "macos-resolver")
+        assert refused.returncode == 2, refused.stdout
+        assert "--dns-mode: macos-resolver does not exist on linux (modes here: linux-nft, systemd-resolved)" in (
+            refused.stderr
+        )
+    finally:
+        helper.disconnect()
+        helper.connect()  # the tests below share the helper, connected as the probes choose
+    assert helper.status()["dns_mode_forced"] is False
 
 
 @pytest.mark.timeout(120)

@@ -10,6 +10,7 @@ import urllib3.exceptions
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.api.proxies import parse_proxy_url
 from tether.helper.root.connection import Connection
+from tether.helper.root.dns.resolvers.choose import Probes, UnsupportedHost, decide
 from tether.helper.root.kube.credentials import KubeCredentials
 from tether.helper.root.server.caller import Caller
 from tether.helper.root.state import connected_state, explain
@@ -52,3 +53,24 @@ def test_a_failed_api_call_through_a_proxy_names_the_proxy_and_the_server(tmp_pa
         "the proxy refused the connection"
     )
     assert explain(failure).startswith("MaxRetryError: ")  # before the kubeconfig is read: no server to name
+
+
+def test_the_state_says_why_the_dns_mode_and_from_which_probes() -> None:
+    c = Connection(request=pb.ConnectRequest(context="lab"), caller=Caller(uid=1000, gid=1000, pid=1))
+    assert (connected_state(c).dns_mode_reason, list(connected_state(c).dns_probes)) == ("", [])
+    probes = Probes("linux", "nameserver 192.0.2.1\n", networkmanager_dns="default")
+    c.dns_choice = decide(probes, "linux-nft")
+    state = connected_state(c)
+    assert state.dns_mode_forced is True
+    assert state.dns_mode_reason == (
+        "forced with --dns-mode (the probes choose linux-nft: NetworkManager (dns=default) writes resolv.conf, "
+        "no systemd-resolved: queries to 192.0.2.1 are redirected)"
+    )
+    assert list(state.dns_probes) == [
+        "platform: linux",
+        "resolv.conf: nameserver 192.0.2.1 (a file)",
+        "systemd-resolved: not on the system bus",
+        "NetworkManager: dns=default (configured)",
+    ]
+    broken = UnsupportedHost("/etc/resolv.conf is missing and systemd-resolved is not on the system bus: ...")
+    assert explain(broken) == str(broken)  # speaks to the user as it is

@@ -11,6 +11,7 @@ import sys
 
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.api import validate
+from tether.helper.api.dnsmodes import Mode
 from tether.helper.user.cli import exitcodes
 from tether.helper.user.cli.control import client, describe_state, socket_options
 from tether.helper.user.client import HelperError, build_connect_request
@@ -81,6 +82,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="namespaces whose services resolve by <service>.<namespace> (comma-separated, repeatable)",
     )
     connect.add_argument(
+        "--dns-mode",
+        default="",
+        metavar="MODE",
+        help="use this resolver mode instead of the one the helper's probes choose "
+        f"({', '.join(m.value for m in Mode)}; see tether status)",
+    )
+    connect.add_argument(
         "--forget-resolution",
         action="store_true",
         help="do not reuse (and forget) the VPN-conflict resolution remembered for this cluster",
@@ -103,6 +111,7 @@ def _check_connect_args(args: argparse.Namespace) -> list[str]:
         validate.cidr(args.virtual_subnet, "--virtual-subnet")
     validate.dns_suffixes(args.dns_include_suffix, "--dns-include-suffix", allow_public=False)
     validate.dns_suffixes(args.dns_exclude_suffix, "--dns-exclude-suffix")
+    validate.dns_mode(args.dns_mode, field="--dns-mode")
     mapped = [ns.strip() for item in args.mapped_namespaces for ns in item.split(",") if ns.strip()]
     return validate.namespaces(mapped, "--mapped-namespaces")
 
@@ -126,6 +135,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
             dns_exclude_suffixes=args.dns_exclude_suffix,
             mapped_namespaces=mapped,
             client_name=CLIENT_NAME,
+            dns_mode=args.dns_mode,
         )
     except (validate.ValidationError, KubeconfigError) as exc:
         print(f"tether: {exc}", file=sys.stderr)

@@ -72,6 +72,9 @@ def describe_state(state: pb.State) -> dict[str, Any]:
         "never_proxy": list(state.never_proxy),
         "dns_mode": state.dns_mode,
         "dns_server": state.dns_server,
+        "dns_mode_reason": state.dns_mode_reason,
+        "dns_mode_forced": state.dns_mode_forced,
+        "dns_probes": list(state.dns_probes),
         "cluster_domain": state.cluster_domain,
         "dns_include_suffixes": list(state.dns_include_suffixes),
         "dns_exclude_suffixes": list(state.dns_exclude_suffixes),
@@ -111,6 +114,10 @@ def format_state(state: pb.State) -> str:
         if info["cluster_domain"]:
             dns += f", domain {info['cluster_domain']}"
         rows.append(("dns", dns))
+        if info["dns_mode_reason"]:
+            rows.append(("dns mode", info["dns_mode_reason"]))  # a forced mode's reason says so
+        for i, probe in enumerate(info["dns_probes"]):
+            rows.append(("dns probes" if i == 0 else "", probe))
         if info["dns_include_suffixes"]:
             rows.append(("dns include", " ".join(info["dns_include_suffixes"])))
         if info["dns_exclude_suffixes"]:

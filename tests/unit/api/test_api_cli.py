@@ -81,6 +81,8 @@ def test_connect_failure_is_readable(helper, kubeconfig, capsys):
         (["--manager-address", "manager"], '--manager-address: "manager" is not HOST:PORT'),
         (["--context", "missing"], 'context "missing" not found'),
         (["--dns-include-suffix", "a b"], '--dns-include-suffix: "a b" is not a domain suffix'),
+        (["--dns-mode", "nft"], '--dns-mode: "nft" is not a resolver mode (one of: linux-nft, systemd-resolved, '),
+        (["--dns-mode", "windows"], "--dns-mode: windows does not exist on linux (modes here: linux-nft, "),
     ],
 )
 def test_bad_input_exits_2_naming_the_value(helper, kubeconfig, capsys, args, message):
@@ -182,3 +184,25 @@ def test_helper_cleanup_needs_root(monkeypatch, capsys):
     monkeypatch.setattr(helpercmd.os, "geteuid", lambda: 1000)
     assert main(["helper", "cleanup"]) == 4
     assert "cleanup needs root" in capsys.readouterr().err
+
+
+def test_a_forced_dns_mode_goes_to_the_helper_and_status_shows_why(helper, kubeconfig, capsys):
+    sock = str(helper.socket_path)
+    assert main(["connect", "--socket", sock]) == 0
+    assert helper.session.connects[-1][0].dns_mode == ""
+    assert main(["status", "--socket", sock]) == 0
+    text = capsys.readouterr().out
+    assert "dns mode         fake probes\n" in text
+    assert "dns probes       platform: fake\n                 resolv.conf: nameserver 192.0.2.53 (a file)\n" in text
+    assert main(["disconnect", "--socket", sock]) == 0
+
+    assert main(["connect", "--socket", sock, "--dns-mode", "linux-nft"]) == 0
+    assert helper.session.connects[-1][0].dns_mode == "linux-nft"
+    capsys.readouterr()
+    assert main(["status", "--socket", sock, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["dns_mode"], status["dns_mode_forced"]) == ("linux-nft", True)
+    assert status["dns_mode_reason"] == "forced with --dns-mode (fake probes)"
+    assert status["dns_probes"] == ["platform: fake", "resolv.conf: nameserver 192.0.2.53 (a file)"]
+    assert main(["status", "--socket", sock]) == 0
+    assert "dns mode         forced with --dns-mode (fake probes)\n" in capsys.readouterr().out

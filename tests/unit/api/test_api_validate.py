@@ -190,3 +190,45 @@ def test_connect_request_checks_dns_suffixes():
     request = pb.ConnectRequest(kubeconfig="apiVersion: v1", dns_exclude_suffixes=[".ok.example", "bad suffix"])
     with pytest.raises(ValidationError, match='DNS exclude-suffixes: "bad suffix"'):
         validate.connect_request(request)
+
+
+@pytest.mark.parametrize(
+    ("value", "platform", "mode"),
+    [
+        ("", "linux", None),
+        ("linux-nft", "linux", "linux-nft"),
+        ("systemd-resolved", "linux", "systemd-resolved"),
+        ("macos-resolver", "darwin", "macos-resolver"),
+        ("windows", "win32", "windows"),
+        ("windows", "cygwin", "windows"),
+    ],
+)
+def test_dns_mode_for_its_platform(value, platform, mode):
+    assert validate.dns_mode(value, platform) == mode
+
+
+@pytest.mark.parametrize(
+    ("value", "platform", "message"),
+    [
+        (
+            "nftables",
+            "linux",
+            '"nftables" is not a resolver mode (one of: linux-nft, systemd-resolved, macos-resolver, windows)',
+        ),
+        ("Linux-NFT", "linux", '"Linux-NFT" is not a resolver mode'),
+        ("windows", "linux", "windows does not exist on linux (modes here: linux-nft, systemd-resolved)"),
+        ("systemd-resolved", "darwin", "systemd-resolved does not exist on darwin (modes here: macos-resolver)"),
+        ("linux-nft", "sunos5", "linux-nft does not exist on sunos5 (modes here: none)"),
+    ],
+)
+def test_dns_mode_refused_names_the_value_and_the_valid_ones(value, platform, message):
+    with pytest.raises(ValidationError) as caught:
+        validate.dns_mode(value, platform)
+    assert str(caught.value).startswith("dns-mode: ")
+    assert message in str(caught.value)
+
+
+def test_connect_request_checks_the_dns_mode():
+    with pytest.raises(ValidationError, match='dns-mode: "nft" is not a resolver mode'):
+        validate.connect_request(pb.ConnectRequest(kubeconfig="apiVersion: v1", dns_mode="nft"))
+    validate.connect_request(pb.ConnectRequest(kubeconfig="apiVersion: v1", dns_mode="linux-nft"))

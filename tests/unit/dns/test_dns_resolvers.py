@@ -16,7 +16,6 @@ from tether.helper.root.dns.resolvers.choose import (
     implementation,
 )
 from tether.helper.root.dns.resolvers.linux_nft import MARKER, LinuxNftConfigurator, nameservers, ruleset, table_comment
-from tether.helper.root.dns.resolvers.probe import probe_host
 
 ip = ipaddress.ip_address
 
@@ -214,23 +213,6 @@ def test_fake_configurator_records_calls():
 
 RESOLVED_STUB = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
 
-CHOICES = [
-    (Probes("linux", "nameserver 192.0.2.1\n", False), Mode.LINUX_NFT),
-    (Probes("linux", "nameserver 127.0.0.1\n", False), Mode.LINUX_NFT),  # a local dnsmasq
-    (Probes("linux", RESOLVED_STUB, True), Mode.SYSTEMD_RESOLVED),
-    (Probes("linux", "nameserver 127.0.0.54\n", True), Mode.SYSTEMD_RESOLVED),
-    (Probes("linux", RESOLVED_STUB, False), Mode.LINUX_NFT),  # stub named, but resolved is not running
-    (Probes("linux", "nameserver 192.0.2.1\n", True), Mode.LINUX_NFT),  # resolved runs, but does not own it
-    (Probes("linux", None, False), Mode.LINUX_NFT),
-    (Probes("darwin", None, False), Mode.MACOS_RESOLVER),
-    (Probes("win32", None, False), Mode.WINDOWS),
-]
-
-
-@pytest.mark.parametrize(("probes", "mode"), CHOICES)
-def test_choose_mode(probes, mode):
-    assert choose_mode(probes) == mode
-
 
 def test_choose_linux_without_resolved_gives_the_nft_configurator():
     assert choose(Probes("linux", "nameserver 192.0.2.1\n")) is LinuxNftConfigurator
@@ -252,13 +234,3 @@ def test_choose_refuses_unimplemented_and_unknown_hosts():
 
 def test_every_mode_is_in_the_table():
     assert set(IMPLEMENTATIONS) == set(Mode)
-
-
-def test_probe_host_reads_a_root(tmp_path):
-    assert probe_host(tmp_path, "linux") == Probes("linux", None, False)
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc/resolv.conf").write_text(RESOLVED_STUB)
-    (tmp_path / "run/systemd/resolve").mkdir(parents=True)
-    probes = probe_host(tmp_path, "linux")
-    assert probes == Probes("linux", RESOLVED_STUB, True)
-    assert choose_mode(probes) is Mode.SYSTEMD_RESOLVED
