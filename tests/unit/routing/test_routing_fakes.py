@@ -81,7 +81,7 @@ def test_platform_keys():
         open_tun(platform="sunos5")
 
 
-@pytest.mark.parametrize("platform", ["darwin", "win32", "freebsd14"])
+@pytest.mark.parametrize("platform", ["win32", "freebsd14"])
 def test_applier_platform_table(platform):
     with pytest.raises(UnsupportedPlatform):
         open_applier("tether0", platform=platform)
