@@ -265,7 +265,11 @@ class HelperSession:
 
         step("pointing the system resolver at the cluster")
         settings = ResolverSettings(
-            server=host, port=port, tun_name=c.device.name, routing_domains=routing_domains(c.dns_rules)
+            server=host,
+            port=port,
+            tun_name=c.device.name,
+            routing_domains=routing_domains(c.dns_rules),
+            search_domain=c.dns_rules.search_domain,
         )
         await asyncio.to_thread(c.resolver.apply, settings)
         c.dns_address = f"{host}:{port}"

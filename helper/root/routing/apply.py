@@ -105,7 +105,7 @@ def _not_yet(platform: str) -> ApplierFactory:
 
 PLATFORMS: dict[str, ApplierFactory] = {
     "linux": _lazy("tether.helper.root.routing.apply_linux", "LinuxRouteApplier"),
-    "darwin": _not_yet("macOS"),
+    "darwin": _lazy("tether.helper.root.routing.apply_darwin", "DarwinRouteApplier"),
     "windows": _not_yet("Windows"),
 }
 

@@ -139,7 +139,7 @@ def _not_yet(device: str, platform: str) -> TunFactory:
 
 PLATFORMS: dict[str, TunFactory] = {
     "linux": _lazy("tether.helper.root.vif.tun_linux", "TunLinux"),
-    "darwin": _not_yet("utun", "macOS"),
+    "darwin": _lazy("tether.helper.root.vif.tun_darwin", "TunDarwin"),
     "windows": _not_yet("wintun", "Windows"),
 }
 

@@ -18,6 +18,7 @@ from tether.helper.api.dnsmodes import Mode, platform_family
 from tether.helper.api.validate import ValidationError, dns_mode
 from tether.helper.root.dns.resolvers.base import ResolverConfigurator
 from tether.helper.root.dns.resolvers.linux_nft import LinuxNftConfigurator, nameservers
+from tether.helper.root.dns.resolvers.macos_resolver import MacosResolverConfigurator
 
 __all__ = ["Mode"]  # re-exported: the table below and its users name modes through this module
 
@@ -40,7 +41,7 @@ LINK_OWNERS = {
 IMPLEMENTATIONS: dict[Mode, type[ResolverConfigurator] | None] = {
     Mode.LINUX_NFT: LinuxNftConfigurator,
     Mode.SYSTEMD_RESOLVED: None,
-    Mode.MACOS_RESOLVER: None,
+    Mode.MACOS_RESOLVER: MacosResolverConfigurator,
     Mode.WINDOWS: None,
 }
 
