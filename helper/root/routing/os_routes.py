@@ -25,6 +25,7 @@ import abc
 import asyncio
 import contextlib
 import errno
+import importlib
 import ipaddress
 import socket
 import sys
@@ -208,7 +209,7 @@ def _not_yet(platform: str) -> ReaderFactory:
 PLATFORMS: dict[str, ReaderFactory] = {
     "linux": LinuxRouteReader,
     "darwin": _not_yet("macOS"),
-    "windows": _not_yet("Windows"),
+    "windows": lambda: importlib.import_module("tether.helper.root.routing.os_routes_windows").WindowsRouteReader(),
 }
 
 
