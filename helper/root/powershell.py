@@ -37,7 +37,7 @@ __all__ = [
     "render",
 ]
 
-# A switch parameter (-Force) is given as True; a list becomes a PowerShell array ('a','b').
+# A switch parameter is given as True (-Force) or False (-Confirm:$false); a list becomes a PowerShell array ('a','b').
 Value = str | int | bool | tuple[str, ...]
 
 _CMDLET_RE = re.compile(r"^[A-Z][A-Za-z]+-[A-Za-z0-9]+$")
@@ -114,7 +114,7 @@ def render(command: Command) -> str:
         if value is True:
             words.append(f"-{name}")
         elif value is False:
-            continue
+            words.append(f"-{name}:$false")  # e.g. -Confirm:$false: removals would otherwise prompt
         else:
             words.append(f"-{name} {_literal(value)}")
     line = " ".join(words)

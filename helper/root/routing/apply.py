@@ -106,7 +106,7 @@ def _not_yet(platform: str) -> ApplierFactory:
 PLATFORMS: dict[str, ApplierFactory] = {
     "linux": _lazy("tether.helper.root.routing.apply_linux", "LinuxRouteApplier"),
     "darwin": _not_yet("macOS"),
-    "windows": _not_yet("Windows"),
+    "windows": _lazy("tether.helper.root.routing.apply_windows", "WindowsRouteApplier"),
 }
 
 

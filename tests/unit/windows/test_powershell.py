@@ -25,9 +25,9 @@ def test_render_quotes_every_value_and_adds_switches():
     )
 
 
-def test_false_switches_are_left_out_and_lists_become_arrays():
-    command = Command("Add-DnsClientNrptRule", (("NameServers", ("10.0.0.1", "10.0.0.2")), ("Force", False)))
-    assert render(command) == "Add-DnsClientNrptRule -NameServers '10.0.0.1','10.0.0.2'"
+def test_false_switches_are_explicit_and_lists_become_arrays():
+    command = Command("Add-DnsClientNrptRule", (("NameServers", ("10.0.0.1", "10.0.0.2")), ("Confirm", False)))
+    assert render(command) == "Add-DnsClientNrptRule -NameServers '10.0.0.1','10.0.0.2' -Confirm:$false"
 
 
 @pytest.mark.parametrize(
