@@ -140,7 +140,7 @@ def _not_yet(device: str, platform: str) -> TunFactory:
 PLATFORMS: dict[str, TunFactory] = {
     "linux": _lazy("tether.helper.root.vif.tun_linux", "TunLinux"),
     "darwin": _not_yet("utun", "macOS"),
-    "windows": _not_yet("wintun", "Windows"),
+    "windows": _lazy("tether.helper.root.vif.tun_windows", "TunWindows"),
 }
 
 
