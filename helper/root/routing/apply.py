@@ -96,17 +96,10 @@ def _lazy(module: str, attr: str) -> ApplierFactory:
     return factory
 
 
-def _not_yet(platform: str) -> ApplierFactory:
-    def factory(device: str, **kwargs: Any) -> RouteApplier:
-        raise UnsupportedPlatform(f"applying routes on {platform} is not implemented yet")
-
-    return factory
-
-
 PLATFORMS: dict[str, ApplierFactory] = {
     "linux": _lazy("tether.helper.root.routing.apply_linux", "LinuxRouteApplier"),
     "darwin": _lazy("tether.helper.root.routing.apply_darwin", "DarwinRouteApplier"),
-    "windows": _not_yet("Windows"),
+    "windows": _lazy("tether.helper.root.routing.apply_windows", "WindowsRouteApplier"),
 }
 
 

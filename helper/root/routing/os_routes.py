@@ -199,17 +199,10 @@ class LinuxRouteReader(RouteReader):
 ReaderFactory = Callable[[], RouteReader]
 
 
-def _not_yet(platform: str) -> ReaderFactory:
-    def factory() -> RouteReader:
-        raise UnsupportedPlatform(f"reading the routing table on {platform} is not implemented yet")
-
-    return factory
-
-
 PLATFORMS: dict[str, ReaderFactory] = {
     "linux": LinuxRouteReader,
     "darwin": lambda: importlib.import_module("tether.helper.root.routing.os_routes_darwin").DarwinRouteReader(),
-    "windows": _not_yet("Windows"),
+    "windows": lambda: importlib.import_module("tether.helper.root.routing.os_routes_windows").WindowsRouteReader(),
 }
 
 

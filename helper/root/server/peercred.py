@@ -8,6 +8,8 @@ One reader per platform, chosen from a plain table keyed by ``sys.platform``:
 * macOS: ``LOCAL_PEERCRED`` (level ``SOL_LOCAL``) gives ``struct xucred {u_int cr_version; uid_t cr_uid;
   short cr_ngroups; gid_t cr_groups[NGROUPS];}`` whose first group is the effective gid; the pid comes
   from ``LOCAL_PEERPID``.
+* Windows: the helper's credentials endpoint is a named pipe, not a socket; ``peercred_windows`` reads the
+  client's SID and groups from its token (the "win32" entry takes the pipe connection).
 
 The struct parsers are pure functions so both layouts are tested on any machine.
 """
@@ -15,6 +17,7 @@ The struct parsers are pure functions so both layouts are tested on any machine.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import socket
 import struct
@@ -34,6 +37,7 @@ class PeerCredentials:
     uid: int
     gid: int
     groups: tuple[int, ...]
+    sid: str = ""  # Windows: the client's SID (uid is only its last part, see peercred_windows)
 
 
 class _SockOpt(Protocol):
@@ -132,6 +136,7 @@ def darwin_peer_credentials(sock: _SockOpt) -> PeerCredentials:
 READERS: dict[str, Callable[[_SockOpt], PeerCredentials]] = {
     "linux": linux_peer_credentials,
     "darwin": darwin_peer_credentials,
+    "win32": lambda conn: importlib.import_module(f"{__package__}.peercred_windows").windows_peer_credentials(conn),
 }
 
 

@@ -130,17 +130,10 @@ def _lazy(module: str, attr: str) -> TunFactory:
     return factory
 
 
-def _not_yet(device: str, platform: str) -> TunFactory:
-    def factory(**kwargs: Any) -> TunDevice:
-        raise UnsupportedPlatform(f"the {device} TUN device for {platform} is not implemented yet")
-
-    return factory
-
-
 PLATFORMS: dict[str, TunFactory] = {
     "linux": _lazy("tether.helper.root.vif.tun_linux", "TunLinux"),
     "darwin": _lazy("tether.helper.root.vif.tun_darwin", "TunDarwin"),
-    "windows": _not_yet("wintun", "Windows"),
+    "windows": _lazy("tether.helper.root.vif.tun_windows", "TunWindows"),
 }
 
 

@@ -218,7 +218,7 @@ def test_choose_linux_without_resolved_gives_the_nft_configurator():
     assert choose(Probes("linux", "nameserver 192.0.2.1\n")) is LinuxNftConfigurator
 
 
-@pytest.mark.parametrize("mode", [Mode.SYSTEMD_RESOLVED, Mode.WINDOWS])
+@pytest.mark.parametrize("mode", [Mode.SYSTEMD_RESOLVED])
 def test_later_modes_are_named_but_not_faked(mode):
     assert mode in IMPLEMENTATIONS and IMPLEMENTATIONS[mode] is None
     with pytest.raises(UnsupportedHost, match=f"not implemented yet on this host: {mode}"):

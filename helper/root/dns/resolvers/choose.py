@@ -19,6 +19,7 @@ from tether.helper.api.validate import ValidationError, dns_mode
 from tether.helper.root.dns.resolvers.base import ResolverConfigurator
 from tether.helper.root.dns.resolvers.linux_nft import LinuxNftConfigurator, nameservers
 from tether.helper.root.dns.resolvers.macos_resolver import MacosResolverConfigurator
+from tether.helper.root.dns.resolvers.windows_nrpt import WindowsNrptConfigurator
 
 __all__ = ["Mode"]  # re-exported: the table below and its users name modes through this module
 
@@ -42,7 +43,7 @@ IMPLEMENTATIONS: dict[Mode, type[ResolverConfigurator] | None] = {
     Mode.LINUX_NFT: LinuxNftConfigurator,
     Mode.SYSTEMD_RESOLVED: None,
     Mode.MACOS_RESOLVER: MacosResolverConfigurator,
-    Mode.WINDOWS: None,
+    Mode.WINDOWS: WindowsNrptConfigurator,
 }
 
 
