@@ -240,7 +240,7 @@ class HelperSession:
         c.engine.start()
 
         step("starting the DNS server")
-        c.resolver = choose(probe_host())()
+        c.resolver = choose(probe_host())(journal=c.journal)
         upstreams = c.resolver.upstream_nameservers()
         if not upstreams:
             raise SessionError("the host's resolv.conf names no nameserver to forward non-cluster names to")
@@ -264,7 +264,11 @@ class HelperSession:
 
         step("pointing the system resolver at the cluster")
         settings = ResolverSettings(
-            server=host, port=port, tun_name=c.device.name, routing_domains=routing_domains(c.dns_rules)
+            server=host,
+            port=port,
+            tun_name=c.device.name,
+            routing_domains=routing_domains(c.dns_rules),
+            search_domain=c.dns_rules.search_domain,
         )
         await asyncio.to_thread(c.resolver.apply, settings)
         c.dns_address = f"{host}:{port}"

@@ -236,7 +236,7 @@ def test_choose_linux_without_resolved_gives_the_nft_configurator():
     assert choose(Probes("linux", "nameserver 192.0.2.1\n")) is LinuxNftConfigurator
 
 
-@pytest.mark.parametrize("mode", [Mode.SYSTEMD_RESOLVED, Mode.MACOS_RESOLVER, Mode.WINDOWS])
+@pytest.mark.parametrize("mode", [Mode.MACOS_RESOLVER, Mode.WINDOWS])
 def test_later_modes_are_named_but_not_faked(mode):
     assert mode in IMPLEMENTATIONS and IMPLEMENTATIONS[mode] is None
     with pytest.raises(UnsupportedHost, match=f"not implemented yet on this host: {mode}"):
@@ -244,8 +244,8 @@ def test_later_modes_are_named_but_not_faked(mode):
 
 
 def test_choose_refuses_unimplemented_and_unknown_hosts():
-    with pytest.raises(UnsupportedHost, match="not implemented yet on this host: systemd-resolved"):
-        choose(Probes("linux", RESOLVED_STUB, True))
+    with pytest.raises(UnsupportedHost, match="not implemented yet on this host: macos-resolver"):
+        choose(Probes("darwin", None))
     with pytest.raises(UnsupportedHost, match="freebsd"):
         choose_mode(Probes("freebsd14", None))
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from tether.helper.root.dns.resolvers.base import ResolverConfigurator
 from tether.helper.root.dns.resolvers.linux_nft import LinuxNftConfigurator, nameservers
+from tether.helper.root.dns.resolvers.linux_resolved import LinuxResolvedConfigurator
 
 # The addresses of systemd-resolved's stub listeners (127.0.0.54 is the "proxy" stub).
 RESOLVED_STUBS = ("127.0.0.53", "127.0.0.54")
@@ -26,7 +27,7 @@ class Mode(enum.StrEnum):
 # mode -> implementation; None marks the modes that are not written yet (they must not be faked).
 IMPLEMENTATIONS: dict[Mode, type[ResolverConfigurator] | None] = {
     Mode.LINUX_NFT: LinuxNftConfigurator,
-    Mode.SYSTEMD_RESOLVED: None,
+    Mode.SYSTEMD_RESOLVED: LinuxResolvedConfigurator,
     Mode.MACOS_RESOLVER: None,
     Mode.WINDOWS: None,
 }
