@@ -184,10 +184,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if netns == WS_NS:
         env.setdefault("KUBECONFIG", str(kubeconfig))
-    if shutil.which(cmd[0]) is None and os.sep not in cmd[0]:
+    argv = lab.run_argv(netns, cmd)
+    plain = argv[-len(cmd) - 1] == netns  # a variant's environment has its own PATH (resolvectl)
+    if plain and shutil.which(cmd[0]) is None and os.sep not in cmd[0]:
         _err(f"command not found: {cmd[0]}")
         return 127
-    code = subprocess.call(lab.run_argv(netns, cmd), env=env)
+    code = subprocess.call(argv, env=env)
     return 128 + -code if code < 0 else code
 
 
