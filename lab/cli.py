@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CIDR",
         help="add a 'VPN' in the workstation routing CIDR to a corporate namespace (repeatable), e.g. 10.0.0.0/8",
     )
+    up.add_argument(
+        "--resolver",
+        choices=["systemd-resolved"],
+        default="",
+        help="run a real systemd-resolved on the workstation (resolv.conf names its stub 127.0.0.53)",
+    )
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)")
     up.add_argument("--json", action="store_true", help="print the status as JSON")
     up.set_defaults(handler=cmd_up)
@@ -86,7 +92,7 @@ def _progress(message: str) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab(log=_progress, timeout=args.timeout)
     try:
-        result = lab.up(args.vpn)
+        result = lab.up(args.vpn, args.resolver)
     except LabError as exc:
         _err(str(exc))
         return 1
@@ -178,10 +184,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if netns == WS_NS:
         env.setdefault("KUBECONFIG", str(kubeconfig))
-    if shutil.which(cmd[0]) is None and os.sep not in cmd[0]:
+    argv = lab.run_argv(netns, cmd)
+    plain = argv[-len(cmd) - 1] == netns  # a variant's environment has its own PATH (resolvectl)
+    if plain and shutil.which(cmd[0]) is None and os.sep not in cmd[0]:
         _err(f"command not found: {cmd[0]}")
         return 127
-    code = subprocess.call(["ip", "netns", "exec", netns, *cmd], env=env)
+    code = subprocess.call(argv, env=env)
     return 128 + -code if code < 0 else code
 
 

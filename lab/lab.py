@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from tether.lab import clusterdns, network, objects, probes, procs, report, users
+from tether.lab import clusterdns, network, objects, probes, procs, report, resolved, users
 from tether.lab.journal import UP, Journal, JournalFile, ProcessRecord
 from tether.lab.netns import NetnsOps
 from tether.lab.report import LabInfo
@@ -92,8 +92,10 @@ class Lab:
 
     # --- up --------------------------------------------------------------------------------------
 
-    def up(self, vpn: Sequence[str] = ()) -> UpResult:
+    def up(self, vpn: Sequence[str] = (), resolver: str = "") -> UpResult:
         require_root("up")
+        if resolver not in resolved.RESOLVERS:
+            raise LabError(f"unknown workstation resolver {resolver!r} (known: {', '.join(resolved.RESOLVERS[1:])})")
         try:
             wanted = vpn_options(vpn)
         except ValueError as exc:
@@ -104,6 +106,8 @@ class Lab:
             problems = self.problems(journal)
             if journal.options.get("plan") != plan_fingerprint(build_plan()):
                 problems.append("it was built from a different address plan (another version of tether)")
+            if journal.options.get("resolver", "") != resolver:
+                problems.append(f"its workstation resolver is {journal.options.get('resolver') or 'plain'}")
             if not problems:
                 if journal.options.get("vpn", []) == wanted:
                     return UpResult("already up", self._info(journal))
@@ -117,7 +121,7 @@ class Lab:
                 self.log("removing what an earlier, unfinished run left behind")
                 action = "rebuilt"
             self.down()
-        self._guarded(lambda: self._build(wanted))
+        self._guarded(lambda: self._build(wanted, resolver))
         return UpResult(action, self._info(self._journal))
 
     def _guarded(self, step: Callable[[], None]) -> None:
@@ -134,14 +138,15 @@ class Lab:
                 raise LabError(f"{exc}{note}") from exc
             raise LabError(f"lab up failed: {type(exc).__name__}: {exc}{note}") from exc
 
-    def _build(self, vpn: list[str]) -> None:
+    def _build(self, vpn: list[str], resolver: str = "") -> None:
         missing = self._check_tools()
         if missing:
             raise LabError(missing)
         plan = build_plan(vpn)
         for directory in (self.paths.root, self.paths.logs, self.paths.ready, self.paths.conf):
             directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        self._journal = Journal(options={"vpn": vpn, "plan": plan_fingerprint(build_plan())})
+        debs = resolved.unpacked() if resolver else None
+        self._journal = Journal(options={"vpn": vpn, "plan": plan_fingerprint(build_plan()), "resolver": resolver})
         self._save()
 
         self.log("creating namespaces and links")
@@ -160,8 +165,38 @@ class Lab:
         if later:
             self.log("starting " + ", ".join(s.name for s, _ in later))
         self._wait_ready(first + later, deadline)
+        if debs is not None:
+            self._start_resolved(debs, deadline)
         self._journal.state = UP
         self._save()
+
+    @property
+    def resolved_files(self) -> resolved.ResolvedFiles:
+        return resolved.ResolvedFiles(self.paths.root / "resolved")
+
+    def _start_resolved(self, debs: Path, deadline: float) -> None:
+        """The systemd-resolved workstation: a private system bus, then the daemon (see tether.lab.resolved)."""
+        self.log("starting systemd-resolved on the workstation")
+        files = self.resolved_files
+        resolved.write_files(files, debs, str(clusterdns.UPSTREAM_DNS_IP))
+        self._write_file(self.paths.resolv_conf(WS_NS), f"nameserver {resolved.STUB}\n")
+        bus = ProcessSpec("dbus-system", WS_NS, tuple(resolved.dbus_argv(files)))
+        bus_record = self._start(bus)
+        while not files.bus_socket.exists():
+            self._wait_ready([(bus, bus_record)], deadline)
+            if time.monotonic() > deadline:
+                raise LabError(f"dbus-daemon made no socket {files.bus_socket}; log {bus_record.log}")
+            time.sleep(0.05)
+        argv = tuple(resolved.resolved_argv(files, debs))
+        daemon = ProcessSpec("systemd-resolved", WS_NS, argv, ready_file=str(files.stub_resolv_conf))
+        self._wait_ready([(daemon, self._start(daemon))], deadline)
+
+    def run_argv(self, netns: str, cmd: Sequence[str]) -> list[str]:
+        """cmd inside netns as `tether lab run` runs it (on the workstation: in the resolver variant's environment)."""
+        journal = self.journal_file.load()
+        if netns == WS_NS and journal is not None and journal.options.get("resolver"):
+            return ["ip", "netns", "exec", netns, str(self.resolved_files.enter), *cmd]
+        return ["ip", "netns", "exec", netns, *cmd]
 
     def _set_vpn(self, vpn: list[str]) -> None:
         """Replace the corp namespace (and with it vpn0 and its routes) for a new --vpn set."""

@@ -241,7 +241,7 @@ class HelperSession:
 
         step("starting the DNS server")
         c.dns_choice = await _choose_resolver(c.request.dns_mode)
-        c.resolver = implementation(c.dns_choice.mode)()
+        c.resolver = implementation(c.dns_choice.mode)(journal=c.journal)
         upstreams = c.resolver.upstream_nameservers()
         if not upstreams:
             raise SessionError("the host's resolv.conf names no nameserver to forward non-cluster names to")

@@ -66,8 +66,11 @@ def wait_workstation_free(netns: str, timeout: float = 30.0) -> None:
 
 
 class RunningHelper:
-    def __init__(self, netns: str, kubeconfig: Path, workdir: Path, name: str = "helper") -> None:
+    def __init__(
+        self, netns: str, kubeconfig: Path, workdir: Path, name: str = "helper", enter: tuple[str, ...] = ()
+    ) -> None:
         self.netns = netns
+        self.enter = enter  # a command prefix that runs the helper in a lab variant's environment
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         # A socket directory of our own under /run (short: sun_path is 108 bytes), so a helper somebody
@@ -88,7 +91,7 @@ class RunningHelper:
             log.write(f"===== start {self.starts} =====\n".encode())
             log.flush()
             argv = [
-                "ip", "netns", "exec", self.netns, *CLI, "helper", "start",
+                "ip", "netns", "exec", self.netns, *self.enter, *CLI, "helper", "start",
                 "--socket", str(self.socket), "--group", "root", "--log-format", "text",
                 "--state-dir", str(self.state_dir),
             ]  # fmt: skip
@@ -186,10 +189,10 @@ class RunningHelper:
 
 
 @contextlib.contextmanager
-def running_helper(netns: str, kubeconfig: Path, workdir: Path, name: str = "helper"):
+def running_helper(netns: str, kubeconfig: Path, workdir: Path, name: str = "helper", enter: tuple[str, ...] = ()):
     """A started helper; on the way out it is stopped (SIGTERM) if a test left it running."""
     wait_workstation_free(netns)
-    helper = RunningHelper(netns, kubeconfig, workdir, name)
+    helper = RunningHelper(netns, kubeconfig, workdir, name, enter)
     try:
         yield helper
     except BaseException:

@@ -13,7 +13,6 @@ from tether.helper.root.dns.resolvers.choose import (
     UnsupportedHost,
     choose,
     choose_mode,
-    implementation,
 )
 from tether.helper.root.dns.resolvers.linux_nft import MARKER, LinuxNftConfigurator, nameservers, ruleset, table_comment
 
@@ -218,19 +217,11 @@ def test_choose_linux_without_resolved_gives_the_nft_configurator():
     assert choose(Probes("linux", "nameserver 192.0.2.1\n")) is LinuxNftConfigurator
 
 
-@pytest.mark.parametrize("mode", [Mode.SYSTEMD_RESOLVED])
-def test_later_modes_are_named_but_not_faked(mode):
-    assert mode in IMPLEMENTATIONS and IMPLEMENTATIONS[mode] is None
-    with pytest.raises(UnsupportedHost, match=f"not implemented yet on this host: {mode}"):
-        implementation(mode)
-
-
-def test_choose_refuses_unimplemented_and_unknown_hosts():
-    with pytest.raises(UnsupportedHost, match="not implemented yet on this host: systemd-resolved"):
-        choose(Probes("linux", RESOLVED_STUB, True))
+def test_choose_refuses_unknown_hosts():
     with pytest.raises(UnsupportedHost, match="freebsd"):
         choose_mode(Probes("freebsd14", None))
 
 
-def test_every_mode_is_in_the_table():
+def test_every_mode_is_in_the_table_and_implemented():
     assert set(IMPLEMENTATIONS) == set(Mode)
+    assert all(IMPLEMENTATIONS[mode] is not None for mode in Mode)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, IPAddress, ResolverError, ResolverSettings
-from tether.helper.root.journal import OwnerMark, owner_mark, parse_owner_mark, process_start_time
+from tether.helper.root.journal import Journal, OwnerMark, owner_mark, parse_owner_mark, process_start_time
 
 log = logging.getLogger("tether.helper.root.dns.resolvers")
 
@@ -136,6 +136,7 @@ class LinuxNftConfigurator:
         run: Runner = run_command,
         nft: Sequence[str] = ("nft",),
         table: str = TABLE,
+        journal: Journal | None = None,
     ) -> None:
         self.resolv_conf = resolv_conf
         self.mark = mark
@@ -145,6 +146,7 @@ class LinuxNftConfigurator:
         self.table = table
         self.redirected: IPAddress | None = None  # the nameserver apply() redirects
         self._owner: OwnerMark | None = None
+        self.journal = journal  # the table goes in it, for the crash cleanup
 
     def upstream_nameservers(self) -> tuple[IPAddress, ...]:
         try:
@@ -160,6 +162,8 @@ class LinuxNftConfigurator:
         if self._ownership() is False:
             raise ResolverError(f"nftables table inet {self.table} exists and is not ours; not touching it")
         script = ruleset(servers[0], settings.server, settings.port, self.mark, self.table)
+        if self.journal is not None:
+            self.journal.add_nft_table("inet", self.table)
         self.run([*self.nft, "-f", "-"], script)
         self.redirected = servers[0]
         log.info("dns: redirecting %s port 53 to %s port %d", servers[0], settings.server, settings.port)
@@ -167,6 +171,8 @@ class LinuxNftConfigurator:
     def revert(self) -> None:
         self.redirected = None
         self._delete_if_ours()
+        if self.journal is not None:
+            self.journal.remove_nft_table("inet", self.table)
 
     def cleanup_stale(self) -> bool:
         removed = self._delete_if_ours()

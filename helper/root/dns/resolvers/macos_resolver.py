@@ -36,7 +36,7 @@ from pathlib import Path
 
 from tether.helper.root.dns.resolvers.base import IPAddress, ResolverError, ResolverSettings
 from tether.helper.root.dns.resolvers.linux_nft import _owned_by_another_live_helper
-from tether.helper.root.journal import owner_mark, parse_owner_mark, process_start_time
+from tether.helper.root.journal import Journal, owner_mark, parse_owner_mark, process_start_time
 from tether.helper.root.oscommand import CommandFailed, CommandRunner, run_command
 from tether.runtime.atomicfile import write_atomic
 
@@ -116,7 +116,11 @@ def parse_scutil_dns(text: str) -> tuple[IPAddress, ...]:
 class MacosResolverConfigurator:
     mode = MODE
 
-    def __init__(self, resolver_dir: Path = RESOLVER_DIR, run: CommandRunner | None = None) -> None:
+    def __init__(
+        self, resolver_dir: Path = RESOLVER_DIR, run: CommandRunner | None = None, journal: Journal | None = None
+    ) -> None:
+        # ``journal`` is taken as every configurator takes it, and not needed: each file carries its owner's
+        # marker, which is what cleanup_stale() goes by after a crash
         self.resolver_dir = resolver_dir
         self.run = run or run_command
         self.marker = f"{owner_mark(os.getpid(), process_start_time())} {MARKER_NOTE}"

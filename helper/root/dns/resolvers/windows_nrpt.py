@@ -37,7 +37,7 @@ import re
 from typing import Any
 
 from tether.helper.root.dns.resolvers.base import IPAddress, ResolverError, ResolverSettings
-from tether.helper.root.journal import LINK_PREFIX, owner_mark
+from tether.helper.root.journal import LINK_PREFIX, Journal, owner_mark
 from tether.helper.root.powershell import Command, PowerShell, PowerShellError, PowerShellRunner, json_rows
 
 log = logging.getLogger("tether.helper.root.dns.resolvers")
@@ -120,7 +120,11 @@ def our_rules(rows: list[dict[str, Any]]) -> list[str]:
 class WindowsNrptConfigurator:
     mode = MODE
 
-    def __init__(self, shell: PowerShell | None = None, marker: str | None = None) -> None:
+    def __init__(
+        self, shell: PowerShell | None = None, marker: str | None = None, journal: Journal | None = None
+    ) -> None:
+        # ``journal`` is taken as every configurator takes it, and not needed: each rule's comment carries our
+        # marker, which is what cleanup_stale() goes by after a crash
         self.shell: PowerShell = shell or PowerShellRunner()
         self.marker = marker or MARKER_PREFIX + owner_mark(os.getpid())
         if not self.marker.startswith(MARKER_PREFIX):
