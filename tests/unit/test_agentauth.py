@@ -9,7 +9,6 @@ import asyncio
 import ipaddress
 import os
 import re
-import socket
 
 import grpc
 import pytest
@@ -65,10 +64,9 @@ class Manager:
     async def __aenter__(self) -> "Manager":
         self.server = grpc.aio.server(options=grpc_options())
         pb_grpc.add_AgentsServicer_to_server(AgentService(self.agents, self.auth), self.server)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        assert self.server.add_insecure_port(f"127.0.0.1:{port}") == port
+        # the server picks its own port: one found free and released first may be taken by then
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        assert port > 0
         await self.server.start()
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=grpc_options())
         self.stub = pb_grpc.AgentsStub(self.channel)
