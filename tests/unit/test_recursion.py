@@ -125,3 +125,23 @@ def test_refused_sources_add_the_cluster_device_networks_minus_our_own_address()
     assert not any(ip_address("172.30.0.2") in n for n in refused)
     covered = sum(n.num_addresses for n in refused if n.subnet_of(ip_network("10.250.0.0/24")))
     assert covered == 255
+
+
+def test_status_shows_both_recursion_modes() -> None:
+    from tether.helper.api import helper_pb2 as pb
+    from tether.helper.user.cli.control import describe_state, format_state
+
+    state = pb.State(
+        phase=pb.State.CONNECTED,
+        dns_recursion=recursion.DNS_DETECTED,
+        connect_recursion=recursion.LocalCluster((POD_1,), ("node0",)).mode,
+        direct_subnets=[str(POD_1)],
+        refused_sources=["10.244.0.0/16"],
+    )
+    lines = format_state(state).splitlines()
+    assert any(line.startswith("dns recursion") and line.endswith(recursion.DNS_DETECTED) for line in lines)
+    assert any(
+        line.startswith("connect recursion") and "10.244.1.0/24 reached directly via node0" in line for line in lines
+    )
+    info = describe_state(state)
+    assert info["direct_subnets"] == ["10.244.1.0/24"] and info["refused_sources"] == ["10.244.0.0/16"]
