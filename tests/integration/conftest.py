@@ -109,8 +109,8 @@ def install_manager(kubeconfig: Path) -> None:
 class InstalledLab(Lab):
     """The lab, with the traffic-manager installed into it whenever `up` builds it."""
 
-    def up(self, vpn=()):  # type: ignore[no-untyped-def]
-        result = super().up(vpn)
+    def up(self, vpn=(), local=False):  # type: ignore[no-untyped-def]
+        result = super().up(vpn, local=local)
         if result.action != "vpn changed":  # a lab that was up keeps its installed manager
             install_manager(self.paths.kubeconfig)
         return result
