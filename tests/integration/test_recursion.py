@@ -8,9 +8,10 @@ cluster does not hold, asked of the cluster by Tether, comes back to Tether: the
 
 Checked: connect works and reports both recursion modes; pod subnets are not routed into the TUN and pods are
 reached over ``node0`` (the TUN's packet counter does not move); cluster names resolve; lookups of a
-nonexistent name under an include-suffix and of a probe name cost the cluster DNS exactly one query each per
-family (counted in its query log) and get the upstream's NXDOMAIN, not a timeout. The lab is put back to the
-default (not --local) at the end of the module, whatever happens.
+nonexistent name under an include-suffix get the upstream's NXDOMAIN (not a SERVFAIL after a timeout) and cost
+the cluster DNS at most one query per lookup and family, a program's lookups of a probe name none (counted in the
+cluster DNS's query log). The lab is put back to the default (not --local) at the end of the module, whatever
+happens.
 """
 
 from __future__ import annotations
@@ -160,8 +161,10 @@ def test_a_nonexistent_name_the_cluster_forwards_home_does_not_loop(local_lab, c
         for qtype in ("A", "AAAA"):
             # the upstream's NXDOMAIN, through the loop Tether broke: not a SERVFAIL after a timeout
             assert ask_workstation_resolver(workstation, name, qtype) == RCODE.NXDOMAIN
-    # Each lookup is one query per family at the cluster DNS (nothing cached a nonexistent name), never more.
-    assert cluster_dns_queries(local_lab, name) - before == LOOKUPS * 2
+    # The name reached the cluster (once per family at least), and each lookup cost it at most one query per
+    # family (Tether keeps a negative answer a few seconds, so later ones may cost none): nothing went round.
+    grown = cluster_dns_queries(local_lab, name) - before
+    assert 2 <= grown <= LOOKUPS * 2, grown
 
 
 def test_a_probe_name_asked_by_a_program_costs_the_cluster_nothing(local_lab, connected, workstation) -> None:
