@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 from dnslib import RCODE, DNSRecord
-from helper_fixture import main_routes_v4, route_get, running_helper
-from test_vpn import wait_for_no_benchmark
+from helper_fixture import running_helper
+from test_vpn import main_routes_v4, route_get, wait_for_no_benchmark
 
 from tether.helper.root import recursion
 from tether.lab.topology import CLUSTER_CIDR, UPSTREAM_DNS_IP, WS_NODE_IF, build_plan
