@@ -130,8 +130,8 @@ def test_connect_reports_both_recursions_and_leaves_the_pod_subnets_to_the_os(co
 
 def test_status_shows_the_recursion_modes(helper, connected) -> None:
     text = helper.cli("status").stdout
-    assert f"dns recursion      {recursion.DNS_DETECTED}" in text, text
-    assert "connect recursion  local cluster: 10.244.1.0/24, 10.244.2.0/24 reached directly via node0" in text, text
+    assert f"dns recursion    {recursion.DNS_DETECTED}" in text, text
+    assert "flow recursion   local cluster: 10.244.1.0/24, 10.244.2.0/24 reached directly via node0" in text, text
 
 
 def test_pods_are_reached_directly_and_services_through_the_tunnel(local_lab, connected) -> None:

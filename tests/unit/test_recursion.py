@@ -133,6 +133,8 @@ def test_status_shows_both_recursion_modes() -> None:
 
     state = pb.State(
         phase=pb.State.CONNECTED,
+        connected_since_unix=1,
+        owner_uid=0,
         dns_recursion=recursion.DNS_DETECTED,
         connect_recursion=recursion.LocalCluster((POD_1,), ("node0",)).mode,
         direct_subnets=[str(POD_1)],
@@ -141,7 +143,9 @@ def test_status_shows_both_recursion_modes() -> None:
     lines = format_state(state).splitlines()
     assert any(line.startswith("dns recursion") and line.endswith(recursion.DNS_DETECTED) for line in lines)
     assert any(
-        line.startswith("connect recursion") and "10.244.1.0/24 reached directly via node0" in line for line in lines
+        line.startswith("flow recursion") and "10.244.1.0/24 reached directly via node0" in line for line in lines
     )
+    # the table's key column stays as wide as "connected since" makes it (scripts and tests read it)
+    assert len(format_state(state).splitlines()[0]) - len("connected") == len("connected since  ")
     info = describe_state(state)
     assert info["direct_subnets"] == ["10.244.1.0/24"] and info["refused_sources"] == ["10.244.0.0/16"]

@@ -132,7 +132,7 @@ def format_state(state: pb.State) -> str:
         if info["dns_recursion"]:
             rows.append(("dns recursion", info["dns_recursion"]))
         if info["connect_recursion"]:
-            rows.append(("connect recursion", info["connect_recursion"]))
+            rows.append(("flow recursion", info["connect_recursion"]))
         rows.append(("owner", f"uid {info['owner_uid']}"))
         if info["connected_since"]:
             rows.append(("connected since", info["connected_since"]))
