@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="",
         help="run a real systemd-resolved on the workstation (resolv.conf names its stub 127.0.0.53)",
     )
+    up.add_argument(
+        "--local",
+        action="store_true",
+        help="make the workstation one of the nodes: the pod range is reachable directly from it, and the "
+        "cluster DNS forwards unknown names to its resolver (a cluster on the same machine)",
+    )
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)")
     up.add_argument("--json", action="store_true", help="print the status as JSON")
     up.set_defaults(handler=cmd_up)
@@ -92,7 +98,7 @@ def _progress(message: str) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab(log=_progress, timeout=args.timeout)
     try:
-        result = lab.up(args.vpn, args.resolver)
+        result = lab.up(args.vpn, args.resolver, local=args.local)
     except LabError as exc:
         _err(str(exc))
         return 1
@@ -219,6 +225,12 @@ def render_status(status: dict[str, Any]) -> str:
     for pod in status["pods"]:
         run = "running" if pod["running"] else "NOT RUNNING"
         lines.append(f"  {pod['namespace'] + '/' + pod['name']:<26} {pod['ip']:<14} {pod['node']:<11} {run}")
+    local = status.get("local")
+    if local:
+        lines.append(
+            f"Local:       workstation {local['address']} dev {local['interface']} on the cluster bridge; "
+            f"{', '.join(local['direct'])} direct; its resolver {local['resolver']}"
+        )
     vpn = status.get("vpn")
     if vpn:
         lines.append(

@@ -28,10 +28,12 @@ def _reverse_zone(cidr_prefix: str) -> str:
     return ".".join(reversed(cidr_prefix.split("."))) + ".in-addr.arpa"
 
 
-def cluster_conf(plan: LabPlan, listen: IPv4Address, hosts_dir: Path, upstream: IPv4Address = UPSTREAM_DNS_IP) -> str:
+def cluster_conf(plan: LabPlan, listen: IPv4Address, hosts_dir: Path, upstream: IPv4Address | None = None) -> str:
     """dnsmasq config answering for cluster.local, forwarding the rest upstream. The plan's Services are
     fixed records; Services created through the API (the traffic-manager's) are the controller's hosts files
-    in ``hosts_dir``, which dnsmasq follows as they change (as CoreDNS follows Services)."""
+    in ``hosts_dir``, which dnsmasq follows as they change (as CoreDNS follows Services). With --local it
+    forwards to the workstation's resolver and logs every query, so tests can count what loops."""
+    upstream = upstream or plan.cluster_dns_upstream
     lines = [
         "# tether lab: cluster DNS (service kube-system/kube-dns)",
         "no-resolv",
@@ -47,6 +49,8 @@ def cluster_conf(plan: LabPlan, listen: IPv4Address, hosts_dir: Path, upstream: 
         f"local=/{_reverse_zone('10.244')}/",
         f"hostsdir={hosts_dir}",
     ]
+    if plan.local:
+        lines.append("log-queries")
     for svc in plan.services:
         # host-record gives the A record and the PTR record of the ClusterIP
         lines.append(f"host-record={svc.fqdn},{svc.cluster_ip}")
@@ -90,6 +94,23 @@ def upstream_conf(listen: IPv4Address = UPSTREAM_DNS_IP) -> str:
     ]
     lines += [f"host-record={name},{ip}" for name, ip in UPSTREAM_NAMES.items()]
     lines += [f'txt-record={name},"{text}"' for name, text in UPSTREAM_TXT.items()]
+    return "\n".join(lines) + "\n"
+
+
+def workstation_resolver_conf(listen: IPv4Address, upstream: IPv4Address = UPSTREAM_DNS_IP) -> str:
+    """--local: the workstation's own resolver, which the cluster DNS forwards to (as a local cluster's DNS
+    uses its host's). It forwards to the workstation's resolv.conf nameserver from the workstation itself, so
+    a connected Tether's resolver takes its queries like any local program's. No cache: every loop shows."""
+    lines = [
+        "# tether lab --local: the workstation's resolver, upstream of the cluster DNS",
+        "no-resolv",
+        "no-hosts",
+        "bind-interfaces",
+        f"listen-address={listen}",
+        "cache-size=0",
+        f"server={upstream}",
+        "log-queries",
+    ]
     return "\n".join(lines) + "\n"
 
 

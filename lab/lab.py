@@ -37,6 +37,7 @@ from tether.lab.topology import (
     PREFIX,
     ROUTER_NS,
     VPN_IF,
+    WS_NODE_IP,
     WS_NS,
     LabPlan,
     StatePaths,
@@ -71,6 +72,11 @@ def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(f"    {line}" for line in text) or "    (empty log)"
 
 
+def _local(journal: Journal) -> bool:
+    """Whether the journal's lab was built with --local (the workstation as a node)."""
+    return bool(journal.options.get("local", False))
+
+
 class Lab:
     def __init__(
         self,
@@ -92,7 +98,7 @@ class Lab:
 
     # --- up --------------------------------------------------------------------------------------
 
-    def up(self, vpn: Sequence[str] = (), resolver: str = "") -> UpResult:
+    def up(self, vpn: Sequence[str] = (), resolver: str = "", local: bool = False) -> UpResult:
         require_root("up")
         if resolver not in resolved.RESOLVERS:
             raise LabError(f"unknown workstation resolver {resolver!r} (known: {', '.join(resolved.RESOLVERS[1:])})")
@@ -108,6 +114,8 @@ class Lab:
                 problems.append("it was built from a different address plan (another version of tether)")
             if journal.options.get("resolver", "") != resolver:
                 problems.append(f"its workstation resolver is {journal.options.get('resolver') or 'plain'}")
+            if bool(journal.options.get("local", False)) != local:
+                problems.append("it was built " + ("without" if local else "with") + " --local")
             if not problems:
                 if journal.options.get("vpn", []) == wanted:
                     return UpResult("already up", self._info(journal))
@@ -121,7 +129,7 @@ class Lab:
                 self.log("removing what an earlier, unfinished run left behind")
                 action = "rebuilt"
             self.down()
-        self._guarded(lambda: self._build(wanted, resolver))
+        self._guarded(lambda: self._build(wanted, resolver, local))
         return UpResult(action, self._info(self._journal))
 
     def _guarded(self, step: Callable[[], None]) -> None:
@@ -138,21 +146,25 @@ class Lab:
                 raise LabError(f"{exc}{note}") from exc
             raise LabError(f"lab up failed: {type(exc).__name__}: {exc}{note}") from exc
 
-    def _build(self, vpn: list[str], resolver: str = "") -> None:
+    def _build(self, vpn: list[str], resolver: str = "", local: bool = False) -> None:
         missing = self._check_tools()
         if missing:
             raise LabError(missing)
-        plan = build_plan(vpn)
+        plan = build_plan(vpn, local)
         for directory in (self.paths.root, self.paths.logs, self.paths.ready, self.paths.conf):
             directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         debs = resolved.unpacked() if resolver else None
-        self._journal = Journal(options={"vpn": vpn, "plan": plan_fingerprint(build_plan()), "resolver": resolver})
+        self._journal = Journal(
+            options={"vpn": vpn, "local": local, "plan": plan_fingerprint(build_plan()), "resolver": resolver}
+        )
         self._save()
 
         self.log("creating namespaces and links")
         network.build_cluster(self.ops, plan, self._record_netns)
         if plan.vpn is not None:
             network.build_vpn(self.ops, plan.vpn, self._record_netns)
+        if plan.local:
+            network.build_local(self.ops, plan)
 
         self._write_files(plan)
 
@@ -205,7 +217,7 @@ class Lab:
         # its routes and its peer) now, so a new vpn0 can be created at once.
         self.ops.link_delete(WS_NS, VPN_IF)
         self._remove_netns(CORP_NS)
-        plan = build_plan(vpn)
+        plan = build_plan(vpn, _local(self._journal))
         if plan.vpn is not None:
             network.build_vpn(self.ops, plan.vpn, self._record_netns)
             spec = corp_spec(plan, self.paths, self.python)
@@ -250,6 +262,8 @@ class Lab:
             self.paths.conf / "cluster-dns.conf", clusterdns.cluster_conf(plan, coredns.ip, self.paths.cluster_hosts)
         )
         self._write_file(self.paths.conf / "upstream-dns.conf", clusterdns.upstream_conf())
+        if plan.local:
+            self._write_file(self.paths.conf / "ws-resolver.conf", clusterdns.workstation_resolver_conf(WS_NODE_IP))
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         seed = objects.seed_objects(plan, now)
         self._write_file(self.paths.seed, json.dumps(seed, indent=1) + "\n")
@@ -338,7 +352,7 @@ class Lab:
         if name not in names and f"pod/{name}" in names:
             name = f"pod/{name}"
         record = journal.process(name)
-        plan = build_plan(journal.options.get("vpn", []))
+        plan = build_plan(journal.options.get("vpn", []), _local(journal))
         specs = process_specs(plan, self.paths, self.python, apiserver_module=self.apiserver_module)
         spec = next((s for s in specs if s.name == name), None)
         if record is None or spec is None:
@@ -392,7 +406,7 @@ class Lab:
         return found
 
     def _info(self, journal: Journal) -> LabInfo:
-        plan = build_plan(journal.options.get("vpn", []))
+        plan = build_plan(journal.options.get("vpn", []), _local(journal))
         return LabInfo(plan, self.paths, list(journal.notes))
 
     def info(self) -> LabInfo:

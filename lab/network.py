@@ -14,20 +14,25 @@ from tether.lab.netns import NetnsOps
 from tether.lab.topology import (
     API_IP,
     BRIDGE,
+    CLUSTER_CIDR,
     CORP_NS,
     INET_IP,
     INET_LINK,
     INET_NS,
     INET_WEB_IP,
+    NODE_NETWORK,
     ROUTER_INET_IF,
     ROUTER_INET_IP,
     ROUTER_NS,
     ROUTER_WS_IF,
+    ROUTER_WS_NODE_IF,
     SERVICE_CIDR,
     UPSTREAM_DNS_IP,
     VPN_IF,
     WS_IP,
     WS_LINK,
+    WS_NODE_IF,
+    WS_NODE_IP,
     WS_NS,
     LabPlan,
     VpnPlan,
@@ -92,6 +97,17 @@ def add_pod(ops: NetnsOps, netns: str, veth: str, ip: IPv4Address, gateway: IPv4
     ops.set_master(ROUTER_NS, veth, BRIDGE)
     ops.addr_add(netns, "eth0", f"{ip}/32")
     ops.route_add(netns, "default", "via", str(gateway), "dev", "eth0", "onlink")
+
+
+def build_local(ops: NetnsOps, plan: LabPlan) -> None:
+    """--local: the workstation joins the cluster bridge as a node would, so pods (through their node's
+    gateway) and node addresses are reachable without Tether, and pods reach the workstation back."""
+    ops.veth(ROUTER_NS, ROUTER_WS_NODE_IF, WS_NS, WS_NODE_IF)
+    ops.set_master(ROUTER_NS, ROUTER_WS_NODE_IF, BRIDGE)
+    ops.addr_add(WS_NS, WS_NODE_IF, f"{WS_NODE_IP}/{NODE_NETWORK.prefixlen}")
+    ops.route_add(ROUTER_NS, f"{WS_NODE_IP}/32", "dev", BRIDGE)
+    gateway = plan.nodes[0].gateway
+    ops.route_add(WS_NS, str(CLUSTER_CIDR), "via", str(gateway), "dev", WS_NODE_IF, "onlink")
 
 
 def build_vpn(ops: NetnsOps, vpn: VpnPlan, record: Record) -> None:

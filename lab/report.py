@@ -10,6 +10,7 @@ from typing import Any
 from tether.lab import procs
 from tether.lab.journal import UP, Journal
 from tether.lab.topology import (
+    CLUSTER_CIDR,
     CLUSTER_DOMAIN,
     CONTEXT_NAME,
     DNS_IP,
@@ -18,6 +19,8 @@ from tether.lab.topology import (
     UPSTREAM_NAMES,
     VPN_IF,
     WS_IP,
+    WS_NODE_IF,
+    WS_NODE_IP,
     WS_NS,
     LabPlan,
     StatePaths,
@@ -121,6 +124,7 @@ def status(
             for p in journal.processes
         ],
         "vpn": None,
+        "local": None,
         "notes": journal.notes,
     }
     for pod in plan.pods:
@@ -139,6 +143,13 @@ def status(
                 "loopback_ports": list(pod.loopback_ports),
             }
         )
+    if plan.local:
+        status["local"] = {
+            "interface": WS_NODE_IF,
+            "address": str(WS_NODE_IP),
+            "direct": [str(CLUSTER_CIDR)],
+            "resolver": f"{WS_NODE_IP}:53 (the cluster DNS's upstream)",
+        }
     if plan.vpn is not None:
         status["vpn"] = {
             "cidrs": [str(c) for c in plan.vpn.cidrs],

@@ -16,6 +16,7 @@ from tether.lab.topology import (
     SERVICE_CIDR,
     UPSTREAM_DNS_IP,
     VPN_HOST_PORT,
+    WS_NODE_IP,
     WS_NS,
     LabPlan,
     Pod,
@@ -126,7 +127,16 @@ def infrastructure_specs(plan: LabPlan, paths: StatePaths, python: str) -> list[
     specs.append(ProcessSpec("inet-web", INET_NS, argv, ready_file=ready, probe=probe))
     if plan.vpn is not None and plan.vpn.hosts:
         specs.append(corp_spec(plan, paths, python))
+    if plan.local:
+        specs.append(workstation_resolver_spec(paths))
     return specs
+
+
+def workstation_resolver_spec(paths: StatePaths) -> ProcessSpec:
+    """--local: the workstation's resolver on its cluster-bridge address, the cluster DNS's upstream."""
+    argv = tuple(clusterdns.dnsmasq_argv(paths.conf / "ws-resolver.conf"))
+    probe = Probe(WS_NS, "dns", str(WS_NODE_IP), 53, name="example.test", expect=str(INET_WEB_IP))
+    return ProcessSpec("ws-resolver", WS_NS, argv, probe=probe)
 
 
 def corp_spec(plan: LabPlan, paths: StatePaths, python: str) -> ProcessSpec:

@@ -11,6 +11,9 @@ Address plan (all cluster ranges inside 10.0.0.0/8)::
     workstation link    172.30.0.0/24  router ws0 172.30.0.1 (API server :6443), workstation eth0 .2
     "internet" link     203.0.113.0/24 router inet0 .1, inet eth0 .2, upstream DNS .53, web host .80
     VPN link            100.64.0.0/30  corp eth0 .1 (gateway), workstation vpn0 .2
+    --local             workstation node0 10.250.0.13/24 on the cluster bridge (a node of its own), the pod
+                        CIDR via 10.244.1.1 over it; its resolver (dnsmasq on 10.250.0.13) is the cluster
+                        DNS's upstream
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ CLUSTER_TXT: dict[str, str] = {f"web.default.svc.{CLUSTER_DOMAIN}": "tether lab 
 #: Cluster names that answer a loopback address, as a service mesh's do: only a dial from inside a pod
 #: (a tether-agent's, --proxy-via) reaches what listens there (the web pods' 127.0.0.1:9090).
 LOOPBACK_NAMES: dict[str, IPv4Address] = {f"mesh.default.svc.{CLUSTER_DOMAIN}": IPv4Address("127.0.0.1")}
+
+#: --local: the workstation is one of the nodes, on the cluster bridge, and the host resolver of the cluster.
+WS_NODE_IF = "node0"
+ROUTER_WS_NODE_IF = "wsnode0"
+WS_NODE_IP = IPv4Address("10.250.0.13")
 
 VPN_IF = "vpn0"
 #: /30 links tried in order for the VPN; the first one outside every VPN CIDR wins.
@@ -291,6 +299,13 @@ class LabPlan:
     pods: tuple[Pod, ...]
     services: tuple[Service, ...]
     vpn: VpnPlan | None = None
+    #: --local: the workstation is a node (see WS_NODE_IP) and the cluster DNS forwards to its resolver
+    local: bool = False
+
+    @property
+    def cluster_dns_upstream(self) -> IPv4Address:
+        """Where the cluster DNS sends the names it does not hold: the workstation's resolver with --local."""
+        return WS_NODE_IP if self.local else UPSTREAM_DNS_IP
 
     @property
     def api_url(self) -> str:
@@ -444,7 +459,7 @@ K8S_NAMESPACES = ("default", "kube-system", "kube-public", "webshop", "tether")
 FIRST_POD_HOST = 10
 
 
-def build_plan(vpn: Sequence[str] = ()) -> LabPlan:
+def build_plan(vpn: Sequence[str] = (), local: bool = False) -> LabPlan:
     """The whole lab for the given options."""
     nodes = {n.name: n for n in NODES}
     next_host = {n.name: FIRST_POD_HOST for n in NODES}
@@ -470,6 +485,7 @@ def build_plan(vpn: Sequence[str] = ()) -> LabPlan:
         pods=tuple(pods),
         services=services,
         vpn=vpn_plan(vpn) if vpn else None,
+        local=local,
     )
 
 

@@ -14,8 +14,9 @@ from tether.helper.root.kube.credentials import KubeCredentials
 from tether.helper.root.plan import Remapping
 from tether.helper.root.policy import Forbidden, Policy
 from tether.helper.root.proxyvia import ProxyRule, Rewriter
+from tether.helper.root.recursion import DNS_NOT_CHECKED, LocalCluster
 from tether.helper.root.routing import Conflict, RouteApplier, RouteMonitor
-from tether.helper.root.routing.table import RoutePlan
+from tether.helper.root.routing.table import IPAddress, IPNetwork, RoutePlan
 from tether.helper.root.server.caller import Caller
 from tether.helper.root.tunnel.manager_link import ManagerLink
 from tether.helper.root.tunnel.streams import TunnelOpener
@@ -55,3 +56,8 @@ class Connection:
     # What the policy kept out, for the state: namespaces not mapped (fixed at connect), carve-outs (per plan).
     namespace_notes: tuple[str, ...] = ()
     route_notes: tuple[str, ...] = ()
+    # The recursion checks' results (recursion.py): fixed at connect.
+    local: LocalCluster = field(default_factory=LocalCluster)
+    own_addresses: tuple[IPAddress, ...] = ()
+    refused_sources: tuple[IPNetwork, ...] = ()
+    dns_recursion: str = DNS_NOT_CHECKED

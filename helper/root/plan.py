@@ -69,11 +69,13 @@ def plan_routes(
     *,
     policy: Policy | None = None,
     forbidden: Sequence[Forbidden] = (),
+    direct: Sequence[IPNetwork] = (),
 ) -> Plan:
     """The routes for `info`, and the proxy rules whose translated subnets are carved out of them.
 
     `never_route` holds single addresses that must stay off the TUN (the API server's, the upstream DNS
-    server's); `forbidden` the ranges the policy carves out (the host's, the manager's, the admin's).
+    server's); `forbidden` the ranges the policy carves out (the host's, the manager's, the admin's);
+    `direct` the pod subnets of a cluster on this machine, which the OS reaches without the TUN.
     VirtualSubnetError when the virtual subnet overlaps what the cluster routes; PolicyError when a
     subnet is wider than the policy allows."""
     policy = policy or Policy()
@@ -110,6 +112,7 @@ def plan_routes(
             *request.never_proxy,
             *translated,
             *(f.network for f in forbidden),
+            *direct,
         ],
         never_route=never_route,
     )

@@ -55,6 +55,15 @@ from tether.helper.root.proxyvia import (
     parse_proxy_vias,
 )
 from tether.helper.root.proxyvia.vips import VirtualSubnetError
+from tether.helper.root.recursion import (
+    direct_route_candidates,
+    dns_recursion_mode,
+    local_cluster,
+    own_addresses,
+    probe_name,
+    probe_target,
+    refused_sources,
+)
 from tether.helper.root.routing import Conflict, ConflictError, RouteMonitor, find_conflicts, open_applier, open_reader
 from tether.helper.root.routing.conflicts import OSRoute
 from tether.helper.root.routing.table import IPAddress
@@ -73,6 +82,9 @@ log = logging.getLogger("tether.helper.root.session")
 
 DEFAULT_MANAGER_NAMESPACE = "tether"
 DEFAULT_MTU = 65000
+# How long the recursion probes may take: a TCP connect to the manager's pod, a DNS lookup through the manager.
+DIRECT_PROBE_TIMEOUT = 1.5
+DNS_PROBE_TIMEOUT = 3.0
 # The netstack holds an ACK for received data this long, so a request's ACK rides on its response.
 DELAYED_ACK = 0.002
 Phase = pb.State.Phase
@@ -216,6 +228,8 @@ class HelperSession:
         routes = await asyncio.to_thread(_read_routes)
         manager_ips = await asyncio.to_thread(_manager_addresses, request.manager_address)
         c.forbidden = tuple(forbidden_ranges(host_ranges(routes), c.policy, manager_ips))
+        c.own_addresses = tuple(own_addresses(routes))
+        await self._check_local_cluster(c, info, routes, step)
         try:
             self._planned(c, info)  # the policy's refusals, before anything is built
         except PolicyError as exc:
@@ -261,7 +275,7 @@ class HelperSession:
         step(f"routing {len(c.plan.routes)} subnets through {c.device.name}")
         c.applier = open_applier(c.device.name, journal=c.journal)
         await c.applier.apply_async(c.plan)
-        stack.set_refused_sources(subnets_from_pb(info.pod_subnets))
+        self._refuse_loops(c, info)
 
         step("pointing the system resolver at the cluster")
         settings = ResolverSettings(
@@ -273,6 +287,9 @@ class HelperSession:
         )
         await asyncio.to_thread(c.resolver.apply, settings)
         c.dns_address = f"{host}:{port}"
+        # Only now: a cluster that loops reaches us through the system resolver just pointed at us.
+        step("checking whether the cluster's DNS forwards to this machine")
+        await self._check_dns_recursion(c)
 
         c.monitor = RouteMonitor(lambda routes: self._on_routes(c, routes))
         await c.monitor.start()
@@ -333,7 +350,7 @@ class HelperSession:
             c.plan = plan
             log.info("routes changed", extra={"routes": [str(r) for r in plan.routes]})
         if c.engine is not None:
-            c.engine.stack.set_refused_sources(subnets_from_pb(info.pod_subnets))
+            self._refuse_loops(c, info)
         if rules != c.dns_rules and c.dns is not None:
             c.dns.set_rules(rules)
             c.dns_rules = rules
@@ -368,11 +385,62 @@ class HelperSession:
         own = (c.device.name,) if c.device else ()
         return find_conflicts(plan.routes, routes, own_devices=own, allowed=allowed_conflicts(c.request, c.policy))
 
+    # --- recursion checks (decisions in recursion.py) ---
+
+    async def _check_local_cluster(
+        self, c: Connection, info: mpb.ClusterInfo, routes: list[OSRoute], step: Callable[[str], None]
+    ) -> None:
+        """Is the cluster on this machine? A route to its pods on another device than the default route's,
+        and the manager's pod answering a TCP connect over it, say so; then its pod subnets stay off the TUN."""
+        candidates = direct_route_candidates(subnets_from_pb(info.pod_subnets), routes)
+        manager_ip = ipaddress.ip_address(info.manager_pod_ip) if info.manager_pod_ip else None
+        target = probe_target(manager_ip, candidates)
+        reached = None
+        if target is not None and info.manager_port:
+            step(f"checking whether the cluster's pods are reachable directly ({target})")
+            if await _tcp_reachable(str(target), info.manager_port, DIRECT_PROBE_TIMEOUT):
+                reached = target
+        c.local = local_cluster(candidates, routes, reached=reached)
+        log.info(
+            "connect recursion check",
+            extra={
+                "candidates": {str(k): v.describe() for k, v in candidates.items()},
+                "probed": str(target) if target else "",
+                "reached": reached is not None,
+                "mode": c.local.mode,
+            },
+        )
+
+    def _refuse_loops(self, c: Connection, info: mpb.ClusterInfo) -> None:
+        c.refused_sources = tuple(refused_sources(subnets_from_pb(info.pod_subnets), c.local, c.own_addresses))
+        if c.engine is not None:
+            c.engine.stack.set_refused_sources(c.refused_sources)
+
+    async def _check_dns_recursion(self, c: Connection) -> None:
+        """Ask the cluster for a name only we know; if it reaches our own DNS server, the cluster's DNS loops."""
+        assert c.link is not None and c.dns is not None
+        name = probe_name()
+        answered = False
+        try:
+            async with asyncio.timeout(DNS_PROBE_TIMEOUT):
+                await c.link.lookup_dns(name, 1)  # type A
+            answered = True
+        except (TimeoutError, grpc.aio.AioRpcError, ConnectionError) as exc:
+            log.info("the DNS recursion probe got no answer: %s", exc)
+        came_back = c.dns.probe_came_back(name)
+        c.dns_recursion = c.dns.recursion = dns_recursion_mode(answered=answered, came_back=came_back)
+        log.info(
+            "dns recursion check",
+            extra={"probe": name, "answered": answered, "came_back": came_back, "mode": c.dns_recursion},
+        )
+
     # --- planning (pure, in plan.py) with the connection's choices ---
 
     def _planned(self, c: Connection, info: mpb.ClusterInfo) -> tuple[Plan, RulesConfig]:
         """The routes and DNS rules for `info`; PolicyError (nothing changed) when `info` breaks the policy."""
-        planned = plan_routes(info, c.request, c.remap, c.never_route, policy=c.policy, forbidden=c.forbidden)
+        planned = plan_routes(
+            info, c.request, c.remap, c.never_route, policy=c.policy, forbidden=c.forbidden, direct=c.local.direct
+        )
         rules = plan_dns(
             info, c.request, namespace=c.namespace, mapped_namespaces=c.mapped_namespaces, routes=planned.routes
         )
@@ -441,6 +509,19 @@ def _manager_addresses(address: str) -> list[IPAddress]:
     except OSError:
         return []  # dialing it will fail with a clearer message
     return sorted({ipaddress.ip_address(str(i[4][0]).partition("%")[0]) for i in infos}, key=lambda a: (a.version, a))
+
+
+async def _tcp_reachable(host: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connect to host:port succeeds over the OS's routes (the TUN does not exist yet)."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _read_routes() -> list[OSRoute]:

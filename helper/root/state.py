@@ -48,6 +48,10 @@ def connected_state(c: Connection, phase: pb.State.Phase = pb.State.CONNECTED, l
         dns_exclude_suffixes=list(c.dns_rules.exclude_suffixes) if c.dns_rules else [],
         policy_notes=[*c.route_notes, *c.namespace_notes],
         **dns_choice_fields(c),
+        dns_recursion=c.dns_recursion,
+        connect_recursion=c.local.mode,
+        direct_subnets=[str(s) for s in c.local.direct],
+        refused_sources=[str(s) for s in c.refused_sources],
     )
 
 

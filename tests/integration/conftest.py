@@ -109,8 +109,8 @@ def install_manager(kubeconfig: Path) -> None:
 class InstalledLab(Lab):
     """The lab, with the traffic-manager installed into it whenever `up` builds it."""
 
-    def up(self, vpn=(), resolver=""):  # type: ignore[no-untyped-def]
-        result = super().up(vpn, resolver)
+    def up(self, vpn=(), resolver="", local=False):  # type: ignore[no-untyped-def]
+        result = super().up(vpn, resolver, local=local)
         if result.action != "vpn changed":  # a lab that was up keeps its installed manager
             install_manager(self.paths.kubeconfig)
         return result

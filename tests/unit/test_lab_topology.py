@@ -463,3 +463,33 @@ def test_cli_needs_root(monkeypatch, capsys, command):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert main(["lab", *command]) == 1
     assert "must run as root" in capsys.readouterr().err
+
+
+def test_local_cluster_dns_forwards_to_the_workstation_resolver_and_logs_queries(tmp_path):
+    plan = build_plan(local=True)
+    coredns = plan.pods_of("dns")[0]
+    lines = clusterdns.cluster_conf(plan, coredns.ip, Path("/run/x/cluster-hosts")).splitlines()
+    assert "server=10.250.0.13" in lines and "server=203.0.113.53" not in lines
+    assert "log-queries" in lines
+    assert "log-queries" not in clusterdns.cluster_conf(build_plan(), coredns.ip, Path("/x")).splitlines()
+    resolver = clusterdns.workstation_resolver_conf(IPv4Address("10.250.0.13")).splitlines()
+    for expected in ("listen-address=10.250.0.13", "server=203.0.113.53", "cache-size=0", "no-resolv"):
+        assert expected in resolver, expected
+    all_specs = {s.name: s for s in specs.process_specs(plan, StatePaths(root=tmp_path), "/py")}
+    spec = all_specs["ws-resolver"]
+    assert spec.netns == "tether-lab-ws" and str(tmp_path / "conf" / "ws-resolver.conf") in " ".join(spec.argv)
+    assert spec.probe is not None and spec.probe.host == "10.250.0.13"
+    assert "ws-resolver" not in {s.name for s in specs.process_specs(build_plan(), StatePaths(root=tmp_path), "/py")}
+
+
+def test_local_workstation_joins_the_cluster_bridge_with_a_route_to_the_pods():
+    runner = RecordingRunner()
+    plan = build_plan(local=True)
+    network.build_local(NetnsOps(runner), plan)
+    joined = [" ".join(a) for a in runner.commands]
+    assert "ip -n tether-lab-router link add wsnode0 type veth peer name node0 netns tether-lab-ws" in joined
+    assert "ip -n tether-lab-router link set wsnode0 master cbr0" in joined
+    assert "ip -n tether-lab-ws addr add 10.250.0.13/24 dev node0" in joined
+    assert "ip -n tether-lab-ws route add 10.244.0.0/16 via 10.244.1.1 dev node0 onlink" in joined
+    assert "ip -n tether-lab-router route add 10.250.0.13/32 dev cbr0" in joined
+    assert all(a[1] == "-n" and a[2].startswith(PREFIX) for a in runner.commands)

@@ -46,6 +46,7 @@ from tether.helper.root.dns.wire import (
 )
 from tether.helper.root.dns.wire import restamp as restamp_reply
 from tether.helper.root.fdlimit import dns_caps
+from tether.helper.root.recursion import DNS_NOT_CHECKED, is_looped_query, is_probe_name
 
 log = logging.getLogger("tether.helper.root.dns")
 
@@ -65,6 +66,7 @@ UPSTREAM_TIMEOUT = 3.0
 MAX_PENDING_UDP = 1024  # queries waiting on a lookup; beyond this, new ones are dropped, not queued
 MAX_PENDING_PER_TCP = 32
 TCP_IDLE_TIMEOUT = 10.0
+MAX_PROBES_SEEN = 64
 
 
 @dataclass
@@ -78,6 +80,8 @@ class Counters:
     loops: int = 0  # our own forwarded queries that came back to us (dropped)
     tcp_evicted: int = 0  # idle TCP connections closed to make room for a new one (at the cap)
     tcp_refused: int = 0  # TCP connections closed at once: at the cap and none idle
+    recursions: int = 0  # cluster lookups that came back to us through the cluster's DNS (answered upstream)
+    probes: int = 0  # recursion probe names received (each one proves the cluster's DNS forwards to us)
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -127,6 +131,9 @@ class DNSServer:
         self._connections: dict[asyncio.StreamWriter, set[asyncio.Task[None]]] = {}
         self._connection_tasks: set[asyncio.Task[None]] = set()
         self.addresses: list[tuple[str, int]] = []
+        # The DNS recursion mode (see recursion.py): set by the session once its probe has run.
+        self.recursion = DNS_NOT_CHECKED
+        self._probes_seen: set[str] = set()
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -229,6 +236,10 @@ class DNSServer:
             log.warning("dns: a forwarded query came back to us from %s: is the bypass mark honoured?", peer)
         return True
 
+    def probe_came_back(self, name: str) -> bool:
+        """Whether the recursion probe ``name`` has reached this server (through the cluster's DNS)."""
+        return name.lower().rstrip(".") in self._probes_seen
+
     # --- answering -----------------------------------------------------------------------------
 
     async def handle(self, data: bytes, tcp: bool = False) -> bytes | None:
@@ -264,7 +275,22 @@ class DNSServer:
 
     async def answer_later(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
         try:
+            if is_probe_name(query.text):
+                # Only a cluster whose DNS forwards to this machine hands us a probe name: note it, and
+                # answer at once so the probe's own lookup ends instead of going round again.
+                self.counters.probes += 1
+                if len(self._probes_seen) >= MAX_PROBES_SEEN:
+                    self._probes_seen.clear()  # a connect asks one probe at a time; this only bounds junk
+                self._probes_seen.add(query.text.lower().rstrip("."))
+                return error_reply(query, RCODE.NXDOMAIN)
             decision = decide(query.text, self._rules)
+            if decision.cluster and is_looped_query(
+                self.recursion, in_flight=self.answers.pending((decision.name, query.qtype)) is not None
+            ):
+                # Our own lookup of this name, back from the cluster's DNS: asking the cluster again
+                # would loop; the upstream answers what the cluster's DNS would have asked it anyway.
+                self.counters.recursions += 1
+                return await self._forward(query, data, tcp)
             if not decision.cluster:
                 self.counters.upstream += 1
                 return await self._forward(query, data, tcp)

@@ -85,6 +85,10 @@ def describe_state(state: pb.State) -> dict[str, Any]:
         "remapped": [{"subnet": r.subnet, "workload": r.workload, "reason": r.reason} for r in state.remapped],
         "virtual_subnet": state.virtual_subnet,
         "policy_notes": list(state.policy_notes),
+        "dns_recursion": state.dns_recursion,
+        "connect_recursion": state.connect_recursion,
+        "direct_subnets": list(state.direct_subnets),
+        "refused_sources": list(state.refused_sources),
         "tun_device": state.tun_device,
         "owner_uid": state.owner_uid if connected else None,
         "connected_since": since,
@@ -132,6 +136,10 @@ def format_state(state: pb.State) -> str:
             rows.append(("remapped", f"{remap['subnet']} -> {info['virtual_subnet']} ({remap['reason']}, {dialer})"))
         for note in info["policy_notes"]:
             rows.append(("policy", note))
+        if info["dns_recursion"]:
+            rows.append(("dns recursion", info["dns_recursion"]))
+        if info["connect_recursion"]:
+            rows.append(("flow recursion", info["connect_recursion"]))
         rows.append(("owner", f"uid {info['owner_uid']}"))
         if info["connected_since"]:
             rows.append(("connected since", info["connected_since"]))
