@@ -1,19 +1,41 @@
-"""Where the helper listens, and the names both sides agree on."""
+"""Where the helper listens and keeps its runtime files, and the names both sides agree on."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 
-# Per platform: macOS has no /run, its runtime directory is /var/run (cleared at boot, like Linux's /run).
-SOCKET_PATHS = {"linux": Path("/run/tether/helper.sock"), "darwin": Path("/var/run/tether/helper.sock")}
+# The helper's runtime directory per platform (sockets, journal): cleared at boot on Linux (/run) and
+# macOS (/var/run, as it has no /run); Windows has no such directory, so it is under %ProgramData%.
+RUNTIME_DIRS: dict[str, PurePath] = {
+    "linux": Path("/run/tether"),
+    "darwin": Path("/var/run/tether"),
+    "win32": PureWindowsPath(r"C:\ProgramData\Tether"),
+}
+PROGRAMDATA_ENV = "ProgramData"
+# Windows: where clients get their token (and the gRPC address); see helper.root.server.pipe_windows.
+AUTH_PIPE = r"\\.\pipe\tether-helper-auth"
+
+
+def runtime_dir(platform: str = sys.platform, environ: Mapping[str, str] | None = None) -> Path:
+    """The helper's runtime directory on ``platform`` (a ``sys.platform`` value); Linux's for platforms not listed.
+
+    On Windows it follows %ProgramData% when that is set (it is not always on C:)."""
+    if platform == "win32":
+        base = (os.environ if environ is None else environ).get(PROGRAMDATA_ENV, "")
+        if base:
+            return Path(PureWindowsPath(base, "Tether"))
+    return Path(RUNTIME_DIRS.get(platform, RUNTIME_DIRS["linux"]))
 
 
 def platform_socket(platform: str = sys.platform) -> Path:
-    """The helper's socket on ``platform`` (a ``sys.platform`` value); Linux's for platforms not listed."""
-    return SOCKET_PATHS.get(platform, SOCKET_PATHS["linux"])
+    """The helper's socket on ``platform``: ``helper.sock`` in its runtime directory.
+
+    On Windows nothing listens there (gRPC is on loopback TCP, tokens come from ``AUTH_PIPE``); the
+    path only places the runtime directory."""
+    return runtime_dir(platform) / "helper.sock"
 
 
 DEFAULT_SOCKET = platform_socket()

@@ -340,6 +340,33 @@ def _clean_links(
         report.removed.append(f"link {name}")
 
 
+def _clean_linux(state: JournalState | None, sweep: bool, force: bool, report: CleanupReport, nft: str) -> None:
+    _clean_nft(state, sweep, force, report, nft)
+    if sweep or (state is not None and (state.routes or state.links)):
+        try:
+            _clean_links_routes(state, sweep, force, report)
+        except Exception as exc:
+            report.errors.append(f"cannot clean up links and routes: {exc}")
+
+
+def _clean_darwin(state: JournalState | None, sweep: bool, force: bool, report: CleanupReport, nft: str) -> None:
+    # A utun belongs to the control socket that created it: the kernel destroys it, and the routes through
+    # it, when its helper exits, crash or not (tun_darwin journals no links for that reason). The routes
+    # the journal lists were already removed by apply_darwin's registered step, which also covers routes
+    # a crash left pointing elsewhere.
+    for name in state.links if state is not None else ():
+        report.notes.append(f"link {name}: a utun vanishes with the process that opened it")
+
+
+PlatformCleaner = Callable[[JournalState | None, bool, bool, CleanupReport, str], None]
+# Per platform: links, routes and firewall state left by a crashed helper, after the registered steps.
+PLATFORM_CLEANERS: dict[str, PlatformCleaner] = {
+    "linux": _clean_linux,
+    "darwin": _clean_darwin,
+    "win32": lambda *args: importlib.import_module("tether.helper.root.cleanup_windows").clean_links(*args),
+}
+
+
 # --- the whole run ---------------------------------------------------------------------------------------
 
 
@@ -350,6 +377,7 @@ def run(
     force: bool = False,
     modules: Iterable[str] = (),
     nft: str = "nft",
+    platform: str = sys.platform,
 ) -> CleanupReport:
     """Undo a previous helper's changes in the calling thread's network namespace; see the module docstring.
 
@@ -376,15 +404,11 @@ def run(
     _import_providers(state, modules, report)
     _run_registered(state, sweep, report)
 
-    if sys.platform.startswith("linux"):
-        _clean_nft(state, sweep, force, report, nft)
-        if sweep or (state is not None and (state.routes or state.links)):
-            try:
-                _clean_links_routes(state, sweep, force, report)
-            except Exception as exc:
-                report.errors.append(f"cannot clean up links and routes: {exc}")
+    cleaner = PLATFORM_CLEANERS.get(platform)
+    if cleaner is not None:
+        cleaner(state, sweep, force, report, nft)
     elif state is not None and (state.routes or state.links or state.nft_tables):
-        report.errors.append(f"cleaning up links, routes and nftables is not implemented on {sys.platform}")
+        report.errors.append(f"cleaning up links, routes and nftables is not implemented on {platform}")
 
     if report.ok and report.journal != "missing":
         with contextlib.suppress(FileNotFoundError):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tether.helper.api.paths import default_socket
 from tether.helper.root.fdlimit import raise_nofile
+from tether.helper.root.server.accounts import accounts
 from tether.helper.root.server.server import (
     HelperServer,
     ServerOptions,
@@ -143,13 +144,15 @@ async def serve(args: argparse.Namespace) -> int:
     except BaseException:
         await session.close()
         raise
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # Windows' event loop has no signal handlers: there Ctrl+C (KeyboardInterrupt) or a Quit call stops it.
+    handled = () if sys.platform == "win32" else (signal.SIGTERM, signal.SIGINT)
+    for signum in handled:
         loop.add_signal_handler(signum, server.request_stop)
     try:
         await server.wait()
         log.info("stopping", extra={"reason": "quit" if server.quit_requested else "signal"})
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in handled:
             loop.remove_signal_handler(signum)
         await server.stop()
     try:
@@ -164,7 +167,7 @@ async def serve(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     fmt = args.log_format or ("text" if sys.stderr.isatty() else "json")
     logs.configure(args.log_level, fmt)
-    if os.geteuid() != 0:
+    if not accounts().is_privileged():
         print(
             "tether-helper: must run as root (it creates a network device, routes and DNS settings); "
             "use `sudo tether helper start` or the tether-helper service",

@@ -10,8 +10,12 @@ the port-forward to the manager and teardown (netlink sockets, nft's pipes).
 from __future__ import annotations
 
 import logging
-import resource
 from dataclasses import dataclass
+
+try:
+    import resource
+except ImportError:  # Windows: no RLIMIT_NOFILE; sockets are handles, limited only by memory
+    resource = None  # type: ignore[assignment]
 
 log = logging.getLogger("tether.helper.root")
 
@@ -35,6 +39,8 @@ class DnsFdCaps:
 
 def raise_nofile(cap: int = SOFT_LIMIT_CAP) -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (at most ``cap``); return the soft limit now in force."""
+    if resource is None:
+        return cap
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
     if soft != resource.RLIM_INFINITY and soft < target:
@@ -47,6 +53,8 @@ def raise_nofile(cap: int = SOFT_LIMIT_CAP) -> int:
 
 
 def current_limit() -> int:
+    if resource is None:
+        return SOFT_LIMIT_CAP
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return SOFT_LIMIT_CAP if soft == resource.RLIM_INFINITY else soft
 

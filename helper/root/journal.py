@@ -1,10 +1,11 @@
 """What the helper changed on this machine, written down as it happens, so a crash can be undone.
 
-The journal is one small JSON file (default ``/run/tether/journal.json``: ``/run`` is a tmpfs, so a
-reboot, which undoes all of it anyway, also forgets the journal). Every change is written
-atomically (a temporary file in the same directory, fsync, rename), so a reader sees either the old
-or the new content, never half of it. ``tether.helper.root.cleanup.run`` reads it at the next start, or
-from ``tether helper cleanup``.
+The journal is one small JSON file (default ``journal.json`` in the helper's runtime directory:
+``/run/tether`` on Linux, ``/var/run/tether`` on macOS, both cleared at boot, which undoes all of it
+anyway; ``%ProgramData%\\Tether`` on Windows, where the next start's cleanup finds what is already
+gone). Every change is written atomically (a temporary file in the same directory, fsync, rename),
+so a reader sees either the old or the new content, never half of it. ``tether.helper.root.cleanup.run``
+reads it at the next start, or from ``tether helper cleanup``.
 
 It records:
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tether.helper.api.paths import runtime_dir
 from tether.runtime.atomicfile import write_atomic
 
 __all__ = [
@@ -56,7 +58,8 @@ __all__ = [
     "read_journal",
 ]
 
-DEFAULT_JOURNAL_PATH = Path("/run/tether/journal.json")
+# In the helper's runtime directory, per platform (helper.api.paths.RUNTIME_DIRS).
+DEFAULT_JOURNAL_PATH = runtime_dir() / "journal.json"
 JOURNAL_VERSION = 1
 
 # --- ownership markers -----------------------------------------------------------------------------

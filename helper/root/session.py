@@ -26,7 +26,7 @@ from dnslib import RCODE, RR, DNSBuffer, DNSError
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.api import validate
 from tether.helper.root.connection import Connection
-from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, ResolverSettings
+from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, ResolverSettings, listen_address
 from tether.helper.root.dns.resolvers.choose import Choice, decide, implementation
 from tether.helper.root.dns.resolvers.probe import probe_host
 from tether.helper.root.dns.rules import RulesConfig, routing_domains
@@ -270,7 +270,7 @@ class HelperSession:
             mark=DNS_BYPASS_MARK,
             rewrite=c.rewriter,
         )
-        host, port = await c.dns.listen("127.0.0.1", 0)
+        host, port = await c.dns.listen(*listen_address(c.resolver))  # NRPT needs port 53, see windows_nrpt
 
         step(f"routing {len(c.plan.routes)} subnets through {c.device.name}")
         c.applier = open_applier(c.device.name, journal=c.journal)

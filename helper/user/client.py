@@ -12,6 +12,9 @@ From asyncio code, call it on a worker thread (``asyncio.to_thread``). The clien
 helper's credentials socket when needed, and a new one once when the helper answers UNAUTHENTICATED
 (e.g. after it restarted).
 
+Windows: there are no sockets; the token comes from the helper's named pipe (``AUTH_PIPE``), whose reply
+also names the loopback address gRPC listens on (``grpc_target``), and the client dials that.
+
 Failures are ``HelperError`` subclasses with a ``fix`` sentence: ``HelperNotInstalledError`` (no socket
 directory or no socket), ``HelperNotRunningError`` (nobody answers), ``HelperPermissionError`` (not in the
 socket's group), ``HelperCallError`` (the helper answered with an error status; ``.code``, ``.details``).
@@ -20,10 +23,10 @@ socket's group), ``HelperCallError`` (the helper answered with an error status; 
 from __future__ import annotations
 
 import errno
-import grp
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,7 +37,7 @@ import grpc
 
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.api import helper_pb2_grpc as pb_grpc
-from tether.helper.api.paths import TOKEN_METADATA, auth_socket_for, default_socket
+from tether.helper.api.paths import AUTH_PIPE, TOKEN_METADATA, auth_socket_for, default_socket
 
 START_HINT = "start it with `sudo systemctl start tether-helper` or, in a terminal, `sudo tether helper start`"
 TOKEN_MARGIN = 30.0  # fetch a new token this long before the old one expires
@@ -80,8 +83,10 @@ class HelperCallError(HelperError):
 
 def _group_of(path: Path) -> str:
     try:
+        import grp  # POSIX only; Windows never gets here (no socket file modes)
+
         gid = path.stat().st_gid
-    except OSError:
+    except (OSError, ImportError):
         return "tether"
     try:
         return grp.getgrgid(gid).gr_name
@@ -127,10 +132,11 @@ _FIXES = {
 }
 
 
-def call_error(exc: grpc.RpcError, path: Path) -> HelperError:
+def call_error(exc: grpc.RpcError, path: Path, probe: bool = True) -> HelperError:
+    """``probe`` False (Windows: gRPC is on loopback TCP) skips asking the socket why a connect failed."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE and details and "connect" in details.lower():
+    if probe and code == grpc.StatusCode.UNAVAILABLE and details and "connect" in details.lower():
         # gRPC could not reach the socket: say why in the same words as for the credentials socket.
         try:
             _probe(path)
@@ -148,7 +154,8 @@ def _probe(path: Path) -> None:
 # --- tokens ------------------------------------------------------------------------------------------
 
 
-def _parse_token_reply(data: bytes, path: Path) -> tuple[str, float]:
+def _parse_token_reply(data: bytes, path: Path | str) -> tuple[str, float, str]:
+    """(token, expires_in, grpc_target) from the helper's one-line reply; the target is "" on POSIX."""
     try:
         reply = json.loads(data.decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -162,14 +169,57 @@ def _parse_token_reply(data: bytes, path: Path) -> tuple[str, float]:
     token, expires_in = reply.get("token"), reply.get("expires_in")
     if not isinstance(token, str) or not isinstance(expires_in, int | float):
         raise HelperProtocolError(f"unexpected answer from {path}: no token")
-    return token, float(expires_in)
+    target = reply.get("grpc_target", "")
+    if not isinstance(target, str) or (target and not _is_loopback_target(target)):
+        raise HelperProtocolError(f"unexpected answer from {path}: grpc_target {target!r} is not a loopback address")
+    return token, float(expires_in), target
+
+
+def _is_loopback_target(target: str) -> bool:
+    host, sep, port = target.rpartition(":")
+    return sep == ":" and host == "127.0.0.1" and port.isdigit() and 0 < int(port) < 65536
+
+
+def _read_pipe(name: str, timeout: float) -> bytes:
+    """The helper's reply on its named pipe (Windows: a pipe opens like a file)."""
+    with open(name, "rb", buffering=0) as pipe:
+        return pipe.read(MAX_TOKEN_REPLY + 1)
+
+
+def pipe_error(exc: OSError, name: str) -> HelperError:
+    """A failed open of the helper's pipe as a HelperError with a fix (Windows)."""
+    if isinstance(exc, FileNotFoundError):
+        return HelperNotInstalledError(
+            f"the Tether helper is not installed or not running (no pipe {name})",
+            "Install Tether, or start the helper in an Administrator terminal with `tether helper start`",
+        )
+    if isinstance(exc, PermissionError):
+        return HelperPermissionError(
+            f'permission denied: you are not in the "tether" group that may use the Tether helper ({name})',
+            "Add yourself with `Add-LocalGroupMember -Group tether -Member $env:USERNAME` (as an Administrator), "
+            "then sign out and in again",
+        )
+    return HelperError(f"cannot reach the Tether helper on {name}: {exc.strerror or exc}")
 
 
 class TokenSource:
     """Fetch and cache the token for one helper; safe to share between threads."""
 
-    def __init__(self, auth_socket_path: Path, timeout: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        auth_socket_path: Path,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        platform: str = sys.platform,
+        pipe: str = AUTH_PIPE,
+        read_pipe: Callable[[str, float], bytes] = _read_pipe,
+    ):
         self.path = auth_socket_path
+        # Windows: the pipe replaces the credentials socket; the reply's grpc_target is where to call.
+        self.pipe = pipe if platform == "win32" else ""
+        self._read_pipe = read_pipe
+        self.grpc_target = ""
         self.timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -195,6 +245,16 @@ class TokenSource:
         token = self.cached()
         if token:
             return token
+        if self.pipe:
+            try:
+                data = self._read_pipe(self.pipe, self.timeout)
+            except OSError as exc:
+                raise pipe_error(exc, self.pipe) from None
+            token, expires_in, target = _parse_token_reply(data, self.pipe)
+            if not target:
+                raise HelperProtocolError(f"unexpected answer from {self.pipe}: no grpc_target")
+            self.grpc_target = target
+            return self._store(token, expires_in)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(self.timeout)
             try:
@@ -206,7 +266,8 @@ class TokenSource:
                         break
             except OSError as exc:
                 raise connection_error(exc, self.path) from None
-        return self._store(*_parse_token_reply(data, self.path))
+        token, expires_in, _ = _parse_token_reply(data, self.path)
+        return self._store(token, expires_in)
 
 
 # --- requests ----------------------------------------------------------------------------------------
@@ -300,11 +361,20 @@ class HelperClient:
         self.tokens = tokens or TokenSource(self.auth_socket_path)
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.HelperStub | None = None
+        self._target = ""
+
+    def target(self) -> str:
+        """What gRPC dials: the helper's socket, or (Windows) the loopback address its pipe named."""
+        return self.tokens.grpc_target or f"unix:{self.socket_path}"
 
     def stub(self) -> pb_grpc.HelperStub:
+        target = self.target()
+        if self._stub is not None and target != self._target:
+            self.close()  # a restarted helper (Windows) listens on another port
         if self._stub is None:
-            self._channel = grpc.insecure_channel(f"unix:{self.socket_path}")
+            self._channel = grpc.insecure_channel(target)
             self._stub = pb_grpc.HelperStub(self._channel)
+            self._target = target
         return self._stub
 
     def close(self) -> None:
@@ -326,10 +396,10 @@ class HelperClient:
                     request, metadata=((TOKEN_METADATA, token),), timeout=timeout or self.timeout
                 )
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
+                if self._refetch(exc) and attempt == 0:
                     self.tokens.invalidate(token)
                     continue
-                raise call_error(exc, self.socket_path) from None
+                raise call_error(exc, self.socket_path, probe=not self.tokens.pipe) from None
         raise AssertionError("unreachable")
 
     def _stream(self, method: str, request: Any, timeout: float | None = None) -> Iterator[Any]:
@@ -343,12 +413,19 @@ class HelperClient:
                     yield message
                 return
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0 and not received:
+                if self._refetch(exc) and attempt == 0 and not received:
                     self.tokens.invalidate(token)
                     continue
-                raise call_error(exc, self.socket_path) from None
+                raise call_error(exc, self.socket_path, probe=not self.tokens.pipe) from None
             finally:
                 call.cancel()
+
+    def _refetch(self, exc: grpc.RpcError) -> bool:
+        """Whether a new token may help: the helper forgot ours, or (Windows) it restarted on another port."""
+        code = exc.code()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return bool(self.tokens.pipe)
+        return code == grpc.StatusCode.UNAUTHENTICATED
 
     def version(self) -> pb.VersionInfo:
         return self._unary("Version", pb.Empty())

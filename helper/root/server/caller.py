@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pwd
 from dataclasses import dataclass
+
+from tether.helper.root.server.accounts import accounts
 
 
 @dataclass(frozen=True)
@@ -26,18 +27,13 @@ class Caller:
 
     def home(self) -> str:
         """The caller's home directory from passwd, or "" when the account has none."""
-        try:
-            return pwd.getpwuid(self.uid).pw_dir
-        except KeyError:
-            return ""
+        return accounts().user_home(self.uid)
 
     def describe(self) -> str:
         name = self.username if self.username and self.username != str(self.uid) else ""
         return f"uid {self.uid} ({name})" if name else f"uid {self.uid}"
 
 
-def username_for(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+def username_for(uid: int, sid: str = "") -> str:
+    """The account name of ``uid``; the uid as text when it has none (Windows: the caller's SID)."""
+    return accounts().user_name(uid) or sid or str(uid)

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tether.helper.api.paths import AUTH_PIPE
 from tether.helper.root.server.peercred import PeerCredentials, PeerCredentialsError
 from tether.helper.root.server.peercred_windows import pipe_sddl, validate_sid, windows_peer_credentials
 
 log = logging.getLogger("tether.helper.api")
 
-AUTH_PIPE = r"\\.\pipe\tether-helper-auth"
 GRPC_LISTEN = "127.0.0.1:0"
 PIPE_ACCESS_DUPLEX = 0x3
 FILE_FLAG_FIRST_PIPE_INSTANCE = 0x00080000

@@ -8,6 +8,10 @@ Layout (defaults)::
 
 Only members of the group can connect to either socket; the kernel tells the helper who connected to
 the credentials socket, and the token it hands out stands for that caller on the main socket.
+
+Windows (``ENDPOINTS["win32"]``): gRPC listens on 127.0.0.1 with an OS-chosen port and the tokens come
+from the named pipe ``AUTH_PIPE`` whose reply also names that port (``pipe_windows``); the group is a
+local group named by its SID. The runtime directory holds only the journal there.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import grp
 import json
 import logging
 import os
 import socket
 import stat
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 
@@ -32,13 +37,15 @@ from tether.helper.api import helper_pb2_grpc as pb_grpc
 from tether.helper.api import validate
 from tether.helper.api.paths import (
     API_LEVEL,
+    AUTH_PIPE,
     DEFAULT_GROUP,
     DEFAULT_SOCKET,
     MAX_SOCKET_PATH,
     TOKEN_METADATA,
     auth_socket_for,
 )
-from tether.helper.root.server import authz
+from tether.helper.root.server import authz, membership
+from tether.helper.root.server.accounts import accounts
 from tether.helper.root.server.authz import Action
 from tether.helper.root.server.caller import Caller, username_for
 from tether.helper.root.server.peercred import PeerCredentials, PeerCredentialsError, peer_credentials
@@ -69,6 +76,21 @@ SERVER_OPTIONS = (
 )
 
 
+# How long the credentials pipe's thread waits for the event loop to issue a token.
+ISSUE_TIMEOUT = 10.0
+
+
+class PipeEndpoint(Protocol):
+    """The Windows credentials pipe as the server drives it (pipe_windows.AuthPipeServer)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+PipeFactory = Callable[[Callable[[PeerCredentials], dict[str, object]], str, str, str], PipeEndpoint]
+
+
 class ServerSetupError(Exception):
     """The helper cannot serve; the message says why and how to fix it."""
 
@@ -87,6 +109,8 @@ class ServerOptions:
     set_group: bool = True
     token_ttl: float = DEFAULT_TTL
 
+    auth_pipe: str = AUTH_PIPE  # Windows: the credentials pipe's name
+
     @property
     def auth_socket_path(self) -> Path:
         return auth_socket_for(self.socket_path)
@@ -98,23 +122,37 @@ class ServerOptions:
 def resolve_group(group: str | int | None) -> int:
     """The gid for the sockets. The default group must exist; an explicit numeric gid need not."""
     if group is None:
-        try:
-            return grp.getgrnam(DEFAULT_GROUP).gr_gid
-        except KeyError:
+        gid = accounts().group_id(DEFAULT_GROUP)
+        if gid is None:
             raise ServerSetupError(
                 f'the group "{DEFAULT_GROUP}" does not exist. Create it with `groupadd --system {DEFAULT_GROUP}` '
                 f"and add the users who may use Tether (`usermod -aG {DEFAULT_GROUP} USER`; they must log in "
                 "again), or choose another group with --group"
-            ) from None
+            )
+        return gid
     if isinstance(group, int) or validate.is_ascii_number(group):
         gid = int(group)
         if not 0 <= gid < 2**32 - 1:
             raise ServerSetupError(f"--group {group}: not a valid gid")
         return gid
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ServerSetupError(f"--group {group}: no such group (create it with `groupadd --system {group}`)") from None
+    found = accounts().group_id(group)
+    if found is None:
+        raise ServerSetupError(f"--group {group}: no such group (create it with `groupadd --system {group}`)")
+    return found
+
+
+def resolve_group_sid(group: str | int | None, lookup: Callable[[str], str | None] | None = None) -> str:
+    """Windows: the SID of the helper's local group (a name, or a SID given as is)."""
+    name = DEFAULT_GROUP if group is None else str(group)
+    if name.startswith("S-1-"):
+        return name
+    sid = (lookup or accounts("win32").group_sid)(name)
+    if sid is None:
+        raise ServerSetupError(
+            f'the local group "{name}" does not exist. Create it with `New-LocalGroup -Name {name}` and add the '
+            f"users who may use Tether (`Add-LocalGroupMember -Group {name} -Member USER`; they must sign in again)"
+        )
+    return sid
 
 
 # Left in a socket directory the helper made, so that a later helper (after a crash) knows it is Tether's to
@@ -206,7 +244,7 @@ class _Umask(contextlib.AbstractContextManager["_Umask"]):
 
 def check_options(opts: ServerOptions) -> int | None:
     """Everything that can be refused before touching the filesystem; returns the sockets' gid (or None)."""
-    if opts.require_root and os.geteuid() != 0:
+    if opts.require_root and not accounts().is_privileged():
         raise ServerSetupError(
             "tether-helper must run as root: it creates a network device, routes and DNS settings. "
             "Start it with sudo (`sudo tether helper start`) or through the tether-helper service"
@@ -219,8 +257,18 @@ def check_options(opts: ServerOptions) -> int | None:
     return resolve_group(opts.group) if opts.set_group else None
 
 
-def preflight(opts: ServerOptions) -> int | None:
-    """``check_options``, then the socket directory and stale sockets; refuses when a helper already serves."""
+def preflight(opts: ServerOptions, platform: str = sys.platform) -> int | None:
+    """``check_options``, then the socket directory and stale sockets; refuses when a helper already serves.
+
+    Windows has no sockets to check: the group must exist and the runtime directory (the journal's) is made;
+    a second helper is refused when it creates the credentials pipe (FILE_FLAG_FIRST_PIPE_INSTANCE)."""
+    if platform == "win32":
+        if opts.require_root and not accounts(platform).is_privileged():
+            raise ServerSetupError("tether-helper must run elevated (as an Administrator, or as its service)")
+        if opts.set_group:
+            resolve_group_sid(opts.group)
+        opts.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        return None
     gid = check_options(opts)
     prepare_socket_dir(opts.socket_path.parent, 0 if opts.require_root else os.geteuid())
     clear_stale_socket(opts.socket_path)
@@ -394,9 +442,19 @@ class HelperServer:
         tokens: TokenStore | None = None,
         *,
         directory_existed: bool | None = None,
+        platform: str = sys.platform,
+        pipe_server: PipeFactory | None = None,
+        group_sid_lookup: Callable[[str], str | None] | None = None,
     ) -> None:
         self.session = session
         self.options = options or ServerOptions()
+        self.platform = platform
+        # Windows: the credentials pipe (pipe_windows.AuthPipeServer unless a test passes its double).
+        self._pipe_server = pipe_server
+        self._group_sid_lookup = group_sid_lookup
+        self._pipe: PipeEndpoint | None = None
+        self._gid: int | None = None
+        self.grpc_target = ""  # Windows: where gRPC listens (the pipe's replies name it)
         # A socket directory that was there before us (made by the admin, a service manager or tmpfiles.d)
         # is theirs: we remove only our sockets from it. None: look at start().
         self._directory_existed = directory_existed
@@ -420,10 +478,14 @@ class HelperServer:
         return check_options(self.options)
 
     async def start(self) -> None:
+        if self.platform == "win32":
+            await self._start_windows()
+            return
         opts = self.options
         if self._directory_existed is None:
             self._directory_existed = existed_before_tether(opts.socket_path.parent)
-        gid = preflight(opts)
+        gid = preflight(opts, self.platform)
+        self._gid = gid
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
         pb_grpc.add_HelperServicer_to_server(self.service, server)
@@ -446,6 +508,46 @@ class HelperServer:
             },
         )
 
+    async def _start_windows(self) -> None:
+        from tether.helper.root.server.pipe_windows import GRPC_LISTEN, AuthPipeServer, grpc_target
+
+        opts = self.options
+        group_sid = resolve_group_sid(opts.group, self._group_sid_lookup)
+        opts.socket_path.parent.mkdir(parents=True, exist_ok=True)  # the runtime directory: the journal's
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        pb_grpc.add_HelperServicer_to_server(self.service, server)
+        self.grpc_target = grpc_target(server.add_insecure_port(GRPC_LISTEN))
+        loop = asyncio.get_running_loop()
+
+        def issue(creds: PeerCredentials) -> dict[str, object]:
+            # On the pipe's thread: the lookups may block there; the token store belongs to the loop.
+            caller = self._admit_caller(creds)
+            return asyncio.run_coroutine_threadsafe(self._token_reply(caller), loop).result(ISSUE_TIMEOUT)
+
+        factory = self._pipe_server or AuthPipeServer
+        pipe = factory(issue, group_sid, self.grpc_target, opts.auth_pipe)
+        pipe.start()  # refuses when another helper owns the pipe's name
+        self._pipe = pipe
+        self._grpc = server
+        await server.start()
+        log.info(
+            "serving",
+            extra={"grpc": self.grpc_target, "auth_pipe": opts.auth_pipe, "group": group_sid, "version": __version__},
+        )
+
+    def _admit_caller(self, creds: PeerCredentials) -> Caller:
+        """The Caller for ``creds`` once the platform's group check passed (blocking lookups: not on the loop)."""
+        acc = accounts(self.platform)
+        refused = membership.check(creds, self._gid, acc.group_list, acc.user_name, self.platform)
+        if refused:
+            raise PeerCredentialsError(refused)
+        return _caller_from(creds)
+
+    async def _token_reply(self, caller: Caller) -> dict[str, object]:
+        issued = self.tokens.issue(caller)
+        log.debug("token issued", extra={"uid": caller.uid, "pid": caller.pid})
+        return {"token": issued.token, "expires_in": issued.expires_in, "uid": caller.uid, "api_level": API_LEVEL}
+
     def _own(self, path: Path, gid: int | None) -> None:
         if gid is not None:
             os.chown(path, 0 if self.options.require_root else -1, gid)
@@ -457,16 +559,9 @@ class HelperServer:
         try:
             sock = writer.get_extra_info("socket")
             try:
-                creds = peer_credentials(sock)
-                caller = await asyncio.to_thread(_caller_from, creds)
-                issued = self.tokens.issue(caller)
-                reply: dict[str, object] = {
-                    "token": issued.token,
-                    "expires_in": issued.expires_in,
-                    "uid": caller.uid,
-                    "api_level": API_LEVEL,
-                }
-                log.debug("token issued", extra={"uid": caller.uid, "pid": caller.pid})
+                creds = peer_credentials(sock, self.platform)
+                caller = await asyncio.to_thread(self._admit_caller, creds)
+                reply = await self._token_reply(caller)
             except PeerCredentialsError as exc:
                 log.warning("cannot identify a client", extra={"error": str(exc)})
                 reply = {"error": f"the helper could not identify you: {exc}"}
@@ -493,6 +588,9 @@ class HelperServer:
     async def stop(self, grace: float = 2.0) -> None:
         """Stop serving and remove our sockets (only if they are still the ones we created)."""
         self._stopped.set()
+        if self._pipe is not None:
+            await asyncio.to_thread(self._pipe.stop)
+            self._pipe = None
         if self._auth is not None:
             self._auth.close()
             self._auth = None
@@ -521,4 +619,6 @@ class HelperServer:
 
 
 def _caller_from(creds: PeerCredentials) -> Caller:
-    return Caller(uid=creds.uid, gid=creds.gid, pid=creds.pid, groups=creds.groups, username=username_for(creds.uid))
+    return Caller(
+        uid=creds.uid, gid=creds.gid, pid=creds.pid, groups=creds.groups, username=username_for(creds.uid, creds.sid)
+    )

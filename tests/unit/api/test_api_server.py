@@ -353,7 +353,9 @@ def test_the_default_group_must_exist(monkeypatch):
     def missing(name):
         raise KeyError(name)
 
-    monkeypatch.setattr(server_module.grp, "getgrnam", missing)
+    from tether.helper.root.server import accounts_posix
+
+    monkeypatch.setattr(accounts_posix.grp, "getgrnam", missing)
     with pytest.raises(
         ServerSetupError, match=r'the group "tether" does not exist. Create it with `groupadd --system tether`'
     ):

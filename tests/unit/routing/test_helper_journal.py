@@ -181,3 +181,24 @@ def test_journal_file_is_json(tmp_path):
     Journal(path, pid=77).add_link("tether3")
     data = json.loads(path.read_text())
     assert data["version"] == 1 and data["pid"] == 77 and data["links"] == ["tether3"]
+
+
+def test_the_platform_table_routes_link_and_route_cleanup(tmp_path, monkeypatch):
+    assert set(cleanup.PLATFORM_CLEANERS) == {"linux", "darwin", "win32"}
+    path = tmp_path / "journal.json"
+    Journal(path).add_link("utun7")
+    # macOS: the utun went with its process; nothing is run, the journal is done with.
+    report = cleanup.run(path, sweep=False, platform="darwin")
+    assert report.ok and report.notes[0] == "link utun7: a utun vanishes with the process that opened it"
+    assert not path.exists()
+    Journal(path).add_link("tether0")
+    report = cleanup.run(path, sweep=False, platform="sunos5")
+    assert report.errors == ["cleaning up links, routes and nftables is not implemented on sunos5"]
+    assert path.exists()
+
+
+def test_the_default_journal_is_in_the_platforms_runtime_directory():
+    from tether.helper.api.paths import runtime_dir
+    from tether.helper.root.journal import DEFAULT_JOURNAL_PATH
+
+    assert runtime_dir() / "journal.json" == DEFAULT_JOURNAL_PATH

@@ -18,6 +18,17 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DNS_BYPASS_MARK = 0x7E7E0053
 
 
+# Where the helper's DNS server listens unless the configurator says otherwise (its ``listen`` class
+# attribute): loopback with a port the OS picks, which nftables (redirect), resolved (SetLinkDNSEx) and
+# /etc/resolver files (``port``) can all name.
+DEFAULT_LISTEN = ("127.0.0.1", 0)
+
+
+def listen_address(configurator: object) -> tuple[str, int]:
+    """(host, port) for the DNS server under ``configurator`` (a class or an instance); port 0: the OS picks."""
+    return getattr(configurator, "listen", DEFAULT_LISTEN)
+
+
 class ResolverError(RuntimeError):
     """The OS resolver could not be configured; the text names the file, command or value at fault."""
 

@@ -45,6 +45,11 @@ log = logging.getLogger("tether.helper.root.dns.resolvers")
 MODE = "windows"
 MARKER_PREFIX = "tether:"
 DNS_PORT = 53
+# NRPT names servers by address only, so ours listens on port 53, on a loopback address of its own: all of
+# 127.0.0.0/8 answers locally on Windows, and a dedicated address does not collide with a local DNS
+# proxy on 127.0.0.1:53 (Acrylic, dnscrypt-proxy, a container runtime's). The TUN has no address of its
+# own to use (the netstack behind it answers for every address routed into it).
+LISTEN_ADDRESS = "127.84.69.53"
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 _GUID_RE = re.compile(r"^\{[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}\}$")
 
@@ -119,6 +124,7 @@ def our_rules(rows: list[dict[str, Any]]) -> list[str]:
 
 class WindowsNrptConfigurator:
     mode = MODE
+    listen = (LISTEN_ADDRESS, DNS_PORT)
 
     def __init__(
         self, shell: PowerShell | None = None, marker: str | None = None, journal: Journal | None = None
