@@ -47,6 +47,6 @@ def test_rows_of_phases_not_measured_are_left_out() -> None:
     assert "DNS cached p50, systemd-resolved (ms)" in text and "0.50x" in text
 
 
-def test_resolved_is_a_part_of_its_own_and_refuses_unknown_parts() -> None:
+def test_resolved_is_a_part_of_its_own_and_of_the_default_run() -> None:
     assert parse_args(["--only", "resolved"]).only == {"resolved"}
     assert "resolved" in parse_args([]).only
