@@ -30,9 +30,11 @@ starts a helper in that environment, connects it (the systemd-resolved mode: the
 the TUN link) and measures the same DNS rows through resolved's stub 127.0.0.53, each again beside the
 direct path; they are the table's rows marked "systemd-resolved". At the end the lab is put back as it
 was found (or taken down if the run brought it up). ``--only resolved`` measures just the DNS rows of
-both modes. Every loop is bounded in count
-and in time; nothing here fails on speed: targets are marked met/missed; the exit status is 1 only for errors or a run
-disturbed by something else in the workstation (e.g. another helper starting there).
+both modes.
+
+Every loop is bounded in count and in time; nothing here fails on speed: targets are marked met/missed;
+the exit status is 1 only for errors or a run disturbed by something else in the workstation (e.g.
+another helper starting there).
 
 ``--profile DIR`` samples the helper, the traffic-manager and the API server (which carries the
 port-forward) with py-spy (non-blocking) during each Tether measurement and prints their hottest
@@ -393,6 +395,7 @@ class Bench:
                 self.switch_lab("")
         else:
             log(f"bringing the lab up (it is {status['state']})")
+            self.found_resolver = ""
             started = time.monotonic()
             result = self.lab.up()
             self.brought_up = True
@@ -435,7 +438,8 @@ class Bench:
             raise BenchError(f"a helper already answers on {SOCKET}: another benchmark run? (tether quit --socket ...)")
         argv = ["helper", "start", "--socket", str(SOCKET), "--group", "root", "--log-format", "text"]
         argv += ["--state-dir", str(RUN_DIR / "state")]
-        log_file = open(self.args.helper_log, "wb")  # noqa: SIM115 - kept open for the helper's life
+        # the resolved part's helper appends to the first one's log
+        log_file = open(self.args.helper_log, "ab" if enter else "wb")  # noqa: SIM115 - kept open for the helper's life
         log(f"starting the helper in {WS_NS} (socket {SOCKET}, log {self.args.helper_log})")
         self.helper = subprocess.Popen(
             tether_cli(*argv, enter=enter),
