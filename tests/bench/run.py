@@ -617,7 +617,8 @@ class Bench:
         ips = {key: info.service_ip(svc, NAMESPACE) for key, svc in SERVICES.items()}
         sides = self.sides(STUB, "through resolved's stub and the helper; DNS: the systemd-resolved mode")
         self.check_resolved({name: self.resolve(side) for name, side in sides.items()}, ips)
-        dns = [replace(p, key=p.key + RESOLVED_SUFFIX) for p in phases(self.args, ips) if is_dns(p.key)]
+        dns = [p for p in phases(self.args, ips) if is_dns(p.key)]
+        dns = [replace(p, key=p.key + RESOLVED_SUFFIX, title=f"{p.title}, resolved") for p in dns]
         results, cpu = self.run_phases(dns, sides, self.process_pids(), None)
         where = {f"{name}{RESOLVED_SUFFIX}": side.where for name, side in sides.items()}
         return results, cpu, where
@@ -916,6 +917,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def config_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's options for the JSON report (sets as sorted lists)."""
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items() if k != "json"}
+
+
 def _raise_interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -974,7 +980,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(),
-            "config": {k: v for k, v in vars(args).items() if k != "json"},
+            "config": config_of(args),
             "helper": {"pid": bench.helper_pid, "reused": bench.reused},
             "lab_brought_up": bench.brought_up,
             "disturbed": bench.disturbed,

@@ -3,7 +3,9 @@ systemd-resolved mode's beside them, each against the direct path measured in th
 
 from __future__ import annotations
 
-from tests.bench.run import RESOLVED_SUFFIX, parse_args, rows, table
+import json
+
+from tests.bench.run import RESOLVED_SUFFIX, config_of, parse_args, rows, table
 
 
 def dns(p50: float, p99: float) -> dict[str, float]:
@@ -50,3 +52,8 @@ def test_rows_of_phases_not_measured_are_left_out() -> None:
 def test_resolved_is_a_part_of_its_own_and_of_the_default_run() -> None:
     assert parse_args(["--only", "resolved"]).only == {"resolved"}
     assert "resolved" in parse_args([]).only
+
+
+def test_the_json_report_holds_the_options_with_parts_as_a_list() -> None:
+    config = json.loads(json.dumps(config_of(parse_args(["--only", "resolved,table", "--json", "x.json"]))))
+    assert config["only"] == ["resolved", "table"] and "json" not in config
