@@ -1,6 +1,12 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
-APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES)
+APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES) \
+  $(RESOLVED_PACKAGES)
+# The lab's systemd-resolved workstation (tests/integration/test_resolved.py): systemd-resolved itself is never
+# installed (its scripts repoint the host's resolv.conf); `deps` downloads and unpacks it and libsystemd-shared
+# (python -m tether.lab.resolved), whose libraries come from here, and its private system bus runs dbus-daemon.
+RESOLVED_PACKAGES = dbus-daemon libacl1 libapparmor1 libaudit1 libblkid1 libcap2 libcrypt1 libgcrypt20 libip4tc2 \
+  libkmod2 liblz4-1 liblzma5 libmount1 libpam0g libseccomp2 libselinux1 libssl3 libzstd1
 # `make image` and its test (tests/integration/test_image.py): a Debian root without a container engine, packed
 # into an OCI layout and a docker-archive.
 IMAGE_PACKAGES = mmdebstrap umoci skopeo
@@ -16,6 +22,8 @@ deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
 	$(PYTHON) -m pip install -q -e '.[dev,lab,chart]'
+	@# package lists may be missing where APT_PACKAGES were all installed already: update them and try again
+	$(PYTHON) -m tether.lab.resolved >/dev/null || { apt-get update -qq && $(PYTHON) -m tether.lab.resolved; }
 
 # The main job: build the sandbox cluster, install the traffic-manager into it, start the helper as the workstation,
 # connect, reach a service by name.

@@ -16,14 +16,19 @@ process, binds over the host's paths:
 and points ``DBUS_SYSTEM_BUS_ADDRESS`` at a private dbus-daemon's socket. The mounts live and die
 with each process's mount namespace, so `tether lab down` only ends the processes and deletes the
 lab directory.
+
+`make deps` fetches and checks the packages ahead (``python -m tether.lab.resolved``), so a test run
+does not depend on the network; the libraries they load come from the Makefile's APT_PACKAGES.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +54,7 @@ def unpacked(cache: Path = DEB_CACHE) -> Path:
             raise LabError(f"the systemd-resolved lab needs {tool} (a Debian or Ubuntu host)")
     got = subprocess.run(["apt-get", "download", *PACKAGES], cwd=cache, capture_output=True, text=True)
     if got.returncode != 0:
-        raise LabError(
-            f"apt-get download {' '.join(PACKAGES)} failed in {cache} ({got.returncode}): {got.stderr.strip()}"
-        )
+        raise LabError(download_error(cache, got.returncode, got.stderr))
     staging = cache / "root.new"
     shutil.rmtree(staging, ignore_errors=True)
     for deb in sorted(cache.glob("*.deb")):
@@ -59,8 +62,43 @@ def unpacked(cache: Path = DEB_CACHE) -> Path:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True, capture_output=True)
     if not (staging / RESOLVED_BIN).exists():
         raise LabError(f"the unpacked packages in {staging} hold no {RESOLVED_BIN}")
+    check_libraries(staging)
     staging.rename(root)
     return root
+
+
+def download_error(cache: Path, returncode: int, stderr: str) -> str:
+    """What to say when `apt-get download` failed, with the likely fix."""
+    text = stderr.strip()
+    hint = ""
+    if re.search(r"Unable to locate package|has no candidate|Can't select candidate|No packages found", text):
+        hint = " (the package lists do not know them: run `apt-get update` first; `make deps` does)"
+    elif re.search(r"Temporary failure resolving|Could not resolve|Failed to fetch|Connection", text):
+        hint = " (the Debian mirror is out of reach: fetch them once with network access, `make deps`)"
+    return f"apt-get download {' '.join(PACKAGES)} failed in {cache} ({returncode}){hint}: {text}"
+
+
+def not_found(ldd_output: str) -> list[str]:
+    """The libraries an `ldd` listing could not find, in its order."""
+    return [line.split("=>", 1)[0].strip() for line in ldd_output.splitlines() if "=> not found" in line]
+
+
+def check_libraries(root: Path) -> None:
+    missing = missing_libraries(root)
+    if missing:
+        raise LabError(
+            f"{root / RESOLVED_BIN} cannot load {', '.join(missing)}: install the packages that hold them "
+            "(`make deps` installs the Makefile's APT_PACKAGES, which list systemd-resolved's libraries)"
+        )
+
+
+def missing_libraries(root: Path) -> list[str]:
+    """The shared libraries the unpacked resolved needs and the host lacks (the unpacked ones searched too)."""
+    if shutil.which("ldd") is None:
+        return []
+    env = {**os.environ, "LD_LIBRARY_PATH": ":".join(str(root / d) for d in LIBDIRS)}
+    listing = subprocess.run(["ldd", str(root / RESOLVED_BIN)], capture_output=True, text=True, env=env)
+    return not_found(listing.stdout)
 
 
 @dataclass(frozen=True)
@@ -166,3 +204,19 @@ def dbus_argv(files: ResolvedFiles) -> list[str]:
 
 def resolved_argv(files: ResolvedFiles, debs: Path) -> list[str]:
     return [str(files.enter), str(debs / RESOLVED_BIN)]
+
+
+def main() -> int:
+    """Fetch, unpack and check the packages (what `make deps` runs); prints where they are."""
+    try:
+        root = unpacked()
+        check_libraries(root)  # also when unpacked earlier: the host's libraries may have changed since
+        print(root)
+    except LabError as exc:
+        print(f"systemd-resolved lab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

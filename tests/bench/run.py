@@ -21,9 +21,20 @@ connection to the TCP echo; connect-to-first-byte (new connection each time: con
 byte, read 1 byte); DNS latency for distinct nonexistent names (never cached) and for one name
 asked repeatedly (cached). Then the scale part (``tests/bench/scale.py``): 10,000 concurrent TCP flows
 through the helper to the echo service, with the helper's, manager's and API server's RSS and fds before,
-while held and after (``--only scale`` runs it alone). MB is 10^6 bytes. Every loop is bounded in count
-and in time; nothing here fails on speed: targets are marked met/missed; the exit status is 1 only for errors or a run
-disturbed by something else in the workstation (e.g. another helper starting there).
+while held and after (``--only scale`` runs it alone). MB is 10^6 bytes.
+
+The DNS rows are the nftables mode (the plain lab's resolv.conf names 203.0.113.53, which the helper
+redirects). The ``resolved`` part then switches the lab to its systemd-resolved workstation
+(``tether lab up --resolver systemd-resolved``: a rebuild, so the traffic-manager is installed again),
+starts a helper in that environment, connects it (the systemd-resolved mode: the helper's DNS server on
+the TUN link) and measures the same DNS rows through resolved's stub 127.0.0.53, each again beside the
+direct path; they are the table's rows marked "systemd-resolved". At the end the lab is put back as it
+was found (or taken down if the run brought it up). ``--only resolved`` measures just the DNS rows of
+both modes.
+
+Every loop is bounded in count and in time; nothing here fails on speed: targets are marked met/missed;
+the exit status is 1 only for errors or a run disturbed by something else in the workstation (e.g.
+another helper starting there).
 
 ``--profile DIR`` samples the helper, the traffic-manager and the API server (which carries the
 port-forward) with py-spy (non-blocking) during each Tether measurement and prints their hottest
@@ -53,7 +64,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +72,7 @@ from tests.bench.scale import run_scale, scale_table
 from tether.helper.user.client import HelperClient, HelperError
 from tether.lab import procs
 from tether.lab.lab import Lab
+from tether.lab.resolved import RESOLVER, STUB
 from tether.lab.runner import LabError
 from tether.lab.topology import DNS_IP, UPSTREAM_DNS_IP, WS_NS, StatePaths, pod_netns
 
@@ -76,8 +88,14 @@ DEFAULT_DIRECT_POD = "tether/tether-manager"
 MANAGER_NETNS_PREFIX = pod_netns("tether", "tether-manager-")
 NAMESPACE = "default"
 SERVICES = {"echo": "echo", "bulk": "bulk", "web": "web"}
-#: What --only selects: the Tether/direct table, the CLI's start-up, the scale phase (tests/bench/scale.py).
-PARTS = ("table", "startup", "scale")
+#: What --only selects: the Tether/direct table, the CLI's start-up, the scale phase (tests/bench/scale.py), the
+#: DNS rows in the systemd-resolved mode beside the nftables mode's (which it measures even without "table").
+PARTS = ("table", "startup", "scale", "resolved")
+#: The DNS modes the bench compares, by the helper's name for them.
+NFT_MODE = "linux-nft"
+RESOLVED_MODE = "systemd-resolved"
+#: Phase keys of the systemd-resolved measurements end with this; the rest are the nftables mode's.
+RESOLVED_SUFFIX = "@resolved"
 
 
 def log(msg: str) -> None:
@@ -135,6 +153,19 @@ METRICS = (
 )
 
 
+def is_dns(phase_key: str) -> bool:
+    return phase_key.startswith("dns_")
+
+
+def resolved_metrics(metrics: tuple[Metric, ...] = METRICS) -> tuple[Metric, ...]:
+    """The DNS rows again, for the systemd-resolved measurements (their phase keys carry RESOLVED_SUFFIX)."""
+    dns = (m for m in metrics if is_dns(m.phase))
+    return tuple(replace(m, phase=m.phase + RESOLVED_SUFFIX, label=f"{m.label}, {RESOLVED_MODE}") for m in dns)
+
+
+ALL_METRICS = METRICS + resolved_metrics()
+
+
 def phases(args: argparse.Namespace, ips: dict[str, str]) -> list[Phase]:
     nonce = secrets.token_hex(3)  # distinct names in every run: the helper keeps NXDOMAIN for a few seconds
     fqdn = f"{NAMESPACE}.svc.cluster.local"
@@ -175,8 +206,9 @@ def netns_argv(netns: str, argv: list[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv]
 
 
-def tether_cli(*argv: str) -> list[str]:
-    return netns_argv(WS_NS, [sys.executable, "-m", "tether.helper.user.cli.main", *argv])
+def tether_cli(*argv: str, enter: tuple[str, ...] = ()) -> list[str]:
+    """The CLI in the workstation; ``enter`` is a lab variant's command prefix (its environment)."""
+    return netns_argv(WS_NS, [*enter, sys.executable, "-m", "tether.helper.user.cli.main", *argv])
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -337,6 +369,10 @@ class Bench:
     helper_pid: int | None = None
     connected: bool = False
     reused: bool = False
+    #: the workstation resolver variant the lab had when the run found it up ("" plain); put back at the end
+    found_resolver: str | None = None
+    #: the variant the lab has now
+    resolver: str = ""
     #: something outside the benchmark changed the workstation during the run
     disturbed: bool = False
     notes: list[str] = field(default_factory=list)
@@ -348,10 +384,18 @@ class Bench:
 
     def setup(self) -> None:
         status = self.lab.status()
+        if "resolved" in self.args.only and self.args.reuse_connected:
+            raise BenchError("--reuse-connected cannot go with the resolved part (it rebuilds the lab)")
         if status["state"] == "up":
             log("the lab is up already: using it (and leaving it up)")
+            journal = self.lab.journal_file.load()
+            self.found_resolver = journal.options.get("resolver", "") if journal else ""
+            if self.found_resolver:
+                log(f"its workstation runs {self.found_resolver}: switching it to the plain workstation")
+                self.switch_lab("")
         else:
             log(f"bringing the lab up (it is {status['state']})")
+            self.found_resolver = ""
             started = time.monotonic()
             result = self.lab.up()
             self.brought_up = True
@@ -381,16 +425,24 @@ class Bench:
         self.start_helper()
         self.connect(info.kubeconfig)
 
-    def start_helper(self) -> None:
+    def switch_lab(self, resolver: str) -> None:
+        """Rebuild the lab with another workstation resolver variant (the helper must be stopped)."""
+        started = time.monotonic()
+        result = self.lab.up(resolver=resolver)
+        self.resolver = resolver
+        log(f"lab {result.action} with the {resolver or 'plain'} workstation in {time.monotonic() - started:.1f}s")
+
+    def start_helper(self, enter: tuple[str, ...] = ()) -> None:
         RUN_DIR.mkdir(mode=0o755, exist_ok=True)
         if helper_answers(SOCKET):
             raise BenchError(f"a helper already answers on {SOCKET}: another benchmark run? (tether quit --socket ...)")
         argv = ["helper", "start", "--socket", str(SOCKET), "--group", "root", "--log-format", "text"]
         argv += ["--state-dir", str(RUN_DIR / "state")]
-        log_file = open(self.args.helper_log, "wb")  # noqa: SIM115 - kept open for the helper's life
+        # the resolved part's helper appends to the first one's log
+        log_file = open(self.args.helper_log, "ab" if enter else "wb")  # noqa: SIM115 - kept open for the helper's life
         log(f"starting the helper in {WS_NS} (socket {SOCKET}, log {self.args.helper_log})")
         self.helper = subprocess.Popen(
-            tether_cli(*argv),
+            tether_cli(*argv, enter=enter),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -433,6 +485,23 @@ class Bench:
     # teardown
 
     def teardown(self) -> None:
+        self.stop_helper()
+        if self.brought_up and not self.args.keep_lab:
+            log("taking the lab down")
+            try:
+                left = self.lab.down()
+            except LabError as exc:
+                left = [str(exc)]
+            if left:
+                log("the lab left: " + "; ".join(left))
+        elif self.found_resolver is not None and self.resolver != self.found_resolver:
+            log(f"putting the lab back to the {self.found_resolver or 'plain'} workstation it had")
+            try:
+                self.switch_lab(self.found_resolver)
+            except LabError as exc:
+                log(f"could not: {exc}")
+
+    def stop_helper(self) -> None:
         if self.helper is not None:
             if self.connected:
                 self._cli("disconnect", "--socket", str(SOCKET), timeout=30)
@@ -452,14 +521,7 @@ class Bench:
             else:
                 log(f"the helper exited with {self.helper.returncode}; {RUN_DIR} kept (its journal undoes leftovers)")
             self.helper = None
-        if self.brought_up and not self.args.keep_lab:
-            log("taking the lab down")
-            try:
-                left = self.lab.down()
-            except LabError as exc:
-                left = [str(exc)]
-            if left:
-                log("the lab left: " + "; ".join(left))
+            self.connected = False
 
     # measuring
 
@@ -497,37 +559,92 @@ class Bench:
         except (ValueError, IndexError):
             return {"error": f"client exit {done.returncode}: {done.stderr.strip()[-500:]}"}
 
+    def sides(self, tether_dns: str, how: str) -> dict[str, Side]:
+        direct_netns = self._direct_netns()
+        return {
+            "tether": Side("tether", WS_NS, tether_dns, f"{WS_NS} ({how})"),
+            "direct": Side("direct", direct_netns, str(DNS_IP), f"{direct_netns} (pod network, no Tether)"),
+        }
+
     def measure(self) -> dict[str, Any]:
         info = self.lab.info()
         ips = {key: info.service_ip(svc, NAMESPACE) for key, svc in SERVICES.items()}
-        direct_netns = self._direct_netns()
-        sides = {
-            "tether": Side("tether", WS_NS, str(UPSTREAM_DNS_IP), f"{WS_NS} (through the helper)"),
-            "direct": Side("direct", direct_netns, str(DNS_IP), f"{direct_netns} (pod network, no Tether)"),
-        }
+        sides = self.sides(str(UPSTREAM_DNS_IP), "through the helper; DNS: the nftables redirect")
         pids = self.process_pids()
         scale = self.scale(ips, pids) if "scale" in self.args.only else None
-        if "table" not in self.args.only:
-            return {
-                "results": {},
-                "sides": {k: s.where for k, s in sides.items()},
-                "cpu_seconds": {},
-                "pids": pids,
-                "profile": {},
-                "startup": self.startup() if "startup" in self.args.only else None,
-                "scale": scale,
-            }
-        resolved = {name: self.resolve(side) for name, side in sides.items()}
+        wanted = [p for p in phases(self.args, ips) if "table" in self.args.only or is_dns(p.key)]
+        if "table" not in self.args.only and "resolved" not in self.args.only:
+            wanted = []
+        resolved = {name: self.resolve(side) for name, side in sides.items()} if wanted else {}
+        self.check_resolved(resolved, ips)
+        profiler = Profiler(Path(self.args.profile), pids, self.args.profile_rate) if self.args.profile else None
+        results, cpu = self.run_phases(wanted, sides, pids, profiler)
+        profile = {}
+        if profiler is not None:
+            for phase_key in results:
+                for name in pids:
+                    profile[f"{phase_key}.{name}"] = top_frames(Path(self.args.profile) / f"{phase_key}.{name}.txt")
+        startup = self.startup() if "startup" in self.args.only else None
+        where = {name: side.where for name, side in sides.items()}
+        if "resolved" in self.args.only:
+            more, more_cpu, more_where = self.measure_resolved()
+            results.update(more)
+            cpu.update(more_cpu)
+            where.update(more_where)
+        return {
+            "startup": startup,
+            "scale": scale,
+            "sides": where,
+            "services": ips,
+            "resolved": resolved,
+            "results": results,
+            "cpu_seconds": cpu,
+            "pids": pids,
+            "profile": profile,
+        }
+
+    def measure_resolved(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+        """The DNS phases again with the lab's systemd-resolved workstation and a helper in its environment."""
+        self.stop_helper()
+        self.switch_lab(RESOLVER)
+        self.install_manager()
+        self.start_helper(enter=(str(self.lab.resolved_files.enter),))
+        self.connect(self.lab.paths.kubeconfig)
+        mode = self.dns_mode()
+        if mode != RESOLVED_MODE:
+            raise BenchError(f"the helper chose the DNS mode {mode!r} on the systemd-resolved workstation")
+        info = self.lab.info()
+        ips = {key: info.service_ip(svc, NAMESPACE) for key, svc in SERVICES.items()}
+        sides = self.sides(STUB, "through resolved's stub and the helper; DNS: the systemd-resolved mode")
+        self.check_resolved({name: self.resolve(side) for name, side in sides.items()}, ips)
+        dns = [p for p in phases(self.args, ips) if is_dns(p.key)]
+        dns = [replace(p, key=p.key + RESOLVED_SUFFIX, title=f"{p.title}, resolved") for p in dns]
+        results, cpu = self.run_phases(dns, sides, self.process_pids(), None)
+        where = {f"{name}{RESOLVED_SUFFIX}": side.where for name, side in sides.items()}
+        return results, cpu, where
+
+    def dns_mode(self) -> str:
+        done = self._cli("status", "--json", "--socket", str(SOCKET), timeout=30)
+        try:
+            return str(json.loads(done.stdout)["dns_mode"])
+        except (ValueError, KeyError, TypeError):
+            raise BenchError(f"tether status --json gave no dns_mode ({done.returncode}): {done.stderr}") from None
+
+    def check_resolved(self, resolved: dict[str, dict[str, Any]], ips: dict[str, str]) -> None:
         for name, result in resolved.items():
             for query, got in result.get("addresses", {}).items():
                 want = ips[query.split(".")[0]]
                 if got != [want]:
                     self.notes.append(f"{name}: {query} resolved to {got}, expected [{want}]")
-        profiler = Profiler(Path(self.args.profile), pids, self.args.profile_rate) if self.args.profile else None
+
+    def run_phases(
+        self, wanted: list[Phase], sides: dict[str, Side], pids: dict[str, int], profiler: Profiler | None
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+        """Each phase on each of its sides, interleaved; the budget counts from here."""
         results: dict[str, dict[str, Any]] = {}
         cpu: dict[str, dict[str, float]] = {}
         started = time.monotonic()
-        for phase in phases(self.args, ips):
+        for phase in wanted:
             results[phase.key] = {}
             for side_name in phase.sides:
                 if time.monotonic() - started > self.args.budget:
@@ -557,22 +674,7 @@ class Bench:
                 if side_name == "tether":
                     self.check_workstation(phase.key, result)
                 log(f"{phase.title:28} {side_name:6} {_brief(result)}")
-        profile = {}
-        if profiler is not None:
-            for phase_key in results:
-                for name in pids:
-                    profile[f"{phase_key}.{name}"] = top_frames(Path(self.args.profile) / f"{phase_key}.{name}.txt")
-        return {
-            "startup": self.startup() if "startup" in self.args.only else None,
-            "scale": scale,
-            "sides": {name: side.where for name, side in sides.items()},
-            "services": ips,
-            "resolved": resolved,
-            "results": results,
-            "cpu_seconds": cpu,
-            "pids": pids,
-            "profile": profile,
-        }
+        return results, cpu
 
     def scale(self, ips: dict[str, str], pids: dict[str, int]) -> dict[str, Any]:
         """Many concurrent flows through the helper to the echo service (tests/bench/scale.py)."""
@@ -616,7 +718,8 @@ class Bench:
         if others:
             self._note(f"other helpers ran in {WS_NS} during the run (pids {others}): numbers may not be Tether's")
         tables = subprocess.run(["ip", "netns", "exec", WS_NS, "nft", "list", "tables"], capture_output=True, text=True)
-        if "tether_dns" not in tables.stdout:
+        # (the systemd-resolved mode redirects nothing: resolved's link routes the queries to the helper)
+        if not phase.endswith(RESOLVED_SUFFIX) and "tether_dns" not in tables.stdout:
             self._note(f"after {phase}: the helper's DNS redirect (nft table tether_dns) is gone; DNS rows are invalid")
         rcodes = result.get("rcodes") or {}
         if phase.startswith("dns_cached") and set(rcodes) - {"NOERROR"}:
@@ -666,8 +769,11 @@ def _brief(result: dict[str, Any]) -> str:
 
 
 def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric of the phases measured (the systemd-resolved DNS rows after the rest)."""
     out = []
-    for metric in METRICS:
+    for metric in ALL_METRICS:
+        if metric.phase not in measured["results"]:
+            continue
         per_side = measured["results"].get(metric.phase, {})
         values = {side: per_side.get(side, {}).get(metric.field) for side in ("tether", "direct")}
         tether, direct = values["tether"], values["direct"]
@@ -811,6 +917,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def config_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's options for the JSON report (sets as sorted lists)."""
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items() if k != "json"}
+
+
 def _raise_interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -838,8 +949,13 @@ def main(argv: list[str] | None = None) -> int:
     table_rows = rows(measured)
     problems = errors_of(measured) + bench.notes
     print()
-    if "table" in args.only:
+    if table_rows:
         print(f"Tether vs direct ({measured['sides']['direct']}); ratio = tether / direct; MB = 10^6 bytes")
+        if any(r["phase"].endswith(RESOLVED_SUFFIX) for r in table_rows):
+            print(
+                f"DNS rows: the {NFT_MODE} mode (nameserver {UPSTREAM_DNS_IP} redirected to the helper), and marked "
+                f"{RESOLVED_MODE}: through resolved's stub {STUB} (its link to the helper), same run"
+            )
         print(table(table_rows))
         print()
         print(cpu_table(measured["cpu_seconds"]))
@@ -864,7 +980,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(),
-            "config": {k: v for k, v in vars(args).items() if k != "json"},
+            "config": config_of(args),
             "helper": {"pid": bench.helper_pid, "reused": bench.reused},
             "lab_brought_up": bench.brought_up,
             "disturbed": bench.disturbed,

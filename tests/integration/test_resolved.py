@@ -7,13 +7,19 @@ The module switches the lab to the variant and puts the plain lab back at its en
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
+from tests.integration.cluster_dns_count import cluster_dns_queries
 from tests.integration.helper_fixture import running_helper
 from tether.lab.resolved import RESOLVER, ResolvedFiles
 from tether.lab.topology import INET_WEB_IP
 
 pytestmark = pytest.mark.timeout(600)
+
+#: Names under the default exclude-suffixes (.com .io .net .org .ru) that the cluster DNS would answer or forward.
+EXCLUDED_NAMES = ("web.default.com", "kubernetes.default.org", "echo.default.svc.io", "web.net")
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +90,25 @@ def test_a_crashed_helper_leaves_resolved_as_before_after_the_next_start(lab, la
         helper.kill()
         helper.start()
         assert resolved_status(lab_run) == before
+
+
+def test_names_excluded_by_suffix_never_reach_the_cluster_dns_while_cluster_names_do(
+    lab, lab_run, lab_control, resolved_lab, tmp_path
+):
+    queries = lambda: cluster_dns_queries(lab_control.journal_file)  # noqa: E731
+    with running_helper(lab.ws_netns, lab.kubeconfig, tmp_path, "excluded", (str(resolved_lab.enter),)) as helper:
+        helper.start()
+        helper.connect()
+        before = queries()
+        for name in EXCLUDED_NAMES:
+            assert lab_run("getent", "hosts", name).returncode != 0, name
+            assert lab_run("resolvectl", "query", "--cache=no", name).returncode != 0, name
+        assert queries() == before, f"{EXCLUDED_NAMES} reached the cluster DNS"
+
+        # the same clients with two-label cluster names: these do reach it (a fresh name each, no cache between)
+        assert ok(lab_run, "getent", "hosts", "web.default").split()[0] == lab.service_ip("web")
+        after_getent = queries()
+        assert after_getent > before
+        missing = f"nx-{secrets.token_hex(4)}.default"
+        assert lab_run("resolvectl", "query", "--cache=no", missing).returncode != 0
+        assert queries() > after_getent
