@@ -65,6 +65,7 @@ RECOMMENDS = {
     "rpm": ["libglvnd-egl", "libxkbcommon-x11", "xcb-util-cursor", "xcb-util-wm", "xcb-util-keysyms"],
 }
 ON_PATH = ("tether", "tether-tray")
+KEPT_SCRIPTS = (*ON_PATH, "tether-helper")
 ICON = CHECKOUT / "resources" / "icons" / "connected.svg"
 
 
@@ -122,8 +123,7 @@ def nfpm_config(spec: Spec, fmt: str, machine: str, stage: Path, extras: Path) -
     doc = "/usr/share/doc/tether"
     contents: list[dict[str, Any]] = [
         {"src": str(stage / PREFIX.lstrip("/")), "dst": PREFIX, "type": "tree"},
-        # Relative, so that the links hold in a chroot or an image root as well.
-        *({"src": f"../..{PREFIX}/bin/{name}", "dst": f"/usr/bin/{name}", "type": "symlink"} for name in ON_PATH),
+        *({"src": f"{PREFIX}/bin/{name}", "dst": f"/usr/bin/{name}", "type": "symlink"} for name in ON_PATH),
         {"src": str(HERE / "tether-helper.service"), "dst": "/usr/lib/systemd/system/tether-helper.service"},
         {"src": str(HERE / "tether-tray.desktop"), "dst": "/usr/share/applications/tether-tray.desktop"},
         {"src": str(ICON), "dst": "/usr/share/icons/hicolor/scalable/apps/tether.svg"},
@@ -242,8 +242,10 @@ def stage_venv(stage: Path, wheels: Path) -> None:
         if script.is_file() and not script.is_symlink():
             text = script.read_text(errors="surrogateescape")
             script.write_text(rewrite_shebang(text, staged_python), errors="surrogateescape")
-    for activate in ("activate", "activate.csh", "activate.fish", "Activate.ps1"):
-        (venv / "bin" / activate).unlink()  # nobody activates the package's venv: its scripts are linked
+    for script in (venv / "bin").iterdir():
+        # Nobody activates the package's venv, and of the wheels' console scripts only Tether's are for users.
+        if script.name not in KEPT_SCRIPTS and not script.name.startswith("python"):
+            script.unlink()
     normalise_modes(venv)
     cfg = venv / "pyvenv.cfg"
     cfg.write_text(pyvenv_cfg(cfg.read_text(), str(venv)))

@@ -48,7 +48,7 @@ def test_nfpm_config_puts_the_venv_in_opt_and_the_commands_on_path() -> None:
     deb = config("deb")
     by_dst = {entry["dst"]: entry for entry in deb["contents"]}
     assert by_dst["/opt/tether"] == {"src": "/stage/opt/tether", "dst": "/opt/tether", "type": "tree"}
-    assert by_dst["/usr/bin/tether"]["src"] == "../../opt/tether/bin/tether"
+    assert by_dst["/usr/bin/tether"]["src"] == "/opt/tether/bin/tether"
     assert by_dst["/usr/bin/tether-tray"]["type"] == "symlink"
     assert by_dst["/usr/lib/systemd/system/tether-helper.service"]["file_info"]["mode"] == 0o644
     assert "/usr/share/doc/tether/changelog.Debian.gz" in by_dst
