@@ -5,6 +5,11 @@ set -e
 case "$1" in
     remove | purge | 0)
         rm -rf /opt/tether /var/lib/tether /run/tether
+        # No Debian package owns /opt (base-files' postinst makes it), so dpkg removes it with the last package
+        # that shipped files there: put it back as base-files leaves it.
+        if [ ! -d /opt ]; then
+            mkdir -m 0755 /opt
+        fi
         if [ -d /run/systemd/system ]; then
             systemctl daemon-reload || true
         fi
