@@ -251,7 +251,7 @@ def test_deb_installs_runs_against_the_lab_and_purges_to_nothing(
     )
     (root / f"root/{packages.deb.name}").unlink()
 
-    version = in_root(root, "command -v tether tether-tray && tether version --socket /nonexistent/sock")
+    version = in_root(root, "command -v tether; command -v tether-tray; tether version --socket /nonexistent/sock")
     assert version.stdout.splitlines()[:2] == ["/usr/bin/tether", "/usr/bin/tether-tray"]
     assert f"tether {__version__}" in version.stdout  # the client's version, printed before it asks the helper
 
