@@ -79,6 +79,7 @@ def test_a_checkout_without_chart_or_icons_is_refused(tmp_path):
         payload.payload(checkout)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a launcher is a script with a shebang")
 def test_launcher_runs_the_entry_point_isolated_from_pythonpath(tmp_path):
     script = tmp_path / "bin" / "pretty"
     script.parent.mkdir()
