@@ -1,7 +1,9 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
 APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES) \
-  $(RESOLVED_PACKAGES)
+  $(RESOLVED_PACKAGES) $(MACOS_PACKAGING_PACKAGES)
+# tests/unit/test_macos_package.py: the macOS installer's scripts through shellcheck (the .pkg itself is built on a Mac).
+MACOS_PACKAGING_PACKAGES = shellcheck
 # The lab's systemd-resolved workstation (tests/integration/test_resolved.py): systemd-resolved itself is never
 # installed (its scripts repoint the host's resolv.conf); `deps` downloads and unpacks it and libsystemd-shared
 # (python -m tether.lab.resolved), whose libraries come from here, and its private system bus runs dbus-daemon.
@@ -16,7 +18,7 @@ IMAGE_PACKAGES = mmdebstrap umoci skopeo
 DESKTOP_PACKAGES = xvfb trayer xdotool x11-utils imagemagick dbus-daemon fonts-dejavu-core \
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libegl1
 
-.PHONY: deps demo test fuzz bench soak protos screenshots image
+.PHONY: deps demo test fuzz bench soak protos screenshots image package-macos
 
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -69,6 +71,11 @@ screenshots: deps
 # (packaging/image/build.py; root, and the network for deb.debian.org and PyPI).
 image: deps
 	$(PYTHON) packaging/image/build.py --out dist
+
+# The macOS .pkg (packaging/macos/build.py), on a Mac only: PYTHON_TARBALL is python-build-standalone's
+# cpython-3.11.*-<arch>-apple-darwin-install_only.tar.gz for that Mac's architecture (CI: .github/workflows).
+package-macos:
+	$(PYTHON) packaging/macos/build.py --python-tarball "$(PYTHON_TARBALL)" --out dist
 
 protos:
 	$(PYTHON) resources/proto/generate.py
