@@ -1,9 +1,12 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
 APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES) \
-  $(RESOLVED_PACKAGES) $(MACOS_PACKAGING_PACKAGES)
+  $(RESOLVED_PACKAGES) $(MACOS_PACKAGING_PACKAGES) $(WINDOWS_PACKAGES)
 # tests/unit/test_macos_package.py: the macOS installer's scripts through shellcheck (the .pkg itself is built on a Mac).
 MACOS_PACKAGING_PACKAGES = shellcheck
+# `make package-windows` and tests/integration/test_windows_installer.py: makensis builds the installer, 7z
+# reads it back, osslsigncode and openssl sign it (the test's certificate is self-signed).
+WINDOWS_PACKAGES = nsis p7zip-full osslsigncode openssl
 # The lab's systemd-resolved workstation (tests/integration/test_resolved.py): systemd-resolved itself is never
 # installed (its scripts repoint the host's resolv.conf); `deps` downloads and unpacks it and libsystemd-shared
 # (python -m tether.lab.resolved), whose libraries come from here, and its private system bus runs dbus-daemon.
@@ -18,7 +21,7 @@ IMAGE_PACKAGES = mmdebstrap umoci skopeo
 DESKTOP_PACKAGES = xvfb trayer xdotool x11-utils imagemagick dbus-daemon fonts-dejavu-core \
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libegl1
 
-.PHONY: deps demo test fuzz bench soak protos screenshots image package-macos
+.PHONY: deps demo test fuzz bench soak protos screenshots image packages package-macos package-windows
 
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -79,3 +82,12 @@ package-macos:
 
 protos:
 	$(PYTHON) resources/proto/generate.py
+
+# Everything buildable here, into dist/.
+packages: package-windows
+
+# The Windows installer, dist/tether-<version>-windows-x64-setup.exe (packaging/windows/build.py): needs CPython's
+# embeddable zip and wintun.dll in WINDOWS_INPUT (README, "### Windows"); skipped, saying so, without them.
+WINDOWS_INPUT ?= packaging/windows/input
+package-windows: deps
+	$(PYTHON) packaging/windows/build.py --input $(WINDOWS_INPUT) --out dist --skip-without-inputs
