@@ -19,10 +19,9 @@ from packaging.requirements import Requirement
 HERE = Path(__file__).resolve().parents[2] / "packaging" / "windows"
 sys.path.insert(0, str(HERE))
 
+import build  # noqa: E402
 import sign  # noqa: E402
 import wheels  # noqa: E402
-
-import build  # noqa: E402
 
 RUNTIME = ("python.exe", "pythonw.exe", "python311.dll", "python311.zip", "python311._pth", "vcruntime140.dll")
 TOOLS = ("makensis", "7z", "osslsigncode", "openssl")
