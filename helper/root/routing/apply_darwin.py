@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from tether.helper.root.cleanup import register_cleanup
 from tether.helper.root.oscommand import CommandFailed, CommandRunner, run_command
-from tether.helper.root.routing.apply import Change, RouteApplier, RouteError
+from tether.helper.root.routing.apply import Change, RouteApplier, RouteError, roll_back
 from tether.helper.root.routing.os_routes_darwin import DarwinRouteReader
 from tether.helper.root.routing.table import EMPTY_PLAN, IPInterface, IPNetwork, RoutePlan, parse_subnet, sort_key
 
@@ -172,11 +172,7 @@ class DarwinRouteApplier(RouteApplier):
                 do()
                 done.append((undo, what))
         except RouteError as exc:
-            for undo, what in reversed(done):
-                try:
-                    undo()
-                except Exception as undo_exc:
-                    exc.add_note(f"rolling back {what} failed too: {undo_exc}")
+            roll_back([(what, undo) for undo, what in done], exc)
             self._record(add_routes, add=False)
             raise
         self._record(del_routes, add=False)

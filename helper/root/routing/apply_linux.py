@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tether.helper.root.journal import MAIN_TABLE, ROUTE_PROTO, RouteRecord
-from tether.helper.root.routing.apply import Change, RouteApplier, RouteError
+from tether.helper.root.routing.apply import Change, RouteApplier, RouteError, roll_back
 from tether.helper.root.routing.table import EMPTY_PLAN, IPInterface, IPNetwork, RoutePlan, sort_key
 from tether.helper.root.vif.tun_linux import NetnsPin
 
@@ -258,11 +258,7 @@ class LinuxRouteApplier(RouteApplier):
                     self._addr(ipr, "del", index, iface)
                     undo.append((f"address {iface}", lambda i=iface: self._addr(ipr, "add", index, i)))
             except RouteError as exc:
-                for what, step in reversed(undo):
-                    try:
-                        step()
-                    except Exception as undo_exc:
-                        exc.add_note(f"rolling back {what} failed too: {undo_exc}")
+                roll_back(undo, exc)
                 if self._journal is not None and add_routes:
                     with contextlib.suppress(Exception):  # if this fails the records stay; cleanup copes
                         present_after = self._present_routes(ipr, index)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from tether.helper.root.cleanup import register_cleanup
 from tether.helper.root.journal import ExtraRecord
 from tether.helper.root.powershell import Command, PowerShell, PowerShellError, PowerShellRunner, json_rows
-from tether.helper.root.routing.apply import Change, RouteApplier, RouteError
+from tether.helper.root.routing.apply import Change, RouteApplier, RouteError, roll_back
 from tether.helper.root.routing.table import EMPTY_PLAN, IPInterface, IPNetwork, RoutePlan, sort_key
 
 if TYPE_CHECKING:
@@ -180,11 +180,7 @@ class WindowsRouteApplier(RouteApplier):
                 self._do(remove_address(index, iface), "remove address", iface, gone_ok=True)
                 undo.append((f"address {iface}", lambda i=iface: self._do(add_address(index, i), "add", i)))
         except RouteError as exc:
-            for what, step in reversed(undo):
-                try:
-                    step()
-                except Exception as undo_exc:
-                    exc.add_note(f"rolling back {what} failed too: {undo_exc}")
+            roll_back(undo, exc)
             self._forget(set(add_routes) - set(self._applied.routes))
             raise
         self._forget(del_routes)

@@ -30,6 +30,7 @@ from tether.helper.root.vif.flowstream import (
     StreamCreator,
     StreamRefusedError,
 )
+from tether.helper.root.vif.memreport import report_dir, write_report
 from tether.helper.root.vif.memtrim import CHECK_INTERVAL, TrimPolicy, release_to_os
 from tether.helper.root.vif.netstack.events import Closed, Data, Datagram, DialRequested, Event, PeerClosed, Writable
 from tether.helper.root.vif.netstack.stack import NetStack
@@ -321,6 +322,12 @@ class VifEngine:
         assert self._loop is not None
         if self.trim_policy.observe(len(self._bridges)):
             release_to_os()
+            directory = report_dir()
+            if directory is not None and not self.trim_policy.follow_up:  # the burst's last trim
+                try:
+                    log.info("memory report after a burst: %s", write_report(directory, "after the follow-up trim"))
+                except OSError as exc:
+                    log.warning("memory report to %s failed: %s", directory, exc)
         self._trim_check = self._loop.call_later(CHECK_INTERVAL, self._check_trim)
 
     async def stop(self) -> None:

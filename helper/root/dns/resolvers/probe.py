@@ -13,11 +13,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
+from typing import TYPE_CHECKING
 
 from tether.helper.root.dns.resolvers.choose import Probes
+
+if TYPE_CHECKING:
+    from dbus_fast.aio import MessageBus
 
 RESOLVED = "org.freedesktop.resolve1"
 NETWORKMANAGER = "org.freedesktop.NetworkManager"
@@ -75,6 +76,10 @@ async def bus_facts(address: str | None = None) -> BusFacts:
 
 
 async def _connect(address: str | None) -> MessageBus:
+    # imported here: only Linux has a system bus to ask, and dbus-fast is not installed on Windows
+    from dbus_fast import BusType
+    from dbus_fast.aio import MessageBus
+
     bus = MessageBus(bus_address=address) if address else MessageBus(bus_type=BusType.SYSTEM)
     return await bus.connect()
 
@@ -90,6 +95,8 @@ async def _ask(bus: MessageBus) -> BusFacts:
 
 
 async def _has_owner(bus: MessageBus, name: str) -> bool:
+    from dbus_fast import Message, MessageType
+
     reply = await bus.call(
         Message(
             destination="org.freedesktop.DBus",
@@ -104,6 +111,8 @@ async def _has_owner(bus: MessageBus, name: str) -> bool:
 
 
 async def _property(bus: MessageBus, name: str, path: str, interface: str, prop: str) -> str:
+    from dbus_fast import Message, MessageType
+
     """A string property, or "" when the service has no such property (older systemd, NetworkManager)."""
     reply = await bus.call(
         Message(
