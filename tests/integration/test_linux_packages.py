@@ -31,7 +31,7 @@ from tether.manager.api.version import __version__
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 BUILD = ROOT_DIR / "packaging" / "linux" / "build.py"
-UNIT = ROOT_DIR / "packaging" / "linux" / "tether-helper.service"
+INSTALLED_UNIT = Path("/usr/lib/systemd/system/tether-helper.service")
 CACHE = Path("/var/cache/tether-tests")
 TOOLS = ("nfpm", "lintian", "rpmlint", "rpm", "mmdebstrap", "chroot", "unshare", "systemd-analyze")
 #: The base root: what the package depends on is there before the snapshot, so that install and purge change
@@ -237,6 +237,10 @@ def test_deb_installs_runs_against_the_lab_and_purges_to_nothing(
     packages: Packages, debian_root: Path, lab, tmp_path: Path
 ) -> None:
     root = debian_root
+    # The user's own file, there before the install and after the purge: part of the baseline.
+    kubeconfig = root / "home" / USER / "kubeconfig"
+    shutil.copy2(lab.kubeconfig, kubeconfig)
+    os.chown(kubeconfig, *_ids(root, USER))
     before = snapshot(root)
     shutil.copy2(packages.deb, root / "root" / packages.deb.name)
     started = time.monotonic()
@@ -255,11 +259,9 @@ def test_deb_installs_runs_against_the_lab_and_purges_to_nothing(
     assert version.stdout.splitlines()[:2] == ["/usr/bin/tether", "/usr/bin/tether-tray"]
     assert f"tether {__version__}" in version.stdout  # the client's version, printed before it asks the helper
 
-    # The unit's ExecStart, word for word, then the client as the user in the tether group.
-    exec_start = next(line for line in UNIT.read_text().splitlines() if line.startswith("ExecStart="))
-    kubeconfig = root / "home" / USER / "kubeconfig"
-    shutil.copy2(lab.kubeconfig, kubeconfig)
-    os.chown(kubeconfig, *_ids(root, USER))
+    # The installed unit's ExecStart, word for word, then the client as the user in the tether group.
+    installed_unit = (root / INSTALLED_UNIT.relative_to("/")).read_text()
+    exec_start = next(line for line in installed_unit.splitlines() if line.startswith("ExecStart="))
     session = f"""
         mkdir -p /run/tether
         {exec_start.removeprefix("ExecStart=")} >/tmp/helper.log 2>&1 &
