@@ -10,10 +10,13 @@ distribution's python3.11 (Debian 12's python3; RHEL 9's and Fedora's python3.11
 precompiled with unchecked-hash .pyc files, so running as root never writes a __pycache__ the package
 manager does not know of.
 
-The package also holds: `tether` and `tether-tray` linked into /usr/bin, the tether-helper systemd unit,
-maintainer scripts (scripts/), the tray's desktop entry and icon, tether(1) and bash/zsh completion (generated
-by shelldocs.py from the CLI's parser), and the traffic-manager chart with its image reference of the same
-version (package data of the wheel: tether.helper.user.release finds it beside tether.helper).
+What goes into /opt/tether besides the venv is packaging/payload.py's, as in the macOS package: a launcher per
+command in bin/ (the venv's python in isolated mode), the traffic-manager chart, the tray's icons and the
+bash/zsh completions under share/. Around it: `tether` and `tether-tray` linked into /usr/bin, the completions
+and the tray's icon linked where bash, zsh and the menu look, the tether-helper systemd unit, maintainer
+scripts (scripts/), the tray's desktop entry, tether(1) and tether-tray(1) (written by shelldocs.py from the
+CLI's parser). The chart with its image reference of the same version is also package data of the wheel, where
+tether.helper.user.release finds it beside tether.helper.
 
     python3 packaging/linux/build.py [--out dist] [--formats deb,rpm] [--workdir DIR]
 
@@ -43,10 +46,12 @@ import yaml
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parents[1]
 REQUIREMENTS = HERE / "requirements.txt"
-sys.path.insert(0, str(HERE))
-import shelldocs  # noqa: E402  (a sibling file: packaging/ is no Python package)
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+# Files beside this one and packaging/payload.py: packaging/ is no Python package (PyPI's owns that name).
+import payload  # noqa: E402
+import shelldocs  # noqa: E402
 
-PREFIX = "/opt/tether"
+PREFIX = str(payload.INSTALL_ROOT)
 PYTHON = "/usr/bin/python3.11"
 PYTHON_VERSION = "3.11"
 MAINTAINER = "Tether developers <tether@example.org>"
@@ -64,9 +69,10 @@ RECOMMENDS = {
     "deb": ["libegl1", "libgl1", "libxkbcommon-x11-0", "libxcb-cursor0", "libxcb-icccm4", "libxcb-keysyms1"],
     "rpm": ["libglvnd-egl", "libxkbcommon-x11", "xcb-util-cursor", "xcb-util-wm", "xcb-util-keysyms"],
 }
-ON_PATH = ("tether", "tether-tray")
-KEPT_SCRIPTS = (*ON_PATH, "tether-helper")
-ICON = CHECKOUT / "resources" / "icons" / "connected.svg"
+#: The payload's icon the menu shows for the tray (hicolor's scalable "tether").
+MENU_ICON = "connected.svg"
+#: Where bash-completion and zsh look, for the payload's share/completions/<shell>/<file>.
+COMPLETION_DIRS = {"bash": "/usr/share/bash-completion/completions", "zsh": "/usr/share/zsh/vendor-completions"}
 
 
 @dataclass(frozen=True)
@@ -84,14 +90,6 @@ def architecture(machine: str, fmt: str) -> str:
     if machine not in ARCHITECTURES:
         raise ValueError(f"machine {machine!r} is not supported: packages are built for {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[machine][fmt]
-
-
-def rewrite_shebang(text: str, staged_python: str) -> str:
-    """A console script's first line pointed from the staging venv at the installed one."""
-    first, _, rest = text.partition("\n")
-    if first == f"#!{staged_python}":
-        return f"#!{PREFIX}/bin/python\n{rest}"
-    return text
 
 
 def pyvenv_cfg(text: str, staged: str) -> str:
@@ -118,19 +116,40 @@ def copyright_file() -> str:
     )
 
 
-def nfpm_config(spec: Spec, fmt: str, machine: str, stage: Path, extras: Path) -> dict[str, Any]:
-    """nfpm's configuration for one format: the staged venv, the files of this folder, generated docs."""
+def system_links(items: Sequence[payload.Item]) -> dict[str, str]:
+    """Link -> target for the payload's files that the system looks for outside /opt/tether: the commands on
+    PATH, the completions and the menu's icon."""
+    links = {}
+    for item in items:
+        target = f"{PREFIX}/{item.destination}"
+        if item.kind == "command" and item.destination.name in payload.ON_PATH:
+            links[f"/usr/bin/{item.destination.name}"] = target
+        elif item.kind == "completion":
+            shell = item.destination.parent.name
+            if shell not in COMPLETION_DIRS:
+                raise ValueError(f"completion {item.source}: no place known for shell {shell!r}")
+            links[f"{COMPLETION_DIRS[shell]}/{item.destination.name}"] = target
+        elif item.kind == "icon" and item.destination.name == MENU_ICON:
+            links["/usr/share/icons/hicolor/scalable/apps/tether.svg"] = target
+    missing = [name for name in payload.ON_PATH if f"/usr/bin/{name}" not in links]
+    if missing or "/usr/share/icons/hicolor/scalable/apps/tether.svg" not in links:
+        raise ValueError(f"the payload lacks {', '.join(missing) or MENU_ICON}")
+    return links
+
+
+def nfpm_config(
+    spec: Spec, fmt: str, machine: str, stage: Path, extras: Path, items: Sequence[payload.Item]
+) -> dict[str, Any]:
+    """nfpm's configuration for one format: the staged /opt/tether, links to the payload's files, the files of
+    this folder, generated docs."""
     doc = "/usr/share/doc/tether"
     contents: list[dict[str, Any]] = [
         {"src": str(stage / PREFIX.lstrip("/")), "dst": PREFIX, "type": "tree"},
-        *({"src": f"{PREFIX}/bin/{name}", "dst": f"/usr/bin/{name}", "type": "symlink"} for name in ON_PATH),
+        *({"src": target, "dst": link, "type": "symlink"} for link, target in sorted(system_links(items).items())),
         {"src": str(HERE / "tether-helper.service"), "dst": "/usr/lib/systemd/system/tether-helper.service"},
         {"src": str(HERE / "tether-tray.desktop"), "dst": "/usr/share/applications/tether-tray.desktop"},
-        {"src": str(ICON), "dst": "/usr/share/icons/hicolor/scalable/apps/tether.svg"},
         {"src": str(extras / "tether.1.gz"), "dst": "/usr/share/man/man1/tether.1.gz"},
         {"src": str(extras / "tether-tray.1.gz"), "dst": "/usr/share/man/man1/tether-tray.1.gz"},
-        {"src": str(extras / "tether.bash"), "dst": "/usr/share/bash-completion/completions/tether"},
-        {"src": str(extras / "_tether"), "dst": "/usr/share/zsh/vendor-completions/_tether"},
         {"src": str(extras / "copyright"), "dst": f"{doc}/copyright"},
     ]
     if fmt == "deb":
@@ -239,13 +258,11 @@ def stage_venv(stage: Path, wheels: Path) -> None:
         env=CLEAN_ENV,
     )
     for script in (venv / "bin").iterdir():
-        if script.is_file() and not script.is_symlink():
-            text = script.read_text(errors="surrogateescape")
-            script.write_text(rewrite_shebang(text, staged_python), errors="surrogateescape")
-    for script in (venv / "bin").iterdir():
-        # Nobody activates the package's venv, and of the wheels' console scripts only Tether's are for users.
-        if script.name not in KEPT_SCRIPTS and not script.name.startswith("python"):
+        # Nobody activates the package's venv, and the wheels' console scripts name the staging folder: the
+        # payload's launchers take their place.
+        if not script.name.startswith("python"):
             script.unlink()
+    stage_payload(venv)
     normalise_modes(venv)
     cfg = venv / "pyvenv.cfg"
     cfg.write_text(pyvenv_cfg(cfg.read_text(), str(venv)))
@@ -267,6 +284,21 @@ def stage_venv(stage: Path, wheels: Path) -> None:
         raise SystemExit(f"build.py: compileall failed:\n{done.stdout}{done.stderr}")
     for path in skipped:
         print(f"  not compiled (not Python): {path}", flush=True)
+
+
+def stage_payload(prefix: Path, checkout: Path = CHECKOUT) -> None:
+    """The checkout's payload laid out under ``prefix`` (the staged /opt/tether): launchers on the installed
+    venv's python, the other files copied from the checkout."""
+    python = payload.INSTALL_ROOT / "bin" / "python"
+    for item in payload.payload(checkout):
+        target = prefix / item.destination
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if item.kind == "command":
+            target.write_text(payload.launcher(item.source, python))
+            target.chmod(0o755)
+        else:
+            shutil.copyfile(checkout / item.source, target)
+            target.chmod(0o644)
 
 
 def normalise_modes(venv: Path) -> None:
@@ -291,8 +323,6 @@ def write_extras(extras: Path, spec: Spec, machine: str) -> None:
     (extras / "tether-tray.1.gz").write_bytes(
         gzip.compress(shelldocs.tray_man_page(spec.version, spec.date).encode(), 9, mtime=0)
     )
-    (extras / "tether.bash").write_text(shelldocs.bash_completion(tree))
-    (extras / "_tether").write_text(shelldocs.zsh_completion(tree))
     (extras / "changelog.gz").write_bytes(gzip.compress(changelog(spec).encode(), 9, mtime=0))
     (extras / "copyright").write_text(copyright_file())
     (extras / "preinstall.sh").write_text(preinstall_script(machine))
@@ -325,7 +355,8 @@ def build(out: Path, formats: Sequence[str], workdir: Path | None = None) -> lis
         out.mkdir(parents=True, exist_ok=True)
         for fmt in formats:
             config = work / f"nfpm-{fmt}.yaml"
-            config.write_text(yaml.safe_dump(nfpm_config(spec, fmt, machine, work / "stage", work / "extras")))
+            settings = nfpm_config(spec, fmt, machine, work / "stage", work / "extras", payload.payload(CHECKOUT))
+            config.write_text(yaml.safe_dump(settings))
             target = out / package_name(spec, fmt, machine)
             run(
                 [nfpm_binary(), "package", "--config", config, "--packager", fmt, "--target", target],

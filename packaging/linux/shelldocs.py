@@ -1,14 +1,19 @@
 """The `tether` CLI's man page and bash/zsh completion scripts, written from its argparse parser (pure).
 
-Generated at package build time from the same parser `tether --help` prints, so the three never disagree
-with the installed CLI: a command tree of (name, help, options, subcommands) is read from the parser and each
-output is a text rendering of that tree.
+Written from the same parser `tether --help` prints, so the three never disagree with the installed CLI: a
+command tree of (name, help, options, subcommands) is read from the parser and each output is a text rendering
+of that tree. The man pages are written at package build time; the completions are kept in the checkout
+(packaging/completions, part of every OS's payload: packaging/payload.py) and rewritten by
+
+    python3 packaging/linux/shelldocs.py     # after a change to the CLI; a unit test says when it is due
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 
 @dataclass(frozen=True)
@@ -174,3 +179,23 @@ def tray_man_page(version: str, date: str) -> str:
             "",
         ]
     )
+
+
+def completions(tree: Command) -> dict[PurePosixPath, str]:
+    """Every completion script by its path beneath packaging/completions (<shell>/<file>, as the payload has it)."""
+    return {PurePosixPath("bash/tether"): bash_completion(tree), PurePosixPath("zsh/_tether"): zsh_completion(tree)}
+
+
+def main() -> int:
+    from tether.helper.user.cli.main import build_parser
+
+    folder = Path(__file__).resolve().parents[1] / "completions"
+    for path, text in completions(command_tree(build_parser())).items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(text)
+        print(f"wrote {folder / path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

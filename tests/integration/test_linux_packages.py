@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.packaging_scripts import payload as payload_module
 from tether.lab.topology import WS_NS
 from tether.manager.api.version import __version__
 
@@ -116,6 +117,9 @@ def test_rpm_holds_the_same_files_as_the_deb(packages: Packages) -> None:
     ):
         assert path in rpm_files, path
     assert not any("/etc/xdg/autostart" in f for f in rpm_files)  # autostart only when the user turns it on
+    # What every OS's package ships (packaging/payload.py), under /opt/tether as on macOS.
+    shared = payload_module()
+    assert {str(shared.INSTALL_ROOT / item.destination) for item in shared.payload(ROOT_DIR)} - rpm_files == set()
 
 
 def test_rpm_scriptlets_and_dependencies(packages: Packages) -> None:
@@ -254,6 +258,8 @@ def test_deb_installs_runs_against_the_lab_and_purges_to_nothing(
         for line in (root / "etc/group").read_text().splitlines()
     )
     (root / f"root/{packages.deb.name}").unlink()
+    for link in ("usr/share/bash-completion/completions/tether", "usr/share/icons/hicolor/scalable/apps/tether.svg"):
+        assert (root / os.readlink(root / link).lstrip("/")).is_file(), link  # the payload's file, in /opt/tether
 
     version = in_root(root, "command -v tether; command -v tether-tray; tether version --socket /nonexistent/sock")
     assert version.stdout.splitlines()[:2] == ["/usr/bin/tether", "/usr/bin/tether-tray"]

@@ -5,16 +5,19 @@ pre-install refusal run for real on a machine name it does not know."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 
 import pytest
 
+from tether.helper.root import daemon
 from tether.helper.user.cli.main import build_parser
 
-HERE = Path(__file__).resolve().parents[2] / "packaging" / "linux"
+ROOT = Path(__file__).resolve().parents[2]
+HERE = ROOT / "packaging" / "linux"
 
 
 def load(name: str) -> ModuleType:
@@ -34,7 +37,7 @@ SPEC = build.Spec(version="1.2.3", epoch=1_700_000_000)
 
 
 def config(fmt: str, machine: str = "x86_64") -> dict:
-    return build.nfpm_config(SPEC, fmt, machine, Path("/stage"), Path("/extras"))
+    return build.nfpm_config(SPEC, fmt, machine, Path("/stage"), Path("/extras"), build.payload.payload(ROOT))
 
 
 def test_architecture_is_named_per_format_and_unknown_machines_are_refused() -> None:
@@ -66,11 +69,6 @@ def test_rpm_config_marks_docs_and_leaves_out_debian_files() -> None:
 
 
 def test_staged_paths_become_the_installed_ones() -> None:
-    script = "#!/tmp/w/stage/opt/tether/bin/python\nimport sys\n"
-    assert build.rewrite_shebang(script, "/tmp/w/stage/opt/tether/bin/python") == (
-        "#!/opt/tether/bin/python\nimport sys\n"
-    )
-    assert build.rewrite_shebang("#!/bin/sh\n", "/tmp/w/stage/opt/tether/bin/python") == "#!/bin/sh\n"
     cfg = "home = /usr/bin\ncommand = /usr/bin/python3.11 -m venv /tmp/w/stage/opt/tether\n"
     assert build.pyvenv_cfg(cfg, "/tmp/w/stage/opt/tether").endswith("-m venv /opt/tether\n")
 
@@ -121,3 +119,93 @@ def test_preinstall_refuses_another_architecture(tmp_path: Path) -> None:
         build.preinstall_script(subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip())
     )
     assert subprocess.run(["sh", script, "install"], capture_output=True, text=True).returncode == 0
+
+
+def unit_settings(text: str) -> dict[str, dict[str, list[str]]]:
+    """A systemd unit's settings by section; a key given twice (SystemCallFilter=) keeps every value."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            current.setdefault(key, []).append(value)
+    return sections
+
+
+def seconds(span: str) -> float:
+    """A systemd time span of one unit (200ms, 1s, 2): seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|)", span)
+    assert match is not None, f"time span {span!r} is not <number>[ms|s]"
+    return float(match[1]) / (1000 if match[2] == "ms" else 1)
+
+
+def test_unit_restarts_a_killed_helper_within_a_second_after_cleaning_up() -> None:
+    """Crash safety (issue 16): SIGKILL or the OOM killer end the helper; systemd undoes what it left and starts
+    a new one, whose start-up cleanup runs before it listens, and keeps the journal for it."""
+    service = unit_settings((HERE / "tether-helper.service").read_text())["Service"]
+    # on-failure restarts after any unclean signal, SIGKILL included; `always` would also undo a `tether quit`.
+    assert service["Restart"] in (["on-failure"], ["always"])
+    assert seconds(service["RestartSec"][0]) <= 1
+    assert [command.split()[1:] for command in service["ExecStopPost"]] == [["helper", "cleanup"]]
+    (exec_start,) = service["ExecStart"]
+    program, *argv = exec_start.split()
+    assert program == f"{build.PREFIX}/bin/{build.payload.SERVICE_COMMAND}"
+    args = daemon.build_parser().parse_args(argv)
+    assert args.no_cleanup is False  # the start-up cleanup runs before the sockets are made
+    # The journal the cleanup reads is in the sockets' directory (as serve() lays it out), which is the unit's
+    # RuntimeDirectory, kept by systemd across a restart.
+    sockets = (args.socket or daemon.default_socket()).parent
+    assert sockets == Path("/run", *service["RuntimeDirectory"])
+    journal = daemon.journal_path(daemon.SessionConfig(runtime_dir=sockets, state_dir=args.state_dir))
+    assert journal.parent == sockets
+    assert service["RuntimeDirectoryPreserve"] in (["restart"], ["yes"])
+
+
+def test_opt_tether_holds_the_shared_payload_with_launchers_on_the_installed_venv(tmp_path: Path) -> None:
+    """The Linux package ships what packaging/payload.py lists, as the macOS one does."""
+    build.stage_payload(tmp_path, ROOT)
+    items = build.payload.payload(ROOT)
+    staged = {PurePosixPath(p.relative_to(tmp_path).as_posix()) for p in tmp_path.rglob("*") if p.is_file()}
+    assert staged == {item.destination for item in items}
+    kinds = {item.kind for item in items}
+    assert kinds == {"command", "chart", "icon", "completion"}
+    for item in items:
+        data = (tmp_path / item.destination).read_bytes()
+        if item.kind == "command":
+            assert data.decode() == build.payload.launcher(item.source, PurePosixPath("/opt/tether/bin/python"))
+            assert (tmp_path / item.destination).stat().st_mode & 0o777 == 0o755
+        else:
+            assert data == (ROOT / item.source).read_bytes()
+
+
+def test_system_links_point_into_the_payload() -> None:
+    links = build.system_links(build.payload.payload(ROOT))
+    assert links == {
+        "/usr/bin/tether": "/opt/tether/bin/tether",
+        "/usr/bin/tether-tray": "/opt/tether/bin/tether-tray",
+        "/usr/share/bash-completion/completions/tether": "/opt/tether/share/completions/bash/tether",
+        "/usr/share/zsh/vendor-completions/_tether": "/opt/tether/share/completions/zsh/_tether",
+        "/usr/share/icons/hicolor/scalable/apps/tether.svg": "/opt/tether/share/icons/connected.svg",
+    }
+    by_dst = {entry["dst"]: entry for entry in config("deb")["contents"]}
+    for link, target in links.items():
+        assert by_dst[link] == {"src": target, "dst": link, "type": "symlink"}
+
+
+def test_a_completion_for_an_unknown_shell_is_refused() -> None:
+    items = [
+        *build.payload.payload(ROOT),
+        build.payload.Item(PurePosixPath("share/completions/fish/t"), "completion", "x"),
+    ]
+    with pytest.raises(ValueError, match="no place known for shell 'fish'"):
+        build.system_links(items)
+
+
+def test_the_checkouts_completions_are_those_of_the_current_cli() -> None:
+    """packaging/completions is written by shelldocs.py from the parser; a changed CLI needs them rewritten."""
+    written = shelldocs.completions(shelldocs.command_tree(build_parser()))
+    folder = ROOT / "packaging" / "completions"
+    kept = {PurePosixPath(p.relative_to(folder).as_posix()): p.read_text() for p in folder.rglob("*") if p.is_file()}
+    assert kept == written, "the CLI changed: run `python3 packaging/linux/shelldocs.py` and commit the result"
