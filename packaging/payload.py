@@ -1,10 +1,11 @@
 """What every workstation package of Tether ships (pure): its commands, the traffic-manager chart, the tray's icons
-and shell completions, each with its place under the install root.
+and shell completions, each with its place under the install root, and the Python requirements installed with it.
 
 The Linux, macOS and Windows builds lay these out for their OS and their tests check the layout against this one
 list, so that no package quietly ships less than another. Read it from a checkout:
 
     items = payload(Path("."))      # every Item, sorted by destination
+    roots = requirements(Path("pyproject.toml").read_text())     # what pip installs beside tether
 
 It is loaded by file path (tests/payload_module.py), never as ``packaging.payload``: PyPI's ``packaging`` owns that
 name in every environment that has pip.
@@ -29,6 +30,9 @@ CHART_DIR = PurePosixPath("packaging/helm/tether-manager")
 ICON_DIR = PurePosixPath("resources/icons")
 #: Shell completions, when the checkout has them: <shell>/<file> beneath this folder (e.g. bash/tether).
 COMPLETION_DIR = PurePosixPath("packaging/completions")
+#: pyproject's optional-dependency groups every package installs with Tether: `chart` renders the
+#: traffic-manager's chart (Helm embedded), so that `tether manager install` needs nothing else.
+EXTRAS = ("chart",)
 
 
 class PayloadError(ValueError):
@@ -58,6 +62,17 @@ def entry_points(pyproject_text: str) -> dict[str, str]:
         if not module or not function:
             raise PayloadError(f'entry point {name} = "{scripts[name]}" is not "module:function"')
     return {name: scripts[name] for name in COMMANDS}
+
+
+def requirements(pyproject_text: str) -> list[str]:
+    """The Python requirements every package installs with tether (as pyproject spells them, markers kept):
+    [project] dependencies and those of ``EXTRAS``."""
+    project = tomllib.loads(pyproject_text).get("project", {})
+    groups = project.get("optional-dependencies", {})
+    missing = [extra for extra in EXTRAS if extra not in groups]
+    if missing:
+        raise PayloadError(f"pyproject [project.optional-dependencies] lacks {', '.join(missing)}")
+    return [*project.get("dependencies", []), *(req for extra in EXTRAS for req in groups[extra])]
 
 
 def _files(checkout: Path, folder: PurePosixPath, pattern: str) -> list[PurePosixPath]:

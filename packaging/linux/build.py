@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parents[1]
@@ -69,6 +71,14 @@ RECOMMENDS = {
     "deb": ["libegl1", "libgl1", "libxkbcommon-x11-0", "libxcb-cursor0", "libxcb-icccm4", "libxcb-keysyms1"],
     "rpm": ["libglvnd-egl", "libxkbcommon-x11", "xcb-util-cursor", "xcb-util-wm", "xcb-util-keysyms"],
 }
+#: Environment markers of the target (pyproject's `; sys_platform != 'win32'` and the like).
+TARGET_MARKERS = {
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "os_name": "posix",
+    "platform_machine": "x86_64",
+    "python_version": PYTHON_VERSION,
+}
 #: The payload's icon the menu shows for the tray (hicolor's scalable "tether").
 MENU_ICON = "connected.svg"
 #: Where bash-completion and zsh look, for the payload's share/completions/<shell>/<file>.
@@ -95,6 +105,28 @@ def architecture(machine: str, fmt: str) -> str:
 def pyvenv_cfg(text: str, staged: str) -> str:
     """pyvenv.cfg with the staging path (in `command`) replaced by the installed one."""
     return text.replace(staged, PREFIX)
+
+
+def unpinned(pins_text: str, required: Sequence[str]) -> list[str]:
+    """The package's requirements (packaging/payload.py's, from pyproject) that requirements.txt does not pin to
+    a version they allow, each saying why; [] when every one that holds on the target is pinned."""
+    pins: dict[str, str] = {}
+    for line in pins_text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    problems = []
+    for text in required:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate(TARGET_MARKERS):
+            continue
+        pinned = pins.get(canonicalize_name(requirement.name))
+        if pinned is None:
+            problems.append(f"{requirement.name} is not pinned (pyproject: {text!r})")
+        elif not requirement.specifier.contains(pinned, prereleases=True):
+            problems.append(f"{requirement.name}=={pinned} is outside {requirement.specifier} (pyproject: {text!r})")
+    return problems
 
 
 def changelog(spec: Spec) -> str:
@@ -213,6 +245,15 @@ def describe_checkout() -> Spec:
     version = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["version"]
     done = subprocess.run(["git", "-C", str(CHECKOUT), "log", "-1", "--format=%ct"], capture_output=True, text=True)
     return Spec(version=version, epoch=int(done.stdout.strip() or time.time()))
+
+
+def check_pins() -> None:
+    required = payload.requirements((CHECKOUT / "pyproject.toml").read_text())
+    problems = unpinned(REQUIREMENTS.read_text(), required)
+    if problems:
+        raise ValueError(
+            f"{REQUIREMENTS.name} lags pyproject.toml: {'; '.join(problems)} (its header says how to regenerate it)"
+        )
 
 
 def fetch_wheels(wheels: Path) -> None:
@@ -343,6 +384,7 @@ def nfpm_binary() -> str:
 def build(out: Path, formats: Sequence[str], workdir: Path | None = None) -> list[Path]:
     machine = os.uname().machine
     architecture(machine, "deb")  # refuse an unsupported machine before downloading anything
+    check_pins()
     spec = describe_checkout()
     built = []
     with tempfile.TemporaryDirectory(prefix="tether-linux-", dir=workdir) as tmp:

@@ -166,7 +166,9 @@ def install_runtime(root: Path, tarball: Path, checkout: Path) -> None:
     with tarfile.open(tarball) as archive:
         archive.extractall(prefix, filter="tar")  # its one top folder is python/
     python = root / PYTHON.relative_to("/")
-    pip = [python, "-m", "pip", "install", "-q", "--no-compile", "--no-warn-script-location", checkout]
+    # With the extras every OS's package installs (payload.py): the chart's renderer for `tether manager install`.
+    tether = f"{checkout}[{','.join(payload.EXTRAS)}]"
+    pip = [python, "-m", "pip", "install", "-q", "--no-compile", "--no-warn-script-location", tether]
     subprocess.run(pip, check=True)
     # pip's own scripts name the staging folder in their shebang; our launchers in bin/ replace them.
     for script in (prefix / "python" / "bin").iterdir():

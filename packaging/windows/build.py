@@ -31,8 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # wheels and sign sit beside this script; packaging/ is not a Python package
+# wheels and sign sit beside this script, payload (what every OS's package ships) in packaging/, which is not a
+# Python package.
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+import payload  # noqa: E402
 import sign  # noqa: E402
 import wheels  # noqa: E402
 
@@ -79,12 +82,13 @@ def find_inputs(folder: Path) -> Inputs:
 
 
 def project() -> tuple[str, list[str]]:
-    """This checkout's version (x.y.z, as the installer's version resource needs) and runtime dependencies."""
-    data = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
-    version = data["version"]
+    """This checkout's version (x.y.z, as the installer's version resource needs) and the requirements every
+    package installs with tether (packaging/payload.py)."""
+    text = (CHECKOUT / "pyproject.toml").read_text()
+    version = tomllib.loads(text)["project"]["version"]
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise InputError(f"version {version!r} in pyproject.toml: the installer needs x.y.z")
-    return version, list(data["dependencies"])
+    return version, payload.requirements(text)
 
 
 def stage_runtime(inputs: Inputs, python_dir: Path) -> None:

@@ -76,6 +76,7 @@ def test_every_windows_wheel_is_inside_and_no_linux_only_one(listing):
     top = {path[len(site) :].split("/")[0] for path in listing if path.startswith(site)}
     assert {"tether", "grpc", "google", "kubernetes", "PySide6", "shiboken6", "yaml", "websockets", "keyring"} <= top
     assert "win32ctypes" in top  # keyring's Windows backend: a dependency only under sys_platform == "win32"
+    assert "helm_python" in top  # the chart extra (packaging/payload.py): `tether manager install` needs no helm
     assert not {"uvloop", "dbus_fast", "secretstorage", "jeepney"} & top
     assert f"{site}tether/helper/root/winservice.py" in listing
     assert any(re.fullmatch(rf"{site}grpc/_cython/cygrpc\.cp311-win_amd64\.pyd", path) for path in listing)

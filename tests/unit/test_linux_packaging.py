@@ -209,3 +209,19 @@ def test_the_checkouts_completions_are_those_of_the_current_cli() -> None:
     folder = ROOT / "packaging" / "completions"
     kept = {PurePosixPath(p.relative_to(folder).as_posix()): p.read_text() for p in folder.rglob("*") if p.is_file()}
     assert kept == written, "the CLI changed: run `python3 packaging/linux/shelldocs.py` and commit the result"
+
+
+def test_the_pins_cover_the_shared_requirements_on_linux() -> None:
+    """requirements.txt is the closure of packaging/payload.py's requirements, each within its pyproject range."""
+    required = build.payload.requirements((ROOT / "pyproject.toml").read_text())
+    assert build.unpinned(build.REQUIREMENTS.read_text(), required) == []
+    assert any(req.startswith("helm-python-sdk") for req in required)  # the chart extra: manager install works
+
+
+def test_a_missing_or_stale_pin_is_named_and_windows_only_ones_are_not_asked_for() -> None:
+    required = ["grpcio>=1.85.1", "uvloop>=0.21; sys_platform != 'win32'", "pywin32-ctypes; sys_platform == 'win32'"]
+    assert build.unpinned("grpcio==1.85.4\nuvloop==0.22.1  # a comment\n", required) == []
+    assert build.unpinned("# header\ngrpcio==1.80.0\n", required) == [
+        "grpcio==1.80.0 is outside >=1.85.1 (pyproject: 'grpcio>=1.85.1')",
+        "uvloop is not pinned (pyproject: \"uvloop>=0.21; sys_platform != 'win32'\")",
+    ]

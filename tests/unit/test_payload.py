@@ -96,3 +96,12 @@ def test_launcher_runs_the_entry_point_isolated_from_pythonpath(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == '{\n    "a": 2,\n    "b": 1\n}\n'
+
+
+def test_requirements_are_the_dependencies_and_the_packaged_extras():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = payload.requirements((ROOT / "pyproject.toml").read_text())
+    assert required == [*pyproject["dependencies"], *pyproject["optional-dependencies"]["chart"]]
+    assert not set(pyproject["optional-dependencies"]["dev"]) & set(required)
+    with pytest.raises(payload.PayloadError, match="optional-dependencies] lacks chart"):
+        payload.requirements('[project]\ndependencies = ["a"]\n[project.optional-dependencies]\nlab = ["b"]\n')
