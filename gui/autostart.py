@@ -63,6 +63,23 @@ def desktop_exec(command: Sequence[str]) -> str:
     return " ".join(quoted)
 
 
+def desktop_entry(command: Sequence[str], icon: str = "", extra: Sequence[str] = ()) -> str:
+    """The tray's desktop entry: the user's autostart one here, and the menu's that the Linux package installs
+    (packaging/linux/build.py), so that both name and describe the tray alike. ``extra`` lines end it."""
+    lines = [
+        "[Desktop Entry]",
+        "Type=Application",
+        f"Name={DISPLAY_NAME}",
+        "Comment=Put this workstation inside a Kubernetes cluster's network",
+        f"Exec={desktop_exec(command)}",
+        *([f"Icon={icon}"] if icon else []),
+        "Terminal=false",
+        "Categories=Network;Development;",
+        *extra,
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _config_home(environ: Mapping[str, str]) -> Path:
     value = environ.get("XDG_CONFIG_HOME", "")
     return Path(value) if value and Path(value).is_absolute() else Path.home() / ".config"
@@ -122,18 +139,7 @@ class XdgAutostart:
         return False
 
     def enable(self) -> None:
-        lines = [
-            "[Desktop Entry]",
-            "Type=Application",
-            f"Name={DISPLAY_NAME}",
-            "Comment=Put this workstation inside a Kubernetes cluster's network",
-            f"Exec={desktop_exec(self.command)}",
-            *([f"Icon={self.icon}"] if self.icon else []),
-            "Terminal=false",
-            "Categories=Network;Development;",
-            "X-GNOME-Autostart-enabled=true",
-        ]
-        self._write("\n".join(lines) + "\n")
+        self._write(desktop_entry(self.command, self.icon, ["X-GNOME-Autostart-enabled=true"]))
 
     def disable(self) -> None:
         if any(_read_entry(p) is not None for p in self._system_entries()):

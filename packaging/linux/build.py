@@ -79,8 +79,10 @@ TARGET_MARKERS = {
     "platform_machine": "x86_64",
     "python_version": PYTHON_VERSION,
 }
-#: The payload's icon the menu shows for the tray (hicolor's scalable "tether").
+#: The payload's icon the menu shows for the tray, as the icon theme's "tether".
 MENU_ICON = "connected.svg"
+ICON_NAME = "tether"
+ICON_LINK = f"/usr/share/icons/hicolor/scalable/apps/{ICON_NAME}.svg"
 #: Where bash-completion and zsh look, for the payload's share/completions/<shell>/<file>.
 COMPLETION_DIRS = {"bash": "/usr/share/bash-completion/completions", "zsh": "/usr/share/zsh/vendor-completions"}
 
@@ -89,6 +91,7 @@ COMPLETION_DIRS = {"bash": "/usr/share/bash-completion/completions", "zsh": "/us
 class Spec:
     version: str
     epoch: int  # the commit's time: file dates and the changelog's
+    license: str  # pyproject's, an SPDX name
 
     @property
     def date(self) -> str:
@@ -137,12 +140,12 @@ def changelog(spec: Spec) -> str:
     )
 
 
-def copyright_file() -> str:
+def copyright_file(spec: Spec) -> str:
     return (
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
         f"Upstream-Name: tether\nSource: {HOMEPAGE}\n\n"
-        "Files: *\nCopyright: Tether developers\nLicense: Apache-2.0\n"
-        " On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.\n"
+        f"Files: *\nCopyright: Tether developers\nLicense: {spec.license}\n"
+        f" On Debian systems the full text is in /usr/share/common-licenses/{spec.license}.\n"
         "\nFiles: opt/tether/lib/*\nCopyright: the authors of each bundled Python package\n"
         "License: various\n See each package's licence files under its .dist-info folder in /opt/tether/lib.\n"
     )
@@ -162,9 +165,9 @@ def system_links(items: Sequence[payload.Item]) -> dict[str, str]:
                 raise ValueError(f"completion {item.source}: no place known for shell {shell!r}")
             links[f"{COMPLETION_DIRS[shell]}/{item.destination.name}"] = target
         elif item.kind == "icon" and item.destination.name == MENU_ICON:
-            links["/usr/share/icons/hicolor/scalable/apps/tether.svg"] = target
+            links[ICON_LINK] = target
     missing = [name for name in payload.ON_PATH if f"/usr/bin/{name}" not in links]
-    if missing or "/usr/share/icons/hicolor/scalable/apps/tether.svg" not in links:
+    if missing or ICON_LINK not in links:
         raise ValueError(f"the payload lacks {', '.join(missing) or MENU_ICON}")
     return links
 
@@ -179,7 +182,7 @@ def nfpm_config(
         {"src": str(stage / PREFIX.lstrip("/")), "dst": PREFIX, "type": "tree"},
         *({"src": target, "dst": link, "type": "symlink"} for link, target in sorted(system_links(items).items())),
         {"src": str(HERE / "tether-helper.service"), "dst": "/usr/lib/systemd/system/tether-helper.service"},
-        {"src": str(HERE / "tether-tray.desktop"), "dst": "/usr/share/applications/tether-tray.desktop"},
+        {"src": str(extras / "tether-tray.desktop"), "dst": "/usr/share/applications/tether-tray.desktop"},
         {"src": str(extras / "tether.1.gz"), "dst": "/usr/share/man/man1/tether.1.gz"},
         {"src": str(extras / "tether-tray.1.gz"), "dst": "/usr/share/man/man1/tether-tray.1.gz"},
         {"src": str(extras / "copyright"), "dst": f"{doc}/copyright"},
@@ -209,7 +212,7 @@ def nfpm_config(
         "maintainer": MAINTAINER,
         "vendor": "Tether",
         "homepage": HOMEPAGE,
-        "license": "Apache-2.0",
+        "license": spec.license,
         "description": "Put this workstation inside a Kubernetes cluster's network\n"
         "Tether routes the cluster's service and pod addresses and names to this\n"
         "machine through a traffic-manager in the cluster. This package holds the\n"
@@ -242,9 +245,11 @@ def run(args: Sequence[str | Path], **kwargs: Any) -> subprocess.CompletedProces
 
 
 def describe_checkout() -> Spec:
-    version = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["version"]
+    project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
     done = subprocess.run(["git", "-C", str(CHECKOUT), "log", "-1", "--format=%ct"], capture_output=True, text=True)
-    return Spec(version=version, epoch=int(done.stdout.strip() or time.time()))
+    return Spec(
+        version=project["version"], epoch=int(done.stdout.strip() or time.time()), license=project["license"]["text"]
+    )
 
 
 def check_pins() -> None:
@@ -353,6 +358,14 @@ def normalise_modes(venv: Path) -> None:
             path.chmod(0o644)
 
 
+def menu_entry() -> str:
+    """The tray's menu entry: the same desktop entry as the tray's own autostart one, on the command on PATH."""
+    from tether.gui.autostart import desktop_entry
+
+    extra = ["GenericName=Kubernetes network tether", "Keywords=kubernetes;vpn;cluster;", "StartupNotify=false"]
+    return desktop_entry(["tether-tray"], ICON_NAME, extra)
+
+
 def write_extras(extras: Path, spec: Spec, machine: str) -> None:
     from tether.helper.user.cli.main import build_parser
 
@@ -365,8 +378,9 @@ def write_extras(extras: Path, spec: Spec, machine: str) -> None:
         gzip.compress(shelldocs.tray_man_page(spec.version, spec.date).encode(), 9, mtime=0)
     )
     (extras / "changelog.gz").write_bytes(gzip.compress(changelog(spec).encode(), 9, mtime=0))
-    (extras / "copyright").write_text(copyright_file())
+    (extras / "copyright").write_text(copyright_file(spec))
     (extras / "preinstall.sh").write_text(preinstall_script(machine))
+    (extras / "tether-tray.desktop").write_text(menu_entry())
 
 
 def package_name(spec: Spec, fmt: str, machine: str) -> str:

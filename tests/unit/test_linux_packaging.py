@@ -4,8 +4,10 @@ pre-install refusal run for real on a machine name it does not know."""
 
 from __future__ import annotations
 
+import configparser
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -13,6 +15,7 @@ from types import ModuleType
 
 import pytest
 
+from tether.gui import autostart
 from tether.helper.root import daemon
 from tether.helper.user.cli.main import build_parser
 
@@ -33,7 +36,7 @@ def load(name: str) -> ModuleType:
 
 build = load("build")
 shelldocs = load("shelldocs")
-SPEC = build.Spec(version="1.2.3", epoch=1_700_000_000)
+SPEC = build.Spec(version="1.2.3", epoch=1_700_000_000, license="Apache-2.0")
 
 
 def config(fmt: str, machine: str = "x86_64") -> dict:
@@ -225,3 +228,21 @@ def test_a_missing_or_stale_pin_is_named_and_windows_only_ones_are_not_asked_for
         "grpcio==1.80.0 is outside >=1.85.1 (pyproject: 'grpcio>=1.85.1')",
         "uvloop is not pinned (pyproject: \"uvloop>=0.21; sys_platform != 'win32'\")",
     ]
+
+
+def test_the_menu_entry_starts_the_tray_on_path_with_the_packaged_icon(tmp_path: Path) -> None:
+    """The menu's entry is the tray's autostart entry (tether.gui.autostart) minus autostart, plus search words."""
+    entry = tmp_path / "tether-tray.desktop"
+    entry.write_text(build.menu_entry())
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(entry)
+    fields = dict(parser["Desktop Entry"])
+    assert fields["Exec"] == "tether-tray" and "tether-tray" in build.payload.ON_PATH
+    assert build.ICON_LINK.endswith(f"/{fields['Icon']}.svg")
+    assert fields["Name"] == autostart.DISPLAY_NAME and fields["Type"] == "Application"
+    assert "X-GNOME-Autostart-enabled" not in fields  # in the menu; autostart only when the user turns it on
+    validate = shutil.which("desktop-file-validate")
+    if validate:
+        done = subprocess.run([validate, entry], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
