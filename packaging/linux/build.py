@@ -52,6 +52,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 # Files beside this one and packaging/payload.py: packaging/ is no Python package (PyPI's owns that name).
 import payload  # noqa: E402
 import shelldocs  # noqa: E402
+import tetherwheel  # noqa: E402
 
 PREFIX = str(payload.INSTALL_ROOT)
 PYTHON = "/usr/bin/python3.11"
@@ -264,25 +265,9 @@ def check_pins() -> None:
 def fetch_wheels(wheels: Path) -> None:
     """The tether wheel of this checkout and the pinned wheels (this machine runs the target's CPython)."""
     pip = [sys.executable, "-m", "pip"]
-    run([*pip, "wheel", "-q", "--no-deps", "--wheel-dir", wheels, git_clean_copy(wheels.parent / "src")])
+    tetherwheel.tether_wheel(CHECKOUT, wheels)
     run([*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "--dest", wheels, "-r", REQUIREMENTS])
     run([*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "--dest", wheels, "pip"])
-
-
-def git_clean_copy(dest: Path) -> Path:
-    """The checkout as git sees it (ignored files left out), so that no stale build/ leaks into the wheel."""
-    listed = subprocess.run(
-        ["git", "-C", str(CHECKOUT), "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    if not listed:
-        return CHECKOUT
-    for name in listed.split("\0"):
-        if name and (CHECKOUT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(CHECKOUT / name, dest / name)
-    return dest
 
 
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/nonexistent"}

@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# wheels and sign sit beside this script, payload (what every OS's package ships) in packaging/, which is not a
-# Python package.
+# wheels and sign sit beside this script; payload (what every OS's package ships) and tetherwheel (the tether
+# wheel) in packaging/, which is not a Python package.
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import payload  # noqa: E402
 import sign  # noqa: E402
+import tetherwheel  # noqa: E402
 import wheels  # noqa: E402
 
 CHECKOUT = HERE.parents[1]
@@ -106,9 +107,7 @@ def stage_runtime(inputs: Inputs, python_dir: Path) -> None:
 def tether_wheel(work: Path) -> Path:
     out = work / "tether-wheel"
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out)]
-    subprocess.run([*command, str(CHECKOUT)], check=True)
-    return next(out.glob("tether-*.whl"))
+    return tetherwheel.tether_wheel(CHECKOUT, out)
 
 
 def makensis_command(
