@@ -1,7 +1,9 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
 APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES) \
-  $(RESOLVED_PACKAGES) $(MACOS_PACKAGING_PACKAGES) $(WINDOWS_PACKAGES)
+  $(RESOLVED_PACKAGES) $(MACOS_PACKAGING_PACKAGES) $(WINDOWS_PACKAGES) $(HELPER_PACKAGES)
+# The helper runs under mimalloc where it is installed: it gives a burst of flows' memory back (helper/root/allocator.py).
+HELPER_PACKAGES = libmimalloc2.0
 # tests/unit/test_macos_package.py: the macOS installer's scripts through shellcheck (the .pkg itself is built on a Mac).
 MACOS_PACKAGING_PACKAGES = shellcheck
 # `make package-windows` and tests/integration/test_windows_installer.py: makensis builds the installer, 7z

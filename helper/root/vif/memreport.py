@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 ENV = "TETHER_MEMORY_REPORT"
@@ -48,18 +49,28 @@ def write_report(directory: Path, label: str) -> Path:
     smaps = Path("/proc/self/smaps").read_text()
     with open(f"{base}.txt", "w") as out:
         out.write(f"{label}\nresident MB by kind: {summarize_smaps(smaps)}\n")
-        out.flush()
-        # _debugmallocstats writes to the C stderr: point fd 2 at the report for the call.
+        out.write(debug_mallocstats() or "no pymalloc statistics (another allocator, see helper.root.allocator)\n")
+    _malloc_info(f"{base}.malloc_info.xml")
+    return Path(f"{base}.txt")
+
+
+def debug_mallocstats() -> str:
+    """What ``sys._debugmallocstats`` writes to the C stderr, as text: pymalloc's size classes and arenas (these
+    are missing under ``PYTHONMALLOC=malloc``) and the free lists' lengths; empty where it does not exist."""
+    stats = getattr(sys, "_debugmallocstats", None)
+    if stats is None:
+        return ""
+    with tempfile.TemporaryFile("w+") as out:
         saved = os.dup(2)
         try:
             sys.stderr.flush()
             os.dup2(out.fileno(), 2)
-            sys._debugmallocstats()
+            stats()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-    _malloc_info(f"{base}.malloc_info.xml")
-    return Path(f"{base}.txt")
+        out.seek(0)
+        return out.read()
 
 
 def _malloc_info(path: str) -> None:

@@ -67,12 +67,23 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None  # musl, macOS, Windows: their allocators return memory on their own terms
 
 
+@functools.cache
+def _mi_collect() -> Callable[[bool], None] | None:
+    try:
+        return ctypes.CDLL(None).mi_collect  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None  # mimalloc is not loaded (see helper.root.allocator)
+
+
 def release_to_os() -> bool:
     """Free what only cycles keep, and hand the allocator's free pages back to the OS; False where the
     second cannot be asked for."""
     gc.collect()
+    collect = _mi_collect()
+    if collect is not None:
+        collect(True)  # mimalloc gives free pages back on its own, after a delay: now
     trim = _malloc_trim()
     if trim is None:
-        return False
+        return collect is not None
     trim(0)
     return True

@@ -1,0 +1,115 @@
+"""The helper's memory allocator on Linux: mimalloc under CPython where the library is installed.
+
+Why (measured with ``make bench``'s scale part, see vif.memtrim): with CPython's own small-object allocator
+(pymalloc) the helper stayed 17-48 MB above its baseline after 10,000 flows closed, growing round to round.
+pymalloc maps 1 MiB arenas and frees one only when every 16 kB pool in it is empty; a handful of small objects
+that outlive a burst (timer handles, their contexts, timestamps) keep 18-44 arenas mapped. Those objects
+cannot be moved out: the float, tuple, context and dict free lists hand the same blocks back to the code that
+re-creates them every tick, and pymalloc serves a new block from the pool that was freed into last, so
+re-ordering pymalloc's pools from Python (tried, see memtrim) did not free them. mimalloc keeps each size in
+64 kB pages, frees a page as soon as it is empty and gives free pages back to the OS, so what outlives a burst
+costs a few pages instead of an arena each. With ``PYTHONMALLOC=malloc`` CPython sends every allocation to
+``malloc``, which ``LD_PRELOAD`` points at mimalloc. (glibc's malloc in its place cost 10-35% of the
+throughput; mimalloc's cost is measured by the bench's table, see the commit that made this.)
+
+:func:`adopt` is called first thing by ``tether helper start``: if mimalloc is installed and not yet loaded
+it re-executes the same command with those two variables set; in the re-executed helper it takes them out of
+the environment again so that the commands the helper runs (``ip``, ``nft``, credential plugins) do not
+inherit them. Without the library, on macOS and Windows, or with ``TETHER_HELPER_ALLOCATOR=pymalloc``, the
+helper runs on as it is. :func:`plan_exec` is the pure decision.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("tether.helper.root")
+
+#: ``pymalloc`` keeps CPython's own allocator; ``mimalloc`` (the default) uses mimalloc where installed.
+ENV = "TETHER_HELPER_ALLOCATOR"
+CHOICES = ("mimalloc", "pymalloc")
+#: Where Debian's libmimalloc2.0 (and other distributions' packages) put the library.
+LIBRARY_NAMES = ("libmimalloc.so.2", "libmimalloc.so")
+LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+#: Set (to the library's path) on the re-executed helper so that it knows what to take out of its environment.
+MARKER = "TETHER_HELPER_PRELOADED"
+
+
+@dataclass(frozen=True)
+class ExecPlan:
+    """Re-execute ``argv`` with ``env``."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def find_library(dirs: Sequence[str] = LIBRARY_DIRS, names: Sequence[str] = LIBRARY_NAMES) -> str | None:
+    for directory in dirs:
+        for name in names:
+            path = Path(directory) / name
+            if path.is_file():
+                return str(path)
+    return None
+
+
+def plan_exec(
+    environ: Mapping[str, str], orig_argv: Sequence[str], executable: str, library: str | None, loaded: bool
+) -> ExecPlan | None:
+    """Whether to re-execute the helper under mimalloc (None: run on as it is).
+
+    ``library``: mimalloc's path (None: not installed); ``loaded``: mimalloc is already in this process."""
+    choice = environ.get(ENV, "mimalloc")
+    if choice not in CHOICES:
+        raise ValueError(f"{ENV}={choice!r}: expected one of {', '.join(CHOICES)}")
+    if choice == "pymalloc" or library is None or loaded or MARKER in environ or not executable:
+        return None  # MARKER: this is the re-executed helper already (mimalloc did not load: run on as it is)
+    env = dict(environ)
+    preload = environ.get("LD_PRELOAD", "")
+    env["LD_PRELOAD"] = f"{library} {preload}".strip()
+    env["PYTHONMALLOC"] = "malloc"
+    env[MARKER] = library
+    return ExecPlan([executable, *orig_argv[1:]], env)
+
+
+def restore_environment(environ: dict[str, str]) -> None:
+    """Take what :func:`plan_exec` added out of ``environ`` (in the re-executed helper)."""
+    library = environ.pop(MARKER, None)
+    if library is None:
+        return
+    environ.pop("PYTHONMALLOC", None)
+    rest = [entry for entry in environ.get("LD_PRELOAD", "").split() if entry != library]
+    if rest:
+        environ["LD_PRELOAD"] = " ".join(rest)
+    else:
+        environ.pop("LD_PRELOAD", None)
+
+
+def mimalloc_loaded() -> bool:
+    try:
+        return hasattr(ctypes.CDLL(None), "mi_version")
+    except OSError:
+        return False
+
+
+def adopt() -> None:
+    """Re-execute under mimalloc when :func:`plan_exec` says so (does not return then); otherwise clean up the
+    environment and go on."""
+    if not sys.platform.startswith("linux"):
+        return
+    loaded = mimalloc_loaded()
+    plan = plan_exec(os.environ, sys.orig_argv, sys.executable, find_library(), loaded)
+    if plan is None:
+        restore_environment(os.environ)  # type: ignore[arg-type]
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(plan.argv[0], plan.argv, plan.env)
+    except OSError as exc:
+        log.warning("could not re-execute the helper under mimalloc (%s): going on with pymalloc", exc)
