@@ -3,8 +3,11 @@ directory (off otherwise).
 
 After each burst's follow-up trim (see memtrim) the engine writes ``<dir>/<pid>-<n>.txt``: the resident
 memory by kind of mapping (the C heap, anonymous mappings, files), CPython's own allocator statistics
-(``sys._debugmallocstats``: arenas, unused pools) and glibc's per-arena ``malloc_info``. This is how the
-residual after a burst was traced to pymalloc arenas kept by a few live pools (see memtrim's docstring).
+(``sys._debugmallocstats``: arenas, unused pools, free lists) and glibc's per-arena ``malloc_info``. This is
+how the residual after a burst was traced to pymalloc arenas kept by a few live pools (see memtrim's
+docstring). Under mimalloc (helper.root.allocator, the default where it is installed) CPython sends every
+allocation to ``malloc``: the report has no size classes or arenas then (only the free lists), and glibc's
+``malloc_info`` describes only what glibc still serves (little).
 :func:`summarize_smaps` (pure) groups ``/proc/PID/smaps`` text.
 """
 
@@ -35,6 +38,15 @@ def summarize_smaps(text: str) -> dict[str, float]:
         elif fields[0] == "Rss:":
             totals[kind] += int(fields[1]) / 1000  # kB to MB (10^6)
     return {k: round(v, 1) for k, v in totals.items()}
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (10^6 bytes, rounded to 0.1), or None where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
 
 
 def report_dir() -> Path | None:

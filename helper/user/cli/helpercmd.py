@@ -39,7 +39,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def cmd_start(args: argparse.Namespace) -> int:
     from tether.helper.root import allocator, daemon
 
-    allocator.adopt()  # may re-execute this command under mimalloc (see allocator)
+    if sys.argv[1:3] == ["helper", "start"]:  # this process is the command, not a caller of it (a test)
+        allocator.adopt()  # may re-execute this command under mimalloc (see allocator)
     return daemon.run(args)
 
 
