@@ -1,16 +1,20 @@
 """The helper's memory allocator on Linux: mimalloc under CPython where the library is installed.
 
 Why (measured with ``make bench``'s scale part, see vif.memtrim): with CPython's own small-object allocator
-(pymalloc) the helper stayed 17-48 MB above its baseline after 10,000 flows closed, growing round to round.
+(pymalloc) the helper stayed 17-48 MB above its baseline after 10,000 flows closed, more after a second round.
 pymalloc maps 1 MiB arenas and frees one only when every 16 kB pool in it is empty; a handful of small objects
 that outlive a burst (timer handles, their contexts, timestamps) keep 18-44 arenas mapped. Those objects
-cannot be moved out: the float, tuple, context and dict free lists hand the same blocks back to the code that
-re-creates them every tick, and pymalloc serves a new block from the pool that was freed into last, so
-re-ordering pymalloc's pools from Python (tried, see memtrim) did not free them. mimalloc keeps each size in
-64 kB pages, frees a page as soon as it is empty and gives free pages back to the OS, so what outlives a burst
-costs a few pages instead of an arena each. With ``PYTHONMALLOC=malloc`` CPython sends every allocation to
-``malloc``, which ``LD_PRELOAD`` points at mimalloc. (glibc's malloc in its place cost 10-35% of the
-throughput; mimalloc's cost is measured by the bench's table, see the commit that made this.)
+cannot be moved out from Python: the float, tuple, context and dict free lists hand the same blocks back to
+the code that re-creates them every tick, and re-ordering pymalloc's pools fullest first (tried, see memtrim)
+did not free a single arena. mimalloc keeps each size in 64 kB pages, frees a page as soon as it is empty and
+hands free pages back to the OS (at once when memtrim asks with ``mi_collect``), so what outlives a burst costs
+a few pages instead of an arena each. With ``PYTHONMALLOC=malloc`` CPython sends every allocation to
+``malloc``, which ``LD_PRELOAD`` points at mimalloc. The others weighed: glibc's malloc in its place cost
+10-35% of the bench's throughput; jemalloc kept a synthetic burst's memory (it purges on a decay of its
+own); tcmalloc gave back as much as mimalloc there but keeps per-thread caches. On the netstack's own benchmark
+(tests/bench/netstack_bench.py, best of 5) mimalloc is as fast as pymalloc (10.2 against 10.9 us per 1,500-byte
+packet, 22.6 against 21.0 us per request/response); the bench's table before and after is in the commit
+message that made this.
 
 :func:`adopt` is called first thing by ``tether helper start``: if mimalloc is installed and not yet loaded
 it re-executes the same command with those two variables set; in the re-executed helper it takes them out of
