@@ -95,3 +95,16 @@ def test_a_helper_started_here_runs_under_mimalloc_with_a_clean_environment():
     assert _probe(TETHER_HELPER_ALLOCATOR="pymalloc") | {"pid": 0} == {
         "pid": 0, "loaded": False, "trimmed": True, "env": [], "pymalloc": True,
     }  # fmt: skip
+
+
+def test_helper_start_with_an_unknown_allocator_exits_2_naming_it(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether.helper.user.cli.main", "helper", "start", "--socket", str(tmp_path / "s")],
+        env={**os.environ, allocator.ENV: "tcmalloc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "TETHER_HELPER_ALLOCATOR='tcmalloc': expected one of mimalloc, pymalloc" in proc.stderr
+    assert not (tmp_path / "s").exists()  # nothing started

@@ -39,8 +39,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 def cmd_start(args: argparse.Namespace) -> int:
     from tether.helper.root import allocator, daemon
 
-    if sys.argv[1:3] == ["helper", "start"]:  # this process is the command, not a caller of it (a test)
-        allocator.adopt()  # may re-execute this command under mimalloc (see allocator)
+    words = sys.argv[1:]
+    # Only where this process is the command (not a test calling it): it may be re-executed under mimalloc.
+    if any(words[i : i + 2] == ["helper", "start"] for i in range(len(words))):
+        try:
+            allocator.adopt()
+        except ValueError as exc:
+            print(f"tether-helper: {exc}", file=sys.stderr)
+            return exitcodes.USAGE
     return daemon.run(args)
 
 
