@@ -1,4 +1,4 @@
-"""The helper's memory allocator on Linux: mimalloc under CPython where the library is installed.
+"""The helper's memory allocator on Linux: CPython's own, or mimalloc on request (``TETHER_HELPER_ALLOCATOR``).
 
 Why (measured with ``make bench``'s scale part, see vif.memtrim): with CPython's own small-object allocator
 (pymalloc) the helper stayed 17-48 MB above its baseline after 10,000 flows closed, more after a second round.
@@ -13,14 +13,20 @@ a few pages instead of an arena each. With ``PYTHONMALLOC=malloc`` CPython sends
 10-35% of the bench's throughput; jemalloc kept a synthetic burst's memory (it purges on a decay of its
 own); tcmalloc gave back as much as mimalloc there but keeps per-thread caches. On the netstack's own benchmark
 (tests/bench/netstack_bench.py, best of 5) mimalloc is as fast as pymalloc (10.2 against 10.9 us per 1,500-byte
-packet, 22.6 against 21.0 us per request/response); the bench's table before and after is in the commit
-message that made this.
+packet, 22.6 against 21.0 us per request/response), and under it the bench's scale part ends within 4-7 MB of
+the helper's baseline after each round. But the bench's table, nine pairs of runs (pymalloc, mimalloc) on the
+same lab, shows new connections about 20% slower under mimalloc (connect-to-first-byte p50 worse in 8 of 9
+pairs, e.g. 1.32 and 1.49 ms against 1.67 and 1.81 ms in the last two) and uncached DNS slower in 6 of 9, with
+the helper's CPU seconds for those phases up by about as much; the bulk and request/response rows are within
+the noise. Why is not known yet (a local test makes no more system calls; the microbenchmarks do not show
+it). So mimalloc is not the default: ``TETHER_HELPER_ALLOCATOR=mimalloc`` asks for it (memory back after
+bursts, slower connects), ``pymalloc`` (the default) keeps CPython's.
 
-:func:`adopt` is called first thing by ``tether helper start``: if mimalloc is installed and not yet loaded
-it re-executes the same command with those two variables set; in the re-executed helper it takes them out of
-the environment again so that the commands the helper runs (``ip``, ``nft``, credential plugins) do not
-inherit them. Without the library, on macOS and Windows, or with ``TETHER_HELPER_ALLOCATOR=pymalloc``, the
-helper runs on as it is. :func:`plan_exec` is the pure decision.
+:func:`adopt` is called first thing by ``tether helper start``: if mimalloc is asked for, installed and not
+yet loaded, it re-executes the same command with those two variables set; in the re-executed helper it takes
+them out of the environment again so that the commands the helper runs (``ip``, ``nft``, credential plugins)
+do not inherit them. Without the library, on macOS and Windows, or by default, the helper runs on as it is.
+:func:`plan_exec` is the pure decision.
 """
 
 from __future__ import annotations
@@ -35,9 +41,9 @@ from pathlib import Path
 
 log = logging.getLogger("tether.helper.root")
 
-#: ``pymalloc`` keeps CPython's own allocator; ``mimalloc`` (the default) uses mimalloc where installed.
+#: ``pymalloc`` (the default) keeps CPython's own allocator; ``mimalloc`` uses mimalloc where installed.
 ENV = "TETHER_HELPER_ALLOCATOR"
-CHOICES = ("mimalloc", "pymalloc")
+CHOICES = ("pymalloc", "mimalloc")
 #: Where Debian's libmimalloc2.0 (and other distributions' packages) put the library.
 LIBRARY_NAMES = ("libmimalloc.so.2", "libmimalloc.so")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
@@ -68,7 +74,7 @@ def plan_exec(
     """Whether to re-execute the helper under mimalloc (None: run on as it is).
 
     ``library``: mimalloc's path (None: not installed); ``loaded``: mimalloc is already in this process."""
-    choice = environ.get(ENV, "mimalloc")
+    choice = environ.get(ENV, "pymalloc")
     if choice not in CHOICES:
         raise ValueError(f"{ENV}={choice!r}: expected one of {', '.join(CHOICES)}")
     if choice == "pymalloc" or library is None or loaded or MARKER in environ or not executable:

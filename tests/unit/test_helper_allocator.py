@@ -1,5 +1,5 @@
-"""The helper's choice of allocator: when `tether helper start` re-executes itself under mimalloc, and that it
-does so for real here (the Makefile installs libmimalloc2.0)."""
+"""The helper's choice of allocator: when `tether helper start` re-executes itself under mimalloc (asked for with
+TETHER_HELPER_ALLOCATOR=mimalloc), and that it does so for real here (the Makefile installs libmimalloc2.0)."""
 
 import json
 import os
@@ -15,21 +15,23 @@ LIB = "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"
 ARGV = ["/venv/bin/python", "-m", "tether.helper.user.cli.main", "helper", "start", "--socket", "/run/t.sock"]
 
 
-def test_with_the_library_the_same_command_runs_again_preloading_it():
-    plan = plan_exec({"PATH": "/bin", "LD_PRELOAD": "/opt/other.so"}, ARGV, "/venv/bin/python3.11", LIB, False)
+def test_asked_for_and_installed_the_same_command_runs_again_preloading_it():
+    environ = {"PATH": "/bin", "LD_PRELOAD": "/opt/other.so", allocator.ENV: "mimalloc"}
+    plan = plan_exec(environ, ARGV, "/venv/bin/python3.11", LIB, False)
     assert plan == ExecPlan(
         ["/venv/bin/python3.11", *ARGV[1:]],
-        {"PATH": "/bin", "LD_PRELOAD": f"{LIB} /opt/other.so", "PYTHONMALLOC": "malloc", MARKER: LIB},
+        {**environ, "LD_PRELOAD": f"{LIB} /opt/other.so", "PYTHONMALLOC": "malloc", MARKER: LIB},
     )
 
 
 @pytest.mark.parametrize(
     ("environ", "library", "loaded"),
     [
-        ({}, None, False),  # not installed
-        ({}, LIB, True),  # already in the process
-        ({allocator.ENV: "pymalloc"}, LIB, False),  # asked not to
-        ({MARKER: LIB}, LIB, False),  # re-executed, yet mimalloc did not load: never loop
+        ({}, LIB, False),  # not asked for (the default: see the module docstring)
+        ({allocator.ENV: "pymalloc"}, LIB, False),
+        ({allocator.ENV: "mimalloc"}, None, False),  # not installed
+        ({allocator.ENV: "mimalloc"}, LIB, True),  # already in the process
+        ({allocator.ENV: "mimalloc", MARKER: LIB}, LIB, False),  # re-executed, yet it did not load: never loop
     ],
 )
 def test_the_helper_runs_on_as_it_is(environ, library, loaded):
@@ -85,14 +87,14 @@ def _probe(**env: str) -> dict:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD: Linux")
-def test_a_helper_started_here_runs_under_mimalloc_with_a_clean_environment():
+def test_a_helper_asked_to_runs_under_mimalloc_with_a_clean_environment():
     assert find_library() is not None, "libmimalloc2.0 is not installed (make deps installs it)"
-    state = _probe()
+    state = _probe(TETHER_HELPER_ALLOCATOR="mimalloc")
     assert state["loaded"] is True
     assert state["pymalloc"] is False
     assert state["env"] == []  # the commands the helper runs inherit neither variable
     assert state["trimmed"] is True
-    assert _probe(TETHER_HELPER_ALLOCATOR="pymalloc") | {"pid": 0} == {
+    assert _probe() | {"pid": 0} == {
         "pid": 0, "loaded": False, "trimmed": True, "env": [], "pymalloc": True,
     }  # fmt: skip
 
@@ -106,5 +108,5 @@ def test_helper_start_with_an_unknown_allocator_exits_2_naming_it(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "TETHER_HELPER_ALLOCATOR='tcmalloc': expected one of mimalloc, pymalloc" in proc.stderr
+    assert "TETHER_HELPER_ALLOCATOR='tcmalloc': expected one of pymalloc, mimalloc" in proc.stderr
     assert not (tmp_path / "s").exists()  # nothing started

@@ -26,11 +26,12 @@ so a timestamp born in a burst pool is reborn there. Re-ordering pymalloc's pool
 pool) did put new blocks in old pools, but the free lists kept the burst's blocks circulating: still +17 MB.
 Not creating those objects per tick would have to cover every float the event loop makes.
 
-What is done instead: the helper runs under mimalloc where it is installed (see helper.root.allocator),
-whose 64 kB pages are freed as soon as they are empty, so what outlives a burst costs a page, not an arena;
-:func:`release_to_os` asks it (``mi_collect``) to give its free pages back now rather than after its delay.
-On the synthetic burst: +5-8 MB instead of +17 MB. Where pymalloc stays the allocator (no mimalloc, macOS,
-Windows, ``TETHER_HELPER_ALLOCATOR=pymalloc``), the trim still gives glibc's pages back.
+What helps: mimalloc (see helper.root.allocator), whose 64 kB pages are freed as soon as they are empty, so
+what outlives a burst costs a page, not an arena; :func:`release_to_os` asks it (``mi_collect``) to give its
+free pages back now rather than after its delay. With it the bench's scale part ends 4-7 MB above the baseline
+after each round (pymalloc: 17-38 MB), but new connections are about 20% slower, so it is asked for with
+``TETHER_HELPER_ALLOCATOR=mimalloc`` and not the default. Under pymalloc the trims still give glibc's pages
+back and collect what only cycles keep.
 """
 
 from __future__ import annotations
