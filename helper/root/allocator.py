@@ -14,13 +14,14 @@ a few pages instead of an arena each. With ``PYTHONMALLOC=malloc`` CPython sends
 own); tcmalloc gave back as much as mimalloc there but keeps per-thread caches. On the netstack's own benchmark
 (tests/bench/netstack_bench.py, best of 5) mimalloc is as fast as pymalloc (10.2 against 10.9 us per 1,500-byte
 packet, 22.6 against 21.0 us per request/response), and under it the bench's scale part ends within 4-7 MB of
-the helper's baseline after each round. But the bench's table, nine pairs of runs (pymalloc, mimalloc) on the
-same lab, shows new connections about 20% slower under mimalloc (connect-to-first-byte p50 worse in 8 of 9
-pairs, e.g. 1.32 and 1.49 ms against 1.67 and 1.81 ms in the last two) and uncached DNS slower in 6 of 9, with
-the helper's CPU seconds for those phases up by about as much; the bulk and request/response rows are within
-the noise. Why is not known yet (a local test makes no more system calls; the microbenchmarks do not show
-it). So mimalloc is not the default: ``TETHER_HELPER_ALLOCATOR=mimalloc`` asks for it (memory back after
-bursts, slower connects), ``pymalloc`` (the default) keeps CPython's.
+the helper's baseline after each round. But the bench's table, eleven pairs of runs (pymalloc, mimalloc) on the
+same lab, shows new connections slower under mimalloc (connect-to-first-byte p50 worse in 9 of 11 pairs, the
+median 2.24 against 2.67 ms, +19%) and uncached DNS in 7 of 11 (median +20%), with the helper's CPU seconds for
+those phases up by about as much; the bulk and request/response rows are within the noise. Longer purge delays
+(``MIMALLOC_RESET_DELAY`` and ``MIMALLOC_SEGMENT_DECOMMIT_DELAY`` at 10 s) did not change that, and why it is
+slower is not known yet (a local test makes no more system calls; the microbenchmarks do not show it). So
+mimalloc is not the default: ``TETHER_HELPER_ALLOCATOR=mimalloc`` asks for it (memory back after bursts, slower
+connects), ``pymalloc`` (the default) keeps CPython's.
 
 :func:`adopt` is called first thing by ``tether helper start``: if mimalloc is asked for, installed and not
 yet loaded, it re-executes the same command with those two variables set; in the re-executed helper it takes
