@@ -35,6 +35,16 @@ def fd_count(pid: int) -> int | None:
         return None
 
 
+def allocator(pid: int) -> str | None:
+    """``mimalloc`` if the process has mimalloc mapped (the helper under ``helper.root.allocator``), else
+    ``pymalloc`` (CPython's own); None if the process is gone."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return None
+    return "mimalloc" if "libmimalloc" in maps else "pymalloc"
+
+
 def raise_nofile(pid: int, wanted: int) -> int | None:
     """Raise another process's open-files limit to at least ``wanted`` (soft and, if needed, hard); return the
     soft limit in force, or None if the process is gone. The lab's pods inherit whatever the shell that built

@@ -68,6 +68,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tests.bench import procstat
 from tests.bench.scale import run_scale, scale_table
 from tether.helper.user.client import HelperClient, HelperError
 from tether.lab import procs
@@ -376,6 +377,8 @@ class Bench:
     #: something outside the benchmark changed the workstation during the run
     disturbed: bool = False
     notes: list[str] = field(default_factory=list)
+    #: mimalloc or pymalloc (helper/root/allocator.py), read once our helper answers
+    helper_allocator: str | None = None
 
     def __post_init__(self) -> None:
         self.lab = Lab(paths=StatePaths(), log=lambda msg: log(f"lab: {msg}"))
@@ -455,6 +458,7 @@ class Bench:
             if self.helper.poll() is not None:
                 raise BenchError(f"the helper exited ({self.helper.returncode}): {self._log_tail()}")
             if helper_answers(SOCKET):
+                self.helper_allocator = procstat.allocator(self.helper_pid)
                 return
             time.sleep(0.2)
         raise BenchError(f"the helper did not answer on {SOCKET} within 30s: {self._log_tail()}")
@@ -959,6 +963,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table(table_rows))
         print()
         print(cpu_table(measured["cpu_seconds"]))
+        if bench.helper_allocator:
+            print(f"the helper's allocator: {bench.helper_allocator}")
         print()
     startup = measured["startup"]
     if startup is not None:
@@ -981,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
             "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(),
             "config": config_of(args),
-            "helper": {"pid": bench.helper_pid, "reused": bench.reused},
+            "helper": {"pid": bench.helper_pid, "reused": bench.reused, "allocator": bench.helper_allocator},
             "lab_brought_up": bench.brought_up,
             "disturbed": bench.disturbed,
             "table": table_rows,

@@ -94,6 +94,7 @@ def run_scale(
         "held": held,
         "after": after,
         "helper_peak_rss_mb": _hwm(pids.get("helper")),
+        "helper_allocator": procstat.allocator(pids["helper"]) if "helper" in pids else None,
     }
 
 
@@ -179,4 +180,6 @@ def scale_table(result: dict[str, Any]) -> str:
         + {True: "yes", False: "NO", None: "?"}[v["back_to_baseline"]]
     )
     lines.append(f"open-files limits raised for the run: {result['nofile']}")
+    if result.get("helper_allocator"):
+        lines.append(f"the helper's allocator: {result['helper_allocator']} (see helper/root/allocator.py)")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.helper.root.vif.memreport import summarize_smaps, write_report
+from tether.helper.root.vif.memreport import resident_mb, summarize_smaps, write_report
 
 SMAPS = """\
 55d0c0000000-55d0c1000000 rw-p 00000000 00:00 0                          [heap]
@@ -36,3 +36,12 @@ def test_writes_allocator_statistics_of_this_process(tmp_path: Path) -> None:
     assert text.startswith("a test\nresident MB by kind: {'heap': ")
     assert "# arenas allocated current" in text  # pymalloc's statistics reached the file, not stderr
     assert "<malloc version=" in path.with_suffix(".malloc_info.xml").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_resident_memory_is_what_the_kernel_reports() -> None:
+    status = Path("/proc/self/status").read_text()
+    vmrss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    resident = resident_mb()
+    assert resident is not None
+    assert abs(resident - vmrss_kb * 1024 / 1e6) < 2.0  # read a moment apart

@@ -30,7 +30,7 @@ from tether.helper.root.vif.flowstream import (
     StreamCreator,
     StreamRefusedError,
 )
-from tether.helper.root.vif.memreport import report_dir, write_report
+from tether.helper.root.vif.memreport import report_dir, resident_mb, write_report
 from tether.helper.root.vif.memtrim import CHECK_INTERVAL, TrimPolicy, release_to_os
 from tether.helper.root.vif.netstack.events import Closed, Data, Datagram, DialRequested, Event, PeerClosed, Writable
 from tether.helper.root.vif.netstack.stack import NetStack
@@ -320,8 +320,11 @@ class VifEngine:
 
     def _check_trim(self) -> None:
         assert self._loop is not None
-        if self.trim_policy.observe(len(self._bridges)):
+        flows = len(self._bridges)
+        if self.trim_policy.observe(flows):
+            before = resident_mb()
             release_to_os()
+            log.info("memory given back after a burst: %d flows, resident %s -> %s MB", flows, before, resident_mb())
             directory = report_dir()
             if directory is not None and not self.trim_policy.follow_up:  # the burst's last trim
                 try:

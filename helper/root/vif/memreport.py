@@ -3,8 +3,11 @@ directory (off otherwise).
 
 After each burst's follow-up trim (see memtrim) the engine writes ``<dir>/<pid>-<n>.txt``: the resident
 memory by kind of mapping (the C heap, anonymous mappings, files), CPython's own allocator statistics
-(``sys._debugmallocstats``: arenas, unused pools) and glibc's per-arena ``malloc_info``. This is how the
-residual after a burst was traced to pymalloc arenas kept by a few live pools (see memtrim's docstring).
+(``sys._debugmallocstats``: arenas, unused pools, free lists) and glibc's per-arena ``malloc_info``. This is
+how the residual after a burst was traced to pymalloc arenas kept by a few live pools (see memtrim's
+docstring). Under mimalloc (helper.root.allocator, the default where it is installed) CPython sends every
+allocation to ``malloc``: the report has no size classes or arenas then (only the free lists), and glibc's
+``malloc_info`` describes only what glibc still serves (little).
 :func:`summarize_smaps` (pure) groups ``/proc/PID/smaps`` text.
 """
 
@@ -14,6 +17,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 ENV = "TETHER_MEMORY_REPORT"
@@ -36,6 +40,15 @@ def summarize_smaps(text: str) -> dict[str, float]:
     return {k: round(v, 1) for k, v in totals.items()}
 
 
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (10^6 bytes, rounded to 0.1), or None where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
+
+
 def report_dir() -> Path | None:
     value = os.environ.get(ENV)
     return Path(value) if value else None
@@ -48,18 +61,28 @@ def write_report(directory: Path, label: str) -> Path:
     smaps = Path("/proc/self/smaps").read_text()
     with open(f"{base}.txt", "w") as out:
         out.write(f"{label}\nresident MB by kind: {summarize_smaps(smaps)}\n")
-        out.flush()
-        # _debugmallocstats writes to the C stderr: point fd 2 at the report for the call.
+        out.write(debug_mallocstats() or "no pymalloc statistics (another allocator, see helper.root.allocator)\n")
+    _malloc_info(f"{base}.malloc_info.xml")
+    return Path(f"{base}.txt")
+
+
+def debug_mallocstats() -> str:
+    """What ``sys._debugmallocstats`` writes to the C stderr, as text: pymalloc's size classes and arenas (these
+    are missing under ``PYTHONMALLOC=malloc``) and the free lists' lengths; empty where it does not exist."""
+    stats = getattr(sys, "_debugmallocstats", None)
+    if stats is None:
+        return ""
+    with tempfile.TemporaryFile("w+") as out:
         saved = os.dup(2)
         try:
             sys.stderr.flush()
             os.dup2(out.fileno(), 2)
-            sys._debugmallocstats()
+            stats()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-    _malloc_info(f"{base}.malloc_info.xml")
-    return Path(f"{base}.txt")
+        out.seek(0)
+        return out.read()
 
 
 def _malloc_info(path: str) -> None:

@@ -25,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Run the helper in the foreground until Ctrl-C, SIGTERM or `tether quit`.",
     )
     daemon.add_arguments(start)
-    start.set_defaults(handler=daemon.run)
+    start.set_defaults(handler=cmd_start)
 
     cleanup = sub.add_parser(
         "cleanup",
@@ -34,6 +34,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     cleanup.add_argument("--force", action="store_true", help="clean up even if the journal's helper still runs")
     cleanup.add_argument("--journal", help="the helper's journal (default: /run/tether/journal.json)")
     cleanup.set_defaults(handler=cmd_cleanup)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from tether.helper.root import allocator, daemon
+
+    words = sys.argv[1:]
+    # Only where this process is the command (not a test calling it): it may be re-executed under mimalloc.
+    if any(words[i : i + 2] == ["helper", "start"] for i in range(len(words))):
+        try:
+            allocator.adopt()
+        except ValueError as exc:
+            print(f"tether-helper: {exc}", file=sys.stderr)
+            return exitcodes.USAGE
+    return daemon.run(args)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
