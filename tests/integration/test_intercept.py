@@ -74,6 +74,12 @@ def from_pod(lab_run, *argv: str, timeout: float = 60) -> str:
     return done.stdout
 
 
+def bulk_client(lab_run, size: int, connections: int) -> str:
+    """``connections`` connections to the web Service from another pod, each sending and asking for ``size``."""
+    argv = (sys.executable, PEERS, "bulk", WEB_IP, "80", str(size), str(size), str(connections))
+    return from_pod(lab_run, *argv, timeout=300)
+
+
 def curl_web(lab_run) -> str:
     return from_pod(lab_run, "curl", "-sS", "--max-time", "5", f"http://{WEB_IP}/")
 
