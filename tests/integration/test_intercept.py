@@ -60,6 +60,29 @@ def helper(lab, workstation, tmp_path_factory) -> Iterator[RunningHelper]:
     original["metadata"]["resourceVersion"] = read(lab, workstation, "Deployment", "web")["metadata"]["resourceVersion"]
     with workstation(), kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)) as api:
         kubernetes.client.AppsV1Api(api).replace_namespaced_deployment("web", "default", original)
+    wait_web_settled(lab, workstation, original)
+
+
+def wait_web_settled(lab, workstation, deployment: dict[str, Any], timeout: float = 120) -> None:
+    """Until web's pods are all made from the template and ready (the lab must not go down mid-rollout)."""
+    wanted = deployment["spec"]["template"]["spec"]["containers"]
+    deadline = time.monotonic() + timeout
+    while True:
+        with workstation(), kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)) as api:
+            response = kubernetes.client.CoreV1Api(api).list_namespaced_pod(
+                "default", label_selector="app=web", _preload_content=False
+            )
+            pods = json.loads(response.data)["items"]
+        settled = len(pods) == deployment["spec"].get("replicas", 1) and all(
+            not p["metadata"].get("deletionTimestamp")
+            and [c.get("args") for c in p["spec"]["containers"]] == [c.get("args") for c in wanted]
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+            for p in pods
+        )
+        if settled:
+            return
+        assert time.monotonic() < deadline, [p["metadata"]["name"] for p in pods]
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
