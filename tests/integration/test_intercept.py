@@ -205,7 +205,9 @@ def test_200_mb_each_way_and_200_connections(helper, lab, lab_run, tmp_path):
 def test_command_runs_with_the_pods_environment_and_ends_the_intercept(helper, lab, tmp_path):
     with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
         show = "import os, sys; print('pod env', os.environ['KUBERNETES_SERVICE_HOST']); sys.exit(3)"
-        done = helper.cli("intercept", "web", "--port", "8080", "--", sys.executable, "-c", show, timeout=240)
+        # --socket before "--": what follows is the command's (the fixture's own --socket lands in its argv)
+        argv = ("intercept", "web", "--port", "8080", "--socket", str(helper.socket), "--", sys.executable, "-c", show)
+        done = helper.cli(*argv, timeout=240)
     assert done.returncode == 3, done.stderr  # the command's status
     assert "pod env 10.96.0.1" in done.stdout and "left the intercept of default/web" in done.stdout
     assert helper.status()["intercepts"] == []
