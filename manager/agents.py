@@ -15,6 +15,11 @@ workload's agents instead of by the manager:
 The flow is over when the agent ends its stream (the way the manager's own Tunnel handler returns
 when its dial is done). Either side going away ends the other with an abort that says who left.
 
+Intercepts run the same splice the other way round (:meth:`AgentRegistry.splice_to`): the agent's stream
+for a connection it accepted is the client side, and the intercepting client — watching for dials on
+``Manager.WatchInterceptDials`` (:meth:`AgentRegistry.client_watching`) — is the dialer: it dials its local
+port and attaches its answer stream with the flow id, exactly as an agent does.
+
 Agent liveness reuses the session table: an agent keeps its session with ``Remain``; one that is
 idle past the timeout, departs, or whose ``WatchDials`` stream ends is removed, and any flow still
 waiting for it fails at once.
@@ -114,6 +119,8 @@ class Agent:
     dials: asyncio.Queue[pb.DialRequest | None] = field(default_factory=asyncio.Queue)
     watchers: int = 0
     flows: int = 0  # flows dialed through this agent, for logs and tests
+    #: what the agent last reported (its ports, who intercepts them, its app's environment)
+    report: pb.AgentReport | None = None
 
     @property
     def short(self) -> str:
@@ -162,6 +169,8 @@ class AgentRegistry:
         self._agents: dict[str, Agent] = {}
         self._flows: dict[str, _Flow] = {}
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
+        #: clients watching for intercepted connections to dial, by session id
+        self._clients: dict[str, Agent] = {}
 
     # --- agents ----------------------------------------------------------------------------------
 
@@ -235,8 +244,40 @@ class AgentRegistry:
                 log.info("tether-agent went away", extra=agent_fields(agent))
                 self.depart(agent.agent_id)
 
-    async def _dials(self, agent: Agent) -> AsyncIterator[pb.DialRequest]:
-        while self._agents.get(agent.agent_id) is agent:
+    def agents(self) -> list[Agent]:
+        """Every live agent (watching for dials)."""
+        return [a for a in self._agents.values() if a.watchers > 0]
+
+    def tell(self, namespace: str, name: str, intercepts: pb.AgentIntercepts) -> int:
+        """Push the workload's intercepts to its live agents; returns how many were told."""
+        agents = self.live(namespace, name)
+        for agent in agents:
+            agent.dials.put_nowait(pb.DialRequest(intercepts=intercepts))
+        return len(agents)
+
+    @contextlib.contextmanager
+    def client_watching(self, session_id: str, name: str) -> Iterator[AsyncIterator[pb.DialRequest]]:
+        """A client's intercepted connections to dial, as DialRequests, while it watches (one watch per
+        session: a new one replaces the old, whose stream ends)."""
+        old = self._clients.pop(session_id, None)
+        if old is not None:
+            self._removed(old, "watches again")
+        client = Agent(session_id, "", name, "client", f"client {name}", None, "")
+        client.watchers = 1
+        self._clients[session_id] = client
+        try:
+            yield self._dials(client, self._clients)
+        finally:
+            if self._clients.get(session_id) is client:
+                del self._clients[session_id]
+                self._removed(client, "stopped watching")
+
+    def client_dialer(self, session_id: str) -> Agent | None:
+        return self._clients.get(session_id)
+
+    async def _dials(self, agent: Agent, table: dict[str, Agent] | None = None) -> AsyncIterator[pb.DialRequest]:
+        table = self._agents if table is None else table
+        while table.get(agent.agent_id) is agent:
             request = await agent.dials.get()
             if request is None:
                 return
@@ -272,7 +313,31 @@ class AgentRegistry:
             log.info("dial %s rejected: %s", spec.describe(), error)
             await to_client(framing.dial_failed(pb.DialResult.UNREACHABLE, error))
             return
+        await self._splice_to(agent, spec, open_request, client_messages, to_client)
 
+    async def splice_to(
+        self,
+        dialer: Agent,
+        spec: FlowSpec,
+        open_request: pb.TunnelOpen,
+        client_messages: AsyncIterator[pb.TunnelMessage],
+        send: Send,
+    ) -> None:
+        """Run a flow through the given dialer (an agent, or a client watching for intercepted dials)."""
+        to_client = StreamWriter(send)
+        try:
+            await self._splice_to(dialer, spec, open_request, client_messages, to_client)
+        finally:
+            await to_client.drain()
+
+    async def _splice_to(
+        self,
+        agent: Agent,
+        spec: FlowSpec,
+        open_request: pb.TunnelOpen,
+        client_messages: AsyncIterator[pb.TunnelMessage],
+        to_client: StreamWriter,
+    ) -> None:
         flow = _Flow(secrets.token_urlsafe(18), agent, spec, to_client)
         self._flows[flow.flow_id] = flow
         request = pb.TunnelOpen()

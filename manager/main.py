@@ -176,7 +176,7 @@ async def serve(
             "test hook: reporting another version", extra={"version": identity.version, "api_level": identity.api_level}
         )
     authenticator = AgentAuthenticator(KubeTokenReviewer(api), KubePodReader(api), args.agent_token_audience)
-    agent_service = AgentService(agents, authenticator)
+    agent_service = AgentService(agents, authenticator, service.intercepts)
     servers = _grpc_servers(service, agent_service, args, server_options(limits.flows_per_session))
     if servers is None:
         return 1

@@ -27,6 +27,7 @@ from tether.manager.agents import (
     agent_fields,
     claim_of,
 )
+from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.skew import MIN_CLIENT_API_LEVEL, Side, judge_client
@@ -34,8 +35,15 @@ from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.destinations import DestinationPolicy
 from tether.manager.dns import ClusterResolver, DNSLookupError, pack_record
+from tether.manager.intercepts import (
+    Intercept,
+    InterceptConflictError,
+    InterceptTable,
+    UnknownInterceptError,
+    key_of,
+)
 from tether.manager.limits import KeyedLimit, LimitReachedError, ManagerLimits
-from tether.manager.sessions import SessionTable, UnknownSessionError
+from tether.manager.sessions import ClientSession, SessionTable, UnknownSessionError
 from tether.manager.tunnel.flows import FlowServer
 
 log = logging.getLogger("tether.manager.server")
@@ -54,8 +62,11 @@ class ManagerService(pb_grpc.ManagerServicer):
         *,
         identity: Side | None = None,
         min_client_api_level: int = MIN_CLIENT_API_LEVEL,
+        intercepts: InterceptTable | None = None,
     ) -> None:
         self._sessions = sessions
+        #: shared with the AgentService, which routes the agents' intercepted connections by it
+        self.intercepts = intercepts if intercepts is not None else InterceptTable()
         # What this manager tells clients it is (a test hook may make it claim another version), and the
         # oldest client API level it serves.
         self.identity = identity if identity is not None else Side(__version__, API_LEVEL)
@@ -106,7 +117,72 @@ class ManagerService(pb_grpc.ManagerServicer):
         session = self._sessions.depart(request.session_id)
         if session is not None:
             log.info("client departed", extra={"session": session.session_id[:8], "client": session.name})
+            self._end_intercepts(request.session_id, "the client departed")
         return pb.Empty()
+
+    # --- intercepts ---------------------------------------------------------------------------------
+
+    async def CreateIntercept(
+        self, request: pb.InterceptRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InterceptInfo:
+        session = await self._session(request.session_id, context)
+        try:
+            intercept, new = self.intercepts.create(request.spec, request.session_id, session.name)
+        except AgentError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+        except InterceptConflictError as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+            raise
+        told = self._tell(intercept.spec.workload)
+        if new:
+            log.info(
+                "intercept started",
+                extra={"session": request.session_id[:8], "intercept": intercept.describe(), "agents": told},
+            )
+        return intercept_info(intercept, self._agents)
+
+    async def RemoveIntercept(self, request: pb.InterceptRequest, context: grpc.aio.ServicerContext) -> pb.Empty:
+        await self._session(request.session_id, context)
+        try:
+            intercept = self.intercepts.remove(key_of(request.spec), request.session_id)
+        except UnknownInterceptError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise
+        self._tell(intercept.spec.workload)
+        log.info("intercept ended", extra={"session": request.session_id[:8], "intercept": intercept.describe()})
+        return pb.Empty()
+
+    async def ListIntercepts(self, request: pb.SessionInfo, context: grpc.aio.ServicerContext) -> pb.InterceptList:
+        await self._session(request.session_id, context)
+        return pb.InterceptList(
+            intercepts=[intercept_info(i, self._agents) for i in self.intercepts.all()],
+            agents=[agent_report(a) for a in self._agents.agents()],
+        )
+
+    async def WatchInterceptDials(
+        self, request: pb.SessionInfo, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DialRequest]:
+        session = await self._session(request.session_id, context)
+        try:
+            with self._agents.client_watching(request.session_id, session.name) as dials:
+                await context.send_initial_metadata(())
+                async for dial in dials:
+                    yield dial
+        finally:
+            if self._agents.client_dialer(request.session_id) is None:
+                # Nobody dials for this client any more (its helper went away): its intercepts end.
+                self._end_intercepts(request.session_id, "the client stopped taking intercepted connections")
+
+    def _end_intercepts(self, session_id: str, why: str) -> None:
+        for intercept in self.intercepts.drop_session(session_id):
+            self._tell(intercept.spec.workload)
+            log.info("intercept ended: %s", why, extra={"session": session_id[:8], "intercept": intercept.describe()})
+
+    def _tell(self, workload: pb.WorkloadRef) -> int:
+        return self._agents.tell(
+            workload.namespace, workload.name, self.intercepts.ports_of(workload.namespace, workload.name)
+        )
 
     async def WatchClusterInfo(
         self, request: pb.SessionInfo, context: grpc.aio.ServicerContext
@@ -140,7 +216,7 @@ class ManagerService(pb_grpc.ManagerServicer):
             return
         await self.flows.serve(first, request_iterator, context.write)
 
-    async def _session(self, session_id: str, context: grpc.aio.ServicerContext) -> object:
+    async def _session(self, session_id: str, context: grpc.aio.ServicerContext) -> ClientSession:
         try:
             return self._sessions.get(session_id)
         except UnknownSessionError as exc:
@@ -155,9 +231,12 @@ class AgentService(pb_grpc.AgentsServicer):
     (at arrival) or claimed (on later calls, by its agent id) before anything else happens.
     """
 
-    def __init__(self, agents: AgentRegistry, authenticator: AgentAuthenticator) -> None:
+    def __init__(
+        self, agents: AgentRegistry, authenticator: AgentAuthenticator, intercepts: InterceptTable | None = None
+    ) -> None:
         self._agents = agents
         self._auth = authenticator
+        self._intercepts = intercepts if intercepts is not None else InterceptTable()
 
     async def Arrive(self, request: pb.AgentInfo, context: grpc.aio.ServicerContext) -> pb.AgentSession:
         token = await self._token(context)
@@ -199,8 +278,17 @@ class AgentService(pb_grpc.AgentsServicer):
         with self._agents.watching(agent) as dials:
             # Headers now tell the agent it is live: dials for its workload come to it from here on.
             await context.send_initial_metadata(())
+            # The workload's intercepts first, so a new agent knows which ports are not its app's now.
+            yield pb.DialRequest(intercepts=self._intercepts.ports_of(agent.namespace, agent.workload))
             async for dial in dials:
                 yield dial
+
+    async def Report(self, request: pb.AgentReport, context: grpc.aio.ServicerContext) -> pb.Empty:
+        agent = await self._agent(request.agent_id, context)
+        report = pb.AgentReport()
+        report.CopyFrom(request)
+        agent.report = report
+        return pb.Empty()
 
     async def Tunnel(
         self, request_iterator: AsyncIterator[pb.TunnelMessage], context: grpc.aio.ServicerContext
@@ -210,9 +298,12 @@ class AgentService(pb_grpc.AgentsServicer):
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
             return
+        if first.WhichOneof("kind") == "intercepted":
+            await self._intercepted(token, first.intercepted, request_iterator, context)
+            return
         if first.WhichOneof("kind") != "agent_flow":
             kind = first.WhichOneof("kind") or "an empty message"
-            message = f"the first agent tunnel message must be agent_flow, got {kind}"
+            message = f"the first agent tunnel message must be agent_flow or intercepted, got {kind}"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         try:
             agent = self._agents.get(first.agent_flow.agent_id)
@@ -227,6 +318,40 @@ class AgentService(pb_grpc.AgentsServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except AgentError as exc:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
+    async def _intercepted(
+        self,
+        token: str,
+        flow: pb.InterceptedFlow,
+        agent_messages: AsyncIterator[pb.TunnelMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """A connection an agent accepted on an intercepted port: splice it to the intercepting client, which
+        dials its local port."""
+        try:
+            agent = self._agents.get(flow.agent_id)
+        except UnknownAgentError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise
+        await self._verify(token, agent.claim, context)
+        intercept = self._intercepts.get((agent.namespace, agent.workload, flow.port))
+        dialer = self._agents.client_dialer(intercept.session_id) if intercept is not None else None
+        if intercept is None or dialer is None:
+            why = f"{agent.namespace}/{agent.workload} port {flow.port} is not intercepted"
+            await context.write(framing.dial_failed(pb.DialResult.REFUSED, why))
+            return
+        open_request = pb.TunnelOpen(
+            protocol=pb.TCP,
+            destination=pb.Endpoint(ip=bytes([127, 0, 0, 1]), port=flow.port),
+            source=flow.source if flow.HasField("source") else None,
+            via=pb.WorkloadRef(namespace=agent.namespace, name=agent.workload, kind=agent.kind),
+        )
+        try:
+            spec = framing.parse_open(pb.TunnelMessage(open=open_request))
+        except framing.TunnelError as exc:
+            await context.write(framing.dial_failed(pb.DialResult.INVALID, str(exc)))
+            return
+        await self._agents.splice_to(dialer, spec, open_request, agent_messages, context.write)
 
     async def _agent(self, agent_id: str, context: grpc.aio.ServicerContext) -> Agent:
         """The live agent with this id, once the call's token proves it is that agent's pod."""
@@ -266,6 +391,38 @@ _AUTH_CODES = {
     AgentDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     AgentAuthUnavailableError: grpc.StatusCode.UNAVAILABLE,
 }
+
+
+def intercept_info(intercept: Intercept, agents: AgentRegistry) -> pb.InterceptInfo:
+    """An intercept as clients see it: with how many of the workload's live agents report taking it, and the
+    app's environment as one of them reported it."""
+    namespace, name, port = intercept.key
+    live = agents.live(namespace, name)
+    taking = [
+        a
+        for a in live
+        if a.report is not None and any(p.port == port and p.intercepted_by == intercept.client for p in a.report.ports)
+    ]
+    environment = next((dict(a.report.environment) for a in live if a.report is not None), {})
+    return pb.InterceptInfo(
+        spec=intercept.spec,
+        client=intercept.client,
+        since_unix_ms=int(intercept.since * 1000),
+        agents_intercepting=len(taking),
+        agents_live=len(live),
+        environment=environment,
+    )
+
+
+def agent_report(agent: Agent) -> pb.AgentReport:
+    """An agent's last report for lists: its workload and pod, without its id (which acts as the agent)."""
+    report = pb.AgentReport(
+        workload=pb.WorkloadRef(namespace=agent.namespace, name=agent.workload, kind=agent.kind),
+        pod_name=agent.pod_name,
+    )
+    if agent.report is not None:
+        report.ports.extend(agent.report.ports)
+    return report
 
 
 def _peer_ip(peer: str) -> str:

@@ -109,7 +109,7 @@ class Conflict(_message.Message):
     def __init__(self, subnet: _Optional[str] = ..., route: _Optional[str] = ..., device: _Optional[str] = ..., gateway: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class State(_message.Message):
-    __slots__ = ("phase", "cluster", "server", "namespace", "manager_version", "routed_subnets", "dns_mode", "dns_server", "conflicts", "last_error", "tun_device", "owner_uid", "cluster_domain", "connected_since_unix", "never_proxy", "remapped", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes", "policy_notes", "manager_api_level", "client_version", "client_api_level", "dns_mode_reason", "dns_probes", "dns_mode_forced", "dns_recursion", "connect_recursion", "direct_subnets", "refused_sources")
+    __slots__ = ("phase", "cluster", "server", "namespace", "manager_version", "routed_subnets", "dns_mode", "dns_server", "conflicts", "last_error", "tun_device", "owner_uid", "cluster_domain", "connected_since_unix", "never_proxy", "remapped", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes", "policy_notes", "manager_api_level", "client_version", "client_api_level", "dns_mode_reason", "dns_probes", "dns_mode_forced", "dns_recursion", "connect_recursion", "direct_subnets", "refused_sources", "intercepts", "intercept_error")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         DISCONNECTED: _ClassVar[State.Phase]
@@ -152,6 +152,8 @@ class State(_message.Message):
     CONNECT_RECURSION_FIELD_NUMBER: _ClassVar[int]
     DIRECT_SUBNETS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPTS_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPT_ERROR_FIELD_NUMBER: _ClassVar[int]
     phase: State.Phase
     cluster: str
     server: str
@@ -182,7 +184,126 @@ class State(_message.Message):
     connect_recursion: str
     direct_subnets: _containers.RepeatedScalarFieldContainer[str]
     refused_sources: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, phase: _Optional[_Union[State.Phase, str]] = ..., cluster: _Optional[str] = ..., server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_version: _Optional[str] = ..., routed_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., dns_mode: _Optional[str] = ..., dns_server: _Optional[str] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., last_error: _Optional[str] = ..., tun_device: _Optional[str] = ..., owner_uid: _Optional[int] = ..., cluster_domain: _Optional[str] = ..., connected_since_unix: _Optional[int] = ..., never_proxy: _Optional[_Iterable[str]] = ..., remapped: _Optional[_Iterable[_Union[Remap, _Mapping]]] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ..., policy_notes: _Optional[_Iterable[str]] = ..., manager_api_level: _Optional[int] = ..., client_version: _Optional[str] = ..., client_api_level: _Optional[int] = ..., dns_mode_reason: _Optional[str] = ..., dns_probes: _Optional[_Iterable[str]] = ..., dns_mode_forced: _Optional[bool] = ..., dns_recursion: _Optional[str] = ..., connect_recursion: _Optional[str] = ..., direct_subnets: _Optional[_Iterable[str]] = ..., refused_sources: _Optional[_Iterable[str]] = ...) -> None: ...
+    intercepts: _containers.RepeatedCompositeFieldContainer[InterceptState]
+    intercept_error: str
+    def __init__(self, phase: _Optional[_Union[State.Phase, str]] = ..., cluster: _Optional[str] = ..., server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_version: _Optional[str] = ..., routed_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., dns_mode: _Optional[str] = ..., dns_server: _Optional[str] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., last_error: _Optional[str] = ..., tun_device: _Optional[str] = ..., owner_uid: _Optional[int] = ..., cluster_domain: _Optional[str] = ..., connected_since_unix: _Optional[int] = ..., never_proxy: _Optional[_Iterable[str]] = ..., remapped: _Optional[_Iterable[_Union[Remap, _Mapping]]] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ..., policy_notes: _Optional[_Iterable[str]] = ..., manager_api_level: _Optional[int] = ..., client_version: _Optional[str] = ..., client_api_level: _Optional[int] = ..., dns_mode_reason: _Optional[str] = ..., dns_probes: _Optional[_Iterable[str]] = ..., dns_mode_forced: _Optional[bool] = ..., dns_recursion: _Optional[str] = ..., connect_recursion: _Optional[str] = ..., direct_subnets: _Optional[_Iterable[str]] = ..., refused_sources: _Optional[_Iterable[str]] = ..., intercepts: _Optional[_Iterable[_Union[InterceptState, _Mapping]]] = ..., intercept_error: _Optional[str] = ...) -> None: ...
+
+class InterceptRequest(_message.Message):
+    __slots__ = ("name", "namespace", "local_port", "port", "service", "mount")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_PORT_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    namespace: str
+    local_port: int
+    port: str
+    service: str
+    mount: str
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., local_port: _Optional[int] = ..., port: _Optional[str] = ..., service: _Optional[str] = ..., mount: _Optional[str] = ...) -> None: ...
+
+class InterceptState(_message.Message):
+    __slots__ = ("namespace", "workload", "kind", "service", "service_port", "port_name", "port", "local_port", "client", "since_unix_ms", "phase", "error", "agents_intercepting", "agents_live", "ours", "mount")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_PORT_FIELD_NUMBER: _ClassVar[int]
+    PORT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_PORT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_INTERCEPTING_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_LIVE_FIELD_NUMBER: _ClassVar[int]
+    OURS_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    workload: str
+    kind: str
+    service: str
+    service_port: int
+    port_name: str
+    port: int
+    local_port: int
+    client: str
+    since_unix_ms: int
+    phase: str
+    error: str
+    agents_intercepting: int
+    agents_live: int
+    ours: bool
+    mount: str
+    def __init__(self, namespace: _Optional[str] = ..., workload: _Optional[str] = ..., kind: _Optional[str] = ..., service: _Optional[str] = ..., service_port: _Optional[int] = ..., port_name: _Optional[str] = ..., port: _Optional[int] = ..., local_port: _Optional[int] = ..., client: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., agents_intercepting: _Optional[int] = ..., agents_live: _Optional[int] = ..., ours: _Optional[bool] = ..., mount: _Optional[str] = ...) -> None: ...
+
+class InterceptReply(_message.Message):
+    __slots__ = ("intercept", "environment")
+    class EnvironmentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INTERCEPT_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    intercept: InterceptState
+    environment: _containers.ScalarMap[str, str]
+    def __init__(self, intercept: _Optional[_Union[InterceptState, _Mapping]] = ..., environment: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ("name", "namespace")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    namespace: str
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class ListWorkloadsRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class WorkloadInfo(_message.Message):
+    __slots__ = ("namespace", "name", "kind", "agent", "intercepts")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPTS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    kind: str
+    agent: bool
+    intercepts: _containers.RepeatedCompositeFieldContainer[InterceptState]
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., agent: _Optional[bool] = ..., intercepts: _Optional[_Iterable[_Union[InterceptState, _Mapping]]] = ...) -> None: ...
+
+class WorkloadList(_message.Message):
+    __slots__ = ("workloads",)
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    workloads: _containers.RepeatedCompositeFieldContainer[WorkloadInfo]
+    def __init__(self, workloads: _Optional[_Iterable[_Union[WorkloadInfo, _Mapping]]] = ...) -> None: ...
+
+class UninstallAgentsRequest(_message.Message):
+    __slots__ = ("names", "namespace", "all")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    namespace: str
+    all: bool
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., namespace: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class UninstallAgentsReply(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Remap(_message.Message):
     __slots__ = ("subnet", "workload", "reason")

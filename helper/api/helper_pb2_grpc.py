@@ -64,6 +64,26 @@ class HelperStub:
                 request_serializer=tether_dot_helper_dot_api_dot_helper__pb2.Empty.SerializeToString,
                 response_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.Empty.FromString,
                 _registered_method=True)
+        self.Intercept = channel.unary_unary(
+                '/tether.helper.rpc.Helper/Intercept',
+                request_serializer=tether_dot_helper_dot_api_dot_helper__pb2.InterceptRequest.SerializeToString,
+                response_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.InterceptReply.FromString,
+                _registered_method=True)
+        self.Leave = channel.unary_unary(
+                '/tether.helper.rpc.Helper/Leave',
+                request_serializer=tether_dot_helper_dot_api_dot_helper__pb2.LeaveRequest.SerializeToString,
+                response_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.State.FromString,
+                _registered_method=True)
+        self.ListWorkloads = channel.unary_unary(
+                '/tether.helper.rpc.Helper/ListWorkloads',
+                request_serializer=tether_dot_helper_dot_api_dot_helper__pb2.ListWorkloadsRequest.SerializeToString,
+                response_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.WorkloadList.FromString,
+                _registered_method=True)
+        self.UninstallAgents = channel.unary_unary(
+                '/tether.helper.rpc.Helper/UninstallAgents',
+                request_serializer=tether_dot_helper_dot_api_dot_helper__pb2.UninstallAgentsRequest.SerializeToString,
+                response_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.UninstallAgentsReply.FromString,
+                _registered_method=True)
 
 
 class HelperServicer:
@@ -108,6 +128,36 @@ class HelperServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Intercept(self, request, context):
+        """Intercepts (the session's owner): all traffic for a workload's port comes to a local port. Intercept
+        returns once the workload's agents take the port (they may restart with the agent first), with the
+        app's environment; errors name the workload, port or service, or who intercepts it already.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Leave(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkloads(self, request, context):
+        """The namespace's workloads with their intercept state (ours and other clients').
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UninstallAgents(self, request, context):
+        """Take the tether-agent out of workloads (and their Services' targetPorts back), with the session's
+        Kubernetes credentials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HelperServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +190,26 @@ def add_HelperServicer_to_server(servicer, server):
                     servicer.Quit,
                     request_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.Empty.FromString,
                     response_serializer=tether_dot_helper_dot_api_dot_helper__pb2.Empty.SerializeToString,
+            ),
+            'Intercept': grpc.unary_unary_rpc_method_handler(
+                    servicer.Intercept,
+                    request_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.InterceptRequest.FromString,
+                    response_serializer=tether_dot_helper_dot_api_dot_helper__pb2.InterceptReply.SerializeToString,
+            ),
+            'Leave': grpc.unary_unary_rpc_method_handler(
+                    servicer.Leave,
+                    request_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.LeaveRequest.FromString,
+                    response_serializer=tether_dot_helper_dot_api_dot_helper__pb2.State.SerializeToString,
+            ),
+            'ListWorkloads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkloads,
+                    request_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.ListWorkloadsRequest.FromString,
+                    response_serializer=tether_dot_helper_dot_api_dot_helper__pb2.WorkloadList.SerializeToString,
+            ),
+            'UninstallAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.UninstallAgents,
+                    request_deserializer=tether_dot_helper_dot_api_dot_helper__pb2.UninstallAgentsRequest.FromString,
+                    response_serializer=tether_dot_helper_dot_api_dot_helper__pb2.UninstallAgentsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +374,114 @@ class Helper:
             '/tether.helper.rpc.Helper/Quit',
             tether_dot_helper_dot_api_dot_helper__pb2.Empty.SerializeToString,
             tether_dot_helper_dot_api_dot_helper__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Intercept(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.helper.rpc.Helper/Intercept',
+            tether_dot_helper_dot_api_dot_helper__pb2.InterceptRequest.SerializeToString,
+            tether_dot_helper_dot_api_dot_helper__pb2.InterceptReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Leave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.helper.rpc.Helper/Leave',
+            tether_dot_helper_dot_api_dot_helper__pb2.LeaveRequest.SerializeToString,
+            tether_dot_helper_dot_api_dot_helper__pb2.State.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkloads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.helper.rpc.Helper/ListWorkloads',
+            tether_dot_helper_dot_api_dot_helper__pb2.ListWorkloadsRequest.SerializeToString,
+            tether_dot_helper_dot_api_dot_helper__pb2.WorkloadList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UninstallAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.helper.rpc.Helper/UninstallAgents',
+            tether_dot_helper_dot_api_dot_helper__pb2.UninstallAgentsRequest.SerializeToString,
+            tether_dot_helper_dot_api_dot_helper__pb2.UninstallAgentsReply.FromString,
             options,
             channel_credentials,
             insecure,

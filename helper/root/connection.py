@@ -9,6 +9,7 @@ from tether.helper.root.dns.resolvers.base import ResolverConfigurator
 from tether.helper.root.dns.resolvers.choose import Choice
 from tether.helper.root.dns.rules import RulesConfig
 from tether.helper.root.dns.server import DNSServer
+from tether.helper.root.intercept.service import InterceptService
 from tether.helper.root.journal import Journal
 from tether.helper.root.kube.credentials import KubeCredentials
 from tether.helper.root.plan import Remapping
@@ -31,6 +32,7 @@ class Connection:
     caller: Caller
     credentials: KubeCredentials | None = None
     link: ManagerLink | None = None
+    intercepts: InterceptService | None = None
     journal: Journal | None = None
     device: TunDevice | None = None
     applier: RouteApplier | None = None

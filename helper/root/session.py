@@ -32,6 +32,7 @@ from tether.helper.root.dns.resolvers.probe import probe_host
 from tether.helper.root.dns.rules import RulesConfig, routing_domains
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.dns.upstream import UpstreamAddress
+from tether.helper.root.intercept.service import InterceptService
 from tether.helper.root.journal import Journal
 from tether.helper.root.kube import cluster, inject
 from tether.helper.root.kube.credentials import CredentialsError, KubeCredentials, load_credentials
@@ -201,6 +202,10 @@ class HelperSession:
         info = await c.link.first_cluster_info()
         c.info = info
         c.opener.stub, c.opener.session_id, c.opener.mux = c.link.stub, c.link.session_id, c.link.mux
+        c.intercepts = InterceptService(
+            c.link, creds.configuration, inject.sidecar_config(info, manager_ns), c.namespace, name,
+            on_change=lambda: self._publish(self._state) if self._connection is c else None,
+        )  # fmt: skip
 
         try:
             specs = parse_proxy_vias(request.proxy_via)
@@ -315,6 +320,7 @@ class HelperSession:
             ("vif", c.engine.stop if c.engine else None),
             ("dns", c.dns.close if c.dns else None),
             ("device", threaded(c.device.close) if c.device else None),
+            ("intercepts", c.intercepts.close if c.intercepts else None),
             ("manager", c.link.close if c.link else None),
             ("credentials", threaded(c.credentials.close) if c.credentials else None),
         ]
@@ -328,6 +334,7 @@ class HelperSession:
         if c.journal is not None:
             c.journal.discard()
         c.resolver = c.applier = c.engine = c.dns = c.device = c.link = c.credentials = c.journal = None
+        c.intercepts = None
         c.monitor = None
 
     # --- live changes ---
@@ -474,7 +481,31 @@ class HelperSession:
             log.info("cannot list namespaces (%s); mapping only %s", exc, fallback)
             return frozenset({fallback})
 
+    # --- intercepts (see tether.helper.root.intercept.service) ---
+
+    def _intercepts(self) -> InterceptService:
+        c = self._connection
+        if c is None or c.intercepts is None or self._state.phase not in (pb.State.CONNECTED, pb.State.RECONNECTING):
+            raise SessionError("not connected: tether connect first", grpc.StatusCode.FAILED_PRECONDITION)
+        return c.intercepts
+
+    async def intercept(self, request: pb.InterceptRequest, caller: Caller) -> pb.InterceptReply:
+        return await self._intercepts().intercept(request)
+
+    async def leave(self, request: pb.LeaveRequest, caller: Caller) -> pb.State:
+        await self._intercepts().leave(request)
+        return self._state
+
+    async def list_workloads(self, request: pb.ListWorkloadsRequest, caller: Caller) -> pb.WorkloadList:
+        return await self._intercepts().list_workloads(request.namespace)
+
+    async def uninstall_agents(self, request: pb.UninstallAgentsRequest, caller: Caller) -> pb.UninstallAgentsReply:
+        return pb.UninstallAgentsReply(removed=await self._intercepts().uninstall_agents(request))
+
     def _publish(self, state: pb.State) -> None:
+        c = self._connection
+        if c is not None and c.intercepts is not None and state.phase != pb.State.DISCONNECTED:
+            state = c.intercepts.stamp(state)
         self._state = state
         for mailbox in self._watchers:
             if mailbox.full():

@@ -454,6 +454,19 @@ class HelperClient:
                 state = progress.state
         return state if state is not None else self.status()
 
+    def intercept(self, request: pb.InterceptRequest, timeout: float = 300) -> pb.InterceptReply:
+        """Returns once the workload's agents take the port (their pods may restart first): minutes at most."""
+        return self._unary("Intercept", request, timeout=timeout)
+
+    def leave(self, request: pb.LeaveRequest) -> pb.State:
+        return self._unary("Leave", request, timeout=max(self.timeout, 30))
+
+    def list_workloads(self, namespace: str = "") -> pb.WorkloadList:
+        return self._unary("ListWorkloads", pb.ListWorkloadsRequest(namespace=namespace), timeout=max(self.timeout, 30))
+
+    def uninstall_agents(self, request: pb.UninstallAgentsRequest) -> pb.UninstallAgentsReply:
+        return self._unary("UninstallAgents", request, timeout=max(self.timeout, 120))
+
     def watch_state(self) -> Iterator[pb.State]:
         """The current state, then one per change, until you stop iterating."""
         return self._stream("WatchState", pb.Empty())

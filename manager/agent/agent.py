@@ -2,7 +2,7 @@
 
 The agent runs in the workload's pod (a sidecar), so what it dials is dialed from the pod's network
 namespace — its loopback included. Each dial is run by the manager's own dialer
-(:func:`tether.manager.tunnel.dialer.run_flow`) over an ``Agents.Tunnel`` stream that the manager
+(:func:`tether.manager.api.dialer.run_flow`) over an ``Agents.Tunnel`` stream that the manager
 splices to the client's stream.
 
 One gRPC channel serves the agent's life (gRPC reconnects it); the session on it — arrive, keep-alive,
@@ -24,15 +24,16 @@ from pathlib import Path
 
 import grpc
 
+from tether.manager.agent.intercept import Interceptor, PortPair, TunnelCall, app_environment
 from tether.manager.agent.token import DEFAULT_TOKEN_FILE, TokenFile, TokenFileError
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api import manager_pb2_grpc as pb_grpc
+from tether.manager.api.dialer import run_flow
 from tether.manager.api.framing import FlowSpec, TunnelError
 from tether.manager.api.grpcopts import reconnecting_channel_options
 from tether.manager.api.streamwriter import Send, StreamWriter
 from tether.manager.api.version import __version__
-from tether.manager.tunnel.dialer import run_flow
 from tether.runtime.atomicfile import write_atomic
 
 log = logging.getLogger("tether.agent")
@@ -65,6 +66,10 @@ class AgentSettings:
     ready_file: Path | None = None
     #: the pod's projected service-account token, sent on every call
     token_file: Path = DEFAULT_TOKEN_FILE
+    #: (agent port, app port): where the Service's traffic now arrives, and the app's port it is meant for
+    intercept_ports: tuple[PortPair, ...] = ()
+    #: JSON list of the app container's variable names the injector copied into this container
+    app_env_names: str = ""
 
     def info(self) -> pb.AgentInfo:
         return pb.AgentInfo(
@@ -98,6 +103,9 @@ class TetherAgent:
         self._flows: set[asyncio.Task[None]] = set()
         #: set while the agent has a session with the manager and watches for dials
         self.connected = asyncio.Event()
+        self._stub: pb_grpc.AgentsStub | None = None
+        self.interceptor = Interceptor(settings.intercept_ports, self._open_intercept_tunnel)
+        self.environment = app_environment(os.environ, settings.app_env_names)
 
     def stop(self) -> None:
         self._stop.set()
@@ -105,8 +113,10 @@ class TetherAgent:
     async def run(self) -> None:
         """Serve until :meth:`stop`: keep a session with the manager and dial what it asks."""
         channel = grpc.aio.insecure_channel(self.settings.manager, options=reconnecting_channel_options())
-        stub = pb_grpc.AgentsStub(channel)
+        stub = self._stub = pb_grpc.AgentsStub(channel)
         delay = self.settings.min_backoff
+        # The app's traffic flows through the agent ports whether or not the manager is there.
+        await self.interceptor.start()
         try:
             while not self._stop.is_set():
                 arrived = await self._session(stub)
@@ -116,6 +126,7 @@ class TetherAgent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
         finally:
+            await self.interceptor.close()
             for task in list(self._flows):
                 task.cancel()
             if self._flows:
@@ -135,7 +146,7 @@ class TetherAgent:
             if exc.code() in _FINAL:
                 raise AgentRefusedError(exc.details() or "invalid agent") from None
             return False
-        self.agent_id = session.agent_id
+        self.agent_id = self.interceptor.agent_id = session.agent_id
         self.stats.sessions += 1
         log.info(
             "arrived at the manager", extra={**fields, "agent": session.agent_id[:8], "pod": self.settings.pod_name}
@@ -175,9 +186,25 @@ class TetherAgent:
 
     async def _take_dials(self, stub: pb_grpc.AgentsStub, watch: grpc.aio.UnaryStreamCall) -> None:
         async for request in watch:
+            if request.HasField("intercepts"):
+                self.interceptor.update(request.intercepts)
+                await self._report(stub)
+                continue
             task = asyncio.ensure_future(self._serve(stub, self.agent_id, request))
             self._flows.add(task)
             task.add_done_callback(self._flows.discard)
+
+    async def _report(self, stub: pb_grpc.AgentsStub) -> None:
+        """Tell the manager which ports this agent sends to a client now, and the app's environment."""
+        report = pb.AgentReport(agent_id=self.agent_id, ports=self.interceptor.ports(), environment=self.environment)
+        try:
+            await stub.Report(report, timeout=10, metadata=self._token.metadata())
+        except (grpc.aio.AioRpcError, TokenFileError) as exc:
+            log.warning("cannot report to the manager: %s", exc)
+
+    async def _open_intercept_tunnel(self) -> TunnelCall:
+        assert self._stub is not None
+        return _GrpcTunnel(self._stub.Tunnel(metadata=self._token.metadata()))
 
     async def _remain(self, stub: pb_grpc.AgentsStub, session: pb.AgentSession) -> None:
         interval = self.settings.remain_interval
@@ -247,6 +274,37 @@ class TetherAgent:
             return
         # A marker for whoever waits on this process (the lab), meaningless after a reboot: no fsync.
         write_atomic(path, f"{os.getpid()}\n", fsync=False)
+
+
+class _GrpcTunnel(TunnelCall):
+    """An Agents.Tunnel call as the interceptor uses it."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self._call = call
+        self.write = StreamWriter(call.write)  # type: ignore[method-assign, assignment]
+        self._broken = False
+
+    async def read(self) -> pb.TunnelMessage | None:
+        if self._broken:
+            return None
+        try:
+            message = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            self._broken = True
+            return framing.abort_message(f"the manager's stream broke: {_rpc_error(exc)}")
+        return None if message is grpc.aio.EOF else message
+
+    async def finish(self) -> None:
+        try:
+            await self.write.drain()  # type: ignore[attr-defined]
+            await self._call.done_writing()
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                while await self._call.read() is not grpc.aio.EOF:
+                    pass
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, TimeoutError):
+            pass
+        finally:
+            self._call.cancel()
 
 
 async def _incoming(call: grpc.aio.StreamStreamCall) -> AsyncIterator[pb.TunnelMessage]:

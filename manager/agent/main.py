@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tether.manager.agent.agent import AgentRefusedError, AgentSettings, TetherAgent
+from tether.manager.agent.intercept import parse_port_pairs
 from tether.manager.agent.token import DEFAULT_TOKEN_FILE, default_token_file
 from tether.manager.agents import AgentError, check_workload
 from tether.manager.api.version import __version__
@@ -62,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"manager can check the agent runs in the pod it claims; re-read when it changes (TETHER_TOKEN_FILE; "
         f"default {DEFAULT_TOKEN_FILE})",
     )
+    parser.add_argument(
+        "--intercept-port",
+        action="append",
+        default=[env("TETHER_INTERCEPT_PORTS", "")],
+        metavar="AGENT_PORT:APP_PORT",
+        help="listen on AGENT_PORT, where the workload's Service now sends the app's traffic, and pass it to the "
+        "app's APP_PORT on loopback, or to the client that intercepts it (repeatable; TETHER_INTERCEPT_PORTS, "
+        "comma-separated)",
+    )
+    parser.add_argument(
+        "--app-env",
+        default=env("TETHER_APP_ENV", ""),
+        metavar="JSON",
+        help="JSON list of the app container's variable names copied into this container, reported as the "
+        "app's environment to intercepting clients (TETHER_APP_ENV)",
+    )
     parser.add_argument("--ready-file", type=Path, help="write this file once the agent has arrived at the manager")
     parser.add_argument("--remain-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     parser.add_argument("--log-format", choices=("json", "text"), default=env("TETHER_LOG_FORMAT", "json"))
@@ -92,7 +109,10 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
             ipaddress.ip_address(args.pod_ip)
         except ValueError:
             raise ValueError(f'--pod-ip "{args.pod_ip}" is not an IP address') from None
+    intercept_ports = parse_port_pairs(args.intercept_port)
     return AgentSettings(
+        intercept_ports=intercept_ports,
+        app_env_names=args.app_env,
         manager=args.manager,
         namespace=args.namespace,
         workload=args.workload,

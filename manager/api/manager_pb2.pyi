@@ -191,20 +191,118 @@ class DialResult(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., reason: _Optional[_Union[DialResult.Reason, str]] = ...) -> None: ...
 
 class TunnelMessage(_message.Message):
-    __slots__ = ("open", "data", "dial", "eof", "abort", "agent_flow")
+    __slots__ = ("open", "data", "dial", "eof", "abort", "agent_flow", "intercepted")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     DIAL_FIELD_NUMBER: _ClassVar[int]
     EOF_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
     AGENT_FLOW_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPTED_FIELD_NUMBER: _ClassVar[int]
     open: TunnelOpen
     data: bytes
     dial: DialResult
     eof: Empty
     abort: str
     agent_flow: AgentFlow
-    def __init__(self, open: _Optional[_Union[TunnelOpen, _Mapping]] = ..., data: _Optional[bytes] = ..., dial: _Optional[_Union[DialResult, _Mapping]] = ..., eof: _Optional[_Union[Empty, _Mapping]] = ..., abort: _Optional[str] = ..., agent_flow: _Optional[_Union[AgentFlow, _Mapping]] = ...) -> None: ...
+    intercepted: InterceptedFlow
+    def __init__(self, open: _Optional[_Union[TunnelOpen, _Mapping]] = ..., data: _Optional[bytes] = ..., dial: _Optional[_Union[DialResult, _Mapping]] = ..., eof: _Optional[_Union[Empty, _Mapping]] = ..., abort: _Optional[str] = ..., agent_flow: _Optional[_Union[AgentFlow, _Mapping]] = ..., intercepted: _Optional[_Union[InterceptedFlow, _Mapping]] = ...) -> None: ...
+
+class InterceptedFlow(_message.Message):
+    __slots__ = ("agent_id", "port", "source")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    port: int
+    source: Endpoint
+    def __init__(self, agent_id: _Optional[str] = ..., port: _Optional[int] = ..., source: _Optional[_Union[Endpoint, _Mapping]] = ...) -> None: ...
+
+class InterceptSpec(_message.Message):
+    __slots__ = ("workload", "port", "service", "service_port", "port_name", "local_port")
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_PORT_FIELD_NUMBER: _ClassVar[int]
+    PORT_NAME_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_PORT_FIELD_NUMBER: _ClassVar[int]
+    workload: WorkloadRef
+    port: int
+    service: str
+    service_port: int
+    port_name: str
+    local_port: int
+    def __init__(self, workload: _Optional[_Union[WorkloadRef, _Mapping]] = ..., port: _Optional[int] = ..., service: _Optional[str] = ..., service_port: _Optional[int] = ..., port_name: _Optional[str] = ..., local_port: _Optional[int] = ...) -> None: ...
+
+class InterceptRequest(_message.Message):
+    __slots__ = ("session_id", "spec")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    spec: InterceptSpec
+    def __init__(self, session_id: _Optional[str] = ..., spec: _Optional[_Union[InterceptSpec, _Mapping]] = ...) -> None: ...
+
+class InterceptInfo(_message.Message):
+    __slots__ = ("spec", "client", "since_unix_ms", "agents_intercepting", "agents_live", "environment")
+    class EnvironmentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_INTERCEPTING_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_LIVE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    spec: InterceptSpec
+    client: str
+    since_unix_ms: int
+    agents_intercepting: int
+    agents_live: int
+    environment: _containers.ScalarMap[str, str]
+    def __init__(self, spec: _Optional[_Union[InterceptSpec, _Mapping]] = ..., client: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., agents_intercepting: _Optional[int] = ..., agents_live: _Optional[int] = ..., environment: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class InterceptList(_message.Message):
+    __slots__ = ("intercepts", "agents")
+    INTERCEPTS_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    intercepts: _containers.RepeatedCompositeFieldContainer[InterceptInfo]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentReport]
+    def __init__(self, intercepts: _Optional[_Iterable[_Union[InterceptInfo, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[AgentReport, _Mapping]]] = ...) -> None: ...
+
+class PortState(_message.Message):
+    __slots__ = ("port", "agent_port", "intercepted_by")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_PORT_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPTED_BY_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    agent_port: int
+    intercepted_by: str
+    def __init__(self, port: _Optional[int] = ..., agent_port: _Optional[int] = ..., intercepted_by: _Optional[str] = ...) -> None: ...
+
+class AgentReport(_message.Message):
+    __slots__ = ("agent_id", "ports", "environment", "workload", "pod_name")
+    class EnvironmentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    POD_NAME_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    ports: _containers.RepeatedCompositeFieldContainer[PortState]
+    environment: _containers.ScalarMap[str, str]
+    workload: WorkloadRef
+    pod_name: str
+    def __init__(self, agent_id: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[PortState, _Mapping]]] = ..., environment: _Optional[_Mapping[str, str]] = ..., workload: _Optional[_Union[WorkloadRef, _Mapping]] = ..., pod_name: _Optional[str] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
     __slots__ = ("workload", "pod_name", "pod_ip", "version")
@@ -225,12 +323,20 @@ class AgentSession(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
 
 class DialRequest(_message.Message):
-    __slots__ = ("flow_id", "open")
+    __slots__ = ("flow_id", "open", "intercepts")
     FLOW_ID_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPTS_FIELD_NUMBER: _ClassVar[int]
     flow_id: str
     open: TunnelOpen
-    def __init__(self, flow_id: _Optional[str] = ..., open: _Optional[_Union[TunnelOpen, _Mapping]] = ...) -> None: ...
+    intercepts: AgentIntercepts
+    def __init__(self, flow_id: _Optional[str] = ..., open: _Optional[_Union[TunnelOpen, _Mapping]] = ..., intercepts: _Optional[_Union[AgentIntercepts, _Mapping]] = ...) -> None: ...
+
+class AgentIntercepts(_message.Message):
+    __slots__ = ("ports",)
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ports: _containers.RepeatedCompositeFieldContainer[PortState]
+    def __init__(self, ports: _Optional[_Iterable[_Union[PortState, _Mapping]]] = ...) -> None: ...
 
 class AgentFlow(_message.Message):
     __slots__ = ("agent_id", "flow_id")

@@ -69,6 +69,26 @@ class ManagerStub:
                 request_serializer=tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.SerializeToString,
                 response_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.FromString,
                 _registered_method=True)
+        self.CreateIntercept = channel.unary_unary(
+                '/tether.manager.rpc.Manager/CreateIntercept',
+                request_serializer=tether_dot_manager_dot_api_dot_manager__pb2.InterceptRequest.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.InterceptInfo.FromString,
+                _registered_method=True)
+        self.RemoveIntercept = channel.unary_unary(
+                '/tether.manager.rpc.Manager/RemoveIntercept',
+                request_serializer=tether_dot_manager_dot_api_dot_manager__pb2.InterceptRequest.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListIntercepts = channel.unary_unary(
+                '/tether.manager.rpc.Manager/ListIntercepts',
+                request_serializer=tether_dot_manager_dot_api_dot_manager__pb2.SessionInfo.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.InterceptList.FromString,
+                _registered_method=True)
+        self.WatchInterceptDials = channel.unary_stream(
+                '/tether.manager.rpc.Manager/WatchInterceptDials',
+                request_serializer=tether_dot_manager_dot_api_dot_manager__pb2.SessionInfo.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.DialRequest.FromString,
+                _registered_method=True)
 
 
 class ManagerServicer:
@@ -123,6 +143,36 @@ class ManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateIntercept(self, request, context):
+        """Intercepts: all traffic for a workload's container port goes to this client (a global intercept).
+        ALREADY_EXISTS names who holds it and since when. The client dials each intercepted connection on
+        its machine: WatchInterceptDials pushes one DialRequest per connection (open.via names the workload,
+        open.destination.port the container port), and the client answers on a Tunnel stream (or a tunnel
+        mux stream) whose first message is agent_flow {agent_id: the session id, flow_id}, then as an agent
+        does: the dial result, data, eof, abort.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveIntercept(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIntercepts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchInterceptDials(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +210,26 @@ def add_ManagerServicer_to_server(servicer, server):
                     servicer.Tunnel,
                     request_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.FromString,
                     response_serializer=tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.SerializeToString,
+            ),
+            'CreateIntercept': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIntercept,
+                    request_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.InterceptRequest.FromString,
+                    response_serializer=tether_dot_manager_dot_api_dot_manager__pb2.InterceptInfo.SerializeToString,
+            ),
+            'RemoveIntercept': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveIntercept,
+                    request_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.InterceptRequest.FromString,
+                    response_serializer=tether_dot_manager_dot_api_dot_manager__pb2.Empty.SerializeToString,
+            ),
+            'ListIntercepts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIntercepts,
+                    request_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.SessionInfo.FromString,
+                    response_serializer=tether_dot_manager_dot_api_dot_manager__pb2.InterceptList.SerializeToString,
+            ),
+            'WatchInterceptDials': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchInterceptDials,
+                    request_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.SessionInfo.FromString,
+                    response_serializer=tether_dot_manager_dot_api_dot_manager__pb2.DialRequest.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +431,114 @@ class Manager:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def CreateIntercept(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.manager.rpc.Manager/CreateIntercept',
+            tether_dot_manager_dot_api_dot_manager__pb2.InterceptRequest.SerializeToString,
+            tether_dot_manager_dot_api_dot_manager__pb2.InterceptInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveIntercept(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.manager.rpc.Manager/RemoveIntercept',
+            tether_dot_manager_dot_api_dot_manager__pb2.InterceptRequest.SerializeToString,
+            tether_dot_manager_dot_api_dot_manager__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIntercepts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.manager.rpc.Manager/ListIntercepts',
+            tether_dot_manager_dot_api_dot_manager__pb2.SessionInfo.SerializeToString,
+            tether_dot_manager_dot_api_dot_manager__pb2.InterceptList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchInterceptDials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tether.manager.rpc.Manager/WatchInterceptDials',
+            tether_dot_manager_dot_api_dot_manager__pb2.SessionInfo.SerializeToString,
+            tether_dot_manager_dot_api_dot_manager__pb2.DialRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class AgentsStub:
     """What a tether-agent (a sidecar next to a workload) asks of the manager. The agent dials flows
@@ -397,6 +575,11 @@ class AgentsStub:
                 '/tether.manager.rpc.Agents/Tunnel',
                 request_serializer=tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.SerializeToString,
                 response_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.FromString,
+                _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/tether.manager.rpc.Agents/Report',
+                request_serializer=tether_dot_manager_dot_api_dot_manager__pb2.AgentReport.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.Empty.FromString,
                 _registered_method=True)
 
 
@@ -436,6 +619,15 @@ class AgentsServicer:
         """One stream per dialed flow. The agent's first message is agent_flow (naming the DialRequest's
         flow); then it sends the DialResult and data/eof/abort exactly as the manager does on Tunnel,
         and receives the client's data/eof/abort. The manager splices it to the client's Tunnel stream.
+        For an intercepted connection the agent's first message is `intercepted` instead; the manager
+        answers with the intercepting client's dial result, then the flow runs as a client's Tunnel does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Report(self, request, context):
+        """What the agent does now: which of its ports it sends to a client (intercepted) and its app's environment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -468,6 +660,11 @@ def add_AgentsServicer_to_server(servicer, server):
                     servicer.Tunnel,
                     request_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.FromString,
                     response_serializer=tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.AgentReport.FromString,
+                    response_serializer=tether_dot_manager_dot_api_dot_manager__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -607,6 +804,33 @@ class Agents:
             '/tether.manager.rpc.Agents/Tunnel',
             tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.SerializeToString,
             tether_dot_manager_dot_api_dot_manager__pb2.TunnelMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.manager.rpc.Agents/Report',
+            tether_dot_manager_dot_api_dot_manager__pb2.AgentReport.SerializeToString,
+            tether_dot_manager_dot_api_dot_manager__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

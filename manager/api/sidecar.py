@@ -13,6 +13,7 @@ inherit all three.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,12 +53,35 @@ def manager_address(namespace: str, cluster_domain: str = "cluster.local", port:
     return f"{MANAGER_SERVICE}.{namespace}.svc.{cluster_domain.strip('.')}:{port}"
 
 
-def sidecar_container(kind: str, name: str, config: SidecarConfig) -> dict[str, Any]:
-    """The tether-agent container for the workload ``kind``/``name``."""
+#: On a Service whose targetPorts the injector pointed at the agent: {service port: the original targetPort}.
+INTERCEPT_ANNOTATION = "tether.dev/intercept-target-ports"
+#: The first port an agent listens on for an intercepted container port (the next free one above it is taken).
+FIRST_AGENT_PORT = 9900
+#: Variables of the agent's own; an app's variable of the same name is not copied into the agent.
+AGENT_ENV = frozenset({"POD_NAME", "POD_NAMESPACE", "POD_IP", "TETHER_APP_ENV", "TETHER_INTERCEPT_PORTS"})
+
+
+def sidecar_container(
+    kind: str,
+    name: str,
+    config: SidecarConfig,
+    intercept_ports: tuple[tuple[int, int], ...] = (),
+    app_env: tuple[Mapping[str, Any], ...] = (),
+) -> dict[str, Any]:
+    """The tether-agent container for the workload ``kind``/``name``; with ``intercept_ports`` ((agent port, app
+    port) pairs) it also listens where the Service's traffic now arrives, and ``app_env`` (the app container's
+    ``env`` entries, copied as they are so the kubelet resolves them the same way) is its app's environment."""
 
     def field(path: str) -> dict[str, Any]:
         return {"fieldRef": {"fieldPath": path}}
 
+    copied = [dict(e) for e in app_env if e.get("name") and e["name"] not in AGENT_ENV]
+    intercept_args = [a for agent, app in intercept_ports for a in ("--intercept-port", f"{agent}:{app}")]
+    intercept_env = (
+        [*copied, {"name": "TETHER_APP_ENV", "value": json.dumps([e["name"] for e in copied])}]
+        if intercept_ports
+        else []
+    )
     return {
         "name": SIDECAR_NAME,
         "image": config.image,
@@ -66,11 +90,13 @@ def sidecar_container(kind: str, name: str, config: SidecarConfig) -> dict[str, 
         "args": [
             *("--manager", config.manager, "--workload", name, "--kind", kind),
             *("--token-file", str(DEFAULT_TOKEN_FILE), "--log-format", config.log_format),
+            *intercept_args,
         ],
         "env": [
             {"name": "POD_NAME", "valueFrom": field("metadata.name")},
             {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
             {"name": "POD_IP", "valueFrom": field("status.podIP")},
+            *intercept_env,
         ],
         "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": str(DEFAULT_TOKEN_FILE.parent), "readOnly": True}],
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "256Mi"}},
@@ -137,9 +163,34 @@ class Workload:
                 return f"{ref.get('kind')} {self.namespace}/{ref.get('name')}"
         return None
 
-    def has_sidecar(self, config: SidecarConfig) -> bool:
-        """Whether the template already holds this config's sidecar and annotation (nothing to patch)."""
-        wanted = sidecar_container(self.kind, self.name, config)
+    @property
+    def intercept_ports(self) -> tuple[tuple[int, int], ...]:
+        """(agent port, app port) pairs the sidecar listens on now."""
+        return intercept_ports_of(self.sidecar)
+
+    @property
+    def app_container(self) -> Mapping[str, Any] | None:
+        """The workload's own first container (not the agent)."""
+        return next((c for c in self.containers if c.get("name") != SIDECAR_NAME), None)
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.template.get("metadata", {}).get("labels") or {}
+
+    def container_port(self, target: int | str) -> int | None:
+        """The app's port a Service's targetPort means: a number, or a named container port."""
+        if isinstance(target, int) or str(target).isdigit():
+            return int(target)
+        for container in self.containers:
+            for port in container.get("ports") or []:
+                if port.get("name") == target:
+                    return int(port["containerPort"])
+        return None
+
+    def has_sidecar(self, config: SidecarConfig, pairs: tuple[tuple[int, int], ...] = ()) -> bool:
+        """Whether the template already holds this config's sidecar (taking ``pairs``) and annotation."""
+        app_env = tuple((self.app_container or {}).get("env") or ()) if pairs else ()
+        wanted = sidecar_container(self.kind, self.name, config, pairs, app_env)
         return (
             _same(self.sidecar, wanted)
             and _same(self.volume(TOKEN_VOLUME), token_volume(config))
@@ -161,6 +212,93 @@ def inject_patch(workload: Workload, config: SidecarConfig) -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+def intercept_ports_of(sidecar: Mapping[str, Any] | None) -> tuple[tuple[int, int], ...]:
+    """(agent port, app port) pairs a tether-agent container (of a template or a pod) is told to take."""
+    args = list((sidecar or {}).get("args") or [])
+    pairs = []
+    for flag, value in itertools.pairwise(args):
+        agent, sep, app = str(value).partition(":") if flag == "--intercept-port" else ("", "", "")
+        if sep and agent.isdigit() and app.isdigit():
+            pairs.append((int(agent), int(app)))
+    return tuple(pairs)
+
+
+def with_intercept_port(workload: Workload, app_port: int) -> tuple[tuple[int, int], ...]:
+    """The sidecar's (agent port, app port) pairs once it also takes ``app_port``: unchanged if it does already;
+    else a new agent port, the first from FIRST_AGENT_PORT that no container and no pair uses."""
+    pairs = workload.intercept_ports
+    if any(app == app_port for _, app in pairs):
+        return pairs
+    used = {agent for agent, _ in pairs} | {
+        int(p["containerPort"]) for c in workload.containers for p in c.get("ports") or [] if "containerPort" in p
+    }
+    agent_port = next(p for p in range(FIRST_AGENT_PORT, 65536) if p not in used)
+    return (*pairs, (agent_port, app_port))
+
+
+def intercept_patch(workload: Workload, config: SidecarConfig, pairs: tuple[tuple[int, int], ...]) -> dict[str, Any]:
+    """The strategic merge patch that makes the sidecar take these ports, with the app container's environment."""
+    app = workload.app_container or {}
+    patch = inject_patch(workload, config)
+    container = sidecar_container(workload.kind, workload.name, config, pairs, tuple(app.get("env") or ()))
+    patch["spec"]["template"]["spec"]["containers"] = [container]
+    return patch
+
+
+def selects(service: Mapping[str, Any], workload: Workload) -> bool:
+    """Whether the Service sends traffic to the workload's pods (its selector matches the template's labels)."""
+    selector = (service.get("spec") or {}).get("selector") or {}
+    return bool(selector) and all(workload.labels.get(k) == v for k, v in selector.items())
+
+
+def original_target_ports(service: Mapping[str, Any]) -> dict[str, Any]:
+    """{service port: original targetPort} the injector recorded on the Service ({} if none)."""
+    raw = ((service.get("metadata") or {}).get("annotations") or {}).get(INTERCEPT_ANNOTATION) or "{}"
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def target_port_patch(service: Mapping[str, Any], service_port: int, agent_port: int) -> dict[str, Any] | None:
+    """The merge patch that points the Service port at the agent, remembering the original targetPort; None
+    when it points there already."""
+    ports = [dict(p) for p in (service.get("spec") or {}).get("ports") or []]
+    recorded = original_target_ports(service)
+    for port in ports:
+        if port.get("port") == service_port:
+            if port.get("targetPort") == agent_port and str(service_port) in recorded:
+                return None
+            recorded.setdefault(str(service_port), port.get("targetPort", service_port))
+            port["targetPort"] = agent_port
+    return {
+        "metadata": {
+            "resourceVersion": (service.get("metadata") or {}).get("resourceVersion", ""),
+            "annotations": {INTERCEPT_ANNOTATION: json.dumps(recorded, sort_keys=True)},
+        },
+        "spec": {"ports": ports},
+    }
+
+
+def restore_target_ports_patch(service: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that gives the Service its original targetPorts back; None if the injector changed none."""
+    recorded = original_target_ports(service)
+    if not recorded:
+        return None
+    ports = [dict(p) for p in (service.get("spec") or {}).get("ports") or []]
+    for port in ports:
+        if str(port.get("port")) in recorded:
+            port["targetPort"] = recorded[str(port.get("port"))]
+    return {
+        "metadata": {
+            "resourceVersion": (service.get("metadata") or {}).get("resourceVersion", ""),
+            "annotations": {INTERCEPT_ANNOTATION: None},
+        },
+        "spec": {"ports": ports},
     }
 
 

@@ -13,16 +13,16 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
-from tether.manager.agents import AgentRegistry
+from tether.manager.agents import AgentError, AgentRegistry, UnknownFlowError
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
+from tether.manager.api.dialer import FastPath, run_flow
 from tether.manager.api.framing import FlowSpec, TunnelError
 from tether.manager.api.mux import MuxStream
 from tether.manager.api.streamwriter import Send
 from tether.manager.destinations import DestinationPolicy
 from tether.manager.limits import KeyedLimit, LimitReachedError, ManagerLimits
 from tether.manager.sessions import SessionTable, UnknownSessionError
-from tether.manager.tunnel.dialer import FastPath, run_flow
 
 log = logging.getLogger("tether.manager.server")
 
@@ -52,6 +52,9 @@ class FlowServer:
     ) -> None:
         """Run one flow; returns when it is over. ``session_id``: the flow's carrier belongs to that session;
         ``fast``: the carrier can also move bytes without a task switch (see ``dialer.FastPath``)."""
+        if first.WhichOneof("kind") == "agent_flow":
+            await self._answer(first.agent_flow, incoming, send, session_id)
+            return
         try:
             spec = framing.parse_open(first)
             if session_id is not None and spec.session_id != session_id:
@@ -97,6 +100,21 @@ class FlowServer:
             with contextlib.suppress(Exception):
                 await send(framing.abort_message(str(exc)))
 
+    async def _answer(
+        self, flow: pb.AgentFlow, incoming: AsyncIterator[pb.TunnelMessage], send: Send, session_id: str | None
+    ) -> None:
+        """A client's answer to an intercepted connection it was asked to dial (``WatchInterceptDials``): its
+        stream is spliced to the agent's, as an agent's answer to a --proxy-via dial is to the client's."""
+        try:
+            if session_id is not None and flow.agent_id != session_id:
+                raise TunnelError("the answer names another session than its tunnel mux connection")
+            self._sessions.get(flow.agent_id)
+            await self._agents.attach(flow, incoming, send)
+        except (TunnelError, UnknownSessionError, UnknownFlowError, AgentError) as exc:
+            log.info("intercept answer refused: %s", exc, extra={"session": flow.agent_id[:8]})
+            with contextlib.suppress(Exception):
+                await send(framing.abort_message(str(exc)))
+
     def _clamped(self, spec: FlowSpec, first: pb.TunnelMessage) -> FlowSpec:
         """The flow as the manager allows it: a UDP idle timeout no longer than its maximum (the open passed to
         an agent says the same)."""
@@ -108,6 +126,10 @@ class FlowServer:
 
     async def serve_stream(self, first: pb.TunnelMessage, stream: MuxStream, session_id: str) -> None:
         """A tunnel mux stream's flow (``mux_server.FlowHandler``)."""
+        if first.WhichOneof("kind") == "agent_flow":
+            # An answer to an intercepted connection: the dial is done (on the client's machine), so the stream
+            # gets its full window now, as a flow the manager dialed gets it with its dial answer.
+            stream.grant_window()
         await self.serve(first, stream.messages(), stream.send, session_id, fast=stream)
 
     def check_session(self, session_id: str) -> None:

@@ -372,7 +372,7 @@ def test_agent_that_never_takes_the_flow_times_out_and_never_sees_the_session(mo
             await asyncio.sleep(0.02)
         started = time.monotonic()
         call = await h.open_flow(Protocol.TCP, h.echo_port, via=("default", "lazy", ""), dial_timeout=0.5)
-        request = await watch.read()
+        request = await next_dial(watch)
         assert request.open.session_id == "", "a client's session id must never reach an agent"
         assert request.open.destination.port == h.echo_port and request.flow_id
         result = (await call.read()).dial
@@ -397,7 +397,7 @@ def test_a_flow_given_to_one_agent_cannot_be_taken_by_another(monkeypatch):
         while not h.agents.live("default", "lazy"):
             await asyncio.sleep(0.02)
         await h.open_flow(Protocol.TCP, h.echo_port, via=("default", "lazy", ""), dial_timeout=5)
-        request = await watch.read()
+        request = await next_dial(watch)
         stolen = pb.TunnelMessage(agent_flow=pb.AgentFlow(agent_id=thief.agent_id, flow_id=request.flow_id))
         assert await refused_with(h.agents_stub.Tunnel(metadata=h.auth("other-0")), stolen) == (
             grpc.StatusCode.PERMISSION_DENIED
@@ -473,3 +473,10 @@ def test_agent_cli_takes_the_downward_api_environment_and_names_bad_values(monke
         main(["--help"])
     assert exited.value.code == 0
     assert "--proxy-via" in capsys.readouterr().out
+
+
+async def next_dial(watch: grpc.aio.UnaryStreamCall) -> pb.DialRequest:
+    """The next dial on a WatchDials stream, past the intercepts the manager tells every agent first."""
+    while (request := await watch.read()).HasField("intercepts"):
+        pass
+    return request

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from tether.manager.tunnel import dialer
+from tether.manager.api import dialer
 from tether.runtime import eventloop
 
 pytestmark = pytest.mark.usefixtures("each_event_loop")

@@ -53,6 +53,14 @@ _METHODS = {
 }
 
 
+# kind -> the AppsV1Api methods that list it in a namespace and in all namespaces
+KINDS_API = {
+    "Deployment": ("list_namespaced_deployment", "list_deployment_for_all_namespaces"),
+    "StatefulSet": ("list_namespaced_stateful_set", "list_stateful_set_for_all_namespaces"),
+    "ReplicaSet": ("list_namespaced_replica_set", "list_replica_set_for_all_namespaces"),
+}
+
+
 class InjectionError(Exception):
     """Injection cannot be done; the text names the workload and why."""
 
@@ -115,7 +123,7 @@ def inject(
             raise InjectionError(f"{workload} is managed by {workload.controller}; inject into that instead")
         if workload.has_sidecar(config):
             return InjectResult(workload, changed=False)
-        if _patch(api, workload, inject_patch(workload, config), "injecting the tether-agent into"):
+        if patch_workload(api, workload, inject_patch(workload, config), "injecting the tether-agent into"):
             log.info("injected tether-agent", extra={"workload": str(workload), "image": config.image})
             return InjectResult(workload, changed=True)
     raise InjectionError(f"{kind or 'workload'} {namespace}/{name} kept changing; injection gave up")
@@ -127,13 +135,13 @@ def uninject(api: kubernetes.client.ApiClient, namespace: str, name: str, kind: 
         workload = find_workload(api, namespace, name, kind)
         if workload.sidecar is None and workload.annotation is None:
             return InjectResult(workload, changed=False)
-        if _patch(api, workload, uninject_patch(workload), "removing the tether-agent from"):
+        if patch_workload(api, workload, uninject_patch(workload), "removing the tether-agent from"):
             log.info("removed tether-agent", extra={"workload": str(workload)})
             return InjectResult(workload, changed=True)
     raise InjectionError(f"{kind or 'workload'} {namespace}/{name} kept changing; removing the agent gave up")
 
 
-def _patch(api: kubernetes.client.ApiClient, workload: Workload, patch: Mapping[str, Any], doing: str) -> bool:
+def patch_workload(api: kubernetes.client.ApiClient, workload: Workload, patch: Mapping[str, Any], doing: str) -> bool:
     """Apply a strategic merge patch; False when the object changed meanwhile (conflict: read it again)."""
     try:
         _call(api, workload.kind, 1, workload.name, workload.namespace, patch, _content_type=_STRATEGIC)
@@ -151,12 +159,12 @@ def _refusal(exc: ApiException, verb: str, workload: Workload, doing: str) -> In
         resource = _METHODS[workload.kind][2]
         return InjectionForbiddenError(
             f"{doing} {workload} needs permission to {verb} {resource}.apps in namespace "
-            f'"{workload.namespace}", which your Kubernetes credentials lack: {_api_reason(exc)}'
+            f'"{workload.namespace}", which your Kubernetes credentials lack: {api_reason(exc)}'
         )
-    return InjectionError(f"{doing} {workload}: {_api_reason(exc)}")
+    return InjectionError(f"{doing} {workload}: {api_reason(exc)}")
 
 
-def _api_reason(exc: ApiException) -> str:
+def api_reason(exc: ApiException) -> str:
     body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
     try:
         message = json.loads(body or "").get("message")

@@ -10,6 +10,9 @@ Connect                         any caller when no session is up (the caller bec
                                 anyone else, root included, is refused while another uid's session
                                 is up: they must disconnect it first
 Disconnect, Quit                the session's owner or root; when no session is up, any caller
+ListWorkloads                   any caller
+Intercept, Leave,               the session's owner (they act with the owner's Kubernetes credentials
+UninstallAgents                 and send cluster traffic to the owner's local ports)
 ==============================  =================================================================
 """
 
@@ -27,9 +30,11 @@ class Action(enum.Enum):
     CONNECT = "Connect"
     DISCONNECT = "Disconnect"
     QUIT = "Quit"
+    INTERCEPT = "Intercept"
+    LIST = "ListWorkloads"
 
 
-READ_ONLY = frozenset({Action.VERSION, Action.STATUS, Action.WATCH})
+READ_ONLY = frozenset({Action.VERSION, Action.STATUS, Action.WATCH, Action.LIST})
 OWNER_OR_ROOT = frozenset({Action.DISCONNECT, Action.QUIT})
 PRIVILEGED = frozenset({Action.CONNECT, Action.DISCONNECT, Action.QUIT})
 
@@ -52,4 +57,6 @@ def authorize(action: Action, caller_uid: int, owner_uid: int | None) -> None:
             return
         verb = "disconnect it" if action is Action.DISCONNECT else "stop the helper"
         raise Denied(f"session is owned by uid {owner_uid}: only that user or root may {verb}")
+    if action is Action.INTERCEPT:
+        raise Denied(f"intercepts belong to the session's owner (uid {owner_uid}); only that user may change them")
     raise Denied(f"{action.value} is not allowed")  # pragma: no cover - every action is listed above

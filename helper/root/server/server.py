@@ -28,7 +28,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -49,7 +49,7 @@ from tether.helper.root.server.accounts import accounts
 from tether.helper.root.server.authz import Action
 from tether.helper.root.server.caller import Caller, username_for
 from tether.helper.root.server.peercred import PeerCredentials, PeerCredentialsError, peer_credentials
-from tether.helper.root.server.session_api import Session, SessionError
+from tether.helper.root.server.session_api import InterceptSession, Session, SessionError
 from tether.helper.root.server.tokens import DEFAULT_TTL, TokenError, TokenStore
 from tether.manager.api.version import __version__
 
@@ -427,6 +427,39 @@ class HelperService(pb_grpc.HelperServicer):
         # Stop after this reply has gone out.
         asyncio.get_running_loop().call_soon(self._on_quit)
         return pb.Empty()
+
+    # --- intercepts ---
+
+    async def _intercept_call(
+        self, context: grpc.aio.ServicerContext, action: Action, method: str, request: Any
+    ) -> Any:
+        caller = await self._admit(context, action)
+        session = self._session
+        if not isinstance(session, InterceptSession):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this helper's session does not do intercepts")
+            raise AssertionError("abort raises")
+        try:
+            return await getattr(session, method)(request, caller)
+        except SessionError as exc:
+            log.info("%s refused", method, extra={"uid": caller.uid, "error": str(exc)})
+            await context.abort(exc.code, str(exc))
+            raise
+
+    async def Intercept(self, request: pb.InterceptRequest, context: grpc.aio.ServicerContext) -> pb.InterceptReply:
+        return await self._intercept_call(context, Action.INTERCEPT, "intercept", request)
+
+    async def Leave(self, request: pb.LeaveRequest, context: grpc.aio.ServicerContext) -> pb.State:
+        return self._stamp(await self._intercept_call(context, Action.INTERCEPT, "leave", request))
+
+    async def ListWorkloads(
+        self, request: pb.ListWorkloadsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WorkloadList:
+        return await self._intercept_call(context, Action.LIST, "list_workloads", request)
+
+    async def UninstallAgents(
+        self, request: pb.UninstallAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UninstallAgentsReply:
+        return await self._intercept_call(context, Action.INTERCEPT, "uninstall_agents", request)
 
 
 # --- the server --------------------------------------------------------------------------------------

@@ -69,6 +69,20 @@ class Session(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class InterceptSession(Protocol):
+    """What a session that does intercepts offers besides ``Session`` (the server answers UNIMPLEMENTED for a
+    session without them). Each raises SessionError naming what is wrong."""
+
+    async def intercept(self, request: pb.InterceptRequest, caller: Caller) -> pb.InterceptReply: ...
+
+    async def leave(self, request: pb.LeaveRequest, caller: Caller) -> State: ...
+
+    async def list_workloads(self, request: pb.ListWorkloadsRequest, caller: Caller) -> pb.WorkloadList: ...
+
+    async def uninstall_agents(self, request: pb.UninstallAgentsRequest, caller: Caller) -> pb.UninstallAgentsReply: ...
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """What the daemon knows when it builds the session.

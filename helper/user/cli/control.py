@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.helper.api import helper_pb2 as pb
+from tether.helper.api import intercepts
 from tether.helper.api.paths import SOCKET_ENV
 from tether.helper.user.cli import exitcodes
 from tether.helper.user.client import HelperClient, HelperError
@@ -93,6 +94,8 @@ def describe_state(state: pb.State) -> dict[str, Any]:
         "owner_uid": state.owner_uid if connected else None,
         "connected_since": since,
         "last_error": state.last_error,
+        "intercepts": [intercepts.describe(i) for i in state.intercepts],
+        "intercept_error": state.intercept_error,
     }
 
 
@@ -140,6 +143,10 @@ def format_state(state: pb.State) -> str:
             rows.append(("dns recursion", info["dns_recursion"]))
         if info["connect_recursion"]:
             rows.append(("flow recursion", info["connect_recursion"]))
+        for i, intercept in enumerate(state.intercepts):
+            rows.append(("intercepts" if i == 0 else "", intercepts.line(intercept)))
+        if state.intercept_error:
+            rows.append(("intercept error", state.intercept_error))
         rows.append(("owner", f"uid {info['owner_uid']}"))
         if info["connected_since"]:
             rows.append(("connected since", info["connected_since"]))

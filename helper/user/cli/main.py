@@ -2,7 +2,8 @@
 
 Commands: ``connect`` (``connect``); ``disconnect``, ``status``, ``quit``, ``version`` (``control``);
 ``helper start``, ``helper cleanup`` (``helpercmd``); ``cluster-info`` (``clusterinfo``); ``manager
-install|upgrade|uninstall|status`` (``manager``); ``lab`` (``tether.lab.cli``, the optional sandbox
+install|upgrade|uninstall|status`` (``manager``); ``list``, ``intercept``, ``leave``, ``uninstall``
+(``intercept``); ``lab`` (``tether.lab.cli``, the optional sandbox
 cluster). A command imports only its own module, so ``tether status`` loads no kubeconfig reader,
 Kubernetes client, manager or lab code; ``--help`` loads them all.
 
@@ -27,6 +28,8 @@ import sys
 from collections.abc import Sequence
 
 SIGPIPE_EXIT = 128 + 13  # what a shell reports for a writer ended by SIGPIPE
+# Commands that run a program given after "--" (argparse cannot take an option-like remainder itself).
+RUNS_A_COMMAND = frozenset({"intercept"})
 
 # command -> the module whose register() adds it (a module may add several); help lists them in this order.
 COMMANDS = {
@@ -38,6 +41,10 @@ COMMANDS = {
     "helper": "tether.helper.user.cli.helpercmd",
     "cluster-info": "tether.helper.user.cli.clusterinfo",
     "manager": "tether.helper.user.cli.manager",
+    "list": "tether.helper.user.cli.intercept",
+    "intercept": "tether.helper.user.cli.intercept",
+    "leave": "tether.helper.user.cli.intercept",
+    "uninstall": "tether.helper.user.cli.intercept",
     "lab": "tether.lab.cli",
 }
 
@@ -58,7 +65,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list[0] if args_list else None)
+    after: list[str] = []
+    if args_list and args_list[0] in RUNS_A_COMMAND and "--" in args_list:
+        split = args_list.index("--")
+        args_list, after = args_list[:split], args_list[split + 1 :]
     args = parser.parse_args(args_list)
+    args.command_argv = after
     try:
         code = int(args.handler(args) or 0)
     except BrokenPipeError:

@@ -26,7 +26,7 @@ from tether.helper.user.release.plan import (
     serves_manager,
 )
 from tether.helper.user.release.render import Rendered
-from tether.manager.api.sidecar import Workload, uninject_patch
+from tether.manager.api.sidecar import Workload, restore_target_ports_patch, selects, uninject_patch
 
 log = logging.getLogger("tether.helper.user.release")
 
@@ -145,6 +145,12 @@ def remove_agents(kube: Kube, namespace: str, say: Say) -> list[str]:
             if workload.controller or not serves_manager(obj, namespace):
                 continue
             ref = ObjectRef(api_version, kind, workload.name, workload.namespace)
+            for service in kube.list(ObjectRef("v1", "Service", "", workload.namespace)):
+                restore = restore_target_ports_patch(service) if selects(service, workload) else None
+                if restore is not None:  # an intercept pointed it at the agent: back to the app
+                    name = str((service.get("metadata") or {}).get("name"))
+                    kube.patch(ObjectRef("v1", "Service", name, workload.namespace), restore)
+                    say(f"gave Service {workload.namespace}/{name} its targetPort back")
             kube.patch(ref, uninject_patch(workload), "strategic")
             removed.append(str(workload))
             say(f"removed the tether-agent from {workload}")

@@ -1,4 +1,10 @@
-"""Dial a flow's destination inside the cluster and pipe the tunnel stream to it."""
+"""Dial a flow's destination and pipe the tunnel stream to it; or pipe a stream to a connection already made.
+
+The manager dials cluster destinations with it, an agent dials from its pod (--proxy-via), the helper dials
+the user's local port for an intercepted connection, and an agent pipes a connection it accepted for an
+intercept (:func:`pipe_tcp`): one copy of the byte pump, its flow control, half-close and aborts. It is in
+the manager's API face because both ends of the tunnel use it.
+"""
 
 from __future__ import annotations
 
@@ -262,6 +268,19 @@ async def _run_tcp(
         raise
     if fast is not None:
         fast.flush()
+    await pipe_tcp(spec, sock, incoming, send, fast)
+
+
+async def pipe_tcp(
+    spec: FlowSpec,
+    sock: socket.socket,
+    incoming: AsyncIterator[pb.TunnelMessage],
+    send: Send,
+    fast: FastPath | None = None,
+) -> None:
+    """Pipe a connected socket (dialed, or accepted) to an open flow's stream until both sides are done; the
+    socket is closed on return. The peer's eof becomes a FIN, the socket's FIN an eof; an abort either way
+    resets the other side."""
     try:
         _, pod = await asyncio.get_running_loop().connect_accepted_socket(_PodConnection, sock)
     except OSError as exc:  # the socket broke in the meantime: as if the destination had reset it
