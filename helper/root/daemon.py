@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -102,12 +103,18 @@ def startup_cleanup(journal: Path) -> None:
     """Undo a crashed helper's leftovers."""
     import tether.helper.root.cleanup as cleanup  # here for the same reason as the session
 
+    started = time.monotonic()
     try:
         report = cleanup.run(journal)
     except cleanup.CleanupRefused as exc:
         raise ServerSetupError(str(exc)) from None
-    if report.removed:
-        log.info("cleaned up after a previous helper", extra={"removed": report.removed})
+    took = round(time.monotonic() - started, 3)
+    # A journal left behind means the previous helper did not end cleanly, even when what it changed went
+    # with it (its TUN, its owned nftables table) and nothing was left to remove.
+    if report.removed or report.journal != "missing":
+        log.info("cleaned up after a previous helper", extra={"removed": report.removed, "seconds": took})
+    else:
+        log.info("start-up cleanup found nothing", extra={"seconds": took})
     if report.errors:
         log.warning("cleanup left things behind", extra={"errors": report.errors})
 

@@ -74,6 +74,7 @@ def describe_state(state: pb.State) -> dict[str, Any]:
         "dns_server": state.dns_server,
         "dns_mode_reason": state.dns_mode_reason,
         "dns_mode_forced": state.dns_mode_forced,
+        "dns_crash_safety": state.dns_crash_safety,
         "dns_probes": list(state.dns_probes),
         "cluster_domain": state.cluster_domain,
         "dns_include_suffixes": list(state.dns_include_suffixes),
@@ -120,6 +121,8 @@ def format_state(state: pb.State) -> str:
         rows.append(("dns", dns))
         if info["dns_mode_reason"]:
             rows.append(("dns mode", info["dns_mode_reason"]))  # a forced mode's reason says so
+        if info["dns_crash_safety"]:
+            rows.append(("dns on crash", info["dns_crash_safety"]))
         for i, probe in enumerate(info["dns_probes"]):
             rows.append(("dns probes" if i == 0 else "", probe))
         if info["dns_include_suffixes"]:
