@@ -150,8 +150,10 @@ def call_error(exc: grpc.RpcError, path: Path, probe: bool = True) -> HelperErro
 
 
 def gone_error(exc: grpc.RpcError, path: Path, probe: bool = True) -> HelperError:
-    """A stream that had answered broke: HelperGoneError when nothing answers on the socket any more."""
-    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+    """A stream that had answered broke: HelperGoneError when nothing answers on the socket any more.
+
+    gRPC reports a peer that vanished as UNAVAILABLE or UNKNOWN ("Stream removed"), depending on when."""
+    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
         return call_error(exc, path, probe)
     if probe:
         try:

@@ -128,19 +128,21 @@ def assert_nothing_left(lab, variant: Variant, before: str) -> None:
 
 
 def restart_clean_and_reconnect(lab, variant: Variant, helper: RunningHelper, before: str) -> None:
+    # The journal exists from the first change on (the TUN); a helper killed before it changed nothing.
+    unclean = helper.journal.exists()
     down = helper.cli("status")
     assert down.returncode == 3 and "the Tether helper is not running" in down.stderr, down
-    assert "the last session ended uncleanly" in down.stderr, down
+    assert ("the last session ended uncleanly" in down.stderr) == unclean, down
     helper.start()
     assert workstation_leftovers(lab.ws_netns) == [], helper.tail()
     assert not helper.journal.exists()
     assert resolver_state(lab, variant) == before
     status = helper.status()
     assert status["phase"] == "disconnected", status
-    assert status["previous_session"].startswith("the previous helper ended uncleanly"), status
+    assert status["previous_session"].startswith("the previous helper ended uncleanly") == unclean, status
     out = helper.cli("connect", "--kubeconfig", str(lab.kubeconfig), "--json", timeout=90)
     assert out.returncode == 0, f"{out.stderr}\n{helper.tail()}"
-    assert "  recovered: the previous helper ended uncleanly" in out.stderr, out.stderr
+    assert ("  recovered: the previous helper ended uncleanly" in out.stderr) == unclean, out.stderr
     state = json.loads(out.stdout)
     assert state["dns_mode"] == variant.mode and state["previous_session"] == "", state
     web = in_ws(lab, variant, "getent", "hosts", "web.default")
