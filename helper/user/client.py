@@ -155,18 +155,26 @@ def gone_error(exc: grpc.RpcError, path: Path, probe: bool = True) -> HelperErro
     gRPC reports a peer that vanished as UNAVAILABLE or UNKNOWN ("Stream removed"), depending on when."""
     if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
         return call_error(exc, path, probe)
-    if probe:
-        try:
-            _probe(path)
-        except OSError:
-            pass
-        else:
-            return call_error(exc, path, probe)  # it answers: a broken stream, not a dead helper
+    if probe and _still_listening(path):
+        return call_error(exc, path, probe)  # it answers: a broken stream, not a dead helper
     return HelperGoneError(
         f"the Tether helper stopped in the middle of the call (killed or crashed; {exc.details() or 'stream closed'})",
         "What it changed went with it or is undone when it starts again: restart it "
         "(`sudo systemctl restart tether-helper`, or `sudo tether helper start`), then connect again",
     )
+
+
+def _still_listening(path: Path, tries: int = 5, pause: float = 0.1) -> bool:
+    """Whether the socket keeps accepting: a dying helper's may still accept for a moment after a stream broke
+    (the kernel closes its descriptors one by one), so one refusal among a few tries settles it."""
+    for attempt in range(tries):
+        try:
+            _probe(path)
+        except OSError:
+            return False
+        if attempt + 1 < tries:
+            time.sleep(pause)
+    return True
 
 
 def _probe(path: Path) -> None:
