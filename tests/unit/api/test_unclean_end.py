@@ -2,6 +2,7 @@
 restarted helper's words for what its start-up cleanup did (issue 16)."""
 
 import json
+import re
 import socket
 
 import grpc
@@ -86,3 +87,21 @@ def test_startup_cleanup_tells_an_unclean_end_from_a_clean_one(monkeypatch, tmp_
     monkeypatch.setattr(cleanup, "run", lambda path: reports[path.name])
     assert daemon.startup_cleanup(tmp_path / "clean") == ""
     assert daemon.startup_cleanup(tmp_path / "unclean").startswith("the previous helper ended uncleanly")
+
+
+def test_status_shows_what_a_crash_leaves_and_a_recovered_predecessor():
+    from tether.helper.api import helper_pb2 as pb
+    from tether.helper.user.cli.control import describe_state, format_state
+
+    state = pb.State(
+        phase=pb.State.CONNECTED,
+        dns_mode="linux-nft",
+        dns_crash_safety="dies with the helper (its nftables table is owned by the helper's socket)",
+    )
+    assert describe_state(state)["dns_crash_safety"].startswith("dies with the helper")
+    assert re.search(r"^dns on crash +dies with the helper \(", format_state(state), re.MULTILINE)
+    fresh = pb.State(phase=pb.State.DISCONNECTED, previous_session="the previous helper ended uncleanly (x)")
+    assert describe_state(fresh)["previous_session"] == "the previous helper ended uncleanly (x)"
+    shown = format_state(fresh)
+    assert re.search(r"^previous session +the previous helper ended uncleanly \(x\)$", shown, re.MULTILINE)
+    assert "previous session" not in format_state(pb.State(phase=pb.State.DISCONNECTED))
