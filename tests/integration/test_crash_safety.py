@@ -149,7 +149,8 @@ def restart_clean_and_reconnect(lab, variant: Variant, helper: RunningHelper, be
     assert web.stdout.split()[:1] == [lab.service_ip("web")], web
     helper.disconnect()
     assert helper.quit() == 0, helper.tail()
-    assert helper.leftovers() == []
+    listing = sorted(p.name for p in helper.rundir.iterdir()) if helper.rundir.exists() else []
+    assert helper.leftovers() == [], listing
 
 
 def test_killed_while_connected(lab, variant, tmp_path):
