@@ -89,6 +89,7 @@ class TrayController(QObject):
     stateChanged = Signal(object)  # pb.State, every one the helper sends
     helperUnreachable = Signal(object)  # the HelperError; retrying goes on
     helperReachable = Signal()  # the helper answers again after helperUnreachable
+    sessionLost = Signal(str)  # the cluster: the helper died (its watch stream ended) during a session
     progress = Signal(str)  # a step of a connect this tray runs
     connectFailed = Signal(str)  # why a connect this tray ran failed (not sent when the user cancelled it)
     disconnectFailed = Signal(str)
@@ -130,6 +131,7 @@ class TrayController(QObject):
         self._resolution: Resolution | None = None  # what the current connection was made with
         self._cancel_requested = False
         self.last_target = ""  # the cluster of the last connect this tray started
+        self._lost = ""  # the cluster of a session the helper died in, until a connect starts
         self.events: deque[str] = deque(maxlen=MAX_EVENTS)
 
         self._lock = threading.Lock()
@@ -155,6 +157,11 @@ class TrayController(QObject):
     @property
     def activity(self) -> Activity | None:
         return self._activity
+
+    @property
+    def lost_session(self) -> str:
+        """The cluster of the session a dead helper took with it ("" if none): the tray offers to reconnect."""
+        return self._lost
 
     @property
     def clusters(self) -> ClusterList:
@@ -193,6 +200,7 @@ class TrayController(QObject):
             return
         cluster = self._clusters.find(context) or Cluster(context)
         self.last_target = context
+        self._lost = ""
         self._cancel_requested = False
         self._set_activity(Activity("connect", context))
         self.log(f"connecting to {context}" + (f" with {resolution.describe()}" if resolution else ""))
@@ -312,7 +320,7 @@ class TrayController(QObject):
             if self._stop.is_set():
                 return
             if received:
-                self._post(self.log, "lost the helper's state stream; watching again")
+                self._post(self._on_stream_lost, error)
             else:
                 self._post(self._on_unreachable, error)
             self._wake.wait(self._backoff.next())
@@ -331,6 +339,24 @@ class TrayController(QObject):
         if state.phase not in ACTIVE_PHASES and self._activity is None:
             self._resolution = None
         self.stateChanged.emit(state)
+
+    def _on_stream_lost(self, error: HelperError) -> None:
+        """The watch stream ended. During a session that means the helper died (a helper that stops cleanly
+        disconnects first, and says so): what it changed went with it, so the tray shows disconnected."""
+        self.log(f"lost the helper's state stream ({describe_error(error)}); watching again")
+        state = self._state
+        if state is None or state.phase not in ACTIVE_PHASES:
+            return
+        self._lost = state.cluster or self.last_target
+        self.log(f"the helper stopped during the session with {self._lost}")
+        self._on_state(
+            pb.State(
+                phase=pb.State.DISCONNECTED,
+                cluster=self._lost,
+                last_error="the Tether helper stopped (killed or crashed); its routes and DNS went with it",
+            )
+        )
+        self.sessionLost.emit(self._lost)
 
     def _on_unreachable(self, error: HelperError) -> None:
         changed = self._unreachable is None or self._unreachable.message != error.message

@@ -84,10 +84,13 @@ def on_unreachable(before: Seen, error: HelperError) -> Notification | None:
     return Notification("Tether helper unreachable", text, Level.ERROR)
 
 
-def on_reachable(before: Seen) -> Notification | None:
-    if before.unreachable:
-        return Notification(APP_TITLE, "The Tether helper is reachable again")
-    return None
+def on_reachable(before: Seen, lost: str = "") -> Notification | None:
+    """``lost``: the cluster of the session the helper died in, which the menu now offers to reconnect."""
+    if not before.unreachable:
+        return None
+    if lost:
+        return Notification(APP_TITLE, f"The Tether helper is back: choose Reconnect to {lost} in the menu")
+    return Notification(APP_TITLE, "The Tether helper is reachable again")
 
 
 def connect_failed(cluster: str, error: str) -> Notification:

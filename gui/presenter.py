@@ -59,7 +59,7 @@ class TrayPresenter(QObject):
 
     def current_view(self) -> view.TrayView:
         c = self.controller
-        return view.compute_view(c.state, c.unreachable, c.clusters, c.activity)
+        return view.compute_view(c.state, c.unreachable, c.clusters, c.activity, c.lost_session)
 
     def refresh(self, *_: object) -> None:
         self.tray.render(self.current_view())
@@ -79,7 +79,7 @@ class TrayPresenter(QObject):
         self.refresh()
 
     def _reachable(self) -> None:
-        if (notification := notify.on_reachable(self._seen)) is not None:
+        if (notification := notify.on_reachable(self._seen, self.controller.lost_session)) is not None:
             self.notifier.notify(notification)
         self._seen = notify.Seen(self._seen.phase, self._seen.cluster, self._seen.last_error, "")
 
@@ -108,6 +108,8 @@ class TrayPresenter(QObject):
             self.windows.open_settings()
         elif action == view.ADD_CLUSTER:
             self.windows.open_add_cluster()
+        elif action == view.RECONNECT and argument:
+            c.connect_cluster(argument)
         elif action == view.RETRY:
             c.retry_now()
         elif action == view.QUIT:

@@ -28,6 +28,7 @@ STATUS_WINDOW = "status-window"
 SETTINGS = "settings"
 ADD_CLUSTER = "add-cluster"
 RETRY = "retry"
+RECONNECT = "reconnect"  # argument: the cluster of the session a dead helper took with it
 QUIT = "quit"
 
 # Keys (Qt object names) of the entries other code looks for.
@@ -42,6 +43,8 @@ KEY_STATUS_WINDOW = "tether-status-window"
 KEY_SETTINGS = "tether-settings"
 KEY_ADD_CLUSTER = "tether-add-cluster"
 KEY_RETRY = "tether-retry"
+KEY_RECONNECT = "tether-reconnect"
+KEY_LOST = "tether-lost-session"
 KEY_QUIT = "tether-quit"
 KEY_STATUS_PREFIX = "tether-status-"  # + cluster, namespace, manager, subnets, dns, step, error
 KEY_UNREACHABLE_REASON = "tether-unreachable-reason"
@@ -279,7 +282,9 @@ def _cluster_items(state: pb.State | None, clusters: ClusterList, can_connect: b
     return tuple(items)
 
 
-def _connection_entries(state: pb.State | None, reachable: bool, activity: Activity | None, target: str) -> list[Entry]:
+def _connection_entries(
+    state: pb.State | None, reachable: bool, activity: Activity | None, target: str, lost: str = ""
+) -> list[Entry]:
     phase = state.phase if state is not None else None
     if activity is not None and activity.kind == "disconnect":
         return [Entry(KEY_DISCONNECT, "Disconnecting…", DISCONNECT, enabled=False)]
@@ -290,8 +295,11 @@ def _connection_entries(state: pb.State | None, reachable: bool, activity: Activ
         label = f"Disconnect from {state.cluster or 'the cluster'}"
         entries.append(Entry(KEY_DISCONNECT, label, DISCONNECT, enabled=reachable))
     if phase not in (pb.State.CONNECTED, pb.State.RECONNECTING):
-        label = f"Connect to {target}" if target else "Connect"
-        entries.append(Entry(KEY_CONNECT, label, CONNECT, target, enabled=reachable and bool(target)))
+        if lost:  # enabled once the (restarted) helper answers again
+            entries.append(Entry(KEY_RECONNECT, f"Reconnect to {lost}", RECONNECT, lost, enabled=reachable))
+        else:
+            label = f"Connect to {target}" if target else "Connect"
+            entries.append(Entry(KEY_CONNECT, label, CONNECT, target, enabled=reachable and bool(target)))
     return entries
 
 
@@ -300,9 +308,13 @@ def compute_view(
     unreachable: HelperError | None,
     clusters: ClusterList,
     activity: Activity | None = None,
+    lost: str = "",
 ) -> TrayView:
+    """``lost``: the cluster of a session the helper died in (TrayController.lost_session), "" if none."""
     reachable = unreachable is None and state is not None
     menu: list[Item] = [Entry(KEY_HEADER, headline(state, unreachable, activity), enabled=False)]
+    if lost:
+        menu += _info(KEY_LOST, f"Session with {lost} lost: the helper stopped")
     if unreachable is not None:
         menu += _info(KEY_UNREACHABLE_REASON, unreachable.message)
         if unreachable.fix:
@@ -319,7 +331,7 @@ def compute_view(
     # Intercepts get their own section here once the helper reports them (a later issue).
     menu.append(Separator("tether-connection-separator"))
     target = connect_target(state, clusters)
-    menu += _connection_entries(state, reachable, activity, target)
+    menu += _connection_entries(state, reachable, activity, target, lost)
     can_connect = reachable and activity is None and (state is None or state.phase != pb.State.CONNECTING)
     menu.append(Submenu(KEY_CLUSTERS, "Clusters", _cluster_items(state, clusters, can_connect)))
     menu += [

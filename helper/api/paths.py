@@ -30,6 +30,11 @@ def runtime_dir(platform: str = sys.platform, environ: Mapping[str, str] | None 
     return Path(RUNTIME_DIRS.get(platform, RUNTIME_DIRS["linux"]))
 
 
+def journal_for(socket_path: Path) -> Path:
+    """The helper's journal beside its socket (it exists only while a session is up, or after a crash)."""
+    return socket_path.parent / "journal.json"
+
+
 def platform_socket(platform: str = sys.platform) -> Path:
     """The helper's socket on ``platform``: ``helper.sock`` in its runtime directory.
 

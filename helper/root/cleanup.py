@@ -358,6 +358,15 @@ def _clean_darwin(state: JournalState | None, sweep: bool, force: bool, report: 
         report.notes.append(f"link {name}: a utun vanishes with the process that opened it")
 
 
+def _remove_cut_writes(journal: Path, report: CleanupReport) -> None:
+    """A helper killed while it rewrote its journal leaves the temporary file of that atomic write
+    (tether.runtime.atomicfile); nothing else reads it, and it would keep the socket directory from going."""
+    for leftover in journal.parent.glob(f".{journal.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+            report.notes.append(f"removed {leftover}, a journal write cut short")
+
+
 PlatformCleaner = Callable[[JournalState | None, bool, bool, CleanupReport, str], None]
 # Per platform: links, routes and firewall state left by a crashed helper, after the registered steps.
 PLATFORM_CLEANERS: dict[str, PlatformCleaner] = {
@@ -400,6 +409,7 @@ def run(
             return report
     if state is not None and _live_other_helper(state.owner) and not force:
         raise CleanupRefused(state.owner, path)
+    _remove_cut_writes(path, report)
 
     _import_providers(state, modules, report)
     _run_registered(state, sweep, report)

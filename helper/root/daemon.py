@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -98,18 +100,37 @@ def journal_path(config: SessionConfig) -> Path:
     return Path(config.options.get("journal", str(config.runtime_dir / "journal.json")))
 
 
-def startup_cleanup(journal: Path) -> None:
-    """Undo a crashed helper's leftovers."""
+def startup_cleanup(journal: Path) -> str:
+    """Undo a crashed helper's leftovers; what was found of an unclean end, in words ("" after a clean one)."""
     import tether.helper.root.cleanup as cleanup  # here for the same reason as the session
 
+    started = time.monotonic()
     try:
         report = cleanup.run(journal)
     except cleanup.CleanupRefused as exc:
         raise ServerSetupError(str(exc)) from None
-    if report.removed:
-        log.info("cleaned up after a previous helper", extra={"removed": report.removed})
+    took = round(time.monotonic() - started, 3)
+    # A journal left behind means the previous helper did not end cleanly, even when what it changed went
+    # with it (its TUN, its owned nftables table) and nothing was left to remove.
+    if not report.removed and report.journal == "missing":
+        log.info("start-up cleanup found nothing", extra={"seconds": took})
+        return ""
+    log.info("cleaned up after a previous helper", extra={"removed": report.removed, "seconds": took})
     if report.errors:
         log.warning("cleanup left things behind", extra={"errors": report.errors})
+    return recovered_note(report.removed, report.errors)
+
+
+def recovered_note(removed: Sequence[str], errors: Sequence[str]) -> str:
+    """The words clients show for a predecessor's unclean end and what the cleanup did about it."""
+    note = "the previous helper ended uncleanly (killed or crashed during a session); "
+    if removed:
+        note += "its start-up cleanup removed " + ", ".join(removed)
+    else:
+        note += "nothing of it was left on this machine"
+    if errors:
+        note += "; left behind: " + "; ".join(errors)
+    return note
 
 
 def _parse_options(pairs: Sequence[str]) -> dict[str, str]:
@@ -139,7 +160,8 @@ async def serve(args: argparse.Namespace, stop_ready: StopReady | None = None) -
     log.info("open-files limit", extra={"nofile": raise_nofile()})
     if not args.no_cleanup:
         # pyroute2's synchronous API runs an event loop of its own: keep it off this one.
-        await asyncio.to_thread(startup_cleanup, journal_path(config))
+        recovered = await asyncio.to_thread(startup_cleanup, journal_path(config))
+        config = dataclasses.replace(config, recovered=recovered)
     session = create_session(config)
     server = HelperServer(session, server_options, directory_existed=directory_existed)
     loop = asyncio.get_running_loop()

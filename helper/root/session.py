@@ -98,7 +98,8 @@ class HelperSession:
         self._tun_name = config.options.get("tun-name", "tether%d")
         self._journal_path = Path(config.options.get("journal", str(config.runtime_dir / "journal.json")))
         self._policy_path = Path(config.options.get("policy", DEFAULT_POLICY_PATH))
-        self._state = pb.State(phase=pb.State.DISCONNECTED)
+        self._state = pb.State(phase=pb.State.DISCONNECTED, previous_session=config.recovered)
+        self._recovered = config.recovered  # told once, as the first connect's first step
         self._watchers: set[asyncio.Queue[pb.State]] = set()
         self._connection: Connection | None = None
         self._connect_task: asyncio.Task[None] | None = None
@@ -129,6 +130,9 @@ class HelperSession:
         self._connect_task = asyncio.ensure_future(self._build(connection, progress.put_nowait))
         self._connect_task.add_done_callback(lambda _: progress.put_nowait(None))
         try:
+            if self._recovered:
+                recovered, self._recovered = self._recovered, ""
+                yield pb.ConnectProgress(step=f"recovered: {recovered}")
             while (step := await progress.get()) is not None:
                 yield pb.ConnectProgress(step=step)
             await self._connect_task  # raises the failure, if any

@@ -36,6 +36,7 @@ def connected_state(c: Connection, phase: pb.State.Phase = pb.State.CONNECTED, l
         client_api_level=API_LEVEL,
         routed_subnets=routes,
         dns_mode=c.resolver.mode if c.resolver else "",
+        dns_crash_safety=c.resolver.crash_safety if c.resolver else "",
         dns_server=c.dns_address,
         tun_device=device,
         cluster_domain=info.dns.cluster_domain if info else "",

@@ -61,6 +61,10 @@ class HelperNotRunningError(HelperError):
     """The socket exists but nobody answers on it (the helper crashed or was killed)."""
 
 
+class HelperGoneError(HelperNotRunningError):
+    """The helper stopped answering in the middle of a stream (it was killed or crashed)."""
+
+
 class HelperPermissionError(HelperError):
     """The socket refused us (EACCES): this user is not in the helper's group."""
 
@@ -143,6 +147,34 @@ def call_error(exc: grpc.RpcError, path: Path, probe: bool = True) -> HelperErro
         except OSError as probe_error:
             return connection_error(probe_error, path)
     return HelperCallError(code, details or "", _FIXES.get(code, ""))
+
+
+def gone_error(exc: grpc.RpcError, path: Path, probe: bool = True) -> HelperError:
+    """A stream that had answered broke: HelperGoneError when nothing answers on the socket any more.
+
+    gRPC reports a peer that vanished as UNAVAILABLE or UNKNOWN ("Stream removed"), depending on when."""
+    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+        return call_error(exc, path, probe)
+    if probe and _still_listening(path):
+        return call_error(exc, path, probe)  # it answers: a broken stream, not a dead helper
+    return HelperGoneError(
+        f"the Tether helper stopped in the middle of the call (killed or crashed; {exc.details() or 'stream closed'})",
+        "What it changed went with it or is undone when it starts again: restart it "
+        "(`sudo systemctl restart tether-helper`, or `sudo tether helper start`), then connect again",
+    )
+
+
+def _still_listening(path: Path, tries: int = 5, pause: float = 0.1) -> bool:
+    """Whether the socket keeps accepting: a dying helper's may still accept for a moment after a stream broke
+    (the kernel closes its descriptors one by one), so one refusal among a few tries settles it."""
+    for attempt in range(tries):
+        try:
+            _probe(path)
+        except OSError:
+            return False
+        if attempt + 1 < tries:
+            time.sleep(pause)
+    return True
 
 
 def _probe(path: Path) -> None:
@@ -416,6 +448,8 @@ class HelperClient:
                 if self._refetch(exc) and attempt == 0 and not received:
                     self.tokens.invalidate(token)
                     continue
+                if received:
+                    raise gone_error(exc, self.socket_path, probe=not self.tokens.pipe) from None
                 raise call_error(exc, self.socket_path, probe=not self.tokens.pipe) from None
             finally:
                 call.cancel()

@@ -118,7 +118,9 @@ Section "Tether (helper service, command line, tray)" SecMain
     Abort "Could not register the ${SERVICE} service (sc create exited $0)."
   ${EndIf}
   !insertmacro Run '"$SYSDIR\sc.exe" description ${SERVICE} "Tether: routes, DNS and the tunnel for one Kubernetes cluster connection"'
-  !insertmacro Run '"$SYSDIR\sc.exe" failure ${SERVICE} reset= 86400 actions= restart/5000/restart/5000/restart/60000'
+  ; A killed helper's NRPT rules (cluster domains only) and suffix-list entry outlive it: the SCM restarts it
+  ; after 1 s and its start-up cleanup removes them (issue 16). failureflag 1: a non-zero exit counts too.
+  !insertmacro Run '"$SYSDIR\sc.exe" failure ${SERVICE} reset= 86400 actions= restart/1000/restart/1000/restart/60000'
   !insertmacro Run '"$SYSDIR\sc.exe" failureflag ${SERVICE} 1'
   !insertmacro Run '"$SYSDIR\sc.exe" start ${SERVICE}'
 

@@ -10,6 +10,7 @@ from tether.helper.root.dns.resolvers.base import IPAddress, ResolverError, Reso
 @dataclass
 class FakeConfigurator:
     mode: str = "fake"
+    crash_safety: str = "dies with the helper (fake)"
     nameservers: tuple[IPAddress, ...] = ()
     fail_apply: str = ""  # when set, apply() raises ResolverError with this text
     stale: bool = False  # what cleanup_stale() finds

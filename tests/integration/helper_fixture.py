@@ -46,11 +46,21 @@ def workstation_leftovers(netns: str) -> list[str]:
         for route in _ns_json(netns, "ip", family, "-j", "route", "show", "table", "all"):
             if str(route.get("protocol", "")) == str(ROUTE_PROTO):
                 found.append(f"route {route.get('dst')} dev {route.get('dev')} table {route.get('table', 'main')}")
-    for item in _ns_json(netns, "nft", "-j", "list", "tables").get("nftables", []):
-        table = item.get("table")
-        if table and table["name"].startswith(NFT_TABLE_PREFIX):
-            found.append(f"nft table {table['family']} {table['name']}")
+    for table in nft_tables(netns):
+        if table.split()[1].startswith(NFT_TABLE_PREFIX):
+            found.append(f"nft table {table}")
     return found
+
+
+def nft_tables(netns: str) -> list[str]:
+    """Every nftables table in `netns` as "family name"."""
+    # Text, not -j: nft 1.0.6's JSON for a table with `flags owner` carries garbage (or worse) for the flags.
+    listing = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "list", "tables"], capture_output=True, text=True, timeout=20
+    )
+    if listing.returncode != 0:
+        raise RuntimeError(f"nft list tables in {netns} failed: {listing.stderr.strip()}")
+    return [" ".join(words[1:]) for line in listing.stdout.splitlines() if len(words := line.split()) == 3]
 
 
 def wait_workstation_free(netns: str, timeout: float = 30.0) -> None:

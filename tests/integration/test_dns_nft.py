@@ -26,7 +26,8 @@ from dnslib.server import BaseResolver, DNSLogger
 from dnslib.server import DNSServer as LibServer
 
 from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, ResolverError, ResolverSettings
-from tether.helper.root.dns.resolvers.linux_nft import TABLE, LinuxNftConfigurator
+from tether.helper.root.dns.resolvers.linux_nft import OWNED, TABLE, LinuxNftConfigurator
+from tether.helper.root.dns.resolvers.nft_holder import open_lib_holder
 from tether.helper.root.dns.rules import RulesConfig
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.dns.upstream import UpstreamAddress
@@ -396,3 +397,37 @@ def test_sockets_here_really_live_in_the_namespace(dns_netns):
             return sock.getsockname()[1]
 
     assert in_netns(dns_netns, bind) > 0
+
+
+def test_an_owned_table_redirects_and_goes_with_its_socket(stack):
+    """The helper's table (flags owner through its own libnftables socket): updates and revert go through that
+    socket, no other may touch it, and closing the socket (what the helper's death does) removes it."""
+    netns, _zone, server, settings, resolv_conf = stack
+    holders = []
+
+    def hold():
+        holders.append(in_netns(netns, open_lib_holder))  # the socket is made in the namespace
+        return holders[-1]
+
+    prefix = ("ip", "netns", "exec", netns, "nft")
+    linux = LinuxNftConfigurator(resolv_conf=resolv_conf, mark=DNS_BYPASS_MARK, nft=prefix, holder=hold)
+    linux.apply(settings)
+    assert linux.crash_safety == OWNED
+    assert "flags owner" in nft(netns, "list", "table", "inet", TABLE)
+    assert answer(query(netns, UPSTREAM_IP, "web.default.")) == ["10.96.0.20"]
+    linux.apply(settings)  # an update through the same socket
+    assert len(holders) == 1 and tables(netns).count(TABLE) == 1
+    with pytest.raises(subprocess.CalledProcessError):  # another socket (the nft command) may not delete it
+        nft(netns, "delete", "table", "inet", TABLE)
+    linux.revert()
+    assert TABLE not in tables(netns)
+
+    # the crash: the socket closes without a revert
+    crashed = LinuxNftConfigurator(resolv_conf=resolv_conf, mark=DNS_BYPASS_MARK, nft=prefix, holder=hold)
+    crashed.apply(settings)
+    assert TABLE in tables(netns)
+    holders[-1].close()
+    assert TABLE not in tables(netns)
+    queries = server.counters.queries
+    assert answer(query(netns, UPSTREAM_IP, "web.default.")) == ["203.0.113.99"]  # straight to the upstream
+    assert server.counters.queries == queries

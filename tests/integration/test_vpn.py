@@ -26,7 +26,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from helper_fixture import _ns_json, running_helper, workstation_leftovers
+from helper_fixture import _ns_json, nft_tables, running_helper, workstation_leftovers
 
 from tether.helper.root.journal import ROUTE_PROTO
 from tether.helper.user.client import HelperCallError, HelperClient, build_connect_request
@@ -165,11 +165,10 @@ def snapshot(netns: str) -> dict[str, Any]:
     for family in ("-4", "-6"):
         for route in _ns_json(netns, "ip", family, "-j", "route", "show", "table", "all"):
             routes.add(json.dumps(route, sort_keys=True))
-    tables = [item.get("table") for item in _ns_json(netns, "nft", "-j", "list", "tables").get("nftables", [])]
     return {
         "links": sorted(link["ifname"] for link in _ns_json(netns, "ip", "-j", "link", "show")),
         "routes": routes,
-        "nft": sorted(f"{t['family']} {t['name']}" for t in tables if t),
+        "nft": sorted(nft_tables(netns)),
     }
 
 

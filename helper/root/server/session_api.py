@@ -96,3 +96,5 @@ class SessionConfig:
     runtime_dir: Path
     state_dir: Path
     options: dict[str, str] = field(default_factory=dict)
+    # What the start-up cleanup found of a predecessor that ended uncleanly ("" when it ended cleanly).
+    recovered: str = ""

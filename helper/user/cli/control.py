@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.api import intercepts
-from tether.helper.api.paths import SOCKET_ENV
+from tether.helper.api.paths import SOCKET_ENV, journal_for
 from tether.helper.user.cli import exitcodes
-from tether.helper.user.client import HelperClient, HelperError
+from tether.helper.user.client import HelperClient, HelperError, HelperNotInstalledError, HelperNotRunningError
 
 
 def socket_options() -> argparse.ArgumentParser:
@@ -75,6 +76,8 @@ def describe_state(state: pb.State) -> dict[str, Any]:
         "dns_server": state.dns_server,
         "dns_mode_reason": state.dns_mode_reason,
         "dns_mode_forced": state.dns_mode_forced,
+        "dns_crash_safety": state.dns_crash_safety,
+        "previous_session": state.previous_session,
         "dns_probes": list(state.dns_probes),
         "cluster_domain": state.cluster_domain,
         "dns_include_suffixes": list(state.dns_include_suffixes),
@@ -102,6 +105,8 @@ def describe_state(state: pb.State) -> dict[str, Any]:
 def format_state(state: pb.State) -> str:
     info = describe_state(state)
     rows: list[tuple[str, str]] = [("phase", info["phase"])]
+    if info["previous_session"]:
+        rows.append(("previous session", info["previous_session"]))
     if info["cluster"]:
         rows.append(("cluster", info["cluster"] + (f" ({info['server']})" if info["server"] else "")))
     if info["namespace"]:
@@ -123,6 +128,8 @@ def format_state(state: pb.State) -> str:
         rows.append(("dns", dns))
         if info["dns_mode_reason"]:
             rows.append(("dns mode", info["dns_mode_reason"]))  # a forced mode's reason says so
+        if info["dns_crash_safety"]:
+            rows.append(("dns on crash", info["dns_crash_safety"]))
         for i, probe in enumerate(info["dns_probes"]):
             rows.append(("dns probes" if i == 0 else "", probe))
         if info["dns_include_suffixes"]:
@@ -155,6 +162,22 @@ def format_state(state: pb.State) -> str:
     return "\n".join(f"{key:<{width}}  {value}".rstrip() for key, value in rows)
 
 
+def unclean_end(exc: HelperError, socket_path: Path) -> str:
+    """When the helper is not running and its journal is still there: words saying its session ended uncleanly."""
+    if not isinstance(exc, HelperNotRunningError | HelperNotInstalledError):
+        return ""
+    try:
+        left = journal_for(socket_path).exists()
+    except OSError:
+        return ""
+    if not left:
+        return ""
+    return (
+        "the last session ended uncleanly: the helper was killed or crashed while connected "
+        f"({journal_for(socket_path)} is left); starting it again undoes whatever it left"
+    )
+
+
 def client(args: argparse.Namespace) -> HelperClient:
     return HelperClient(args.socket)
 
@@ -177,9 +200,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             state = helper.status()
         except HelperError as exc:
+            unclean = unclean_end(exc, helper.socket_path)
             if args.json:
-                print(json.dumps({"phase": "unavailable", "error": exc.message, "fix": exc.fix}, indent=2))
-            return exitcodes.report(exc)
+                info = {"phase": "unavailable", "error": exc.message, "fix": exc.fix, "last_session": unclean}
+                print(json.dumps(info, indent=2))
+            code = exitcodes.report(exc)
+            if unclean and not args.json:
+                print(f"tether: {unclean}", file=sys.stderr)
+            return code
     info = describe_state(state)
     remembered = None
     if state.cluster:

@@ -1,11 +1,19 @@
 """Resolver configurators: the nft ruleset text, the Linux configurator against a fake nft, choosing a mode."""
 
 import ipaddress
+from collections.abc import Callable
 
 import pytest
 
+from tests.doubles.fake_nft_holder import FakeNftHolder
 from tests.doubles.fake_resolver import FakeConfigurator
-from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, ResolverConfigurator, ResolverError, ResolverSettings
+from tether.helper.root.dns.resolvers.base import (
+    DIES_WITH_HELPER,
+    DNS_BYPASS_MARK,
+    ResolverConfigurator,
+    ResolverError,
+    ResolverSettings,
+)
 from tether.helper.root.dns.resolvers.choose import (
     IMPLEMENTATIONS,
     Mode,
@@ -14,7 +22,17 @@ from tether.helper.root.dns.resolvers.choose import (
     choose,
     choose_mode,
 )
-from tether.helper.root.dns.resolvers.linux_nft import MARKER, LinuxNftConfigurator, nameservers, ruleset, table_comment
+from tether.helper.root.dns.resolvers.linux_nft import (
+    JOURNALED,
+    MARKER,
+    OWNED,
+    UNHELD,
+    HeldNftConfigurator,
+    LinuxNftConfigurator,
+    nameservers,
+    ruleset,
+    table_comment,
+)
 
 ip = ipaddress.ip_address
 
@@ -214,7 +232,7 @@ RESOLVED_STUB = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
 
 
 def test_choose_linux_without_resolved_gives_the_nft_configurator():
-    assert choose(Probes("linux", "nameserver 192.0.2.1\n")) is LinuxNftConfigurator
+    assert choose(Probes("linux", "nameserver 192.0.2.1\n")) is HeldNftConfigurator
 
 
 def test_choose_refuses_unknown_hosts():
@@ -225,3 +243,93 @@ def test_choose_refuses_unknown_hosts():
 def test_every_mode_is_in_the_table_and_implemented():
     assert set(IMPLEMENTATIONS) == set(Mode)
     assert all(IMPLEMENTATIONS[mode] is not None for mode in Mode)
+
+
+# --- the table owned by the helper's socket (nft_holder) ----------------------------------------------------
+
+
+def held(tmp_path, nft: FakeNft, holder: FakeNftHolder | None):
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 192.0.2.1\n")
+    return LinuxNftConfigurator(resolv_conf=resolv, run=nft, holder=lambda: holder)
+
+
+def keep_listing(nft: FakeNft) -> Callable[[str], None]:
+    """What the kernel would list after a holder's script: the last table body, or nothing after a lone delete."""
+
+    def applied(script: str) -> None:
+        body = script.rsplit("delete table inet tether_dns\n", 1)
+        nft.listing = body[1] if len(body) == 2 and body[1] else None
+
+    return applied
+
+
+def test_ruleset_owned_text():
+    text = ruleset(ip("192.0.2.1"), ip("127.0.0.1"), 5353, 1, owned=True)
+    # the re-add carries the flag too: the kernel refuses to change an owned table's flags
+    assert text.startswith("table inet tether_dns { flags owner; }\ndelete table inet tether_dns\n")
+    assert f'table inet tether_dns {{\n\tflags owner\n\tcomment "{MARKER}"\n' in text
+    assert "flags owner" not in ruleset(ip("192.0.2.1"), ip("127.0.0.1"), 5353, 1)
+
+
+def test_table_comment_after_the_flags_line():
+    listing = f'table inet tether_dns {{ # progname python3\n\tflags owner\n\tcomment "{MARKER}"\n}}\n'
+    assert table_comment(listing) == MARKER
+
+
+def test_an_owned_table_goes_through_the_holder_only(tmp_path):
+    nft = FakeNft()
+    holder = FakeNftHolder()
+    holder.applied = keep_listing(nft)
+    linux = held(tmp_path, nft, holder)
+    linux.apply(SETTINGS)
+    assert holder.scripts == [ruleset(ip("192.0.2.1"), ip("127.0.0.1"), 5353, DNS_BYPASS_MARK, owned=True)]
+    assert linux.crash_safety == OWNED and linux.crash_safety.startswith(DIES_WITH_HELPER)
+    linux.apply(SETTINGS)  # an update: the same socket, the same owned replace
+    assert len(holder.scripts) == 2 and holder.scripts[1] == holder.scripts[0]
+    linux.revert()
+    assert holder.scripts[-1] == "delete table inet tether_dns" and holder.closed
+    assert nft.listing is None
+    # writes never went through the nft command (it could not change an owned table)
+    assert [argv[1:2] for argv, _ in nft.calls] == [("list",)] * len(nft.calls)
+
+
+def test_an_earlier_helpers_plain_table_is_deleted_in_the_same_transaction(tmp_path):
+    nft = FakeNft(f'table inet tether_dns {{\n\tcomment "{MARKER}"\n}}\n')
+    holder = FakeNftHolder()
+    linux = held(tmp_path, nft, holder)
+    linux.apply(SETTINGS)
+    assert holder.scripts[0].startswith("delete table inet tether_dns\ntable inet tether_dns { flags owner; }\n")
+
+
+def test_a_kernel_without_the_owner_flag_falls_back_to_a_plain_table(tmp_path):
+    nft = FakeNft()
+    holder = FakeNftHolder(refuse_owner="Error: Could not process rule: Operation not supported")
+    linux = held(tmp_path, nft, holder)
+    linux.apply(SETTINGS)
+    assert holder.closed
+    assert nft.calls[-1][1] == ruleset(ip("192.0.2.1"), ip("127.0.0.1"), 5353, DNS_BYPASS_MARK)
+    assert linux.crash_safety == JOURNALED and "owner flag" in linux.crash_safety
+    linux.apply(SETTINGS)  # no second attempt at an owned table
+    assert len(holder.scripts) == 1
+    linux.revert()
+    assert nft.listing is None
+
+
+def test_other_holder_errors_propagate_and_no_libnftables_means_plain_tables(tmp_path):
+    holder = FakeNftHolder(refuse_owner="Error: Could not process rule: Operation not permitted")
+    with pytest.raises(ResolverError, match="not permitted"):
+        held(tmp_path, FakeNft(), holder).apply(SETTINGS)
+    nft = FakeNft()
+    linux = held(tmp_path, nft, None)
+    linux.apply(SETTINGS)
+    assert linux.crash_safety == UNHELD and "flags owner" not in nft.calls[-1][1]
+
+
+def test_the_helpers_nft_mode_holds_its_table():
+    assert HeldNftConfigurator().crash_safety == OWNED
+    assert all(
+        cls.crash_safety
+        for cls in IMPLEMENTATIONS.values()
+        if cls is not None and cls is not IMPLEMENTATIONS[Mode.LINUX_NFT]
+    )

@@ -202,3 +202,15 @@ def test_the_default_journal_is_in_the_platforms_runtime_directory():
     from tether.helper.root.journal import DEFAULT_JOURNAL_PATH
 
     assert runtime_dir() / "journal.json" == DEFAULT_JOURNAL_PATH
+
+
+def test_cleanup_removes_the_temporary_file_of_a_journal_write_cut_short(tmp_path):
+    """A helper killed in the middle of rewriting its journal leaves atomicfile's temporary beside it."""
+    path = tmp_path / "journal.json"
+    cut = tmp_path / ".journal.json.0a1b2c3d.tmp"
+    cut.write_text('{"half": ')
+    other = tmp_path / ".other.json.0a1b2c3d.tmp"
+    other.write_text("not ours")
+    report = cleanup.run(path, sweep=False, platform="none")
+    assert not cut.exists() and other.exists()
+    assert f"removed {cut}, a journal write cut short" in report.notes

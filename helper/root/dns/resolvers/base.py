@@ -29,6 +29,12 @@ def listen_address(configurator: object) -> tuple[str, int]:
     return getattr(configurator, "listen", DEFAULT_LISTEN)
 
 
+# How ``crash_safety`` begins when the change goes away by itself when the helper process dies (SIGKILL too).
+DIES_WITH_HELPER = "dies with the helper"
+# ... and when only the service manager's restart of the helper and its start-up cleanup undo it.
+RESTORED_ON_RESTART = "restored when the helper is restarted"
+
+
 class ResolverError(RuntimeError):
     """The OS resolver could not be configured; the text names the file, command or value at fault."""
 
@@ -50,6 +56,8 @@ class ResolverSettings:
 @runtime_checkable
 class ResolverConfigurator(Protocol):
     mode: str
+    # What becomes of the change if the helper is killed (one phrase, for `tether status`).
+    crash_safety: str
 
     def upstream_nameservers(self) -> tuple[IPAddress, ...]:
         """The resolvers the OS uses now, for the DNS server to forward non-cluster names to."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tether.helper.api.dnsmodes import Mode, platform_family
 from tether.helper.api.validate import ValidationError, dns_mode
 from tether.helper.root.dns.resolvers.base import ResolverConfigurator
-from tether.helper.root.dns.resolvers.linux_nft import LinuxNftConfigurator, nameservers
+from tether.helper.root.dns.resolvers.linux_nft import HeldNftConfigurator, nameservers
 from tether.helper.root.dns.resolvers.linux_resolved import LinuxResolvedConfigurator
 from tether.helper.root.dns.resolvers.macos_resolver import MacosResolverConfigurator
 from tether.helper.root.dns.resolvers.windows_nrpt import WindowsNrptConfigurator
@@ -41,7 +41,7 @@ LINK_OWNERS = {
 
 # mode -> implementation; None marks the modes that are not written yet (they must not be faked).
 IMPLEMENTATIONS: dict[Mode, type[ResolverConfigurator] | None] = {
-    Mode.LINUX_NFT: LinuxNftConfigurator,
+    Mode.LINUX_NFT: HeldNftConfigurator,
     Mode.SYSTEMD_RESOLVED: LinuxResolvedConfigurator,
     Mode.MACOS_RESOLVER: MacosResolverConfigurator,
     Mode.WINDOWS: WindowsNrptConfigurator,

@@ -20,6 +20,13 @@ nameserver) keep their old translation until they expire (30 s for UDP); likewis
 Only the first nameserver is redirected (glibc asks the others only after it times out).
 
 The table carries a comment as its ownership marker; nothing here touches a table without it.
+
+Crash safety: given a holder (nft_holder.py, the helper's own netlink socket), the table is created with
+``flags owner``, so the kernel deletes it the moment the helper dies, SIGKILL included, and no program is
+left sending its queries to a server that is gone. Every later change goes through that same socket (the
+kernel refuses any other). A kernel without the flag (before 5.12) refuses it; then the table is made as
+before and only the next helper's start-up cleanup (the journal) removes a killed helper's table, which
+``crash_safety`` says so that `tether status` can.
 """
 
 from __future__ import annotations
@@ -32,7 +39,14 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tether.helper.root.dns.resolvers.base import DNS_BYPASS_MARK, IPAddress, ResolverError, ResolverSettings
+from tether.helper.root.dns.resolvers.base import (
+    DIES_WITH_HELPER,
+    DNS_BYPASS_MARK,
+    IPAddress,
+    ResolverError,
+    ResolverSettings,
+)
+from tether.helper.root.dns.resolvers.nft_holder import NftHolder, NftHolderError, open_lib_holder
 from tether.helper.root.journal import Journal, OwnerMark, owner_mark, parse_owner_mark, process_start_time
 
 log = logging.getLogger("tether.helper.root.dns.resolvers")
@@ -53,6 +67,14 @@ RAW_PRIORITY = -300
 
 # (argv, stdin) -> stdout; raises ResolverError on failure.
 Runner = Callable[[Sequence[str], str | None], str]
+# Opens the socket that will own the table (None: none available, fall back to plain tables).
+HolderFactory = Callable[[], NftHolder | None]
+
+OWNED = f"{DIES_WITH_HELPER} (its nftables table is owned by the helper's socket)"
+JOURNALED = "stays after a crash until the next helper start removes it (this kernel or nft lacks nftables' owner flag)"
+UNHELD = "stays after a crash until the next helper start removes it (no libnftables to own the table)"
+# What nft says when the kernel (EOPNOTSUPP for an unknown table flag) or nft itself does not know the flag.
+_NO_OWNER_FLAG = ("Operation not supported", "syntax error")
 
 
 def run_command(argv: Sequence[str], stdin: str | None = None) -> str:
@@ -78,8 +100,14 @@ def nameservers(resolv_conf_text: str) -> tuple[IPAddress, ...]:
     return tuple(found)
 
 
-def ruleset(nameserver: IPAddress, server: IPAddress, port: int, mark: int, table: str = TABLE) -> str:
-    """The whole nft script for apply(): replaces any earlier version of our table in one transaction."""
+def ruleset(
+    nameserver: IPAddress, server: IPAddress, port: int, mark: int, table: str = TABLE, owned: bool = False
+) -> str:
+    """The whole nft script for apply(): replaces any earlier version of our table in one transaction.
+
+    owned: the table carries ``flags owner`` (the first line too: the kernel refuses to change an owned
+    table's flags, so re-adding it without the flag would fail).
+    """
     if nameserver.version != server.version:
         raise ResolverError(
             f"the primary nameserver {nameserver} is IPv{nameserver.version} but our DNS server {server} is "
@@ -96,10 +124,12 @@ def ruleset(nameserver: IPAddress, server: IPAddress, port: int, mark: int, tabl
     body = "\n".join(f"\t\t{rule}" for rule in rules)
     # "add table; delete table; table {...}" is the atomic replace idiom: the add makes the delete
     # safe when the table is absent, and nft -f applies the three as one transaction.
+    flags = "\tflags owner\n" if owned else ""
     return (
-        f"table inet {table}\n"
-        f"delete table inet {table}\n"
+        (f"table inet {table} {{ flags owner; }}\n" if owned else f"table inet {table}\n")
+        + f"delete table inet {table}\n"
         f"table inet {table} {{\n"
+        f"{flags}"
         f'\tcomment "{MARKER}"\n'
         f"\tchain untracked {{\n"
         f"\t\ttype filter hook output priority {RAW_PRIORITY}; policy accept;\n"
@@ -122,7 +152,9 @@ def _owned_by_another_live_helper(owner: OwnerMark | None) -> bool:
 
 def table_comment(listing: str) -> str | None:
     """The comment of the table in `nft list table` output (None when it has none)."""
-    match = re.search(r'^table [^\n]*\{\n\s*comment "((?:[^"\\]|\\.)*)"', listing, re.MULTILINE)
+    match = re.search(
+        r'^table [^\n]*\{[^\n]*\n(?:\s*flags [^\n]*\n)?\s*comment "((?:[^"\\]|\\.)*)"', listing, re.MULTILINE
+    )
     return match.group(1) if match else None
 
 
@@ -137,6 +169,7 @@ class LinuxNftConfigurator:
         nft: Sequence[str] = ("nft",),
         table: str = TABLE,
         journal: Journal | None = None,
+        holder: HolderFactory | None = None,
     ) -> None:
         self.resolv_conf = resolv_conf
         self.mark = mark
@@ -147,6 +180,11 @@ class LinuxNftConfigurator:
         self.redirected: IPAddress | None = None  # the nameserver apply() redirects
         self._owner: OwnerMark | None = None
         self.journal = journal  # the table goes in it, for the crash cleanup
+        # None: plain tables through the nft command (no socket of ours outlives a command).
+        self._open_holder = holder
+        self._holder: NftHolder | None = None
+        self._held = False  # the table now in the kernel is owned by self._holder
+        self.crash_safety = OWNED if holder is not None else UNHELD
 
     def upstream_nameservers(self) -> tuple[IPAddress, ...]:
         try:
@@ -159,20 +197,59 @@ class LinuxNftConfigurator:
         servers = self.upstream_nameservers()
         if not servers:
             raise ResolverError(f"{self.resolv_conf} names no nameserver to redirect")
-        if self._ownership() is False:
+        exists = self._ownership()
+        if exists is False:
             raise ResolverError(f"nftables table inet {self.table} exists and is not ours; not touching it")
-        script = ruleset(servers[0], settings.server, settings.port, self.mark, self.table)
         if self.journal is not None:
             self.journal.add_nft_table("inet", self.table)
-        self.run([*self.nft, "-f", "-"], script)
+        holder = self._holding()
+        if holder is None or not self._apply_owned(holder, servers[0], settings, leftover=bool(exists)):
+            script = ruleset(servers[0], settings.server, settings.port, self.mark, self.table)
+            self.run([*self.nft, "-f", "-"], script)
         self.redirected = servers[0]
         log.info("dns: redirecting %s port 53 to %s port %d", servers[0], settings.server, settings.port)
+
+    def _holding(self) -> NftHolder | None:
+        if self._holder is None and self._open_holder is not None:
+            self._holder = self._open_holder()
+            if self._holder is None:
+                self._open_holder = None
+                self.crash_safety = UNHELD
+        return self._holder
+
+    def _apply_owned(
+        self, holder: NftHolder, nameserver: IPAddress, settings: ResolverSettings, leftover: bool
+    ) -> bool:
+        """Create or replace the owned table; False when the kernel or nft lacks the owner flag (fall back)."""
+        script = ruleset(nameserver, settings.server, settings.port, self.mark, self.table, owned=True)
+        if leftover and not self._held:
+            # An earlier helper's plain table: an owned one cannot replace it in place (the flags differ).
+            script = f"delete table inet {self.table}\n{script}"
+        try:
+            holder.run(script)
+        except NftHolderError as exc:
+            if self._held or not any(sign in str(exc) for sign in _NO_OWNER_FLAG):
+                raise ResolverError(f"nft (table inet {self.table}): {exc}") from None
+            log.warning("dns: nftables refused an owned table (%s); a killed helper's table stays until restart", exc)
+            self._release()
+            self._open_holder = None
+            self.crash_safety = JOURNALED
+            return False
+        self._held = True
+        return True
 
     def revert(self) -> None:
         self.redirected = None
         self._delete_if_ours()
+        self._release()
         if self.journal is not None:
             self.journal.remove_nft_table("inet", self.table)
+
+    def _release(self) -> None:
+        holder, self._holder = self._holder, None
+        self._held = False
+        if holder is not None:
+            holder.close()
 
     def cleanup_stale(self) -> bool:
         removed = self._delete_if_ours()
@@ -200,5 +277,19 @@ class LinuxNftConfigurator:
         if _owned_by_another_live_helper(self._owner):
             log.info("dns: nftables table inet %s belongs to a running helper; leaving it alone", self.table)
             return False
-        self.run([*self.nft, "delete", "table", "inet", self.table], None)
+        if self._held and self._holder is not None:
+            # Only the owning socket may delete an owned table.
+            try:
+                self._holder.run(f"delete table inet {self.table}")
+            except NftHolderError as exc:
+                raise ResolverError(f"nft delete table inet {self.table}: {exc}") from None
+        else:
+            self.run([*self.nft, "delete", "table", "inet", self.table], None)
         return True
+
+
+class HeldNftConfigurator(LinuxNftConfigurator):
+    """The helper's configurator: its table is owned by the helper's own netlink socket (see the module text)."""
+
+    def __init__(self, journal: Journal | None = None, holder: HolderFactory | None = open_lib_holder) -> None:
+        super().__init__(journal=journal, holder=holder)

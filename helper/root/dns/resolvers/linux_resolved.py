@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tether.helper.root.cleanup import register_cleanup
-from tether.helper.root.dns.resolvers.base import IPAddress, ResolverError, ResolverSettings
+from tether.helper.root.dns.resolvers.base import DIES_WITH_HELPER, IPAddress, ResolverError, ResolverSettings
 from tether.helper.root.dns.resolvers.linux_nft import nameservers
 from tether.helper.root.journal import ExtraRecord
 
@@ -171,6 +171,7 @@ def ifindex_of(name: str) -> int:
 
 class LinuxResolvedConfigurator:
     mode = MODE
+    crash_safety = f"{DIES_WITH_HELPER} (resolved drops the settings of the TUN link, which goes with the helper)"
 
     def __init__(
         self,

@@ -34,7 +34,7 @@ import os
 import re
 from pathlib import Path
 
-from tether.helper.root.dns.resolvers.base import IPAddress, ResolverError, ResolverSettings
+from tether.helper.root.dns.resolvers.base import RESTORED_ON_RESTART, IPAddress, ResolverError, ResolverSettings
 from tether.helper.root.dns.resolvers.linux_nft import _owned_by_another_live_helper
 from tether.helper.root.journal import Journal, owner_mark, parse_owner_mark, process_start_time
 from tether.helper.root.oscommand import CommandFailed, CommandRunner, run_command
@@ -115,6 +115,9 @@ def parse_scutil_dns(text: str) -> tuple[IPAddress, ...]:
 
 class MacosResolverConfigurator:
     mode = MODE
+    crash_safety = (
+        f"{RESTORED_ON_RESTART}: launchd restarts it (KeepAlive), its start-up cleanup removes the /etc/resolver files"
+    )
 
     def __init__(
         self, resolver_dir: Path = RESOLVER_DIR, run: CommandRunner | None = None, journal: Journal | None = None

@@ -36,7 +36,7 @@ import os
 import re
 from typing import Any
 
-from tether.helper.root.dns.resolvers.base import IPAddress, ResolverError, ResolverSettings
+from tether.helper.root.dns.resolvers.base import RESTORED_ON_RESTART, IPAddress, ResolverError, ResolverSettings
 from tether.helper.root.journal import LINK_PREFIX, Journal, owner_mark
 from tether.helper.root.powershell import Command, PowerShell, PowerShellError, PowerShellRunner, json_rows
 
@@ -124,6 +124,10 @@ def our_rules(rows: list[dict[str, Any]]) -> list[str]:
 
 class WindowsNrptConfigurator:
     mode = MODE
+    crash_safety = (
+        f"{RESTORED_ON_RESTART}: the service manager restarts it (recovery actions), "
+        "its start-up cleanup removes the NRPT rules"
+    )
     listen = (LISTEN_ADDRESS, DNS_PORT)
 
     def __init__(
