@@ -80,8 +80,10 @@ class NetnsOps:
         """Delete a link if it exists (a veth takes its peer with it, at once)."""
         self.runner.run(["ip", "-n", netns, "link", "delete", dev], check=False)
 
-    def bridge(self, netns: str, name: str) -> None:
-        self.runner.run(["ip", "-n", netns, "link", "add", name, "type", "bridge"])
+    def bridge(self, netns: str, name: str, address: str) -> None:
+        """A bridge whose MAC is ``address`` for good: the kernel leaves a MAC given at creation alone, instead
+        of following its ports' lowest one as they come and go."""
+        self.runner.run(["ip", "-n", netns, "link", "add", name, "address", address, "type", "bridge"])
         self.link_up(netns, name)
 
     def set_master(self, netns: str, dev: str, master: str) -> None:

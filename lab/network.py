@@ -14,6 +14,7 @@ from tether.lab.netns import NetnsOps
 from tether.lab.topology import (
     API_IP,
     BRIDGE,
+    BRIDGE_MAC,
     CLUSTER_CIDR,
     CORP_NS,
     INET_IP,
@@ -59,7 +60,7 @@ def build_cluster(ops: NetnsOps, plan: LabPlan, record: Record) -> None:
         record(ns)
         ops.add(ns)
     ops.sysctl(ROUTER_NS, ROUTER_SYSCTLS)
-    ops.bridge(ROUTER_NS, BRIDGE)
+    ops.bridge(ROUTER_NS, BRIDGE, BRIDGE_MAC)
     ops.sysctl(ROUTER_NS, {f"net.ipv4.conf.{BRIDGE}.send_redirects": "0"})
     for node in plan.nodes:
         ops.addr_add(ROUTER_NS, BRIDGE, f"{node.gateway}/{node.pod_cidr.prefixlen}")

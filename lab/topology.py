@@ -44,6 +44,10 @@ KUBERNETES_IP = IPv4Address("10.96.0.1")
 DNS_IP = IPv4Address("10.96.0.10")
 
 BRIDGE = "cbr0"
+#: The bridge's own MAC, set when it is made: a Linux bridge without one takes the lowest MAC among its ports,
+#: so a pod's veth coming or going would change it, and every other pod's neighbour entry for its gateway would
+#: point at a MAC the router no longer answers to (for 30 s or more). CNI's bridge plugin pins it too.
+BRIDGE_MAC = "02:00:0a:f4:00:01"  # locally administered; the rest is the cluster range's first address
 WS_LINK = IPv4Network("172.30.0.0/24")
 API_IP = IPv4Address("172.30.0.1")
 API_PORT = 6443

@@ -184,6 +184,38 @@ def test_a_pod_reaches_itself_through_its_service(lab, netns):
     assert len(bodies) == 2
 
 
+def test_the_pods_gateway_keeps_its_mac_while_bridge_ports_come_and_go(lab, netns):
+    """A veth with a lower MAC than every other joins the bridge and leaves again, as a new pod's may: the
+    bridge (every pod's gateway) keeps its MAC, so what a pod learnt meanwhile stays right and it reaches a
+    ClusterIP at once. A bridge that followed its lowest port's MAC left such a pod sending to a MAC nobody
+    answers to for 30 s or more (and flushed the router's own neighbour table)."""
+    router, port, web_0 = "tether-lab-router", "lowmac0", lab.pod_netns["default/web-0"]
+
+    def bridge_mac() -> str:
+        return subprocess.run(["ip", "-n", router, "-br", "link", "show", "cbr0"],
+                              capture_output=True, text=True, check=True).stdout.split()[2]  # fmt: skip
+
+    def echo_from_web_0() -> bytes:
+        with netns(web_0), socket.create_connection((lab.service_ip("echo"), 7), 3) as s:
+            s.sendall(b"ping")
+            s.shutdown(socket.SHUT_WR)
+            return b"".join(iter(lambda: s.recv(16), b""))
+
+    before = bridge_mac()
+    try:
+        subprocess.run(["ip", "-n", router, "link", "add", port, "address", "02:00:00:00:00:00", "type", "veth",
+                        "peer", "name", port + "p"], check=True)  # fmt: skip
+        subprocess.run(["ip", "-n", router, "link", "set", port, "master", "cbr0", "up"], check=True)
+        joined = bridge_mac()
+        # web-0 learns the gateway's MAC as it is while that port is there
+        subprocess.run(["ip", "-n", web_0, "neigh", "flush", "all"], check=True)
+        assert echo_from_web_0() == b"ping"
+    finally:
+        subprocess.run(["ip", "-n", router, "link", "delete", port], check=False)
+    assert (joined, bridge_mac()) == (before, before)
+    assert echo_from_web_0() == b"ping"
+
+
 def test_tcp_echo_moves_10_mb_and_many_connections(lab, netns):
     payload = os.urandom(10 * 1024 * 1024)
     with netns(lab.pod_netns["default/web-1"]):

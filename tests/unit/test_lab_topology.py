@@ -387,6 +387,8 @@ def test_network_commands_stay_inside_lab_namespaces():
     assert "ip -n tether-lab-ws route add 10.0.0.0/8 via 100.64.0.1 dev vpn0" in joined
     assert "ip -n tether-lab-pod-kube-system-coredns-0 route add default via 10.244.1.1 dev eth0 onlink" in joined
     assert "ip -n tether-lab-router route add local 10.96.0.0/16 dev lo" in joined
+    # the bridge's MAC is given at creation, so the kernel never moves it to a port's
+    assert "ip -n tether-lab-router link add cbr0 address 02:00:0a:f4:00:01 type bridge" in joined
     # no route to the cluster from the workstation
     ws_routes = [a for a in joined if a.startswith("ip -n tether-lab-ws route add")]
     assert all(not r.split()[5].startswith(("10.96", "10.244", "default")) for r in ws_routes if "vpn0" not in r)
