@@ -138,6 +138,36 @@ class TrayApp:
             return
         self.wait(lambda snap: probe.window(snap, MENU) is None, "the tray menu to close")
 
+    def choose_in(self, submenu: str, key: str) -> None:
+        """Open the menu, click the submenu entry ``submenu`` (Qt opens it), then click ``key`` in it."""
+        _, menu = self.open_menu()
+        opener = next((a for a in menu["actions"] if a["name"] == submenu and a["visible"]), None)
+        if opener is None:
+            raise DesktopError(f"the tray menu has no submenu {submenu}; it has {[a['name'] for a in menu['actions']]}")
+        self.desktop.click_at(*probe.centre(opener["geometry"]))
+        inner = self.wait(lambda snap: probe.window(snap, submenu), f"the submenu {submenu}")
+        entry = next((a for a in inner["actions"] if a["name"] == key and a["visible"]), None)
+        if entry is None:
+            raise DesktopError(
+                f"the submenu {submenu} has no entry {key}; it has {[a['name'] for a in inner['actions']]}"
+            )
+        if not entry["enabled"]:
+            raise DesktopError(f"the menu entry {key} ({entry['text']!r}) is disabled")
+        self.desktop.click_at(*probe.centre(entry["geometry"]))
+        self.wait(lambda snap: probe.window(snap, MENU) is None, "the tray menu to close")
+
+    def type_into(self, window_name: str, widget_name: str, text: str) -> None:
+        """Click a text field of a window and type ``text`` into it (real key events)."""
+        self.desktop.focus(self.x_window(self.wait_window(window_name)))  # no window manager gives it focus
+        self.click_widget(window_name, widget_name)
+        self.desktop.run("xdotool", "type", "--delay", "30", text)
+        self.wait(lambda snap: (w := self.widget_in(snap, window_name, widget_name)) and w["text"] == text, widget_name)
+
+    @staticmethod
+    def widget_in(snap: dict[str, Any], window_name: str, widget_name: str) -> dict[str, Any] | None:
+        window = probe.window(snap, window_name)
+        return probe.widget(window, widget_name) if window is not None else None
+
     def click_widget(self, window_name: str, widget_name: str, at_left: bool = False) -> dict[str, Any]:
         """Click a named widget of a window: its centre, or (``at_left``) its left end, where a radio
         button's or check box's indicator is (a stretched button reacts only on its indicator and label)."""
