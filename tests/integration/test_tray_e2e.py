@@ -17,15 +17,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import kubernetes
 import pytest
 import tray_probe as probe
 from desktop import desktop
 from helper_fixture import running_helper
-from manager_client import kube_configuration
 from test_intercept import HELLO, curl_web, local_server
 from test_vpn import VIRTUAL_SUBNET, VPN, cluster_subnets, get, set_vpn
 from tray_driver import TrayApp
+from web_restore import web_restored
 
 from tether.gui import intercept_menu
 from tether.gui.view import tooltip as expected_tooltip
@@ -143,20 +142,10 @@ WEB = intercept_menu.KEY_WORKLOAD_PREFIX + "default/web"
 
 
 @pytest.fixture
-def web_restored(lab, helper):
-    """Put the web Deployment back as the lab made it after the test (the intercept adds our agent to it); the
-    test uninstalls the agent itself while connected, this uninstall is for a test that failed before."""
-    api = kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig))
-    apps = kubernetes.client.AppsV1Api(api)
-    original = apps.read_namespaced_deployment("web", "default")
-    try:
+def web_back(lab, helper):
+    """The test uninstalls the agent itself while connected; this is for a test that failed before."""
+    with web_restored(lab.kubeconfig, helper):
         yield
-    finally:
-        helper.cli("uninstall", "--agent", "web", timeout=180)
-        current = apps.read_namespaced_deployment("web", "default")
-        original.metadata.resource_version = current.metadata.resource_version
-        apps.replace_namespaced_deployment("web", "default", original)
-        api.close()
 
 
 def our_web(state: pb.State) -> pb.InterceptState | None:
@@ -164,7 +153,7 @@ def our_web(state: pb.State) -> pb.InterceptState | None:
 
 
 @pytest.mark.timeout(600)
-def test_the_tray_intercepts_web_to_a_local_server_and_leaves(lab, lab_run, helper, web_restored, screen, tmp_path):
+def test_the_tray_intercepts_web_to_a_local_server_and_leaves(lab, lab_run, helper, web_back, screen, tmp_path):
     tray = TrayApp(screen, helper.socket, lab.kubeconfig, netns=lab.ws_netns)
     env_file = tmp_path / "web.env"
     try:
