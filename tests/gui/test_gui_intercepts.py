@@ -90,7 +90,10 @@ def test_intercept_from_the_dialog_then_leave(qtbot, wired, helper, work):
     status = wired.windows.open_status()
     qtbot.addWidget(status)
     lines = [status.intercepts.item(i).text() for i in range(status.intercepts.count())]
-    assert lines == ["default/web port 8080 (service web port 80) -> localhost:9000: active"]
+    assert lines == [
+        "default/web port 8080 (service web port 80) -> localhost:9000: active; the pod's volumes at "
+        "/tmp/tether-fake-mount"
+    ]
 
     click(wired, WEB)
     qtbot.waitUntil(lambda: label(wired, WEB) == "Intercept web (Deployment)…", timeout=WAIT)

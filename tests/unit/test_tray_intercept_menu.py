@@ -124,8 +124,10 @@ def test_the_section_sits_in_the_menu_after_the_status_lines():
 
 def test_status_lines_use_the_cli_words():
     workloads = im.Workloads("default", listing(("api", (theirs(),)), ("web", ())), loaded=True, last_error="boom")
-    lines = im.status_lines(connected(ours()), workloads)
-    assert lines[0] == "default/web port 8080 (service web port 80) -> localhost:9000: active"
+    lines = im.status_lines(connected(ours(mount="/tmp/web-volumes")), workloads)
+    assert lines[0] == (
+        "default/web port 8080 (service web port 80) -> localhost:9000: active; the pod's volumes at /tmp/web-volumes"
+    )
     assert lines[1].startswith("default/api port 8080 (service api port 80) -> alice@laptop: active, intercepted by")
     assert lines[2] == "Intercept error: boom"
     assert im.status_lines(connected(), im.Workloads()) == []
