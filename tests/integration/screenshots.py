@@ -89,15 +89,17 @@ def tray_menu(tray: TrayApp, screen: Desktop, out: Path, name: str = "tray-menu.
     """The tray area with the menu open (and ``submenu`` opened from it, if given)."""
     assert tray.icon is not None
     # Clicked at the icon's lower edge, the menu opens below the panel instead of over it.
-    popup, menu = tray.open_menu(at=(tray.icon.width // 2, tray.icon.height - 1))
+    at = (tray.icon.width // 2, tray.icon.height - 1)
+    if submenu:
+        tray.open_submenu(submenu, WEB, at=at)  # once the workloads are listed in it
+    else:
+        tray.open_menu(at)
+    snap = tray.snapshot()
     panel = screen.tray_panel()
     assert panel is not None
-    shown = [(popup.x, popup.y, popup.width, popup.height), (panel.x, panel.y, panel.width, panel.height)]
+    shown = [tuple(probe.window(snap, "tether-menu")["geometry"]), (panel.x, panel.y, panel.width, panel.height)]
     if submenu:
-        opener = next(a for a in menu["actions"] if a["name"] == submenu)
-        screen.click_at(*probe.centre(opener["geometry"]))
-        inner = tray.wait(lambda s: probe.window(s, submenu), f"the submenu {submenu}")
-        shown.append(tuple(inner["geometry"]))
+        shown.append(tuple(probe.window(snap, submenu)["geometry"]))
     time.sleep(0.3)  # let the menus paint (a picture, not an assertion)
     left = max(0, min(x for x, _, _, _ in shown) - MARGIN)
     right = max(x + w for x, _, w, _ in shown) + MARGIN
@@ -111,9 +113,6 @@ def tray_menu(tray: TrayApp, screen: Desktop, out: Path, name: str = "tray-menu.
 
 def intercept_web(tray: TrayApp, screen: Desktop, socket: Path, out: Path, env_file: Path) -> None:
     """The Intercepts submenu, the dialog filled in, then the intercept made (a local server must listen)."""
-    tray.open_menu()  # opening the menu lists the workloads afresh
-    screen.key("Escape")
-    tray.wait(lambda s: probe.window(s, "tether-menu") is None, "the menu to close")
     tray_menu(tray, screen, out, "tray-intercepts.png", submenu=intercept_menu.KEY_SECTION)
     tray.choose_in(intercept_menu.KEY_SECTION, WEB)
     dialog = tray.wait_window("interceptDialog")

@@ -162,9 +162,6 @@ def test_the_tray_intercepts_web_to_a_local_server_and_leaves(lab, lab_run, help
         wait_for_state(helper.socket, phase_is(pb.State.CONNECTED), "connected", CONNECT_TIMEOUT)
         with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
             # The Intercepts submenu lists the namespace's workloads; web offers the dialog.
-            tray.open_menu()
-            screen.key("Escape")  # opening the menu lists the workloads afresh
-            tray.wait(lambda snap: probe.window(snap, "tether-menu") is None, "the menu to close")
             tray.choose_in(intercept_menu.KEY_SECTION, WEB)
             tray.wait_window("interceptDialog")
             tray.type_into("interceptDialog", "interceptLocalPort", "8080")
@@ -181,9 +178,9 @@ def test_the_tray_intercepts_web_to_a_local_server_and_leaves(lab, lab_run, help
             assert curl_web(lab_run) == HELLO + "\n"
             tray.wait(lambda snap: env_file.exists() and "KUBERNETES_SERVICE_HOST=" in env_file.read_text(), "env")
             # The menu says so, and Leave gives web back to its pods.
-            tray.open_menu()
-            screen.key("Escape")
-            tray.choose_in(intercept_menu.KEY_SECTION, WEB)
+            leave = tray.open_submenu(intercept_menu.KEY_SECTION, WEB)
+            assert leave["text"] == "Leave web (port 8080 → localhost:8080, active)", leave
+            screen.click_at(*probe.centre(leave["geometry"]))
             wait_for_state(helper.socket, lambda s: our_web(s) is None, "the intercept to end", CONNECT_TIMEOUT)
         assert "hello from web" in curl_web(lab_run)
         done = helper.cli("uninstall", "--agent", "web", timeout=180)
