@@ -112,7 +112,10 @@ def on_intercepts(before: InterceptSummary | None, after: InterceptSummary) -> l
         elif phase == "failed":
             text = f"The intercept of {namespace}/{workload} port {port} failed: {error or 'see the status window'}"
             found.append(Notification(APP_TITLE, text, Level.ERROR))
-    for namespace, workload, port in before.keys() - after.keys():
+    for key in before.keys() - after.keys():
+        if before[key][0] == "waiting":
+            continue  # it never started: the failed call says why (the CLI's, or the tray's own notification)
+        namespace, workload, port = key
         found.append(Notification(APP_TITLE, f"The intercept of {namespace}/{workload} port {port} ended"))
     return found
 

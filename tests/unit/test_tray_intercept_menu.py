@@ -146,6 +146,7 @@ def test_notifications_on_start_failure_and_end_not_on_the_baseline():
     assert news.level is notify.Level.ERROR and news.message.endswith("failed: agent gone")
     (ended,) = notify.on_intercepts(start, {})
     assert ended.message == "The intercept of default/web port 8080 ended"
+    assert notify.on_intercepts(waiting, {}) == [], "a start that failed is the failed call's to tell"
 
 
 def test_the_form_gives_the_cli_request_and_names_bad_values():
