@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
@@ -35,11 +36,20 @@ HELLO = "hello from the workstation"
 MB = 1024 * 1024
 
 
+def read(lab, workstation, kind: str, name: str) -> dict[str, Any]:
+    """The object as the API server holds it (raw JSON), read from the workstation (the API server's side)."""
+    with workstation(), kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)) as api:
+        if kind == "Service":
+            call = kubernetes.client.CoreV1Api(api).read_namespaced_service
+        else:
+            call = kubernetes.client.AppsV1Api(api).read_namespaced_deployment
+        response = call(name, "default", _preload_content=False)
+        return dict(json.loads(response.data))
+
+
 @pytest.fixture(scope="module")
-def helper(lab, tmp_path_factory) -> Iterator[RunningHelper]:
-    api = kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig))
-    apps = kubernetes.client.AppsV1Api(api)
-    original = apps.read_namespaced_deployment("web", "default")
+def helper(lab, workstation, tmp_path_factory) -> Iterator[RunningHelper]:
+    original = read(lab, workstation, "Deployment", "web")
     with running_helper(lab.ws_netns, lab.kubeconfig, tmp_path_factory.mktemp("intercept")) as running:
         running.start()
         running.connect()
@@ -47,10 +57,9 @@ def helper(lab, tmp_path_factory) -> Iterator[RunningHelper]:
         running.cli("uninstall", "--agent", "web")
         running.disconnect()
     # Put web back as the lab made it (its own agent sidecar, for the other modules' proxy-via tests).
-    current = apps.read_namespaced_deployment("web", "default")
-    original.metadata.resource_version = current.metadata.resource_version
-    apps.replace_namespaced_deployment("web", "default", original)
-    api.close()
+    original["metadata"]["resourceVersion"] = read(lab, workstation, "Deployment", "web")["metadata"]["resourceVersion"]
+    with workstation(), kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)) as api:
+        kubernetes.client.AppsV1Api(api).replace_namespaced_deployment("web", "default", original)
 
 
 @contextlib.contextmanager
@@ -179,18 +188,15 @@ def test_command_runs_with_the_pods_environment_and_ends_the_intercept(helper, l
     assert helper.status()["intercepts"] == []
 
 
-def test_uninstall_takes_the_agent_out_and_gives_the_service_back(helper, lab, lab_run):
+def test_uninstall_takes_the_agent_out_and_gives_the_service_back(helper, lab, workstation, lab_run):
+    assert read(lab, workstation, "Service", "web")["spec"]["ports"][0]["targetPort"] != 8080  # the agent's
     out = cli_ok(helper, "uninstall", "--agent", "web")
     assert "removed the tether-agent from Deployment default/web" in out
-    api = kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig))
-    try:
-        service = kubernetes.client.CoreV1Api(api).read_namespaced_service("web", "default")
-        deployment = kubernetes.client.AppsV1Api(api).read_namespaced_deployment("web", "default")
-    finally:
-        api.close()
-    assert service.spec.ports[0].target_port == 8080
-    assert INTERCEPT_ANNOTATION not in (service.metadata.annotations or {})
-    assert SIDECAR_NAME not in [c.name for c in deployment.spec.template.spec.containers]
+    service = read(lab, workstation, "Service", "web")
+    deployment = read(lab, workstation, "Deployment", "web")
+    assert service["spec"]["ports"][0]["targetPort"] == 8080
+    assert INTERCEPT_ANNOTATION not in (service["metadata"].get("annotations") or {})
+    assert SIDECAR_NAME not in [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]]
     deadline = time.monotonic() + 120
     while "hello from web" not in (
         answer := lab_run("curl", "-sS", "--max-time", "3", f"http://{WEB_IP}/", pod=CLIENT_POD).stdout
