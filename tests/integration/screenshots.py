@@ -155,7 +155,7 @@ def take(out: Path, lab: Lab, workdir: Path) -> None:
                 wait_for_phase(helper.socket, pb.State.CONNECTED)
                 tray.wait(lambda s: probe.window(s, "conflictDialog") is None, "the dialog to close")
                 tray_menu(tray, screen, out)
-                with web_restored(info.kubeconfig, helper), local_server(info.ws_netns, "http", 8080, workdir / "x"):
+                with web_restored(info, helper), local_server(info.ws_netns, "http", 8080, workdir / "x"):
                     intercept_web(tray, screen, helper.socket, out, workdir / "web.env")
                     status_window(tray, screen, out)
                     tray.choose_in(intercept_menu.KEY_SECTION, WEB)  # Leave

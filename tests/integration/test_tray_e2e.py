@@ -144,7 +144,7 @@ WEB = intercept_menu.KEY_WORKLOAD_PREFIX + "default/web"
 @pytest.fixture
 def web_back(lab, helper):
     """The test uninstalls the agent itself while connected; this is for a test that failed before."""
-    with web_restored(lab.kubeconfig, helper):
+    with web_restored(lab, helper):
         yield
 
 
