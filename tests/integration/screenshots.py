@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import tray_probe as probe
+from conftest import InstalledLab
 from desktop import Desktop, desktop
 from helper_fixture import running_helper
 from test_intercept import local_server
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         print("screenshots: run as root (the sandbox cluster and the helper need it)", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
-    lab = Lab(log=lambda msg: print(f"[lab] {msg}", file=sys.stderr))
+    # With the traffic-manager installed whenever `up` builds the lab, as the tests have it.
+    lab = InstalledLab(log=lambda msg: print(f"[lab] {msg}", file=sys.stderr))
     journal = lab.journal_file.load()
     was_up = journal is not None and journal.state == UP
     vpn_before = list(journal.options.get("vpn", [])) if was_up and journal is not None else []
