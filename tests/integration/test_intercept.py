@@ -60,6 +60,29 @@ def helper(lab, workstation, tmp_path_factory) -> Iterator[RunningHelper]:
     original["metadata"]["resourceVersion"] = read(lab, workstation, "Deployment", "web")["metadata"]["resourceVersion"]
     with workstation(), kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)) as api:
         kubernetes.client.AppsV1Api(api).replace_namespaced_deployment("web", "default", original)
+    wait_web_settled(lab, workstation, original)
+
+
+def wait_web_settled(lab, workstation, deployment: dict[str, Any], timeout: float = 120) -> None:
+    """Until web's pods are all made from the template and ready (the lab must not go down mid-rollout)."""
+    wanted = deployment["spec"]["template"]["spec"]["containers"]
+    deadline = time.monotonic() + timeout
+    while True:
+        with workstation(), kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)) as api:
+            response = kubernetes.client.CoreV1Api(api).list_namespaced_pod(
+                "default", label_selector="app=web", _preload_content=False
+            )
+            pods = json.loads(response.data)["items"]
+        settled = len(pods) == deployment["spec"].get("replicas", 1) and all(
+            not p["metadata"].get("deletionTimestamp")
+            and [c.get("args") for c in p["spec"]["containers"]] == [c.get("args") for c in wanted]
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+            for p in pods
+        )
+        if settled:
+            return
+        assert time.monotonic() < deadline, [p["metadata"]["name"] for p in pods]
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -182,7 +205,9 @@ def test_200_mb_each_way_and_200_connections(helper, lab, lab_run, tmp_path):
 def test_command_runs_with_the_pods_environment_and_ends_the_intercept(helper, lab, tmp_path):
     with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
         show = "import os, sys; print('pod env', os.environ['KUBERNETES_SERVICE_HOST']); sys.exit(3)"
-        done = helper.cli("intercept", "web", "--port", "8080", "--", sys.executable, "-c", show, timeout=240)
+        # --socket before "--": what follows is the command's (the fixture's own --socket lands in its argv)
+        argv = ("intercept", "web", "--port", "8080", "--socket", str(helper.socket), "--", sys.executable, "-c", show)
+        done = helper.cli(*argv, timeout=240)
     assert done.returncode == 3, done.stderr  # the command's status
     assert "pod env 10.96.0.1" in done.stdout and "left the intercept of default/web" in done.stdout
     assert helper.status()["intercepts"] == []

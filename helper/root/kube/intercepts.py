@@ -216,7 +216,12 @@ def workloads(api: kubernetes.client.ApiClient, namespace: str | None) -> list[W
     for kind, (list_namespaced, list_all) in KINDS_API.items():
         call = getattr(apps, list_namespaced if namespace else list_all)
         args = (namespace,) if namespace else ()
-        response = call(*args, _preload_content=False, _request_timeout=30)
+        try:
+            response = call(*args, _preload_content=False, _request_timeout=30)
+        except ApiException as exc:
+            if exc.status == 404:  # a cluster (or the lab) that serves no such kind
+                continue
+            raise
         try:
             items = json.loads(response.data).get("items") or []
         finally:
