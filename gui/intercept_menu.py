@@ -27,6 +27,7 @@ KEY_INTERCEPT_ERROR = "tether-intercepts-error"
 KEY_NONE = "tether-intercepts-none"
 KEY_LOADING = "tether-intercepts-loading"
 KEY_REFRESH = "tether-intercepts-refresh"
+MAX_ERROR_CHARS = 180
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,14 @@ def errors(state: pb.State | None, workloads: Workloads) -> list[tuple[str, str]
     if workloads.error:
         found.append((KEY_LIST_ERROR, f"Cannot list workloads: {workloads.error}"))
     error = workloads.last_error or (state.intercept_error if state is not None else "")
-    if error:
+    if error and error != workloads.error:  # the helper reports a failed listing as its intercept error too
         found.append((KEY_INTERCEPT_ERROR, f"Intercept error: {error}"))
     return found
+
+
+def _short(text: str) -> str:
+    """A menu shows a few lines of an error; the status window has all of it."""
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1].rstrip() + "…"
 
 
 def section(state: pb.State | None, workloads: Workloads, reachable: bool = True) -> Submenu | None:
@@ -151,7 +157,7 @@ def section(state: pb.State | None, workloads: Workloads, reachable: bool = True
         else:
             items += info_lines(KEY_LOADING, "Listing workloads…")
     for key, text in errors(state, workloads):
-        items += info_lines(key, text)
+        items += info_lines(key, _short(text))
     items += [Separator("tether-intercepts-end"), Entry(KEY_REFRESH, "Refresh workloads", REFRESH_WORKLOADS)]
     count = sum(len(row.ours) for row in listed)
     label = f"Intercepts ({count} active)" if count else "Intercepts"

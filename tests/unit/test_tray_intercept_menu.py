@@ -105,6 +105,16 @@ def test_waiting_failed_busy_and_errors_are_shown():
     assert got[im.KEY_NONE] == "No workloads in default"
 
 
+def test_a_failed_listing_is_said_once_and_long_errors_are_cut_in_the_menu_not_the_status_window():
+    long = "cannot list the workloads of namespace default: " + "x" * 300
+    workloads = im.Workloads(error=long)
+    got = labels(im.section(connected(error=long), workloads))
+    assert im.KEY_INTERCEPT_ERROR not in got
+    shown = " ".join(v.strip() for k, v in got.items() if k.startswith(im.KEY_LIST_ERROR))
+    assert shown.endswith("…") and len(shown) < 200
+    assert im.status_lines(connected(error=long), workloads) == [f"Cannot list workloads: {long}"]
+
+
 def test_entries_are_disabled_while_reconnecting_or_unreachable():
     workloads = im.Workloads("default", listing(("web", ())), loaded=True)
     reconnecting = pb.State(phase=pb.State.RECONNECTING, namespace="default")
