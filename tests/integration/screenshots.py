@@ -155,6 +155,11 @@ def take(out: Path, lab: Lab, workdir: Path) -> None:
                 conflict_dialog(tray, screen, out)
                 wait_for_phase(helper.socket, pb.State.CONNECTED)
                 tray.wait(lambda s: probe.window(s, "conflictDialog") is None, "the dialog to close")
+                # The tray lists the workloads once connected: a menu open when they arrive is rebuilt
+                # under the camera, so wait for them first.
+                tray.open_submenu(intercept_menu.KEY_SECTION, WEB, timeout=CONNECT_TIMEOUT)
+                screen.key("Escape", "Escape")
+                tray.wait(lambda s: probe.window(s, "tether-menu") is None, "the menu to close")
                 tray_menu(tray, screen, out)
                 with web_restored(info, helper), local_server(info.ws_netns, "http", 8080, workdir / "x"):
                     intercept_web(tray, screen, helper.socket, out, workdir / "web.env")
