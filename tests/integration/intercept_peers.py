@@ -51,7 +51,11 @@ async def serve(mode: str, port: int, results: str) -> None:
         writer.close()
 
     async def bulk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        wanted = int((await reader.readline()).strip())
+        line = await reader.readline()
+        if not line:  # a probe that only connects (tether intercept checks the port)
+            writer.close()
+            return
+        wanted = int(line.strip())
         sent, (received, size) = await asyncio.gather(_send(writer, wanted), _receive(reader))
         writer.write_eof()
         await writer.drain()

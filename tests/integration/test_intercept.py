@@ -5,7 +5,8 @@ the real manager and the agents the lab's controller runs in re-created web pods
 Order matters (one helper, one connection for the module): the errors first (nothing changes in the cluster),
 then the first intercept (the web pods restart with the agent taking the port), then what reuses it (no
 restart): another user's claim, 200 MB each way and 200 concurrent connections, ``-- CMD``, leave; last
-``tether uninstall --agent web``, after which the web Deployment is put back as the lab made it.
+``tether uninstall --agent web`` and an intercept that injects the agent from scratch, after which the web
+Deployment is put back as the lab made it. About 25 s of tests (plus the lab's start and stop).
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def test_command_runs_with_the_pods_environment_and_ends_the_intercept(helper, l
     assert helper.status()["intercepts"] == []
 
 
-def test_uninstall_takes_the_agent_out_and_gives_the_service_back(helper, lab, workstation, lab_run):
+def test_uninstall_takes_the_agent_out_and_an_intercept_injects_it_again(helper, lab, workstation, lab_run, tmp_path):
     assert read(lab, workstation, "Service", "web")["spec"]["ports"][0]["targetPort"] != 8080  # the agent's
     out = cli_ok(helper, "uninstall", "--agent", "web")
     assert "removed the tether-agent from Deployment default/web" in out
@@ -228,3 +229,11 @@ def test_uninstall_takes_the_agent_out_and_gives_the_service_back(helper, lab, w
     ):
         assert time.monotonic() < deadline, answer
         time.sleep(1)
+    # No agent now: the next intercept injects it (the pods restart with it) and works as before.
+    with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
+        cli_ok(helper, "intercept", "web", "--port", "8080")
+        assert SIDECAR_NAME in [
+            c["name"] for c in read(lab, workstation, "Deployment", "web")["spec"]["template"]["spec"]["containers"]
+        ]
+        assert curl_web(lab_run) == HELLO + "\n"
+        cli_ok(helper, "leave", "web")
