@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
+from tether.gui import intercept_menu
 from tether.gui.connect_request import (
     KubeconfigTextFor,
     RequestError,
@@ -42,6 +43,7 @@ from tether.gui.contexts import AddedClusters, Cluster, ClusterList, default_add
 from tether.gui.retry import Backoff
 from tether.gui.view import ACTIVE_PHASES, Activity
 from tether.helper.api import helper_pb2 as pb
+from tether.helper.api import intercepts
 from tether.helper.api.paths import auth_socket_for, default_socket
 from tether.helper.user.client import HelperCallError, HelperClient, HelperError, HelperNotRunningError, TokenSource
 from tether.helper.user.resolutions import Resolution, ResolutionStore, connect_remembering
@@ -97,6 +99,10 @@ class TrayController(QObject):
     eventLogged = Signal(str)  # one line for the status window's event list
     activityChanged = Signal(object)  # view.Activity, or None when no call of ours runs
     clustersChanged = Signal(object)  # contexts.ClusterList
+    workloadsChanged = Signal(object)  # intercept_menu.Workloads
+    interceptStarted = Signal(object)  # the InterceptReply of an intercept this tray asked for
+    interceptFailed = Signal(str, str)  # namespace/name, why (the helper's words)
+    leaveFailed = Signal(str, str)  # namespace/name, why
 
     _posted = Signal(object)  # a callable from a worker thread, to run on the GUI thread
 
@@ -128,6 +134,7 @@ class TrayController(QObject):
         self._unreachable: HelperError | None = None
         self._activity: Activity | None = None
         self._clusters = ClusterList()
+        self._workloads = intercept_menu.Workloads()
         self._resolution: Resolution | None = None  # what the current connection was made with
         self._cancel_requested = False
         self.last_target = ""  # the cluster of the last connect this tray started
@@ -166,6 +173,10 @@ class TrayController(QObject):
     @property
     def clusters(self) -> ClusterList:
         return self._clusters
+
+    @property
+    def workloads(self) -> intercept_menu.Workloads:
+        return self._workloads
 
     @property
     def resolution(self) -> Resolution | None:
@@ -218,6 +229,32 @@ class TrayController(QObject):
         else:
             return
         self._submit(self._disconnect)
+
+    def refresh_workloads(self) -> None:
+        """List the connection's namespace's workloads (only while connected)."""
+        if intercept_menu.connected(self._state):
+            self._submit(self._list_workloads)
+
+    def intercept(
+        self, request: pb.InterceptRequest, env_file: Path | None = None, env_json: Path | None = None
+    ) -> None:
+        """Start an intercept; the pod's environment is written to ``env_file``/``env_json`` (as the user)."""
+        name = intercept_menu.name_of(request.namespace or self._namespace(), request.name)
+        if name in self._workloads.busy:
+            self.log(f"ignored: intercept {name} while {self._workloads.busy[name]}")
+            return
+        self._set_busy(name, "intercepting")
+        self.log(f"intercepting {name}" + (f" port {request.port}" if request.port else ""))
+        self._submit(self._intercept, name, request, env_file, env_json)
+
+    def leave(self, name: str) -> None:
+        """End the intercept of ``namespace/name``."""
+        namespace, workload = intercept_menu.split_name(name)
+        if name in self._workloads.busy:
+            return
+        self._set_busy(name, "leaving")
+        self.log(f"leaving the intercept of {name}")
+        self._submit(self._leave, name, pb.LeaveRequest(name=workload, namespace=namespace))
 
     def shutdown(self) -> None:
         """Stop every thread and call; the helper's connection stays as it is."""
@@ -338,6 +375,13 @@ class TrayController(QObject):
             self.log(f"helper: {_phase(state)}{where}" + (f": {state.last_error}" if state.last_error else ""))
         if state.phase not in ACTIVE_PHASES and self._activity is None:
             self._resolution = None
+        was_connected = intercept_menu.connected(previous)
+        if was_connected and not intercept_menu.connected(state):
+            self._set_workloads(intercept_menu.Workloads())
+        elif not was_connected and intercept_menu.connected(state):
+            self.refresh_workloads()
+        elif previous is not None and intercept_menu.summary(previous).keys() != intercept_menu.summary(state).keys():
+            self.refresh_workloads()  # who else intercepts may have changed with ours
         self.stateChanged.emit(state)
 
     def _on_stream_lost(self, error: HelperError) -> None:
@@ -495,6 +539,111 @@ class TrayController(QObject):
             self.disconnectFailed.emit(error)
             return
         self._resolution = None
+
+    # --- intercepts (pool) ---
+
+    def _namespace(self) -> str:
+        return self._state.namespace if self._state is not None and self._state.namespace else "default"
+
+    def _list_workloads(self) -> None:
+        client = self._open_client()
+        if client is None:
+            return
+        try:
+            listing = client.list_workloads()
+        except HelperError as exc:
+            self._post(self._workloads_listed, None, describe_error(exc))
+            return
+        finally:
+            self._release(client)
+        self._post(self._workloads_listed, listing, "")
+
+    def _workloads_listed(self, listing: pb.WorkloadList | None, error: str) -> None:
+        if not intercept_menu.connected(self._state):
+            return  # an answer that overtook a disconnect
+        if error:
+            if error != self._workloads.error:
+                self.log(f"cannot list workloads: {error}")
+            self._set_workloads(replace(self._workloads, error=error))
+            return
+        assert listing is not None
+        self._set_workloads(
+            replace(
+                self._workloads, namespace=self._namespace(), listing=tuple(listing.workloads), loaded=True, error=""
+            )
+        )
+
+    def _intercept(self, name: str, request: pb.InterceptRequest, env_file: Path | None, env_json: Path | None) -> None:
+        client = self._open_client()
+        if client is None:
+            return
+        try:
+            reply = client.intercept(request)
+        except HelperError as exc:
+            self._post(self._intercept_done, name, None, describe_error(exc), [])
+            return
+        finally:
+            self._release(client)
+        notes = []
+        environment = dict(reply.environment)
+        for path, text in ((env_file, intercepts.env_file_text), (env_json, intercepts.env_json_text)):
+            if path is None:
+                continue
+            try:
+                path.write_text(text(environment))
+            except OSError as exc:
+                notes.append(f"cannot write the pod's environment to {path}: {exc.strerror or exc}")
+            else:
+                notes.append(f"wrote the pod's environment ({len(environment)} variables) to {path}")
+        self._post(self._intercept_done, name, reply, "", notes)
+
+    def _intercept_done(self, name: str, reply: pb.InterceptReply | None, error: str, notes: list[str]) -> None:
+        busy = {k: v for k, v in self._workloads.busy.items() if k != name}
+        if reply is None:
+            self.log(f"could not intercept {name}: {error}")
+            self._set_workloads(replace(self._workloads, busy=busy, last_error=error))
+            self.interceptFailed.emit(name, error)
+            return
+        self.log(f"intercepting {intercepts.line(reply.intercept)}")
+        if reply.intercept.mount:
+            self.log(f"the pod's volumes are mounted at {reply.intercept.mount}")
+        for note in notes:
+            self.log(note)
+        self._set_workloads(replace(self._workloads, busy=busy, last_error=""))
+        self.interceptStarted.emit(reply)
+        self.refresh_workloads()
+
+    def _leave(self, name: str, request: pb.LeaveRequest) -> None:
+        client = self._open_client()
+        if client is None:
+            return
+        try:
+            client.leave(request)
+        except HelperError as exc:
+            self._post(self._leave_done, name, describe_error(exc))
+            return
+        finally:
+            self._release(client)
+        self._post(self._leave_done, name, "")
+
+    def _leave_done(self, name: str, error: str) -> None:
+        busy = {k: v for k, v in self._workloads.busy.items() if k != name}
+        if error:
+            self.log(f"could not leave the intercept of {name}: {error}")
+            self._set_workloads(replace(self._workloads, busy=busy, last_error=error))
+            self.leaveFailed.emit(name, error)
+            return
+        self.log(f"left the intercept of {name}")
+        self._set_workloads(replace(self._workloads, busy=busy, last_error=""))
+        self.refresh_workloads()
+
+    def _set_busy(self, name: str, what: str) -> None:
+        self._set_workloads(replace(self._workloads, busy={**self._workloads.busy, name: what}))
+
+    def _set_workloads(self, workloads: intercept_menu.Workloads) -> None:
+        if workloads != self._workloads:
+            self._workloads = workloads
+            self.workloadsChanged.emit(workloads)
 
     # --- helpers (GUI thread) ---
 

@@ -97,6 +97,40 @@ def connect_failed(cluster: str, error: str) -> Notification:
     return Notification(f"Could not connect to {cluster}", error, Level.ERROR)
 
 
+InterceptSummary = dict[tuple[str, str, int], tuple[str, str]]  # intercept_menu.summary(state)
+
+
+def on_intercepts(before: InterceptSummary | None, after: InterceptSummary) -> list[Notification]:
+    """One notification per intercept of ours that became active, failed or ended; ``before`` None: baseline."""
+    if before is None:
+        return []
+    found: list[Notification] = []
+    for key, (phase, error) in after.items():
+        namespace, workload, port = key
+        old = before.get(key)
+        if old is not None and old[0] == phase:
+            continue
+        if phase == "active":
+            found.append(Notification(APP_TITLE, f"Intercepting {namespace}/{workload} port {port}"))
+        elif phase == "failed":
+            text = f"The intercept of {namespace}/{workload} port {port} failed: {error or 'see the status window'}"
+            found.append(Notification(APP_TITLE, text, Level.ERROR))
+    for key in before.keys() - after.keys():
+        if before[key][0] == "waiting":
+            continue  # it never started: the failed call says why (the CLI's, or the tray's own notification)
+        namespace, workload, port = key
+        found.append(Notification(APP_TITLE, f"The intercept of {namespace}/{workload} port {port} ended"))
+    return found
+
+
+def intercept_failed(workload: str, error: str) -> Notification:
+    return Notification(f"Could not intercept {workload}", error, Level.ERROR)
+
+
+def leave_failed(workload: str, error: str) -> Notification:
+    return Notification(f"Could not leave the intercept of {workload}", error, Level.ERROR)
+
+
 # --- who shows them ------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from PySide6.QtCore import QObject, Signal
 
-from tether.gui import notify, view
+from tether.gui import intercept_menu, notify, view
 from tether.gui.controller import TrayController
 from tether.gui.tray import TrayIcon
 from tether.helper.api import helper_pb2 as pb
@@ -25,6 +25,8 @@ class WindowOpener(Protocol):
     def open_conflicts(self, state: pb.State | None = None, context: str = "") -> object: ...
 
     def open_add_cluster(self) -> object: ...
+
+    def open_intercept(self, name: str) -> object: ...
 
 
 class TrayPresenter(QObject):
@@ -44,6 +46,7 @@ class TrayPresenter(QObject):
         self.notifier = notifier
         self.windows = windows
         self._seen = notify.Seen()
+        self._seen_intercepts: notify.InterceptSummary | None = None  # None: no state seen yet
 
         controller.stateChanged.connect(self._state_changed)
         controller.helperUnreachable.connect(self._unreachable)
@@ -53,13 +56,18 @@ class TrayPresenter(QObject):
         controller.connectFailed.connect(self._connect_failed)
         controller.disconnectFailed.connect(self._disconnect_failed)
         controller.conflictsFound.connect(self._conflicts_found)
+        controller.workloadsChanged.connect(self.refresh)
+        controller.interceptFailed.connect(self._intercept_failed)
+        controller.leaveFailed.connect(self._leave_failed)
         tray.actionTriggered.connect(self.trigger)
         tray.menuAboutToShow.connect(controller.refresh_clusters)
+        tray.menuAboutToShow.connect(controller.refresh_workloads)
         self.refresh()
 
     def current_view(self) -> view.TrayView:
         c = self.controller
-        return view.compute_view(c.state, c.unreachable, c.clusters, c.activity, c.lost_session)
+        section = intercept_menu.section(c.state, c.workloads, reachable=c.unreachable is None)
+        return view.compute_view(c.state, c.unreachable, c.clusters, c.activity, section, c.lost_session)
 
     def refresh(self, *_: object) -> None:
         self.tray.render(self.current_view())
@@ -70,6 +78,10 @@ class TrayPresenter(QObject):
         if (notification := notify.on_state(self._seen, state)) is not None:
             self.notifier.notify(notification)
         self._seen = notify.seen(state, None, self._seen)
+        now = intercept_menu.summary(state)
+        for notification in notify.on_intercepts(self._seen_intercepts, now):
+            self.notifier.notify(notification)
+        self._seen_intercepts = now
         self.refresh()
 
     def _unreachable(self, error: HelperError) -> None:
@@ -88,6 +100,12 @@ class TrayPresenter(QObject):
 
     def _disconnect_failed(self, error: str) -> None:
         self.notifier.notify(notify.Notification("Could not disconnect", error, notify.Level.ERROR))
+
+    def _intercept_failed(self, name: str, error: str) -> None:
+        self.notifier.notify(notify.intercept_failed(name, error))
+
+    def _leave_failed(self, name: str, error: str) -> None:
+        self.notifier.notify(notify.leave_failed(name, error))
 
     def _conflicts_found(self, state: pb.State) -> None:
         self.windows.open_conflicts(state, self.controller.last_target)
@@ -110,6 +128,12 @@ class TrayPresenter(QObject):
             self.windows.open_add_cluster()
         elif action == view.RECONNECT and argument:
             c.connect_cluster(argument)
+        elif action == intercept_menu.INTERCEPT and argument:
+            self.windows.open_intercept(argument)
+        elif action == intercept_menu.LEAVE and argument:
+            c.leave(argument)
+        elif action == intercept_menu.REFRESH_WORKLOADS:
+            c.refresh_workloads()
         elif action == view.RETRY:
             c.retry_now()
         elif action == view.QUIT:

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tether.gui import state_summary
+from tether.gui import intercept_menu, state_summary
 from tether.gui.diagnostics import collect_versions, diagnostics_text
 from tether.gui.dialog_parts import ERROR_STYLE, message_label, show_message
 from tether.helper.api import helper_pb2 as pb
@@ -81,6 +81,7 @@ class StatusWindow(QWidget):
 
         self.routedSubnets = self._list_box(layout, "Routed subnets", "routedSubnets")
         self.conflictResolutions = self._list_box(layout, "Conflicts and how they were resolved", "conflictResolutions")
+        self.intercepts = self._list_box(layout, "Intercepts", "intercepts")
         self.recentEvents = self._list_box(layout, "Recent events", "recentEvents")
 
         row = QHBoxLayout()
@@ -136,6 +137,11 @@ class StatusWindow(QWidget):
         self.conflictResolutions.clear()
         lines = state_summary.resolution_lines(state, self._resolution)
         self.conflictResolutions.addItems([state_summary.format_resolution_line(x) for x in lines] or ["(none)"])
+
+    def show_intercepts(self, state: pb.State | None, workloads: intercept_menu.Workloads) -> None:
+        """This session's intercepts, other users' in the namespace, and intercept errors (the CLI's words)."""
+        self.intercepts.clear()
+        self.intercepts.addItems(intercept_menu.status_lines(state, workloads) or ["(none)"])
 
     def set_unreachable(self, error: object) -> None:
         message = getattr(error, "message", "") or str(error)

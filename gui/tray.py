@@ -3,14 +3,16 @@
 ``TrayIcon.render(view)`` changes only what differs: the icon and tooltip when they change, and the
 menu's actions in place while its shape (the sequence of keys) stays the same, so a new State every few
 seconds neither flickers nor closes an open menu. Only a change of shape (say, connected -> disconnected)
-rebuilds the menu. Every action's object name is its entry's key (``view.KEY_*``).
+rebuilds the menu, and never while it is open (rebuilding an open menu empties it under the pointer, say when
+the workload list arrives as the user opens it): then once it has closed. Every action's object name is its
+entry's key (``view.KEY_*``).
 """
 
 from __future__ import annotations
 
 import functools
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
@@ -39,9 +41,12 @@ class TrayIcon(QObject):
         self.menu = QMenu()
         self.menu.setObjectName("tether-menu")
         self.menu.aboutToShow.connect(self.menuAboutToShow)
+        self.menu.aboutToHide.connect(self._menu_hidden)
         self.tray.setContextMenu(self.menu)
         self.tray.activated.connect(self._activated)
         self.view: TrayView | None = None
+        self._built: tuple[Item, ...] | None = None  # the menu the actions were made from
+        self.deferred = False  # a rebuild waits for the open menu to close
         self._actions: dict[str, QAction] = {}
         self._submenus: list[QMenu] = []
         self.rebuilds = 0  # how often the menu was built from scratch (tests check it stays put)
@@ -64,14 +69,27 @@ class TrayIcon(QObject):
             self.tray.setIcon(self.icons.icon(view.icon))
         if old is None or old.tooltip != view.tooltip:
             self.tray.setToolTip(view.tooltip)
-        if old is not None and shape(old.menu) == shape(view.menu):
+        if self._built is not None and shape(self._built) == shape(view.menu):
             self._update(view.menu)
+        elif self._built is not None and self.menu.isVisible():
+            self.deferred = True
         else:
             self._rebuild(view.menu)
 
     # --- building ---
 
+    def _menu_hidden(self) -> None:
+        # After the event: the click that closes the menu must reach its action before the action goes.
+        if self.deferred:
+            QTimer.singleShot(0, self._rebuild_deferred)
+
+    def _rebuild_deferred(self) -> None:
+        if self.deferred and self.view is not None and not self.menu.isVisible():
+            self._rebuild(self.view.menu)
+
     def _rebuild(self, items: tuple[Item, ...]) -> None:
+        self.deferred = False
+        self._built = items
         self.rebuilds += 1
         self.menu.clear()
         for submenu in self._submenus:
@@ -103,13 +121,15 @@ class TrayIcon(QObject):
                 self._actions[item.key] = action
                 self._apply(action, item)
 
-    def _update(self, items: tuple[Item, ...]) -> None:
+    def _update(self, items: tuple[Item, ...], top: bool = True) -> None:
+        if top:
+            self._built = items
         for item in items:
             if isinstance(item, Submenu):
                 action = self._actions[item.key]
                 action.setText(item.label)
                 action.setEnabled(item.enabled)
-                self._update(item.items)
+                self._update(item.items, top=False)
             elif isinstance(item, Entry):
                 self._apply(self._actions[item.key], item)
 

@@ -127,7 +127,7 @@ def _entries(items: tuple[Item, ...]) -> list[Entry]:
     return found
 
 
-def _info(key: str, text: str) -> list[Entry]:
+def info_lines(key: str, text: str) -> list[Entry]:
     """An information line, wrapped; the first line keeps ``key``, the others get ``key-2``, ``key-3``..."""
     # A `command` stays on one line (its spaces become no-break spaces, which textwrap does not split
     # on), and so do paths: a break inside either would make it wrong to type.
@@ -220,27 +220,27 @@ def status_lines(state: pb.State | None, activity: Activity | None) -> list[Entr
     """Cluster, namespace, manager version, routed subnets, DNS mode; progress and the last error."""
     lines: list[Entry] = []
     if activity is not None and activity.step:
-        lines += _info(f"{KEY_STATUS_PREFIX}step", f"… {activity.step}")
+        lines += info_lines(f"{KEY_STATUS_PREFIX}step", f"… {activity.step}")
     if state is None:
         return lines
     active = state.phase in ACTIVE_PHASES or state.phase == pb.State.ERROR
     if state.cluster and active:
-        lines += _info(f"{KEY_STATUS_PREFIX}cluster", f"Cluster: {state.cluster}")
+        lines += info_lines(f"{KEY_STATUS_PREFIX}cluster", f"Cluster: {state.cluster}")
     if state.namespace and active:
-        lines += _info(f"{KEY_STATUS_PREFIX}namespace", f"Namespace: {state.namespace}")
+        lines += info_lines(f"{KEY_STATUS_PREFIX}namespace", f"Namespace: {state.namespace}")
     if state.manager_version:
-        lines += _info(f"{KEY_STATUS_PREFIX}manager", f"Manager version: {state.manager_version}")
+        lines += info_lines(f"{KEY_STATUS_PREFIX}manager", f"Manager version: {state.manager_version}")
     if state.routed_subnets:
         cidrs = [s.cidr for s in state.routed_subnets]
         shown = ", ".join(cidrs[:MAX_SUBNETS_SHOWN])
         if len(cidrs) > MAX_SUBNETS_SHOWN:
             shown += f" and {len(cidrs) - MAX_SUBNETS_SHOWN} more"
-        lines += _info(f"{KEY_STATUS_PREFIX}subnets", f"Routed subnets: {shown}")
+        lines += info_lines(f"{KEY_STATUS_PREFIX}subnets", f"Routed subnets: {shown}")
     if state.dns_mode:
         forced = " (forced)" if state.dns_mode_forced else ""
-        lines += _info(f"{KEY_STATUS_PREFIX}dns", f"DNS: {state.dns_mode}{forced}")
+        lines += info_lines(f"{KEY_STATUS_PREFIX}dns", f"DNS: {state.dns_mode}{forced}")
     if state.last_error and not state.conflicts:
-        lines += _info(f"{KEY_STATUS_PREFIX}error", f"Last error: {_first_line(state.last_error)}")
+        lines += info_lines(f"{KEY_STATUS_PREFIX}error", f"Last error: {_first_line(state.last_error)}")
     return lines
 
 
@@ -275,9 +275,9 @@ def _cluster_items(state: pb.State | None, clusters: ClusterList, can_connect: b
                 )
             )
     if not clusters.clusters and not clusters.problems:
-        items += _info(f"{KEY_PROBLEM_PREFIX}none", "No clusters: your kubeconfig has no contexts")
+        items += info_lines(f"{KEY_PROBLEM_PREFIX}none", "No clusters: your kubeconfig has no contexts")
     for index, problem in enumerate(clusters.problems):
-        items += _info(f"{KEY_PROBLEM_PREFIX}{index}", problem)
+        items += info_lines(f"{KEY_PROBLEM_PREFIX}{index}", problem)
     items += [Separator("tether-clusters-end"), Entry(KEY_ADD_CLUSTER, "Add cluster…", ADD_CLUSTER)]
     return tuple(items)
 
@@ -308,17 +308,19 @@ def compute_view(
     unreachable: HelperError | None,
     clusters: ClusterList,
     activity: Activity | None = None,
+    intercepts: Submenu | None = None,
     lost: str = "",
 ) -> TrayView:
-    """``lost``: the cluster of a session the helper died in (TrayController.lost_session), "" if none."""
+    """``intercepts``: the Intercepts section (``intercept_menu.section``), placed after the status lines;
+    ``lost``: the cluster of a session the helper died in (TrayController.lost_session), "" if none."""
     reachable = unreachable is None and state is not None
     menu: list[Item] = [Entry(KEY_HEADER, headline(state, unreachable, activity), enabled=False)]
     if lost:
-        menu += _info(KEY_LOST, f"Session with {lost} lost: the helper stopped")
+        menu += info_lines(KEY_LOST, f"Session with {lost} lost: the helper stopped")
     if unreachable is not None:
-        menu += _info(KEY_UNREACHABLE_REASON, unreachable.message)
+        menu += info_lines(KEY_UNREACHABLE_REASON, unreachable.message)
         if unreachable.fix:
-            menu += _info(KEY_UNREACHABLE_FIX, f"Fix: {unreachable.fix}")
+            menu += info_lines(KEY_UNREACHABLE_FIX, f"Fix: {unreachable.fix}")
         menu.append(Entry(KEY_RETRY, "Try again now", RETRY))
     else:
         menu += status_lines(state, activity)
@@ -328,7 +330,8 @@ def compute_view(
             Separator("tether-conflicts-separator"),
             Entry(KEY_CONFLICTS, f"VPN conflicts ({count})…", CONFLICTS),
         ]
-    # Intercepts get their own section here once the helper reports them (a later issue).
+    if intercepts is not None and unreachable is None:
+        menu += [Separator("tether-intercepts-separator"), intercepts]
     menu.append(Separator("tether-connection-separator"))
     target = connect_target(state, clusters)
     menu += _connection_entries(state, reachable, activity, target, lost)

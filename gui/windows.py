@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tether.gui.add_cluster_dialog import AddClusterDialog
     from tether.gui.clusters import TokenVault
     from tether.gui.conflict_dialog import ConflictDialog
+    from tether.gui.intercept_dialog import InterceptDialog
     from tether.gui.settings import SettingsStore
     from tether.gui.settings_dialog import SettingsDialog
     from tether.gui.status_window import StatusWindow
@@ -49,6 +50,7 @@ class Windows(QObject):
         self.settings: SettingsDialog | None = None
         self.conflicts: ConflictDialog | None = None
         self.add_cluster: AddClusterDialog | None = None
+        self.intercept: InterceptDialog | None = None
 
     # --- what the windows need, made on first use ---
 
@@ -102,6 +104,8 @@ class Windows(QObject):
             self.controller.stateChanged.connect(self._status_state)
             self.controller.helperUnreachable.connect(window.set_unreachable)
             self.controller.eventLogged.connect(window.add_event)
+            window.show_intercepts(self.controller.state, self.controller.workloads)
+            self.controller.workloadsChanged.connect(self._status_intercepts)
             self.status = window
         _raise(self.status)
         return self.status
@@ -109,6 +113,11 @@ class Windows(QObject):
     def _status_state(self, state: pb.State) -> None:
         if self.status is not None:
             self.status.show_state(state, self.controller.resolution)
+            self.status.show_intercepts(state, self.controller.workloads)
+
+    def _status_intercepts(self, workloads: object) -> None:
+        if self.status is not None:
+            self.status.show_intercepts(self.controller.state, self.controller.workloads)
 
     # --- settings ---
 
@@ -183,8 +192,35 @@ class Windows(QObject):
             self.add_cluster.deleteLater()
             self.add_cluster = None
 
+    # --- intercept ---
+
+    def open_intercept(self, name: str) -> InterceptDialog:
+        """The Intercept dialog for ``namespace/name``; a newer one replaces an open one."""
+        from tether.gui.intercept_dialog import InterceptDialog
+        from tether.gui.intercept_menu import split_name
+
+        namespace, workload = split_name(name)
+        kind = next(
+            (w.kind for w in self.controller.workloads.listing if (w.namespace, w.name) == (namespace, workload)), ""
+        )
+        if self.intercept is not None:
+            self.intercept.close()
+        dialog = InterceptDialog(namespace, workload, kind)
+        dialog.interceptChosen.connect(
+            lambda choice: self.controller.intercept(choice.request, choice.env_file, choice.env_json)
+        )
+        dialog.finished.connect(lambda _result: self._intercept_closed(dialog))
+        self.intercept = dialog
+        _raise(dialog)
+        return dialog
+
+    def _intercept_closed(self, dialog: InterceptDialog) -> None:
+        if self.intercept is dialog:
+            self.intercept = None
+        dialog.deleteLater()
+
     def close_all(self) -> None:
-        for window in (self.conflicts, self.settings, self.add_cluster, self.status):
+        for window in (self.intercept, self.conflicts, self.settings, self.add_cluster, self.status):
             if window is not None:
                 window.close()
 

@@ -46,6 +46,13 @@ class FakeSession:
         self._cancelled = False
         self.conflicts: tuple[pb.Conflict, ...] = ()
         self.conflict_phase: pb.State.Phase.ValueType = pb.State.DISCONNECTED
+        # Intercepts: the workloads ListWorkloads shows, other clients' intercepts, the calls seen.
+        self.workloads: dict[str, list[tuple[str, str]]] = {"default": [("api", "Deployment"), ("web", "Deployment")]}
+        self.foreign: list[pb.InterceptState] = []
+        self.intercepts_made: list[pb.InterceptRequest] = []
+        self.environment = {"APP_MODE": "fake", "GREETING": "hello world"}
+        self.closed_ports: set[int] = set()  # local ports "nothing listens on"
+        self.intercept_delay = 0.0
 
     def fail(
         self, message: str, at_step: str | None = None, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
@@ -158,6 +165,99 @@ class FakeSession:
             connected.virtual_subnet = request.virtual_subnet or ("246.246.0.0/16" if connected.remapped else "")
         self._set(connected)
         yield pb.ConnectProgress(step="connected", state=self.state())
+
+    # --- intercepts ---
+
+    def _known(self, namespace: str, name: str) -> str:
+        """The workload's kind; SessionError when the fake cluster has no such workload."""
+        if self._state.phase != pb.State.CONNECTED:
+            raise SessionError("not connected: connect first", grpc.StatusCode.FAILED_PRECONDITION)
+        for workload, kind in self.workloads.get(namespace, []):
+            if workload == name:
+                return kind
+        raise SessionError(f'no workload "{name}" in namespace "{namespace}"', grpc.StatusCode.NOT_FOUND)
+
+    async def intercept(self, request: pb.InterceptRequest, caller: Caller) -> pb.InterceptReply:
+        self.intercepts_made.append(request)
+        namespace = request.namespace or self._state.namespace or "default"
+        kind = self._known(namespace, request.name)
+        for other in self.foreign:
+            if (other.namespace, other.workload) == (namespace, request.name):
+                since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(other.since_unix_ms / 1000))
+                raise SessionError(
+                    f"{namespace}/{request.name} is intercepted by {other.client} since {since}",
+                    grpc.StatusCode.ALREADY_EXISTS,
+                )
+        if request.port and request.port not in ("80", "http"):
+            raise SessionError(
+                f'the service "{request.name}" has no port "{request.port}" (it has 80/http)', grpc.StatusCode.NOT_FOUND
+            )
+        local = request.local_port or 80
+        if local in self.closed_ports:
+            raise SessionError(f"nothing listens on localhost:{local}", grpc.StatusCode.FAILED_PRECONDITION)
+        if self.intercept_delay:
+            await asyncio.sleep(self.intercept_delay)
+        item = pb.InterceptState(
+            namespace=namespace,
+            workload=request.name,
+            kind=kind,
+            service=request.service or request.name,
+            service_port=80,
+            port_name="http",
+            port=8080,
+            local_port=local,
+            client=f"uid {caller.uid}",
+            since_unix_ms=int(time.time() * 1000),
+            phase="active",
+            agents_intercepting=1,
+            agents_live=1,
+            ours=True,
+            mount="" if request.mount == "false" else (request.mount or "/tmp/tether-fake-mount"),
+        )
+        state = self.state()
+        kept = [i for i in state.intercepts if (i.namespace, i.workload) != (namespace, request.name)]
+        del state.intercepts[:]
+        state.intercepts.extend([*kept, item])
+        state.intercept_error = ""
+        self._set(state)
+        return pb.InterceptReply(intercept=item, environment=self.environment)
+
+    async def leave(self, request: pb.LeaveRequest, caller: Caller) -> pb.State:
+        namespace = request.namespace or self._state.namespace or "default"
+        state = self.state()
+        kept = [i for i in state.intercepts if (i.namespace, i.workload) != (namespace, request.name)]
+        if len(kept) == len(state.intercepts):
+            raise SessionError(f"{namespace}/{request.name} is not intercepted by you", grpc.StatusCode.NOT_FOUND)
+        del state.intercepts[:]
+        state.intercepts.extend(kept)
+        self._set(state)
+        return self.state()
+
+    def fail_intercept(self, namespace: str, name: str, error: str) -> None:
+        """Mark our intercept of the workload failed (an agent lost), as the real session reports it."""
+        state = self.state()
+        for item in state.intercepts:
+            if (item.namespace, item.workload) == (namespace, name):
+                item.phase, item.error = "failed", error
+        state.intercept_error = error
+        self._set(state)
+
+    async def list_workloads(self, request: pb.ListWorkloadsRequest, caller: Caller) -> pb.WorkloadList:
+        if self._state.phase != pb.State.CONNECTED:
+            raise SessionError("not connected: connect first", grpc.StatusCode.FAILED_PRECONDITION)
+        namespace = request.namespace or self._state.namespace or "default"
+        listing = pb.WorkloadList()
+        for name, kind in self.workloads.get(namespace, []):
+            taken = [
+                i for i in [*self.foreign, *self._state.intercepts] if (i.namespace, i.workload) == (namespace, name)
+            ]
+            listing.workloads.append(
+                pb.WorkloadInfo(namespace=namespace, name=name, kind=kind, agent=bool(taken), intercepts=taken)
+            )
+        return listing
+
+    async def uninstall_agents(self, request: pb.UninstallAgentsRequest, caller: Caller) -> pb.UninstallAgentsReply:
+        return pb.UninstallAgentsReply()
 
     async def disconnect(self, caller: Caller) -> pb.State:
         self.disconnects.append(caller)

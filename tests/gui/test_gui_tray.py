@@ -100,6 +100,23 @@ def test_state_updates_change_actions_in_place_and_rebuild_only_when_the_shape_c
     assert tray.action(view.KEY_CONNECT) is not None
 
 
+def test_a_new_shape_waits_for_the_open_menu_to_close(qtbot):
+    tray = TrayIcon()
+    state = pb.State(phase=pb.State.CONNECTED, cluster="lab", namespace="a")
+    tray.render(view.compute_view(state, None, CLUSTERS))
+    tray.menu.popup(tray.menu.pos())
+    qtbot.waitUntil(tray.menu.isVisible)
+    tray.render(view.compute_view(pb.State(), None, CLUSTERS))
+    assert tray.rebuilds == 1 and tray.deferred, "not rebuilt under the pointer"
+    assert tray.action(view.KEY_DISCONNECT) is not None
+    tray.menu.hide()
+    qtbot.waitUntil(lambda: tray.rebuilds == 2)
+    assert tray.action(view.KEY_DISCONNECT) is None and tray.action(view.KEY_CONNECT) is not None
+    state.namespace = "b"
+    tray.render(view.compute_view(state, None, CLUSTERS))
+    assert tray.rebuilds == 3, "closed, it rebuilds at once"
+
+
 def test_clicks_emit_the_entry_action_and_the_mark_follows_the_helper_not_the_click(qtbot):
     tray = TrayIcon()
     tray.render(view.compute_view(pb.State(), None, CLUSTERS))

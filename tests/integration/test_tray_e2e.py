@@ -21,9 +21,12 @@ import pytest
 import tray_probe as probe
 from desktop import desktop
 from helper_fixture import running_helper
+from test_intercept import HELLO, curl_web, local_server
 from test_vpn import VIRTUAL_SUBNET, VPN, cluster_subnets, get, set_vpn
 from tray_driver import TrayApp
+from web_restore import web_restored
 
+from tether.gui import intercept_menu
 from tether.gui.view import tooltip as expected_tooltip
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.user.client import HelperClient
@@ -131,6 +134,67 @@ def test_the_tray_connects_and_resolves_a_vpn_conflict(lab, lab_control, lab_run
     finally:
         tray.stop()
         lab_control.up()  # without the VPN, as the other tests expect it
+    assert not tray.alive()
+
+
+INTERCEPT_TIMEOUT = 240.0  # the first intercept re-creates the web pods with the agent
+WEB = intercept_menu.KEY_WORKLOAD_PREFIX + "default/web"
+
+
+@pytest.fixture
+def web_back(lab, helper):
+    """The test uninstalls the agent itself while connected; this is for a test that failed before."""
+    with web_restored(lab, helper):
+        yield
+
+
+def our_web(state: pb.State) -> pb.InterceptState | None:
+    return next((i for i in state.intercepts if (i.namespace, i.workload) == ("default", "web")), None)
+
+
+@pytest.mark.timeout(600)
+def test_the_tray_intercepts_web_to_a_local_server_and_leaves(lab, lab_run, helper, web_back, screen, tmp_path):
+    tray = TrayApp(screen, helper.socket, lab.kubeconfig, netns=lab.ws_netns)
+    env_file = tmp_path / "web.env"
+    try:
+        tray.start()
+        tray.choose("tether-connect")
+        wait_for_state(helper.socket, phase_is(pb.State.CONNECTED), "connected", CONNECT_TIMEOUT)
+        with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
+            # The Intercepts submenu lists the namespace's workloads; web offers the dialog.
+            tray.choose_in(intercept_menu.KEY_SECTION, WEB)
+            tray.wait_window("interceptDialog")
+            tray.type_into("interceptDialog", "interceptLocalPort", "8080")
+            tray.type_into("interceptDialog", "interceptEnvFile", str(env_file))
+            tray.click_widget("interceptDialog", "interceptButton")
+            state = wait_for_state(
+                helper.socket,
+                lambda s: (i := our_web(s)) is not None and i.phase == "active",
+                "the intercept of web",
+                INTERCEPT_TIMEOUT,
+            )
+            assert our_web(state).local_port == 8080, state
+            # Another pod curls the web Service and gets the workstation's server.
+            assert curl_web(lab_run) == HELLO + "\n"
+            tray.wait(lambda snap: env_file.exists() and "KUBERNETES_SERVICE_HOST=" in env_file.read_text(), "env")
+            # The menu says so, and Leave gives web back to its pods.
+            leave = tray.open_submenu(intercept_menu.KEY_SECTION, WEB)
+            assert leave["text"] == "Leave web (port 8080 → localhost:8080, active)", leave
+            screen.click_at(*probe.centre(leave["geometry"]))
+            wait_for_state(helper.socket, lambda s: our_web(s) is None, "the intercept to end", CONNECT_TIMEOUT)
+        assert "hello from web" in curl_web(lab_run)
+        done = helper.cli("uninstall", "--agent", "web", timeout=180)
+        assert done.returncode == 0, done.stderr
+        tray.choose("tether-disconnect")
+        wait_for_state(helper.socket, phase_is(pb.State.DISCONNECTED), "disconnected", CONNECT_TIMEOUT)
+        tray.choose("tether-quit", quits=True)
+    except BaseException:
+        print(tray.tail(), file=sys.stderr)
+        screen.screenshot(tmp_path / "failure.png")
+        print(f"the screen at the failure: {tmp_path / 'failure.png'}", file=sys.stderr)
+        raise
+    finally:
+        tray.stop()
     assert not tray.alive()
 
 

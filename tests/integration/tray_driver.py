@@ -14,6 +14,7 @@ clicks a menu entry where the probe says it is drawn, ``click_widget()`` clicks 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,48 @@ class TrayApp:
                 raise DesktopError(f"the tray exited with {code} after {key}\n{self.tail()}")
             return
         self.wait(lambda snap: probe.window(snap, MENU) is None, "the tray menu to close")
+
+    def choose_in(self, submenu: str, key: str, timeout: float = UI_TIMEOUT) -> None:
+        """Click ``key`` in the submenu ``submenu`` (see ``open_submenu``); wait until the menu has closed."""
+        entry = self.open_submenu(submenu, key, timeout)
+        self.desktop.click_at(*probe.centre(entry["geometry"]))
+        self.wait(lambda snap: probe.window(snap, MENU) is None, "the tray menu to close")
+
+    def open_submenu(
+        self, submenu: str, key: str, timeout: float = UI_TIMEOUT, at: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        """Open the menu (right-click at ``at``), click the submenu entry ``submenu`` (Qt opens it), and return
+        the probe entry of ``key`` in it, enabled. The entry may come with an answer the tray is still waiting
+        for (a workload list): until ``timeout``, close the menus and look again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            _, menu = self.open_menu(at)
+            opener = next((a for a in menu["actions"] if a["name"] == submenu and a["visible"]), None)
+            inner = None
+            if opener is not None:
+                self.desktop.click_at(*probe.centre(opener["geometry"]))
+                inner = self.wait(lambda snap: probe.window(snap, submenu), f"the submenu {submenu}")
+            entry = next((a for a in (inner or {}).get("actions", []) if a["name"] == key and a["visible"]), None)
+            if entry is not None and entry["enabled"]:
+                return entry
+            self.desktop.key("Escape", "Escape")
+            self.wait(lambda snap: probe.window(snap, MENU) is None, "the tray menu to close")
+            if time.monotonic() > deadline:
+                shown = [(a["name"], a["text"], a["enabled"]) for a in (inner or menu)["actions"]]
+                raise DesktopError(f"no enabled entry {key} in the submenu {submenu} within {timeout:.0f}s: {shown}")
+            time.sleep(0.5)
+
+    def type_into(self, window_name: str, widget_name: str, text: str) -> None:
+        """Click a text field of a window and type ``text`` into it (real key events)."""
+        self.desktop.focus(self.x_window(self.wait_window(window_name)))  # no window manager gives it focus
+        self.click_widget(window_name, widget_name)
+        self.desktop.run("xdotool", "type", "--delay", "30", text)
+        self.wait(lambda snap: (w := self.widget_in(snap, window_name, widget_name)) and w["text"] == text, widget_name)
+
+    @staticmethod
+    def widget_in(snap: dict[str, Any], window_name: str, widget_name: str) -> dict[str, Any] | None:
+        window = probe.window(snap, window_name)
+        return probe.widget(window, widget_name) if window is not None else None
 
     def click_widget(self, window_name: str, widget_name: str, at_left: bool = False) -> dict[str, Any]:
         """Click a named widget of a window: its centre, or (``at_left``) its left end, where a radio
