@@ -19,6 +19,7 @@ from tether.helper.root.intercept.origin import (
     rules_namespace,
 )
 from tether.helper.root.proxyvia import UnknownVirtualIP
+from tether.helper.user.cli.control import describe_state, format_state
 from tether.manager.api import manager_pb2 as mpb
 from tether.manager.api.wire import subnet_to_pb
 
@@ -120,3 +121,17 @@ def test_mapper_sends_cluster_flows_through_the_origin_and_back() -> None:
     mapper.origin = None  # the intercept ended
     assert mapper(ip("10.96.1.11"), 7) is None
     assert mapper(ip("246.246.0.2"), 80) == (ip("10.244.2.11"), 80, None)
+
+
+def test_status_says_which_pod_the_traffic_comes_from() -> None:
+    state = pb.State(phase=pb.State.CONNECTED, origin="default/web", intercepts=[state_of_web()])
+    assert describe_state(state)["origin"] == "default/web"
+    rows = [line for line in format_state(state).splitlines() if line.startswith("origin")]
+    assert rows and rows[0].endswith("go through the pod of default/web (intercepted)")
+    plain = pb.State(phase=pb.State.CONNECTED)
+    assert describe_state(plain)["origin"] is None
+    assert not any(line.startswith("origin") for line in format_state(plain).splitlines())
+
+
+def state_of_web() -> pb.InterceptState:
+    return state("default", "web")
