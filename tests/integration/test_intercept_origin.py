@@ -19,6 +19,9 @@ from helper_fixture import RunningHelper, running_helper
 from manager_client import kube_configuration, manager_pod
 from test_intercept import cli_ok, local_server
 
+from tether.lab.netns import call_in
+from tether.lab.topology import WS_NS
+
 pytestmark = pytest.mark.lab
 
 WHOAMI_IP = "10.96.1.15"  # webshop/whoami's ClusterIP (lab/topology.py): answers "<peer ip> <peer port>"
@@ -32,20 +35,26 @@ ASK_WHOAMI = (
 
 @pytest.fixture(scope="module")
 def helper(lab, tmp_path_factory) -> Iterator[RunningHelper]:
-    api = kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig))
-    apps = kubernetes.client.AppsV1Api(api)
-    original = apps.read_namespaced_deployment("web", "default")
+    original = call_in(WS_NS, lambda: _apps(lab).read_namespaced_deployment("web", "default"))
     with running_helper(lab.ws_netns, lab.kubeconfig, tmp_path_factory.mktemp("origin")) as running:
         running.start()
         running.connect("--namespace", "webshop")
         yield running
         running.cli("uninstall", "--agent", "web", "--namespace", "default")
         running.disconnect()
-    # Put web back as the lab made it (its own agent sidecar, for the other modules' proxy-via tests).
-    current = apps.read_namespaced_deployment("web", "default")
-    original.metadata.resource_version = current.metadata.resource_version
-    apps.replace_namespaced_deployment("web", "default", original)
-    api.close()
+
+    def put_back() -> None:
+        # As the lab made it (its own agent sidecar, for the other modules' proxy-via tests).
+        apps = _apps(lab)
+        original.metadata.resource_version = apps.read_namespaced_deployment("web", "default").metadata.resource_version
+        apps.replace_namespaced_deployment("web", "default", original)
+
+    call_in(WS_NS, put_back)
+
+
+def _apps(lab) -> kubernetes.client.AppsV1Api:
+    """The lab's API server, reached from the workstation namespace (call in it)."""
+    return kubernetes.client.AppsV1Api(kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)))
 
 
 def peer_of_workstation_flow(lab_run) -> str:
@@ -62,12 +71,11 @@ def resolve(lab_run, name: str) -> str | None:
 
 
 def web_pod_ips(lab) -> set[str]:
-    api = kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig))
-    try:
-        pods = kubernetes.client.CoreV1Api(api).list_namespaced_pod("default", label_selector="app=web").items
-    finally:
-        api.close()
-    return {p.status.pod_ip for p in pods if p.metadata.deletion_timestamp is None and p.status.pod_ip}
+    def read() -> list[kubernetes.client.V1Pod]:
+        core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)))
+        return core.list_namespaced_pod("default", label_selector="app=web").items
+
+    return {p.status.pod_ip for p in call_in(WS_NS, read) if p.metadata.deletion_timestamp is None and p.status.pod_ip}
 
 
 def test_without_an_intercept_the_manager_dials_and_resolves(helper, lab, lab_run):
