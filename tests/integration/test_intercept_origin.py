@@ -11,6 +11,7 @@ lab's controller runs in the re-created web pods.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 
 import kubernetes
@@ -50,6 +51,11 @@ def helper(lab, tmp_path_factory) -> Iterator[RunningHelper]:
         apps.replace_namespaced_deployment("web", "default", original)
 
     call_in(WS_NS, put_back)
+    # Let the controller finish rolling web's pods: a lab brought down mid-rollout may leave a pod's namespace.
+    deadline = time.monotonic() + 120
+    while len(web_pod_ips(lab, ready=True)) != original.spec.replicas:
+        assert time.monotonic() < deadline, "web's pods did not come back after the test"
+        time.sleep(0.5)
 
 
 def _apps(lab) -> kubernetes.client.AppsV1Api:
@@ -70,12 +76,22 @@ def resolve(lab_run, name: str) -> str | None:
     return done.stdout.split()[0] if done.returncode == 0 and done.stdout.strip() else None
 
 
-def web_pod_ips(lab) -> set[str]:
+def web_pod_ips(lab, ready: bool = False) -> set[str]:
+    """The addresses of web's pods (not being deleted); with ``ready``, only if no other pod of web is left."""
+
     def read() -> list[kubernetes.client.V1Pod]:
         core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)))
         return core.list_namespaced_pod("default", label_selector="app=web").items
 
-    return {p.status.pod_ip for p in call_in(WS_NS, read) if p.metadata.deletion_timestamp is None and p.status.pod_ip}
+    pods = call_in(WS_NS, read)
+    live = {p.status.pod_ip for p in pods if p.metadata.deletion_timestamp is None and p.status.pod_ip}
+    if ready and (len(live) != len(pods) or not all(_ready(p) for p in pods)):
+        return set()
+    return live
+
+
+def _ready(pod: kubernetes.client.V1Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
 
 def test_without_an_intercept_the_manager_dials_and_resolves(helper, lab, lab_run):
