@@ -53,9 +53,17 @@ def helper(lab, tmp_path_factory) -> Iterator[RunningHelper]:
     call_in(WS_NS, put_back)
     # Let the controller finish rolling web's pods: a lab brought down mid-rollout may leave a pod's namespace.
     deadline = time.monotonic() + 120
-    while len(web_pod_ips(lab, ready=True)) != original.spec.replicas:
+    while not (_rolled_out(lab) and len(web_pod_ips(lab, ready=True)) == original.spec.replicas):
         assert time.monotonic() < deadline, "web's pods did not come back after the test"
         time.sleep(0.5)
+
+
+def _rolled_out(lab) -> bool:
+    web = call_in(WS_NS, lambda: _apps(lab).read_namespaced_deployment("web", "default"))
+    status, wanted = web.status, web.spec.replicas
+    return (status.observed_generation or 0) >= (web.metadata.generation or 0) and (
+        status.updated_replicas == status.ready_replicas == status.replicas == wanted
+    )
 
 
 def _apps(lab) -> kubernetes.client.AppsV1Api:
