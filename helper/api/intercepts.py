@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,6 @@ from tether.helper.api import helper_pb2 as pb
 WAITING = "waiting"  # created at the manager; the workload's agents do not all take it yet
 ACTIVE = "active"  # every live agent of the workload sends the port to us
 FAILED = "failed"  # it could not be set up, or was lost; ``error`` says why
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 class PortSpecError(ValueError):
@@ -148,8 +147,3 @@ def line(state: pb.InterceptState) -> str:
     if state.error:
         text += f": {state.error}"
     return text
-
-
-def check_env_names(names: Iterable[str]) -> list[str]:
-    """Names an env var of a container may have (Kubernetes allows more than shells do)."""
-    return [n for n in names if _ENV_NAME.fullmatch(n)]

@@ -166,13 +166,7 @@ class Workload:
     @property
     def intercept_ports(self) -> tuple[tuple[int, int], ...]:
         """(agent port, app port) pairs the sidecar listens on now."""
-        args = list((self.sidecar or {}).get("args") or [])
-        pairs = []
-        for flag, value in itertools.pairwise(args):
-            agent, sep, app = str(value).partition(":") if flag == "--intercept-port" else ("", "", "")
-            if sep and agent.isdigit() and app.isdigit():
-                pairs.append((int(agent), int(app)))
-        return tuple(pairs)
+        return intercept_ports_of(self.sidecar)
 
     @property
     def app_container(self) -> Mapping[str, Any] | None:
@@ -219,6 +213,17 @@ def inject_patch(workload: Workload, config: SidecarConfig) -> dict[str, Any]:
             }
         },
     }
+
+
+def intercept_ports_of(sidecar: Mapping[str, Any] | None) -> tuple[tuple[int, int], ...]:
+    """(agent port, app port) pairs a tether-agent container (of a template or a pod) is told to take."""
+    args = list((sidecar or {}).get("args") or [])
+    pairs = []
+    for flag, value in itertools.pairwise(args):
+        agent, sep, app = str(value).partition(":") if flag == "--intercept-port" else ("", "", "")
+        if sep and agent.isdigit() and app.isdigit():
+            pairs.append((int(agent), int(app)))
+    return tuple(pairs)
 
 
 def with_intercept_port(workload: Workload, app_port: int) -> tuple[tuple[int, int], ...]:

@@ -41,13 +41,21 @@ async def _receive(reader: asyncio.StreamReader) -> tuple[str, int]:
 
 async def serve(mode: str, port: int, results: str) -> None:
     async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:  # a probe that only connects (tether intercept checks the port)
+            writer.close()
+            return
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(HELLO), HELLO))
         await writer.drain()
         writer.close()
 
     async def bulk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        wanted = int((await reader.readline()).strip())
+        line = await reader.readline()
+        if not line:  # a probe that only connects (tether intercept checks the port)
+            writer.close()
+            return
+        wanted = int(line.strip())
         sent, (received, size) = await asyncio.gather(_send(writer, wanted), _receive(reader))
         writer.write_eof()
         await writer.drain()

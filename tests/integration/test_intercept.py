@@ -5,7 +5,8 @@ the real manager and the agents the lab's controller runs in re-created web pods
 Order matters (one helper, one connection for the module): the errors first (nothing changes in the cluster),
 then the first intercept (the web pods restart with the agent taking the port), then what reuses it (no
 restart): another user's claim, 200 MB each way and 200 concurrent connections, ``-- CMD``, leave; last
-``tether uninstall --agent web``, after which the web Deployment is put back as the lab made it.
+``tether uninstall --agent web`` and an intercept that injects the agent from scratch, after which the web
+Deployment is put back as the lab made it. About 25 s of tests (plus the lab's start and stop).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
@@ -35,11 +37,20 @@ HELLO = "hello from the workstation"
 MB = 1024 * 1024
 
 
+def read(lab, workstation, kind: str, name: str) -> dict[str, Any]:
+    """The object as the API server holds it (raw JSON), read from the workstation (the API server's side)."""
+    with workstation(), kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)) as api:
+        if kind == "Service":
+            call = kubernetes.client.CoreV1Api(api).read_namespaced_service
+        else:
+            call = kubernetes.client.AppsV1Api(api).read_namespaced_deployment
+        response = call(name, "default", _preload_content=False)
+        return dict(json.loads(response.data))
+
+
 @pytest.fixture(scope="module")
-def helper(lab, tmp_path_factory) -> Iterator[RunningHelper]:
-    api = kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig))
-    apps = kubernetes.client.AppsV1Api(api)
-    original = apps.read_namespaced_deployment("web", "default")
+def helper(lab, workstation, tmp_path_factory) -> Iterator[RunningHelper]:
+    original = read(lab, workstation, "Deployment", "web")
     with running_helper(lab.ws_netns, lab.kubeconfig, tmp_path_factory.mktemp("intercept")) as running:
         running.start()
         running.connect()
@@ -47,10 +58,32 @@ def helper(lab, tmp_path_factory) -> Iterator[RunningHelper]:
         running.cli("uninstall", "--agent", "web")
         running.disconnect()
     # Put web back as the lab made it (its own agent sidecar, for the other modules' proxy-via tests).
-    current = apps.read_namespaced_deployment("web", "default")
-    original.metadata.resource_version = current.metadata.resource_version
-    apps.replace_namespaced_deployment("web", "default", original)
-    api.close()
+    original["metadata"]["resourceVersion"] = read(lab, workstation, "Deployment", "web")["metadata"]["resourceVersion"]
+    with workstation(), kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)) as api:
+        kubernetes.client.AppsV1Api(api).replace_namespaced_deployment("web", "default", original)
+    wait_web_settled(lab, workstation, original)
+
+
+def wait_web_settled(lab, workstation, deployment: dict[str, Any], timeout: float = 120) -> None:
+    """Until web's pods are all made from the template and ready (the lab must not go down mid-rollout)."""
+    wanted = deployment["spec"]["template"]["spec"]["containers"]
+    deadline = time.monotonic() + timeout
+    while True:
+        with workstation(), kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig)) as api:
+            response = kubernetes.client.CoreV1Api(api).list_namespaced_pod(
+                "default", label_selector="app=web", _preload_content=False
+            )
+            pods = json.loads(response.data)["items"]
+        settled = len(pods) == deployment["spec"].get("replicas", 1) and all(
+            not p["metadata"].get("deletionTimestamp")
+            and [c.get("args") for c in p["spec"]["containers"]] == [c.get("args") for c in wanted]
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+            for p in pods
+        )
+        if settled:
+            return
+        assert time.monotonic() < deadline, [p["metadata"]["name"] for p in pods]
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -173,27 +206,34 @@ def test_200_mb_each_way_and_200_connections(helper, lab, lab_run, tmp_path):
 def test_command_runs_with_the_pods_environment_and_ends_the_intercept(helper, lab, tmp_path):
     with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
         show = "import os, sys; print('pod env', os.environ['KUBERNETES_SERVICE_HOST']); sys.exit(3)"
-        done = helper.cli("intercept", "web", "--port", "8080", "--", sys.executable, "-c", show, timeout=240)
+        # --socket before "--": what follows is the command's (the fixture's own --socket lands in its argv)
+        argv = ("intercept", "web", "--port", "8080", "--socket", str(helper.socket), "--", sys.executable, "-c", show)
+        done = helper.cli(*argv, timeout=240)
     assert done.returncode == 3, done.stderr  # the command's status
     assert "pod env 10.96.0.1" in done.stdout and "left the intercept of default/web" in done.stdout
     assert helper.status()["intercepts"] == []
 
 
-def test_uninstall_takes_the_agent_out_and_gives_the_service_back(helper, lab, lab_run):
+def test_uninstall_takes_the_agent_out_and_an_intercept_injects_it_again(helper, lab, workstation, lab_run, tmp_path):
+    assert read(lab, workstation, "Service", "web")["spec"]["ports"][0]["targetPort"] != 8080  # the agent's
     out = cli_ok(helper, "uninstall", "--agent", "web")
     assert "removed the tether-agent from Deployment default/web" in out
-    api = kubernetes.client.ApiClient(kube_configuration(lab.kubeconfig))
-    try:
-        service = kubernetes.client.CoreV1Api(api).read_namespaced_service("web", "default")
-        deployment = kubernetes.client.AppsV1Api(api).read_namespaced_deployment("web", "default")
-    finally:
-        api.close()
-    assert service.spec.ports[0].target_port == 8080
-    assert INTERCEPT_ANNOTATION not in (service.metadata.annotations or {})
-    assert SIDECAR_NAME not in [c.name for c in deployment.spec.template.spec.containers]
+    service = read(lab, workstation, "Service", "web")
+    deployment = read(lab, workstation, "Deployment", "web")
+    assert service["spec"]["ports"][0]["targetPort"] == 8080
+    assert INTERCEPT_ANNOTATION not in (service["metadata"].get("annotations") or {})
+    assert SIDECAR_NAME not in [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]]
     deadline = time.monotonic() + 120
     while "hello from web" not in (
         answer := lab_run("curl", "-sS", "--max-time", "3", f"http://{WEB_IP}/", pod=CLIENT_POD).stdout
     ):
         assert time.monotonic() < deadline, answer
         time.sleep(1)
+    # No agent now: the next intercept injects it (the pods restart with it) and works as before.
+    with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
+        cli_ok(helper, "intercept", "web", "--port", "8080")
+        assert SIDECAR_NAME in [
+            c["name"] for c in read(lab, workstation, "Deployment", "web")["spec"]["template"]["spec"]["containers"]
+        ]
+        assert curl_web(lab_run) == HELLO + "\n"
+        cli_ok(helper, "leave", "web")

@@ -123,7 +123,7 @@ class InterceptService:
         self._on_change()
         try:
             await asyncio.to_thread(self._take_port, target)
-            info = await self._wait_active(spec, state)
+            info = await self._wait_active(spec, state, target)
             state.mount = await self._volumes.mount(state, request.mount)
         except BaseException as exc:
             self.table.remove(namespace, target.workload.name)
@@ -158,23 +158,34 @@ class InterceptService:
             stub, session = self._session()
             await stub.RemoveIntercept(mpb.InterceptRequest(session_id=session, spec=spec), timeout=CALL_TIMEOUT)
 
-    async def _wait_active(self, spec: mpb.InterceptSpec, state: pb.InterceptState) -> mpb.InterceptInfo:
+    async def _wait_active(
+        self, spec: mpb.InterceptSpec, state: pb.InterceptState, target: kube.Target
+    ) -> mpb.InterceptInfo:
+        """Until every live agent of the workload sends the port here and no pod without one is left (the
+        Service still sends connections to pods that are going away)."""
         deadline = time.monotonic() + self._agent_wait
         while True:
             info = await self._find(spec)
             if info is None:
                 raise SessionError(f"the traffic-manager dropped the intercept of {_name(spec)}")
             state.agents_intercepting, state.agents_live = info.agents_intercepting, info.agents_live
-            state.phase = phase_of(info.agents_intercepting, info.agents_live)
+            phase = phase_of(info.agents_intercepting, info.agents_live)
+            left = await asyncio.to_thread(self._rollout_left, target) if phase == ACTIVE else -1
+            state.phase = ACTIVE if left == 0 else WAITING
             self._on_change()
             if state.phase == ACTIVE:
                 return info
             if time.monotonic() > deadline:
+                pods = f"; {left} pods without it are still there" if left > 0 else ""
                 raise SessionError(
                     f"the tether-agents of {_name(spec)} did not take port {spec.port} within {self._agent_wait:g}s "
-                    f"({info.agents_intercepting} of {info.agents_live} live agents did)"
+                    f"({info.agents_intercepting} of {info.agents_live} live agents did{pods})"
                 )
             await asyncio.sleep(POLL)
+
+    def _rollout_left(self, target: kube.Target) -> int:
+        with kubernetes.client.ApiClient(self._configuration) as api:
+            return kube.rollout_left(api, target)
 
     async def _find(self, spec: mpb.InterceptSpec) -> mpb.InterceptInfo | None:
         stub, session = self._session()

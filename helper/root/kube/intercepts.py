@@ -31,9 +31,11 @@ from tether.helper.root.kube.inject import (
     uninject,
 )
 from tether.manager.api.sidecar import (
+    SIDECAR_NAME,
     SidecarConfig,
     Workload,
     intercept_patch,
+    intercept_ports_of,
     original_target_ports,
     restore_target_ports_patch,
     selects,
@@ -165,6 +167,30 @@ def _patch_service(api: kubernetes.client.ApiClient, namespace: str, name: str, 
     return True
 
 
+def rollout_left(api: kubernetes.client.ApiClient, target: Target) -> int:
+    """How many of the workload's pods do not take the port yet: pods without the agent listening for it, and
+    pods still going away (the Service may still send them connections until they are gone)."""
+    selector = ",".join(f"{k}={v}" for k, v in sorted(target.workload.labels.items()))
+    response = kubernetes.client.CoreV1Api(api).list_namespaced_pod(
+        target.workload.namespace, label_selector=selector, _preload_content=False, _request_timeout=30
+    )
+    try:
+        pods = json.loads(response.data).get("items") or []
+    finally:
+        response.release_conn()
+    left = 0
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        containers = (pod.get("spec") or {}).get("containers") or []
+        sidecar = next((c for c in containers if c.get("name") == SIDECAR_NAME), None)
+        if (pod.get("metadata") or {}).get("deletionTimestamp") or not any(
+            app == target.app_port for _, app in intercept_ports_of(sidecar)
+        ):
+            left += 1
+    return left
+
+
 def remove_agent(api: kubernetes.client.ApiClient, workload: Workload) -> bool:
     """Give the Services that select the workload their targetPorts back, then take the agent out; whether
     anything changed."""
@@ -190,7 +216,12 @@ def workloads(api: kubernetes.client.ApiClient, namespace: str | None) -> list[W
     for kind, (list_namespaced, list_all) in KINDS_API.items():
         call = getattr(apps, list_namespaced if namespace else list_all)
         args = (namespace,) if namespace else ()
-        response = call(*args, _preload_content=False, _request_timeout=30)
+        try:
+            response = call(*args, _preload_content=False, _request_timeout=30)
+        except ApiException as exc:
+            if exc.status == 404:  # a cluster (or the lab) that serves no such kind
+                continue
+            raise
         try:
             items = json.loads(response.data).get("items") or []
         finally:

@@ -27,6 +27,11 @@ TABLE = [
     (Action.QUIT, OTHER, OWNER, DENIED),
     (Action.QUIT, OTHER, None, ALLOWED),
     (Action.DISCONNECT, OTHER, ROOT, DENIED),
+    # intercepts act with the owner's credentials and reach the owner's local ports: the owner only
+    (Action.INTERCEPT, OWNER, OWNER, ALLOWED),
+    (Action.INTERCEPT, OTHER, OWNER, DENIED),
+    (Action.INTERCEPT, ROOT, OWNER, DENIED),
+    (Action.LIST, OTHER, OWNER, ALLOWED),
 ]
 
 
