@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 import pytest
 
+from tests.doubles.fake_manager_answers import FakeAnswerLink
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.api.intercepts import ACTIVE, FAILED, WAITING
+from tether.helper.root import session
+from tether.helper.root.connection import Connection
 from tether.helper.root.intercept.origin import (
     Origin,
     OriginMapper,
@@ -19,6 +23,7 @@ from tether.helper.root.intercept.origin import (
     rules_namespace,
 )
 from tether.helper.root.proxyvia import UnknownVirtualIP
+from tether.helper.root.server.caller import Caller
 from tether.helper.user.cli.control import describe_state, format_state
 from tether.manager.api import manager_pb2 as mpb
 from tether.manager.api.wire import subnet_to_pb
@@ -135,3 +140,19 @@ def test_status_says_which_pod_the_traffic_comes_from() -> None:
 
 def state_of_web() -> pb.InterceptState:
     return state("default", "web")
+
+
+def test_the_sessions_cluster_lookups_go_to_the_origins_agent_while_intercepting() -> None:
+    link = FakeAnswerLink()
+    connection = Connection(request=pb.ConnectRequest(), caller=Caller(uid=1000, gid=1000, pid=1))
+    connection.link = link  # type: ignore[assignment]
+
+    async def ask() -> None:
+        await session._lookup(connection, "echo.default.svc.cluster.local.", 1)
+
+    asyncio.run(ask())
+    connection.origin.origin = WEB
+    asyncio.run(ask())
+    connection.origin.origin = None
+    asyncio.run(ask())
+    assert link.vias == [None, WEB.via, None]
