@@ -15,8 +15,9 @@ from typing import Protocol
 
 from tether.manager.api import manager_pb2 as pb
 
-#: How long a lookup waits for the agent's answer (the agent itself tries its nameservers for up to ~4 s).
-ANSWER_TIMEOUT = 6.0
+#: How long a lookup waits for the agent's answer: under the helper's own deadline for LookupDNS (4 s), so that
+#: the client hears which agent did not answer rather than a bare deadline.
+ANSWER_TIMEOUT = 3.5
 
 
 class AgentLookupError(LookupError):
