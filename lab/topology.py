@@ -440,6 +440,11 @@ POD_TEMPLATES = (
         "webshop", "catalog-0", "lab-node-1", "catalog", "workload", (HTTP,),
         ("http", "--port", "8080", "--app", "catalog"),
     ),
+    # Tells each connection where it came from: the pod a workstation's flow was dialed from.
+    _PodTemplate(
+        "webshop", "whoami-0", "lab-node-2", "whoami", "workload", (Port("whoami", 7070, 7070),),
+        ("whoami", "--port", "7070"),
+    ),
 )  # fmt: skip
 
 #: namespace, name, ClusterIP, ports (name, port, targetPort, protocol), app selector ("" = none)
@@ -457,6 +462,7 @@ SERVICE_TEMPLATES: tuple[tuple[str, str, str, tuple[Port, ...], str], ...] = (
         (Port("http", 80, 8080), Port("source", 9000, 9000), Port("sink", 9001, 9001)), "bulk",
     ),
     ("webshop", "catalog", "10.96.1.14", (Port("http", 80, 8080),), "catalog"),
+    ("webshop", "whoami", "10.96.1.15", (Port("whoami", 80, 7070),), "whoami"),
 )  # fmt: skip
 
 K8S_NAMESPACES = ("default", "kube-system", "kube-public", "webshop", "tether")

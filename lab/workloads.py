@@ -7,6 +7,8 @@ Kinds:
                template with {app} {pod} {ip} {local} (the address the client reached).
 * ``echo``     TCP echo (large reads, flow-controlled, any number of connections).
 * ``udp-echo`` UDP echo.
+* ``whoami``   TCP: answers each connection with the address it came from, "<ip> <port>\n", and closes
+               (who a connection originates from: the manager's pod, or an intercepted pod's agent).
 * ``bulk``     HTTP: GET /bytes/N streams N bytes of the pattern (byte i is i % 251) with a
                Content-Length; POST /sha256 answers {"sha256": hex, "length": n} for the body.
                Raw TCP: ``--source-port`` reads a line "N" and sends N pattern bytes, then closes;
@@ -255,6 +257,17 @@ async def serve_source(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         writer.close()
 
 
+async def serve_whoami(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    peer = writer.get_extra_info("peername")
+    try:
+        writer.write(f"{peer[0]} {peer[1]}\n".encode())
+        await writer.drain()
+    except OSError:
+        pass  # the client left first: nothing to tell it
+    finally:
+        writer.close()
+
+
 async def serve_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     digest = hashlib.sha256()
     length = 0
@@ -292,6 +305,8 @@ async def run(args: argparse.Namespace) -> None:
         servers.append(await loop.create_server(EchoProtocol, host, args.port, backlog=1024, reuse_address=True))
     elif args.kind == "udp-echo":
         servers.append(await loop.create_datagram_endpoint(UdpEchoProtocol, local_addr=(host, args.port)))
+    elif args.kind == "whoami":
+        servers.append(await _tcp(serve_whoami, host, args.port))
     elif args.kind == "bulk":
         servers.append(await _tcp(lambda r, w: serve_http(r, w, bulk_handler), host, args.port))
         if args.source_port:
@@ -306,7 +321,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tether.lab.workloads", description=__doc__.split("\n")[0])
-    p.add_argument("kind", choices=["http", "echo", "udp-echo", "bulk"])
+    p.add_argument("kind", choices=["http", "echo", "udp-echo", "bulk", "whoami"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
     p.add_argument("--app", default="web", help="app name used in greetings")

@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from tether.manager.agentauth import AgentClaim
+from tether.manager.agentdns import AgentLookups
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.framing import FlowSpec
@@ -171,6 +172,8 @@ class AgentRegistry:
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
         #: clients watching for intercepted connections to dial, by session id
         self._clients: dict[str, Agent] = {}
+        #: lookups waiting for an agent's answer (LookupDNS with via, Agents.AnswerDNS)
+        self.lookups = AgentLookups(self.pick, NO_AGENT)
 
     # --- agents ----------------------------------------------------------------------------------
 

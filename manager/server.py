@@ -18,6 +18,7 @@ from tether.manager.agentauth import (
     AgentUnauthenticatedError,
     bearer_token,
 )
+from tether.manager.agentdns import AgentLookupError, StrayAnswerError
 from tether.manager.agents import (
     Agent,
     AgentError,
@@ -34,7 +35,7 @@ from tether.manager.api.skew import MIN_CLIENT_API_LEVEL, Side, judge_client
 from tether.manager.api.version import API_LEVEL, __version__
 from tether.manager.clusterinfo import ClusterInfoHub
 from tether.manager.destinations import DestinationPolicy
-from tether.manager.dns import ClusterResolver, DNSLookupError, pack_record
+from tether.manager.dns import ClusterResolver, DNSLookupError, pack_record, validate_query
 from tether.manager.intercepts import (
     Intercept,
     InterceptConflictError,
@@ -202,9 +203,15 @@ class ManagerService(pb_grpc.ManagerServicer):
     async def LookupDNS(self, request: pb.DNSRequest, context: grpc.aio.ServicerContext) -> pb.DNSResponse:
         session = await self._session(request.session_id, context)
         try:
+            validate_query(request.name, request.qtype)
+            if request.HasField("via"):
+                # The client intercepts that workload: resolve as its pod does.
+                return await self._agents.lookups.resolve(request.via, request.name, request.qtype)
             result = await self._resolver.lookup(request.name, request.qtype, session.namespace)
         except DNSLookupError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except AgentLookupError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return pb.DNSResponse(rcode=result.rcode, answers=[pack_record(rr) for rr in result.answers])
 
     async def Tunnel(
@@ -232,7 +239,10 @@ class AgentService(pb_grpc.AgentsServicer):
     """
 
     def __init__(
-        self, agents: AgentRegistry, authenticator: AgentAuthenticator, intercepts: InterceptTable | None = None
+        self,
+        agents: AgentRegistry,
+        authenticator: AgentAuthenticator,
+        intercepts: InterceptTable | None = None,
     ) -> None:
         self._agents = agents
         self._auth = authenticator
@@ -288,6 +298,14 @@ class AgentService(pb_grpc.AgentsServicer):
         report = pb.AgentReport()
         report.CopyFrom(request)
         agent.report = report
+        return pb.Empty()
+
+    async def AnswerDNS(self, request: pb.AgentDNSAnswer, context: grpc.aio.ServicerContext) -> pb.Empty:
+        agent = await self._agent(request.agent_id, context)
+        try:
+            self._agents.lookups.answer(agent.agent_id, request)
+        except StrayAnswerError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return pb.Empty()
 
     async def Tunnel(

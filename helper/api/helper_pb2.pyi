@@ -109,7 +109,7 @@ class Conflict(_message.Message):
     def __init__(self, subnet: _Optional[str] = ..., route: _Optional[str] = ..., device: _Optional[str] = ..., gateway: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class State(_message.Message):
-    __slots__ = ("phase", "cluster", "server", "namespace", "manager_version", "routed_subnets", "dns_mode", "dns_server", "conflicts", "last_error", "tun_device", "owner_uid", "cluster_domain", "connected_since_unix", "never_proxy", "remapped", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes", "policy_notes", "manager_api_level", "client_version", "client_api_level", "dns_mode_reason", "dns_probes", "dns_mode_forced", "dns_recursion", "connect_recursion", "direct_subnets", "refused_sources", "intercepts", "intercept_error", "dns_crash_safety", "previous_session")
+    __slots__ = ("phase", "cluster", "server", "namespace", "manager_version", "routed_subnets", "dns_mode", "dns_server", "conflicts", "last_error", "tun_device", "owner_uid", "cluster_domain", "connected_since_unix", "never_proxy", "remapped", "virtual_subnet", "dns_include_suffixes", "dns_exclude_suffixes", "policy_notes", "manager_api_level", "client_version", "client_api_level", "dns_mode_reason", "dns_probes", "dns_mode_forced", "dns_recursion", "connect_recursion", "direct_subnets", "refused_sources", "intercepts", "intercept_error", "dns_crash_safety", "previous_session", "origin")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         DISCONNECTED: _ClassVar[State.Phase]
@@ -156,6 +156,7 @@ class State(_message.Message):
     INTERCEPT_ERROR_FIELD_NUMBER: _ClassVar[int]
     DNS_CRASH_SAFETY_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SESSION_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     phase: State.Phase
     cluster: str
     server: str
@@ -190,7 +191,8 @@ class State(_message.Message):
     intercept_error: str
     dns_crash_safety: str
     previous_session: str
-    def __init__(self, phase: _Optional[_Union[State.Phase, str]] = ..., cluster: _Optional[str] = ..., server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_version: _Optional[str] = ..., routed_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., dns_mode: _Optional[str] = ..., dns_server: _Optional[str] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., last_error: _Optional[str] = ..., tun_device: _Optional[str] = ..., owner_uid: _Optional[int] = ..., cluster_domain: _Optional[str] = ..., connected_since_unix: _Optional[int] = ..., never_proxy: _Optional[_Iterable[str]] = ..., remapped: _Optional[_Iterable[_Union[Remap, _Mapping]]] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ..., policy_notes: _Optional[_Iterable[str]] = ..., manager_api_level: _Optional[int] = ..., client_version: _Optional[str] = ..., client_api_level: _Optional[int] = ..., dns_mode_reason: _Optional[str] = ..., dns_probes: _Optional[_Iterable[str]] = ..., dns_mode_forced: _Optional[bool] = ..., dns_recursion: _Optional[str] = ..., connect_recursion: _Optional[str] = ..., direct_subnets: _Optional[_Iterable[str]] = ..., refused_sources: _Optional[_Iterable[str]] = ..., intercepts: _Optional[_Iterable[_Union[InterceptState, _Mapping]]] = ..., intercept_error: _Optional[str] = ..., dns_crash_safety: _Optional[str] = ..., previous_session: _Optional[str] = ...) -> None: ...
+    origin: str
+    def __init__(self, phase: _Optional[_Union[State.Phase, str]] = ..., cluster: _Optional[str] = ..., server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_version: _Optional[str] = ..., routed_subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., dns_mode: _Optional[str] = ..., dns_server: _Optional[str] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., last_error: _Optional[str] = ..., tun_device: _Optional[str] = ..., owner_uid: _Optional[int] = ..., cluster_domain: _Optional[str] = ..., connected_since_unix: _Optional[int] = ..., never_proxy: _Optional[_Iterable[str]] = ..., remapped: _Optional[_Iterable[_Union[Remap, _Mapping]]] = ..., virtual_subnet: _Optional[str] = ..., dns_include_suffixes: _Optional[_Iterable[str]] = ..., dns_exclude_suffixes: _Optional[_Iterable[str]] = ..., policy_notes: _Optional[_Iterable[str]] = ..., manager_api_level: _Optional[int] = ..., client_version: _Optional[str] = ..., client_api_level: _Optional[int] = ..., dns_mode_reason: _Optional[str] = ..., dns_probes: _Optional[_Iterable[str]] = ..., dns_mode_forced: _Optional[bool] = ..., dns_recursion: _Optional[str] = ..., connect_recursion: _Optional[str] = ..., direct_subnets: _Optional[_Iterable[str]] = ..., refused_sources: _Optional[_Iterable[str]] = ..., intercepts: _Optional[_Iterable[_Union[InterceptState, _Mapping]]] = ..., intercept_error: _Optional[str] = ..., dns_crash_safety: _Optional[str] = ..., previous_session: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class InterceptRequest(_message.Message):
     __slots__ = ("name", "namespace", "local_port", "port", "service", "mount")

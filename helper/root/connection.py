@@ -9,6 +9,7 @@ from tether.helper.root.dns.resolvers.base import ResolverConfigurator
 from tether.helper.root.dns.resolvers.choose import Choice
 from tether.helper.root.dns.rules import RulesConfig
 from tether.helper.root.dns.server import DNSServer
+from tether.helper.root.intercept.origin import OriginMapper
 from tether.helper.root.intercept.service import InterceptService
 from tether.helper.root.journal import Journal
 from tether.helper.root.kube.credentials import KubeCredentials
@@ -63,3 +64,5 @@ class Connection:
     own_addresses: tuple[IPAddress, ...] = ()
     refused_sources: tuple[IPNetwork, ...] = ()
     dns_recursion: str = DNS_NOT_CHECKED
+    # While intercepting: whose pod dials new cluster flows and resolves cluster names (intercept/origin.py).
+    origin: OriginMapper = field(default_factory=OriginMapper)

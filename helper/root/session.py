@@ -32,6 +32,13 @@ from tether.helper.root.dns.resolvers.probe import probe_host
 from tether.helper.root.dns.rules import RulesConfig, routing_domains
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.dns.upstream import UpstreamAddress
+from tether.helper.root.intercept.origin import (
+    choose_origin,
+    cluster_subnets,
+    dns_via,
+    manager_addresses,
+    rules_namespace,
+)
 from tether.helper.root.intercept.service import InterceptService
 from tether.helper.root.journal import Journal
 from tether.helper.root.kube import cluster, inject
@@ -208,7 +215,7 @@ class HelperSession:
         c.opener.stub, c.opener.session_id, c.opener.mux = c.link.stub, c.link.session_id, c.link.mux
         c.intercepts = InterceptService(
             c.link, creds.configuration, inject.sidecar_config(info, manager_ns), c.namespace, name,
-            on_change=lambda: self._publish(self._state) if self._connection is c else None,
+            on_change=lambda: self._intercepts_changed(c),
         )  # fmt: skip
 
         try:
@@ -258,7 +265,9 @@ class HelperSession:
         offload = getattr(c.device, "checksum_offload", False)  # the TUN sums TCP/UDP checksums for us (tun_linux)
         stack = NetStack(NetStackConfig(mtu=self._mtu, partial_checksums=offload, delayed_ack=DELAYED_ACK))
         assert c.remap.vips is not None
-        c.opener.map_destination = destination_mapper(c.remap.vips)
+        c.origin.inner = destination_mapper(c.remap.vips)  # VIPs first, then the intercept's origin
+        c.origin.cluster, c.origin.manager = cluster_subnets(info), manager_addresses(info)
+        c.opener.map_destination = c.origin
         c.engine = VifEngine(c.device, stack, c.opener.open, c.opener)
         c.engine.start()
 
@@ -354,6 +363,7 @@ class HelperSession:
             self._publish(connected_state(c, last_error=f"the cluster's new settings were not applied: {exc}"))
             return
         c.info = info
+        c.origin.cluster, c.origin.manager = cluster_subnets(info), manager_addresses(info)
         plan = planned.routes
         c.rules, c.route_notes = planned.rules, planned.notes
         if plan != c.plan and c.applier is not None:
@@ -452,8 +462,9 @@ class HelperSession:
         planned = plan_routes(
             info, c.request, c.remap, c.never_route, policy=c.policy, forbidden=c.forbidden, direct=c.local.direct
         )
+        namespace = rules_namespace(c.origin.origin, c.namespace)  # an intercepted pod's, while intercepting
         rules = plan_dns(
-            info, c.request, namespace=c.namespace, mapped_namespaces=c.mapped_namespaces, routes=planned.routes
+            info, c.request, namespace=namespace, mapped_namespaces=c.mapped_namespaces, routes=planned.routes
         )
         return planned, rules
 
@@ -506,10 +517,29 @@ class HelperSession:
     async def uninstall_agents(self, request: pb.UninstallAgentsRequest, caller: Caller) -> pb.UninstallAgentsReply:
         return pb.UninstallAgentsReply(removed=await self._intercepts().uninstall_agents(request))
 
+    def _intercepts_changed(self, c: Connection) -> None:
+        """An intercept started, became active or ended: the machine's new cluster flows and cluster names
+        now go through the first active intercept's pod, or (none left) the manager again."""
+        if c.intercepts is None:
+            return
+        origin = choose_origin(c.intercepts.table.all())
+        if origin != c.origin.origin:
+            c.origin.origin = origin
+            log.info("connection origin", extra={"origin": origin.describe() if origin else "the traffic-manager"})
+            if c.dns is not None and c.info is not None:
+                with contextlib.suppress(PolicyError):  # the policy was checked with these routes already
+                    c.dns_rules = self._planned(c, c.info)[1]
+                    c.dns.set_rules(c.dns_rules)
+                c.dns.flush()  # answers cached from the other resolver are not this pod's
+        if self._connection is c:
+            self._publish(self._state)
+
     def _publish(self, state: pb.State) -> None:
         c = self._connection
         if c is not None and c.intercepts is not None and state.phase != pb.State.DISCONNECTED:
             state = c.intercepts.stamp(state)
+            origin = c.origin.origin
+            state.origin = origin.describe() if origin is not None else ""
         self._state = state
         for mailbox in self._watchers:
             if mailbox.full():
@@ -521,7 +551,7 @@ async def _lookup(c: Connection, name: str, qtype: int) -> tuple[int, list[RR]]:
     """The DNS server's cluster lookups, over whatever link the connection has now (it changes on reconnect)."""
     if c.link is None:
         raise ConnectionError("not connected to the traffic-manager")
-    rcode, answers = await c.link.lookup_dns(name, qtype)
+    rcode, answers = await c.link.lookup_dns(name, qtype, dns_via(c.origin.origin))
     try:
         return rcode, [RR.parse(DNSBuffer(raw)) for raw in answers]
     except DNSError as exc:

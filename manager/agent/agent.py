@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 
 from tether.manager.agent.intercept import Interceptor, PortPair, TunnelCall, app_environment
+from tether.manager.agent.resolve import PodResolver
 from tether.manager.agent.token import DEFAULT_TOKEN_FILE, TokenFile, TokenFileError
 from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
@@ -89,6 +90,7 @@ class AgentStats:
     failed: int = 0  # dials that did not
     active: int = 0  # flows running now
     sessions: int = 0  # times the agent arrived at the manager
+    lookups: int = 0  # cluster names resolved for intercepting clients
     destinations: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -106,6 +108,8 @@ class TetherAgent:
         self._stub: pb_grpc.AgentsStub | None = None
         self.interceptor = Interceptor(settings.intercept_ports, self._open_intercept_tunnel)
         self.environment = app_environment(os.environ, settings.app_env_names)
+        #: resolves intercepting clients' cluster names as this pod does
+        self.resolver = PodResolver(settings.namespace)
 
     def stop(self) -> None:
         self._stop.set()
@@ -190,6 +194,11 @@ class TetherAgent:
                 self.interceptor.update(request.intercepts)
                 await self._report(stub)
                 continue
+            if request.HasField("dns"):
+                task = asyncio.ensure_future(self._resolve(stub, self.agent_id, request))
+                self._flows.add(task)
+                task.add_done_callback(self._flows.discard)
+                continue
             task = asyncio.ensure_future(self._serve(stub, self.agent_id, request))
             self._flows.add(task)
             task.add_done_callback(self._flows.discard)
@@ -201,6 +210,15 @@ class TetherAgent:
             await stub.Report(report, timeout=10, metadata=self._token.metadata())
         except (grpc.aio.AioRpcError, TokenFileError) as exc:
             log.warning("cannot report to the manager: %s", exc)
+
+    async def _resolve(self, stub: pb_grpc.AgentsStub, agent_id: str, request: pb.DialRequest) -> None:
+        """Resolve a client's name in this pod and answer the manager (which answers the client)."""
+        self.stats.lookups += 1
+        reply = await self.resolver.answer(agent_id, request)
+        try:
+            await stub.AnswerDNS(reply, timeout=10, metadata=self._token.metadata())
+        except (grpc.aio.AioRpcError, TokenFileError) as exc:
+            log.debug("cannot answer lookup %s: %s", request.flow_id[:8], exc)
 
     async def _open_intercept_tunnel(self) -> TunnelCall:
         assert self._stub is not None

@@ -115,14 +115,16 @@ class AgentSidecar(_message.Message):
     def __init__(self, image: _Optional[str] = ..., manager_address: _Optional[str] = ...) -> None: ...
 
 class DNSRequest(_message.Message):
-    __slots__ = ("session_id", "name", "qtype")
+    __slots__ = ("session_id", "name", "qtype", "via")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     QTYPE_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     name: str
     qtype: int
-    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., qtype: _Optional[int] = ...) -> None: ...
+    via: WorkloadRef
+    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., qtype: _Optional[int] = ..., via: _Optional[_Union[WorkloadRef, _Mapping]] = ...) -> None: ...
 
 class DNSResponse(_message.Message):
     __slots__ = ("rcode", "answers")
@@ -323,14 +325,28 @@ class AgentSession(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
 
 class DialRequest(_message.Message):
-    __slots__ = ("flow_id", "open", "intercepts")
+    __slots__ = ("flow_id", "open", "intercepts", "dns")
     FLOW_ID_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
     INTERCEPTS_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
     flow_id: str
     open: TunnelOpen
     intercepts: AgentIntercepts
-    def __init__(self, flow_id: _Optional[str] = ..., open: _Optional[_Union[TunnelOpen, _Mapping]] = ..., intercepts: _Optional[_Union[AgentIntercepts, _Mapping]] = ...) -> None: ...
+    dns: DNSRequest
+    def __init__(self, flow_id: _Optional[str] = ..., open: _Optional[_Union[TunnelOpen, _Mapping]] = ..., intercepts: _Optional[_Union[AgentIntercepts, _Mapping]] = ..., dns: _Optional[_Union[DNSRequest, _Mapping]] = ...) -> None: ...
+
+class AgentDNSAnswer(_message.Message):
+    __slots__ = ("agent_id", "flow_id", "response", "error")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    flow_id: str
+    response: DNSResponse
+    error: str
+    def __init__(self, agent_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., response: _Optional[_Union[DNSResponse, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class AgentIntercepts(_message.Message):
     __slots__ = ("ports",)

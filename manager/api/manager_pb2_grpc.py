@@ -581,6 +581,11 @@ class AgentsStub:
                 request_serializer=tether_dot_manager_dot_api_dot_manager__pb2.AgentReport.SerializeToString,
                 response_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.Empty.FromString,
                 _registered_method=True)
+        self.AnswerDNS = channel.unary_unary(
+                '/tether.manager.rpc.Agents/AnswerDNS',
+                request_serializer=tether_dot_manager_dot_api_dot_manager__pb2.AgentDNSAnswer.SerializeToString,
+                response_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class AgentsServicer:
@@ -633,6 +638,13 @@ class AgentsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnswerDNS(self, request, context):
+        """The answer to a DialRequest that carried `dns` (a client's lookup resolved in this agent's pod).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -664,6 +676,11 @@ def add_AgentsServicer_to_server(servicer, server):
             'Report': grpc.unary_unary_rpc_method_handler(
                     servicer.Report,
                     request_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.AgentReport.FromString,
+                    response_serializer=tether_dot_manager_dot_api_dot_manager__pb2.Empty.SerializeToString,
+            ),
+            'AnswerDNS': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerDNS,
+                    request_deserializer=tether_dot_manager_dot_api_dot_manager__pb2.AgentDNSAnswer.FromString,
                     response_serializer=tether_dot_manager_dot_api_dot_manager__pb2.Empty.SerializeToString,
             ),
     }
@@ -830,6 +847,33 @@ class Agents:
             target,
             '/tether.manager.rpc.Agents/Report',
             tether_dot_manager_dot_api_dot_manager__pb2.AgentReport.SerializeToString,
+            tether_dot_manager_dot_api_dot_manager__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerDNS(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.manager.rpc.Agents/AnswerDNS',
+            tether_dot_manager_dot_api_dot_manager__pb2.AgentDNSAnswer.SerializeToString,
             tether_dot_manager_dot_api_dot_manager__pb2.Empty.FromString,
             options,
             channel_credentials,

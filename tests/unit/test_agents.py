@@ -17,10 +17,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib.server import BaseResolver, DNSServer
 from echo_servers import LOOPBACK_ALLOWED, UdpEcho, echo_handler
 
 from tests.doubles.fake_token_reviewer import FakeCluster
 from tether.manager.agent.agent import AgentSettings, TetherAgent
+from tether.manager.agent.resolve import PodResolver, cluster_domain_of
 from tether.manager.agent.token import TokenFile
 from tether.manager.agentauth import AgentAuthenticator
 from tether.manager.agents import NO_AGENT, AgentError, AgentRegistry, UnknownAgentError
@@ -30,8 +33,8 @@ from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.framing import Protocol
 from tether.manager.api.grpcopts import grpc_options
 from tether.manager.clusterinfo import ClusterInfoHub
-from tether.manager.dns import ClusterResolver
-from tether.manager.resolvconf import ResolverConfig
+from tether.manager.dns import ClusterResolver, unpack_record
+from tether.manager.resolvconf import ResolverConfig, parse_resolv_conf
 from tether.manager.server import AgentService, ManagerService
 from tether.manager.sessions import SessionTable
 from tether.manager.tunnel import flows as flows_module
@@ -480,3 +483,74 @@ async def next_dial(watch: grpc.aio.UnaryStreamCall) -> pb.DialRequest:
     while (request := await watch.read()).HasField("intercepts"):
         pass
     return request
+
+
+# --- lookups resolved in the agent's pod (an intercepting client's cluster DNS) --------------------
+
+
+class PodZone(BaseResolver):
+    """The pod's cluster DNS: two services, NXDOMAIN for the rest (what a pod's nameserver answers)."""
+
+    RECORDS = {"echo.default.svc.cluster.local.": "10.96.1.11", "catalog.webshop.svc.cluster.local.": "10.96.1.14"}
+
+    def resolve(self, request: DNSRecord, handler: object) -> DNSRecord:
+        reply = request.reply()
+        address = self.RECORDS.get(str(request.q.qname))
+        if address is None:
+            reply.header.rcode = RCODE.NXDOMAIN
+        elif request.q.qtype == QTYPE.A:
+            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=5))
+        return reply
+
+
+def test_lookups_via_a_workload_are_resolved_with_its_pods_resolv_conf(monkeypatch):
+    zone = DNSServer(PodZone(), address="127.0.0.1", port=0)
+    zone.start_thread()
+    resolv = Path(tempfile.mkdtemp(prefix="tether-pod-etc-")) / "resolv.conf"
+    resolv.write_text(
+        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\noptions ndots:5\n"
+    )
+
+    async def lookup(h: Harness, name: str, workload: str = "web") -> pb.DNSResponse:
+        via = pb.WorkloadRef(namespace="default", name=workload)
+        return await h.stub.LookupDNS(pb.DNSRequest(session_id=h.session, name=name, qtype=QTYPE.A, via=via))
+
+    def addresses(reply: pb.DNSResponse) -> list[tuple[str, str]]:
+        return [(str(r.rname), str(r.rdata)) for r in map(unpack_record, reply.answers)]
+
+    async def scenario(h: Harness) -> None:
+        h.agent.resolver = PodResolver("default", resolv, port=zone.server.server_address[1])
+        # a single label is a service of the pod's namespace; other names follow the pod's search path
+        assert addresses(await lookup(h, "echo")) == [("echo.", "10.96.1.11")]
+        assert addresses(await lookup(h, "catalog.webshop")) == [("catalog.webshop.", "10.96.1.14")]
+        assert (await lookup(h, "nothing")).rcode == RCODE.NXDOMAIN
+        assert h.agent.stats.lookups == 3
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await lookup(h, "echo", workload="lazy")
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "no tether-agent for workload default/lazy" in refused.value.details()
+        # a pod without a resolv.conf: the agent's reason reaches the client
+        h.agent.resolver = PodResolver("default", resolv.parent / "missing")
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await lookup(h, "echo")
+        assert "cannot read the pod's" in failed.value.details()
+        # an answer for a lookup the agent was never asked is refused
+        with pytest.raises(grpc.aio.AioRpcError) as stray:
+            await h.agents_stub.AnswerDNS(
+                pb.AgentDNSAnswer(agent_id=h.agent.agent_id, flow_id="made-up"), metadata=h.auth("web-0")
+            )
+        assert stray.value.code() == grpc.StatusCode.NOT_FOUND
+
+    try:
+        run(scenario, monkeypatch)
+    finally:
+        zone.stop()
+        shutil.rmtree(resolv.parent, ignore_errors=True)
+
+
+def test_cluster_domain_is_read_off_the_pods_search_path():
+    def config(search: str) -> ResolverConfig:
+        return parse_resolv_conf(f"search {search}\nnameserver 10.96.0.10\n")
+
+    assert cluster_domain_of(config("shop.svc.corp.example svc.corp.example corp.example"), "shop") == "corp.example."
+    assert cluster_domain_of(config("example.com"), "shop") == "cluster.local."

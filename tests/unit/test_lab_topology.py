@@ -310,7 +310,7 @@ def test_seed_objects_are_complete_for_the_official_client():
     assert web0.args[:3] == ["http", "--port", "8080"] and [e.name for e in web0.env] == ["POD_NAME", "POD_IP"]
     # every pod names its Deployment; the web pods carry the tether-agent sidecar
     deployments = {o["metadata"]["name"]: _deserialize(o, "V1Deployment") for o in seed if o["kind"] == "Deployment"}
-    assert set(deployments) == {"web", "echo", "udp-echo", "bulk", "catalog", "coredns"}
+    assert set(deployments) == {"web", "echo", "udp-echo", "bulk", "catalog", "whoami", "coredns"}
     web = deployments["web"]
     assert web.spec.replicas == 2 and web.spec.selector.match_labels == {"app": "web"}
     assert [c.name for c in web.spec.template.spec.containers] == ["web", "tether-agent"]

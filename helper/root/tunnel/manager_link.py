@@ -138,14 +138,18 @@ class ManagerLink:
             raise ConnectionError("the traffic-manager ended the cluster-info stream")
         return info
 
-    async def lookup_dns(self, name: str, qtype: int) -> tuple[int, list[bytes]]:
-        """Resolve `name` in the cluster: (rcode, the answer records in wire form). ConnectionError while the
-        link has no session (reconnecting); the DNS server answers SERVFAIL then."""
+    async def lookup_dns(
+        self, name: str, qtype: int, via: tuple[str, str, str] | None = None
+    ) -> tuple[int, list[bytes]]:
+        """Resolve `name` in the cluster: (rcode, the answer records in wire form); with ``via`` (namespace,
+        name, kind) in that workload's pod, by its agent. ConnectionError while the link has no session
+        (reconnecting); the DNS server answers SERVFAIL then."""
         if self.stub is None or not self.session_id:
             raise ConnectionError("not connected to the traffic-manager")
-        reply = await self.stub.LookupDNS(
-            pb.DNSRequest(session_id=self.session_id, name=name, qtype=qtype), timeout=DNS_TIMEOUT
-        )
+        request = pb.DNSRequest(session_id=self.session_id, name=name, qtype=qtype)
+        if via is not None:
+            request.via.namespace, request.via.name, request.via.kind = via
+        reply = await self.stub.LookupDNS(request, timeout=DNS_TIMEOUT)
         return reply.rcode, list(reply.answers)
 
     def supervise(self, on_info: ClusterInfoHandler, on_status: StatusHandler) -> None:

@@ -99,6 +99,7 @@ def describe_state(state: pb.State) -> dict[str, Any]:
         "last_error": state.last_error,
         "intercepts": [intercepts.describe(i) for i in state.intercepts],
         "intercept_error": state.intercept_error,
+        "origin": state.origin or None,
     }
 
 
@@ -154,6 +155,8 @@ def format_state(state: pb.State) -> str:
             rows.append(("intercepts" if i == 0 else "", intercepts.line(intercept)))
         if state.intercept_error:
             rows.append(("intercept error", state.intercept_error))
+        if state.origin:
+            rows.append(("origin", f"cluster flows and names go through the pod of {state.origin} (intercepted)"))
         rows.append(("owner", f"uid {info['owner_uid']}"))
         if info["connected_since"]:
             rows.append(("connected since", info["connected_since"]))
