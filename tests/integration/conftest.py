@@ -56,6 +56,10 @@ def _lab_unavailable() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that rewrite a lab workload's template run after all others: the lab's seeded pods (web-0,
+    # web-1...) are replaced by pods with hashed names once a template changes, even when it is put back,
+    # and the lab's own tests name the seeded pods.
+    items.sort(key=lambda item: item.get_closest_marker("rewrites_workloads") is not None)
     reason = None
     for item in items:
         if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):

@@ -28,7 +28,7 @@ from manager_client import ManagerClient, kube_configuration
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.sidecar import INTERCEPT_ANNOTATION, SIDECAR_NAME
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.rewrites_workloads]
 
 PEERS = str(Path(__file__).with_name("intercept_peers.py"))
 WEB_IP = "10.96.1.10"  # the web Service's ClusterIP (lab/topology.py)

@@ -23,7 +23,7 @@ from test_intercept import cli_ok, local_server
 from tether.lab.netns import call_in
 from tether.lab.topology import WS_NS
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.rewrites_workloads]
 
 WHOAMI_IP = "10.96.1.15"  # webshop/whoami's ClusterIP (lab/topology.py): answers "<peer ip> <peer port>"
 ECHO_IP = "10.96.1.11"  # default/echo's

@@ -153,6 +153,7 @@ def our_web(state: pb.State) -> pb.InterceptState | None:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.rewrites_workloads
 def test_the_tray_intercepts_web_to_a_local_server_and_leaves(lab, lab_run, helper, web_back, screen, tmp_path):
     tray = TrayApp(screen, helper.socket, lab.kubeconfig, netns=lab.ws_netns)
     env_file = tmp_path / "web.env"
