@@ -14,12 +14,13 @@ inherit all three.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from tether.manager.api.version import MANAGER_IMAGE, __version__, image_tag
+from tether.manager.api.volumes import VOLUMES_ROOT, agent_volume_mounts
 
 SIDECAR_NAME = "tether-agent"
 #: On the pod template: what was injected (JSON: image, manager, by). Pods inherit it.
@@ -52,8 +53,11 @@ def manager_address(namespace: str, cluster_domain: str = "cluster.local", port:
     return f"{MANAGER_SERVICE}.{namespace}.svc.{cluster_domain.strip('.')}:{port}"
 
 
-def sidecar_container(kind: str, name: str, config: SidecarConfig) -> dict[str, Any]:
-    """The tether-agent container for the workload ``kind``/``name``."""
+def sidecar_container(
+    kind: str, name: str, config: SidecarConfig, volume_mounts: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The tether-agent container for the workload ``kind``/``name``; ``volume_mounts`` are the app's,
+    re-rooted under VOLUMES_ROOT (:func:`app_volume_mounts`), which the agent serves with SFTP."""
 
     def field(path: str) -> dict[str, Any]:
         return {"fieldRef": {"fieldPath": path}}
@@ -66,16 +70,25 @@ def sidecar_container(kind: str, name: str, config: SidecarConfig) -> dict[str, 
         "args": [
             *("--manager", config.manager, "--workload", name, "--kind", kind),
             *("--token-file", str(DEFAULT_TOKEN_FILE), "--log-format", config.log_format),
+            *("--volumes", str(VOLUMES_ROOT)),
         ],
         "env": [
             {"name": "POD_NAME", "valueFrom": field("metadata.name")},
             {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
             {"name": "POD_IP", "valueFrom": field("status.podIP")},
         ],
-        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": str(DEFAULT_TOKEN_FILE.parent), "readOnly": True}],
+        "volumeMounts": [
+            {"name": TOKEN_VOLUME, "mountPath": str(DEFAULT_TOKEN_FILE.parent), "readOnly": True},
+            *(dict(m) for m in volume_mounts),
+        ],
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
+
+
+def app_volume_mounts(containers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The app containers' volumeMounts as the agent mounts them (not its own, not its token)."""
+    return agent_volume_mounts(containers, skip_volumes=(TOKEN_VOLUME,), skip_containers=(SIDECAR_NAME,))
 
 
 def token_volume(config: SidecarConfig) -> dict[str, Any]:
@@ -139,7 +152,7 @@ class Workload:
 
     def has_sidecar(self, config: SidecarConfig) -> bool:
         """Whether the template already holds this config's sidecar and annotation (nothing to patch)."""
-        wanted = sidecar_container(self.kind, self.name, config)
+        wanted = sidecar_container(self.kind, self.name, config, app_volume_mounts(self.containers))
         return (
             _same(self.sidecar, wanted)
             and _same(self.volume(TOKEN_VOLUME), token_volume(config))
@@ -156,7 +169,9 @@ def inject_patch(workload: Workload, config: SidecarConfig) -> dict[str, Any]:
                 "metadata": {"annotations": {ANNOTATION: annotation_value(config)}},
                 # keyed by name: adds the sidecar, or brings an existing one up to date
                 "spec": {
-                    "containers": [sidecar_container(workload.kind, workload.name, config)],
+                    "containers": [
+                        sidecar_container(workload.kind, workload.name, config, app_volume_mounts(workload.containers))
+                    ],
                     "volumes": [token_volume(config)],
                 },
             }
