@@ -35,9 +35,16 @@ def _unmount(path: Path) -> str:
     return f"unmounted {path}"
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 def _end_sshfs(pid: int, start_time: int | None) -> bool:
-    if pid <= 0 or start_time is None or process_start_time(pid) != start_time:
-        return False  # gone, or the PID now belongs to another process
+    if pid <= 0 or start_time is None or process_start_time(pid) != start_time or _zombie(pid):
+        return False  # gone (or exited, waiting for its parent), or the PID now belongs to another process
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     return True
