@@ -1,7 +1,10 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
 APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES) \
-  $(RESOLVED_PACKAGES) $(MACOS_PACKAGING_PACKAGES) $(WINDOWS_PACKAGES)
+  $(RESOLVED_PACKAGES) $(MACOS_PACKAGING_PACKAGES) $(WINDOWS_PACKAGES) $(VOLUMES_PACKAGES)
+# Pod volumes (tests/integration/test_volumes.py): the lab's agents serve them with OpenSSH's sftp-server, the
+# helper mounts them with sshfs (FUSE 3).
+VOLUMES_PACKAGES = sshfs openssh-sftp-server
 # tests/unit/test_macos_package.py: the macOS installer's scripts through shellcheck (the .pkg itself is built on a Mac).
 MACOS_PACKAGING_PACKAGES = shellcheck
 # `make package-windows` and tests/integration/test_windows_installer.py: makensis builds the installer, 7z
