@@ -4,6 +4,7 @@ unmount and leave nothing behind."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import time
@@ -14,9 +15,17 @@ from manager_client import ManagerClient
 
 from tether.helper.root.journal import Journal, read_journal
 from tether.helper.root.tunnel.streams import TunnelOpener
-from tether.helper.root.volumes.mount import JOURNAL_KIND, VolumeMountError, agent_stream, mount_pod_volumes
+from tether.helper.root.vif.flowstream import DialFailure, FlowProtocol, Refused
+from tether.helper.root.volumes.mount import (
+    JOURNAL_KIND,
+    LOOPBACK,
+    VolumeMountError,
+    agent_stream,
+    mount_pod_volumes,
+)
 from tether.helper.root.volumes.sshfs import FSNAME_PREFIX, Owner
 from tether.lab.topology import WEB_VOLUME_FILE
+from tether.manager.api.volumes import SFTP_PORT
 
 WEB = ("default", "web", "Deployment")
 NOBODY = Owner(65534, 65534)  # the user the mount is for: not the test's root, so ownership shows
@@ -105,6 +114,23 @@ def test_web_volumes_mount_here_both_ways_and_unmount_cleanly(lab, client, tmp_p
     assert mount.process.returncode is not None and _sshfs_processes() == []
     state = read_journal(journal.path)
     assert state is None or not [r for r in state.records if r.kind == JOURNAL_KIND]
+
+
+def test_the_sftp_service_listens_on_the_pods_loopback_only(lab, client):
+    """From the pod's own network (the agent dials it), the pod IP's SFTP port is closed: the volumes are not
+    for the cluster to read."""
+    for pod in ("web-0", "web-1"):
+        target = (ipaddress.ip_address(lab.pod_ips[f"default/{pod}"]), SFTP_PORT)
+
+        async def dial(target=target):
+            stream = _opener(client).open_via(FlowProtocol.TCP, (LOOPBACK, 0), target, WEB)
+            try:
+                return await stream.opened()
+            finally:
+                stream.close()
+
+        answer = client.run(dial)
+        assert isinstance(answer, Refused) and answer.reason == DialFailure.REFUSED, (pod, answer)
 
 
 def test_a_mount_point_that_is_not_empty_is_refused_by_name(lab, client, tmp_path):
