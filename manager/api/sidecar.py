@@ -8,7 +8,8 @@ too, so they look exactly as an injection leaves them.
 The sidecar is configured from the downward API (POD_NAME, POD_NAMESPACE, POD_IP) and points at the
 manager's agent API; a projected service-account token for the manager's audience proves its pod to the
 manager (see tether.manager.agentauth); an annotation on the template records what was injected. Pods
-inherit all three.
+inherit all three. The sidecar also mounts the app containers' volumes, re-rooted under /tether/volumes
+(:mod:`tether.manager.api.volumes`), which it serves to clients that mount them.
 """
 
 from __future__ import annotations

@@ -107,8 +107,10 @@ def test_web_volumes_mount_here_both_ways_and_unmount_cleanly(lab, client, tmp_p
         )  # fmt: skip
         assert seen.returncode == 0, seen.stderr
         assert seen.stdout == payload
+        assert mount.alive
     finally:
         client.run(mount.unmount)
+    assert not mount.alive
     assert str(mount.path) not in Path("/proc/self/mounts").read_text()
     assert not mount.path.exists()  # the temporary directory went with the mount
     assert mount.process.returncode is not None and _sshfs_processes() == []

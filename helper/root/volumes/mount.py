@@ -90,6 +90,11 @@ class VolumeMount:
     def source(self) -> str:
         return fsname(self.workload[0], self.workload[1])
 
+    @property
+    def alive(self) -> bool:
+        """Whether sshfs still runs (it exits, unmounting, when the stream to the agent ends)."""
+        return not self._done and self.process.returncode is None
+
     async def unmount(self) -> None:
         """Unmount (lazily when something still uses it), end sshfs, close the stream, take away the
         directories made for the mount and the journal record. Idempotent."""
