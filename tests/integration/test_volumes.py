@@ -15,7 +15,7 @@ from manager_client import ManagerClient
 
 from tether.helper.root.journal import Journal, read_journal
 from tether.helper.root.tunnel.streams import TunnelOpener
-from tether.helper.root.vif.flowstream import DialFailure, FlowProtocol, Refused
+from tether.helper.root.vif.flowstream import DialFailure, FlowProtocol, Opened, Refused
 from tether.helper.root.volumes.mount import (
     JOURNAL_KIND,
     LOOPBACK,
@@ -34,8 +34,22 @@ NOBODY = Owner(65534, 65534)  # the user the mount is for: not the test's root, 
 @pytest.fixture(scope="module")
 def client(lab, workstation):
     session = ManagerClient(lab, workstation, name="volumes-test")
+    # the web pods' agents arrive at the manager a moment after their pods run: wait for one to answer
+    deadline = time.monotonic() + 60
+    while not isinstance(answer := session.run(lambda: _dial(session, (LOOPBACK, SFTP_PORT))), Opened):
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.3)
     yield session
     session.close()
+
+
+async def _dial(client: ManagerClient, target: tuple[ipaddress.IPv4Address, int]) -> Opened | Refused:
+    """Whether the web workload's agent connects to ``target`` from inside its pod."""
+    stream = _opener(client).open_via(FlowProtocol.TCP, (LOOPBACK, 0), target, WEB)
+    try:
+        return await stream.opened()
+    finally:
+        stream.close()
 
 
 def _opener(client: ManagerClient) -> TunnelOpener:
@@ -123,15 +137,7 @@ def test_the_sftp_service_listens_on_the_pods_loopback_only(lab, client):
     for the cluster to read."""
     for pod in ("web-0", "web-1"):
         target = (ipaddress.ip_address(lab.pod_ips[f"default/{pod}"]), SFTP_PORT)
-
-        async def dial(target=target):
-            stream = _opener(client).open_via(FlowProtocol.TCP, (LOOPBACK, 0), target, WEB)
-            try:
-                return await stream.opened()
-            finally:
-                stream.close()
-
-        answer = client.run(dial)
+        answer = client.run(lambda target=target: _dial(client, target))
         assert isinstance(answer, Refused) and answer.reason == DialFailure.REFUSED, (pod, answer)
 
 
