@@ -32,6 +32,7 @@ from tether.helper.root.dns.resolvers.probe import probe_host
 from tether.helper.root.dns.rules import RulesConfig, routing_domains
 from tether.helper.root.dns.server import DNSServer
 from tether.helper.root.dns.upstream import UpstreamAddress
+from tether.helper.root.intercept.pod_volumes import PodVolumes
 from tether.helper.root.intercept.service import InterceptService
 from tether.helper.root.journal import Journal
 from tether.helper.root.kube import cluster, inject
@@ -76,6 +77,7 @@ from tether.helper.root.vif.device import open_tun
 from tether.helper.root.vif.engine import VifEngine
 from tether.helper.root.vif.netstack.config import NetStackConfig
 from tether.helper.root.vif.netstack.stack import NetStack
+from tether.helper.root.volumes.sshfs import Owner
 from tether.manager.api import manager_pb2 as mpb
 from tether.manager.api.wire import subnets_from_pb
 
@@ -205,6 +207,7 @@ class HelperSession:
         c.intercepts = InterceptService(
             c.link, creds.configuration, inject.sidecar_config(info, manager_ns), c.namespace, name,
             on_change=lambda: self._publish(self._state) if self._connection is c else None,
+            volumes=PodVolumes(c.opener, Owner(c.caller.uid, c.caller.gid), lambda: c.journal),
         )  # fmt: skip
 
         try:
