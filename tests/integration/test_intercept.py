@@ -26,7 +26,6 @@ import kubernetes
 import pytest
 from helper_fixture import RunningHelper, running_helper
 from manager_client import ManagerClient, kube_configuration
-from test_volumes import _app_process as app_process
 from test_volumes import _sshfs_processes as sshfs_processes
 
 from tether.lab.topology import WEB_VOLUME_FILE
@@ -196,13 +195,27 @@ def test_intercept_mounts_the_pods_volumes_until_leave(helper, lab, tmp_path):
         assert written.startswith("written by pod web-"), written
         payload = os.urandom(50_000).hex()
         run_ok(*in_helper, "sh", "-c", f"cat > {mount}/data/from-workstation.txt", stdin=payload)
-        pid, pod_file = app_process(lab, written.split()[-1])
+        pid, pod_file = writer_of(written)
         assert run_ok("nsenter", "-t", str(pid), "-m", "cat", str(pod_file.parent / "from-workstation.txt")) == payload
         cli_ok(helper, "leave", "web")
     assert str(mount) not in run_ok(*in_helper, "cat", "/proc/self/mounts")
     assert run_ok(*in_helper, "sh", "-c", f"test -e {mount} && echo there || echo gone").strip() == "gone"
     assert sshfs_processes() == []
     assert helper.status()["intercepts"] == []
+
+
+def writer_of(written: str) -> tuple[int, Path]:
+    """The web app process (of the controller's re-created pods, which the lab's own table does not name) that
+    wrote ``written``, and the file as it names it."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if entry.name.isdigit() and b"--write-file" in argv:
+                path = Path(argv[argv.index(b"--write-file") + 1].decode())
+                seen = subprocess.run(["nsenter", "-t", entry.name, "-m", "cat", str(path)], capture_output=True)
+                if seen.stdout.decode(errors="replace") == written:
+                    return int(entry.name), path
+    raise AssertionError(f"no web app process wrote {written!r}")
 
 
 def run_ok(*argv: str, stdin: str | None = None) -> str:
