@@ -204,6 +204,21 @@ def test_intercept_mounts_the_pods_volumes_until_leave(helper, lab, tmp_path):
     assert helper.status()["intercepts"] == []
 
 
+def test_a_mount_that_fails_leaves_the_intercept_with_the_reason(helper, lab, lab_run, tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "file").write_text("x")
+    with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
+        out = cli_ok(helper, "intercept", "web", "--port", "8080", "--mount", str(busy))
+        assert f'volumes not mounted: mount point "{busy}" is not empty' in out, out
+        [intercept] = helper.status()["intercepts"]
+        assert (intercept["phase"], intercept["mount"]) == ("active", "")
+        assert f'"{busy}" is not empty' in intercept["mount_error"]
+        assert curl_web(lab_run) == HELLO + "\n"  # the intercept holds without its volumes
+        cli_ok(helper, "leave", "web")
+    assert (busy / "file").read_text() == "x"
+
+
 def writer_of(written: str) -> tuple[int, Path]:
     """The web app process (of the controller's re-created pods, which the lab's own table does not name) that
     wrote ``written``, and the file as it names it."""
