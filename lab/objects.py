@@ -26,7 +26,14 @@ from tether.lab.topology import (
     Service,
     Workload,
 )
-from tether.manager.api.sidecar import ANNOTATION, SidecarConfig, annotation_value, sidecar_container, token_volume
+from tether.manager.api.sidecar import (
+    ANNOTATION,
+    SidecarConfig,
+    annotation_value,
+    app_volume_mounts,
+    sidecar_container,
+    token_volume,
+)
 
 Obj = dict[str, Any]
 
@@ -110,9 +117,11 @@ def _image(pod: Pod) -> str:
     return f"tether-lab/{pod.label_dict.get('app', pod.name)}:latest"
 
 
-def agent_sidecar(plan: LabPlan, workload: str) -> Obj:
-    """The tether-agent container of a workload's pods: what the lab runs there as the agent process."""
-    return sidecar_container("Deployment", workload, agent_sidecar_config(plan))
+def agent_sidecar(plan: LabPlan, workload: str, app: Obj | None = None) -> Obj:
+    """The tether-agent container of a workload's pods: what the lab runs there as the agent process (with
+    the ``app`` container's volumes, re-rooted, as an injection gives them)."""
+    mounts = app_volume_mounts([app]) if app is not None else []
+    return sidecar_container("Deployment", workload, agent_sidecar_config(plan), volume_mounts=mounts)
 
 
 def agent_sidecar_config(plan: LabPlan) -> SidecarConfig:
@@ -132,19 +141,26 @@ def _app_container(pod: Pod) -> Obj:
             {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
             for name, path in (("POD_NAME", "metadata.name"), ("POD_IP", "status.podIP"))
         ]
+    if pod.volumes:
+        container["volumeMounts"] = [{"name": name, "mountPath": path} for name, path in pod.volumes]
     return container
 
 
 def _containers(plan: LabPlan | None, pod: Pod) -> list[Obj]:
-    containers = [_app_container(pod)]
+    app = _app_container(pod)
+    containers = [app]
     if pod.agent and plan is not None:
-        containers.append(agent_sidecar(plan, pod.workload))
+        containers.append(agent_sidecar(plan, pod.workload, app))
     return containers
 
 
 def _volumes(plan: LabPlan | None, pod: Pod) -> dict[str, list[Obj]]:
-    """The agent's projected token volume, for a pod that runs one (its sidecar mounts it)."""
-    return {"volumes": [token_volume(agent_sidecar_config(plan))]} if pod.agent and plan is not None else {}
+    """The app's emptyDir volumes, and the agent's projected token volume for a pod that runs one (its
+    sidecar mounts it)."""
+    volumes: list[Obj] = [{"name": name, "emptyDir": {}} for name, _ in pod.volumes]
+    if pod.agent and plan is not None:
+        volumes.append(token_volume(agent_sidecar_config(plan)))
+    return {"volumes": volumes} if volumes else {}
 
 
 def _annotations(plan: LabPlan | None, pod: Pod) -> dict[str, str]:

@@ -213,6 +213,8 @@ class Pod:
     workload: str = ""
     #: whether a tether-agent runs in the pod (the workload's sidecar)
     agent: bool = False
+    #: emptyDir volumes the app container mounts: (volume name, mountPath)
+    volumes: tuple[tuple[str, str], ...] = ()
 
     @property
     def netns(self) -> str:
@@ -409,12 +411,19 @@ class _PodTemplate:
     #: the owning Deployment's name; "" = the app label
     workload: str = ""
     agent: bool = False
+    volumes: tuple[tuple[str, str], ...] = ()
+
+
+#: The web pods' emptyDir volume, and the file their app writes into it as it starts (the volumes test reads it).
+WEB_VOLUME = ("data", "/data")
+WEB_VOLUME_FILE = "/data/written-by-pod.txt"
 
 
 def _web(name: str, node: str) -> _PodTemplate:
     return _PodTemplate(
         "default", name, node, "web", "workload", (HTTP,),
-        ("http", "--port", "8080", "--app", "web", "--loopback-port", "9090"), (9090,), agent=True,
+        ("http", "--port", "8080", "--app", "web", "--loopback-port", "9090", "--write-file", WEB_VOLUME_FILE),
+        (9090,), agent=True, volumes=(WEB_VOLUME,),
     )  # fmt: skip
 
 
@@ -482,7 +491,7 @@ def build_plan(vpn: Sequence[str] = (), local: bool = False) -> LabPlan:
         pods.append(
             Pod(
                 t.namespace, t.name, t.node, ip, labels, t.ports, t.kind, t.args, f"vp{index}", t.loopback_ports,
-                t.workload or t.app, t.agent,
+                t.workload or t.app, t.agent, t.volumes,
             )
         )  # fmt: skip
     services = tuple(

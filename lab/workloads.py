@@ -313,6 +313,9 @@ async def run(args: argparse.Namespace) -> None:
             servers.append(await _tcp(serve_source, host, args.source_port))
         if args.sink_port:
             servers.append(await _tcp(serve_sink, host, args.sink_port))
+    if args.write_file:
+        # What the pod wrote into its volume, for whoever mounts the volume elsewhere (tether intercept --mount).
+        write_atomic(args.write_file, f"written by pod {args.pod_name}\n", fsync=False)
     if args.ready_file:
         # A marker for the lab's wait, meaningless after a reboot: no fsync.
         write_atomic(args.ready_file, f"{os.getpid()}\n", fsync=False)
@@ -332,6 +335,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pod-name", default=os.environ.get("POD_NAME", socket.gethostname()))
     p.add_argument("--pod-ip", default=os.environ.get("POD_IP", ""))
     p.add_argument("--ready-file", default="")
+    p.add_argument(
+        "--write-file", default="", help="write a line naming this pod into this file as it starts (a volume's)"
+    )
     return p.parse_args(argv)
 
 

@@ -211,7 +211,7 @@ class InterceptRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., local_port: _Optional[int] = ..., port: _Optional[str] = ..., service: _Optional[str] = ..., mount: _Optional[str] = ...) -> None: ...
 
 class InterceptState(_message.Message):
-    __slots__ = ("namespace", "workload", "kind", "service", "service_port", "port_name", "port", "local_port", "client", "since_unix_ms", "phase", "error", "agents_intercepting", "agents_live", "ours", "mount")
+    __slots__ = ("namespace", "workload", "kind", "service", "service_port", "port_name", "port", "local_port", "client", "since_unix_ms", "phase", "error", "agents_intercepting", "agents_live", "ours", "mount", "mount_error")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +228,7 @@ class InterceptState(_message.Message):
     AGENTS_LIVE_FIELD_NUMBER: _ClassVar[int]
     OURS_FIELD_NUMBER: _ClassVar[int]
     MOUNT_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_ERROR_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     workload: str
     kind: str
@@ -244,7 +245,8 @@ class InterceptState(_message.Message):
     agents_live: int
     ours: bool
     mount: str
-    def __init__(self, namespace: _Optional[str] = ..., workload: _Optional[str] = ..., kind: _Optional[str] = ..., service: _Optional[str] = ..., service_port: _Optional[int] = ..., port_name: _Optional[str] = ..., port: _Optional[int] = ..., local_port: _Optional[int] = ..., client: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., agents_intercepting: _Optional[int] = ..., agents_live: _Optional[int] = ..., ours: _Optional[bool] = ..., mount: _Optional[str] = ...) -> None: ...
+    mount_error: str
+    def __init__(self, namespace: _Optional[str] = ..., workload: _Optional[str] = ..., kind: _Optional[str] = ..., service: _Optional[str] = ..., service_port: _Optional[int] = ..., port_name: _Optional[str] = ..., port: _Optional[int] = ..., local_port: _Optional[int] = ..., client: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., agents_intercepting: _Optional[int] = ..., agents_live: _Optional[int] = ..., ours: _Optional[bool] = ..., mount: _Optional[str] = ..., mount_error: _Optional[str] = ...) -> None: ...
 
 class InterceptReply(_message.Message):
     __slots__ = ("intercept", "environment")

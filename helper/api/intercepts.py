@@ -129,6 +129,7 @@ def describe(state: pb.InterceptState) -> dict[str, Any]:
         "agents_intercepting": state.agents_intercepting,
         "agents_live": state.agents_live,
         "mount": state.mount,
+        "mount_error": state.mount_error,
     }
 
 
@@ -146,4 +147,17 @@ def line(state: pb.InterceptState) -> str:
         text += f" ({state.agents_intercepting} of {state.agents_live} agents)"
     if state.error:
         text += f": {state.error}"
+    if state.mount:
+        text += f"; volumes at {state.mount}"
+    elif state.mount_error:
+        text += f"; volumes not mounted: {state.mount_error}"
     return text
+
+
+def volumes_line(state: pb.InterceptState, mount: str) -> str:
+    """What became of the pod's volumes, after ``tether intercept --mount MOUNT``."""
+    if state.mount:
+        return f"volumes mounted at {state.mount}"
+    if state.mount_error:
+        return f"volumes not mounted: {state.mount_error} (the intercept holds without them)"
+    return "volumes: not mounted" + (f" (--mount {mount})" if mount else "")

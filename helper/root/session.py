@@ -39,6 +39,7 @@ from tether.helper.root.intercept.origin import (
     manager_addresses,
     rules_namespace,
 )
+from tether.helper.root.intercept.pod_volumes import PodVolumes
 from tether.helper.root.intercept.service import InterceptService
 from tether.helper.root.journal import Journal
 from tether.helper.root.kube import cluster, inject
@@ -83,6 +84,7 @@ from tether.helper.root.vif.device import open_tun
 from tether.helper.root.vif.engine import VifEngine
 from tether.helper.root.vif.netstack.config import NetStackConfig
 from tether.helper.root.vif.netstack.stack import NetStack
+from tether.helper.root.volumes.sshfs import Owner
 from tether.manager.api import manager_pb2 as mpb
 from tether.manager.api.wire import subnets_from_pb
 
@@ -216,6 +218,7 @@ class HelperSession:
         c.intercepts = InterceptService(
             c.link, creds.configuration, inject.sidecar_config(info, manager_ns), c.namespace, name,
             on_change=lambda: self._intercepts_changed(c),
+            volumes=PodVolumes(c.opener, Owner(c.caller.uid, c.caller.gid), lambda: c.journal),
         )  # fmt: skip
 
         try:

@@ -30,6 +30,8 @@ log = logging.getLogger("tether.lab.controller.kubelet")
 Obj = dict[str, Any]
 #: (pod, audience, expirationSeconds) -> a token bound to the pod (the API's TokenRequest)
 TokenSource = Callable[[Mapping[str, Any], str, int], str]
+#: Under a pod's volume directory: the containers' views (not a volume name: those are DNS labels).
+VIEWS = "_views"
 
 
 def _now() -> str:
@@ -112,7 +114,11 @@ class Kubelet:
         try:
             volumes = self._volumes(pod)
             extra = {"KUBECONFIG": str(self.paths.pod_kubeconfig)}  # the lab's in-cluster credentials
-            found = podspec.processes(dict(pod, status={"podIP": ip}), self.python, run.host_ip, volumes, extra)
+            views = self._volume_root(run.namespace, run.name) / VIEWS
+            found = podspec.processes(dict(pod, status={"podIP": ip}), self.python, run.host_ip, volumes, extra, views)
+            for process in found:
+                for bind in process.binds:  # mount points; the mounts themselves are made in the container
+                    Path(bind.target).mkdir(mode=0o755, parents=True, exist_ok=True)
         except (ImageError, OSError) as exc:
             for container in spec.get("containers") or []:
                 run.waiting[container.get("name", "")] = ("CreateContainerConfigError", str(exc))
@@ -159,7 +165,7 @@ class Kubelet:
     def _launch(self, run: PodRun, process: podspec.Process) -> None:
         label = f"{run.namespace}_{run.name}_{process.container}"
         record = procs.start(
-            f"pod/{run.namespace}/{run.name}/{process.container}", run.netns, process.argv,
+            f"pod/{run.namespace}/{run.name}/{process.container}", run.netns, podspec.launch_argv(process),
             self.paths.logs / f"{label}.log", dict(process.env),
         )  # fmt: skip
         run.records[process.container] = record

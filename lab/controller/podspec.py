@@ -1,13 +1,21 @@
 """The kubelet's decisions about one pod, pure: its IP, each container's process (argv and environment, with
 the downward API and mounted volumes resolved), what readiness is checked, and the pod's status.
 
-The lab gives a pod a network namespace but no mount namespace of its own, so a volume is a host directory:
-arguments and environment values under a container's ``mountPath`` are rewritten to that directory.
+The lab's processes run on the host's filesystem, so a volume is a host directory, and a container's mounts
+are made real in a *view*: a directory of its own where each volume is bind-mounted at view + ``mountPath``,
+in the container's private mount namespace (``ip netns exec`` gives each process one; the binds are made
+there just before the container's program starts, so the host never sees them and they end with the
+container). Arguments and environment values under a ``mountPath``, or leading to one (``/tether/volumes``
+when ``/tether/volumes/data`` is mounted), are rewritten to the view, so two containers that mount one
+volume share it as they would in a real pod, and a directory holding several mounts exists as one tree
+(the tether-agent serves the app's volumes from such a tree). Without a view (``views=None``) values are
+rewritten to the volume directories themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -32,10 +40,21 @@ _FIELDS = {
 
 
 @dataclass(frozen=True)
+class Bind:
+    """A volume directory bind-mounted at ``target`` (in the container's view)."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class Process:
     container: str
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
+    #: mounts made in the process's own mount namespace before argv runs
+    binds: tuple[Bind, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,12 +96,43 @@ def _env(container: Mapping[str, Any], pod: Mapping[str, Any], host_ip: str) -> 
     return out
 
 
-def _rewrite(value: str, mounts: Sequence[tuple[str, str]]) -> str:
+def _rewrite(value: str, mounts: Sequence[tuple[str, str]], view: str = "") -> str:
     for mount_path, host_dir in mounts:
         root = mount_path.rstrip("/")
         if value == root or value.startswith(root + "/"):
-            return host_dir + value[len(root) :]
+            return (view + value) if view else host_dir + value[len(root) :]
+    if (
+        view
+        and value.startswith("/")
+        and value.rstrip("/")
+        and any(m.startswith(value.rstrip("/") + "/") for m, _ in mounts)
+    ):
+        return view + value  # a directory that holds mounts: the view has it
     return value
+
+
+def _binds(container: Mapping[str, Any], volume_dirs: Mapping[str, Path], view: str) -> tuple[Bind, ...]:
+    found = []
+    for mount in container.get("volumeMounts") or []:
+        directory = volume_dirs.get(mount.get("name", ""))
+        if directory is not None:
+            source = directory / mount["subPath"] if mount.get("subPath") else directory
+            target = view + "/" + str(mount["mountPath"]).strip("/")
+            found.append(Bind(str(source), target, bool(mount.get("readOnly"))))
+    return tuple(sorted(found, key=lambda b: len(b.target)))  # parents first: a deeper mount lands inside
+
+
+def launch_argv(process: Process) -> list[str]:
+    """The process's argv, preceded by its binds (a shell that mounts, then execs argv) when it has any."""
+    if not process.binds:
+        return list(process.argv)
+    steps = []
+    for bind in process.binds:
+        source, target = shlex.quote(bind.source), shlex.quote(bind.target)
+        steps.append(f"mount --bind {source} {target}")
+        if bind.read_only:
+            steps.append(f"mount -o remount,bind,ro {target}")
+    return ["sh", "-c", " && ".join([*steps, 'exec "$@"']), "sh", *process.argv]
 
 
 def mounts(container: Mapping[str, Any], volume_dirs: Mapping[str, Path]) -> list[tuple[str, str]]:
@@ -96,9 +146,15 @@ def mounts(container: Mapping[str, Any], volume_dirs: Mapping[str, Path]) -> lis
 
 
 def processes(
-    pod: Mapping[str, Any], python: str, host_ip: str, volume_dirs: Mapping[str, Path], extra_env: Mapping[str, str]
+    pod: Mapping[str, Any],
+    python: str,
+    host_ip: str,
+    volume_dirs: Mapping[str, Path],
+    extra_env: Mapping[str, str],
+    views: Path | None = None,
 ) -> list[Process]:
-    """Every container's process; an ImageError names the first container that cannot start and why."""
+    """Every container's process (with ``views``, each container's view is ``views/<container>``); an
+    ImageError names the first container that cannot start and why."""
     out = []
     for container in pod["spec"].get("containers") or []:
         name = container.get("name", "")
@@ -106,9 +162,11 @@ def processes(
         if image is None:
             raise ImageError(f"container {name}: image {container.get('image')!r} not found")
         bound = mounts(container, volume_dirs)
-        argv = [_rewrite(word, bound) for word in container_argv(image, container, python)]
-        env = [*extra_env.items(), *((k, _rewrite(v, bound)) for k, v in _env(container, pod, host_ip))]
-        out.append(Process(name, tuple(argv), tuple(env)))
+        view = str(views / name) if views is not None and bound else ""
+        argv = [_rewrite(word, bound, view) for word in container_argv(image, container, python)]
+        env = [*extra_env.items(), *((k, _rewrite(v, bound, view)) for k, v in _env(container, pod, host_ip))]
+        binds = _binds(container, volume_dirs, view) if view else ()
+        out.append(Process(name, tuple(argv), tuple(env), binds))
     return out
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from tether.manager.agent.agent import AgentRefusedError, AgentSettings, TetherAgent
 from tether.manager.agent.intercept import parse_port_pairs
+from tether.manager.agent.sftp import start_sftp
 from tether.manager.agent.token import DEFAULT_TOKEN_FILE, default_token_file
 from tether.manager.agents import AgentError, check_workload
 from tether.manager.api.version import __version__
+from tether.manager.api.volumes import SFTP_PORT, VOLUMES_ROOT
 from tether.runtime import eventloop, logs
 
 log = logging.getLogger("tether.agent")
@@ -79,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON list of the app container's variable names copied into this container, reported as the "
         "app's environment to intercepting clients (TETHER_APP_ENV)",
     )
+    parser.add_argument(
+        "--volumes",
+        type=Path,
+        default=Path(env("TETHER_VOLUMES", str(VOLUMES_ROOT))),
+        help="the app's volumes as the injector mounted them here, served with SFTP on 127.0.0.1 for clients "
+        f"that mount them (tether intercept --mount) (TETHER_VOLUMES; default {VOLUMES_ROOT})",
+    )
+    parser.add_argument(
+        "--sftp-port",
+        type=int,
+        default=int(env("TETHER_SFTP_PORT", str(SFTP_PORT))),
+        help=f"the loopback port of that SFTP service; 0 turns it off (TETHER_SFTP_PORT; default {SFTP_PORT})",
+    )
     parser.add_argument("--ready-file", type=Path, help="write this file once the agent has arrived at the manager")
     parser.add_argument("--remain-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     parser.add_argument("--log-format", choices=("json", "text"), default=env("TETHER_LOG_FORMAT", "json"))
@@ -104,6 +119,8 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         check_workload(args.namespace, args.workload, args.kind)
     except AgentError as exc:
         raise ValueError(str(exc).replace("agent ", "", 1)) from None
+    if not 0 <= args.sftp_port < 65536:
+        raise ValueError(f'--sftp-port "{args.sftp_port}" is not a port number (0 turns SFTP off)')
     if args.pod_ip:
         try:
             ipaddress.ip_address(args.pod_ip)
@@ -125,7 +142,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
     )
 
 
-async def serve(settings: AgentSettings) -> int:
+async def serve(settings: AgentSettings, volumes: Path = VOLUMES_ROOT, sftp_port: int = 0) -> int:
     agent = TetherAgent(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -140,11 +157,15 @@ async def serve(settings: AgentSettings) -> int:
             "pod_ip": settings.pod_ip,
         },
     )
+    sftp = await start_sftp(volumes, sftp_port)
     try:
         await agent.run()
     except AgentRefusedError as exc:
         log.error("the manager refused this agent", extra={"error": str(exc)})
         return 2
+    finally:
+        if sftp is not None:
+            await sftp.close()
     log.info("stopped", extra={"dials": agent.stats.dials, "dialed": agent.stats.dialed})
     return 0
 
@@ -158,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tether-agent: {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        return eventloop.run(serve(settings))
+        return eventloop.run(serve(settings, args.volumes, args.sftp_port))
     return 0
 
 

@@ -8,19 +8,21 @@ too, so they look exactly as an injection leaves them.
 The sidecar is configured from the downward API (POD_NAME, POD_NAMESPACE, POD_IP) and points at the
 manager's agent API; a projected service-account token for the manager's audience proves its pod to the
 manager (see tether.manager.agentauth); an annotation on the template records what was injected. Pods
-inherit all three.
+inherit all three. The sidecar also mounts the app containers' volumes, re-rooted under /tether/volumes
+(:mod:`tether.manager.api.volumes`), which it serves to clients that mount them.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from tether.manager.api.version import MANAGER_IMAGE, __version__, image_tag
+from tether.manager.api.volumes import VOLUMES_ROOT, agent_volume_mounts
 
 SIDECAR_NAME = "tether-agent"
 #: On the pod template: what was injected (JSON: image, manager, by). Pods inherit it.
@@ -67,10 +69,12 @@ def sidecar_container(
     config: SidecarConfig,
     intercept_ports: tuple[tuple[int, int], ...] = (),
     app_env: tuple[Mapping[str, Any], ...] = (),
+    volume_mounts: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The tether-agent container for the workload ``kind``/``name``; with ``intercept_ports`` ((agent port, app
     port) pairs) it also listens where the Service's traffic now arrives, and ``app_env`` (the app container's
-    ``env`` entries, copied as they are so the kubelet resolves them the same way) is its app's environment."""
+    ``env`` entries, copied as they are so the kubelet resolves them the same way) is its app's environment;
+    ``volume_mounts`` are the app's, re-rooted under VOLUMES_ROOT (:func:`app_volume_mounts`), served with SFTP."""
 
     def field(path: str) -> dict[str, Any]:
         return {"fieldRef": {"fieldPath": path}}
@@ -90,6 +94,7 @@ def sidecar_container(
         "args": [
             *("--manager", config.manager, "--workload", name, "--kind", kind),
             *("--token-file", str(DEFAULT_TOKEN_FILE), "--log-format", config.log_format),
+            *("--volumes", str(VOLUMES_ROOT)),
             *intercept_args,
         ],
         "env": [
@@ -98,10 +103,18 @@ def sidecar_container(
             {"name": "POD_IP", "valueFrom": field("status.podIP")},
             *intercept_env,
         ],
-        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": str(DEFAULT_TOKEN_FILE.parent), "readOnly": True}],
+        "volumeMounts": [
+            {"name": TOKEN_VOLUME, "mountPath": str(DEFAULT_TOKEN_FILE.parent), "readOnly": True},
+            *(dict(m) for m in volume_mounts),
+        ],
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
+
+
+def app_volume_mounts(containers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The app containers' volumeMounts as the agent mounts them (not its own, not its token)."""
+    return agent_volume_mounts(containers, skip_volumes=(TOKEN_VOLUME,), skip_containers=(SIDECAR_NAME,))
 
 
 def token_volume(config: SidecarConfig) -> dict[str, Any]:
@@ -190,7 +203,9 @@ class Workload:
     def has_sidecar(self, config: SidecarConfig, pairs: tuple[tuple[int, int], ...] = ()) -> bool:
         """Whether the template already holds this config's sidecar (taking ``pairs``) and annotation."""
         app_env = tuple((self.app_container or {}).get("env") or ()) if pairs else ()
-        wanted = sidecar_container(self.kind, self.name, config, pairs, app_env)
+        wanted = sidecar_container(
+            self.kind, self.name, config, pairs, app_env, volume_mounts=app_volume_mounts(self.containers)
+        )
         return (
             _same(self.sidecar, wanted)
             and _same(self.volume(TOKEN_VOLUME), token_volume(config))
@@ -207,7 +222,11 @@ def inject_patch(workload: Workload, config: SidecarConfig) -> dict[str, Any]:
                 "metadata": {"annotations": {ANNOTATION: annotation_value(config)}},
                 # keyed by name: adds the sidecar, or brings an existing one up to date
                 "spec": {
-                    "containers": [sidecar_container(workload.kind, workload.name, config)],
+                    "containers": [
+                        sidecar_container(
+                            workload.kind, workload.name, config, volume_mounts=app_volume_mounts(workload.containers)
+                        )
+                    ],
                     "volumes": [token_volume(config)],
                 },
             }
@@ -243,7 +262,14 @@ def intercept_patch(workload: Workload, config: SidecarConfig, pairs: tuple[tupl
     """The strategic merge patch that makes the sidecar take these ports, with the app container's environment."""
     app = workload.app_container or {}
     patch = inject_patch(workload, config)
-    container = sidecar_container(workload.kind, workload.name, config, pairs, tuple(app.get("env") or ()))
+    container = sidecar_container(
+        workload.kind,
+        workload.name,
+        config,
+        pairs,
+        tuple(app.get("env") or ()),
+        volume_mounts=app_volume_mounts(workload.containers),
+    )
     patch["spec"]["template"]["spec"]["containers"] = [container]
     return patch
 

@@ -35,7 +35,8 @@ REQUIREMENTS = HERE / "requirements.txt"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # usr-is-merged satisfies init-system-helpers' "usrmerge | usr-is-merged" without usrmerge, which drags in perl.
-DEBIAN_PACKAGES = ("python3", "usr-is-merged")
+# openssh-sftp-server: the agent serves the pod's volumes with its sftp-server (tether.manager.agent.sftp).
+DEBIAN_PACKAGES = ("python3", "usr-is-merged", "openssh-sftp-server")
 # Kept out of every package dpkg unpacks (and written to the image's dpkg.cfg.d, so later installs obey it too).
 DPKG_EXCLUDES = (
     "/usr/share/doc/*",

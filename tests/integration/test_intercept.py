@@ -4,15 +4,17 @@ the real manager and the agents the lab's controller runs in re-created web pods
 
 Order matters (one helper, one connection for the module): the errors first (nothing changes in the cluster),
 then the first intercept (the web pods restart with the agent taking the port), then what reuses it (no
-restart): another user's claim, 200 MB each way and 200 concurrent connections, ``-- CMD``, leave; last
-``tether uninstall --agent web`` and an intercept that injects the agent from scratch, after which the web
-Deployment is put back as the lab made it. About 25 s of tests (plus the lab's start and stop).
+restart): another user's claim, the pod's volumes mounted, 200 MB each way and 200 concurrent connections,
+``-- CMD``, leave; last ``tether uninstall --agent web`` and an intercept that injects the agent from scratch,
+after which the web Deployment is put back as the lab made it. About 25 s of tests (plus the lab's start and
+stop).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +26,9 @@ import kubernetes
 import pytest
 from helper_fixture import RunningHelper, running_helper
 from manager_client import ManagerClient, kube_configuration
+from test_volumes import _sshfs_processes as sshfs_processes
 
+from tether.lab.topology import WEB_VOLUME_FILE
 from tether.manager.api import manager_pb2 as pb
 from tether.manager.api.sidecar import INTERCEPT_ANNOTATION, SIDECAR_NAME
 
@@ -173,6 +177,66 @@ def test_another_users_intercept_is_named(helper, lab, workstation, tmp_path):
         assert "default/web port 8080 is already intercepted by other-user@elsewhere since " in error
     finally:
         other.close()
+
+
+def test_intercept_mounts_the_pods_volumes_until_leave(helper, lab, tmp_path):
+    """--mount DIR: the web pod's volumes at DIR (in the helper's mount namespace: ``ip netns exec`` gave it its
+    own), read what the pod wrote, write what the pod reads; leave unmounts, ends sshfs and removes DIR."""
+    mount = tmp_path / "web-volumes"
+    in_helper = ("nsenter", "-t", str(helper.pid), "-m")
+    with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
+        out = cli_ok(helper, "intercept", "web", "--port", "8080", "--mount", str(mount))
+        assert f"volumes mounted at {mount}" in out
+        [intercept] = helper.status()["intercepts"]
+        assert (intercept["mount"], intercept["mount_error"]) == (str(mount), "")
+        assert f"volumes at {mount}" in cli_ok(helper, "status")
+
+        written = run_ok(*in_helper, "cat", str(mount / "data" / Path(WEB_VOLUME_FILE).name))
+        assert written.startswith("written by pod web-"), written
+        payload = os.urandom(50_000).hex()
+        run_ok(*in_helper, "sh", "-c", f"cat > {mount}/data/from-workstation.txt", stdin=payload)
+        pid, pod_file = writer_of(written)
+        assert run_ok("nsenter", "-t", str(pid), "-m", "cat", str(pod_file.parent / "from-workstation.txt")) == payload
+        cli_ok(helper, "leave", "web")
+    assert str(mount) not in run_ok(*in_helper, "cat", "/proc/self/mounts")
+    assert run_ok(*in_helper, "sh", "-c", f"test -e {mount} && echo there || echo gone").strip() == "gone"
+    assert sshfs_processes() == []
+    assert helper.status()["intercepts"] == []
+
+
+def test_a_mount_that_fails_leaves_the_intercept_with_the_reason(helper, lab, lab_run, tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "file").write_text("x")
+    with local_server(lab.ws_netns, "http", 8080, tmp_path / "unused"):
+        out = cli_ok(helper, "intercept", "web", "--port", "8080", "--mount", str(busy))
+        assert f'volumes not mounted: mount point "{busy}" is not empty' in out, out
+        [intercept] = helper.status()["intercepts"]
+        assert (intercept["phase"], intercept["mount"]) == ("active", "")
+        assert f'"{busy}" is not empty' in intercept["mount_error"]
+        assert curl_web(lab_run) == HELLO + "\n"  # the intercept holds without its volumes
+        cli_ok(helper, "leave", "web")
+    assert (busy / "file").read_text() == "x"
+
+
+def writer_of(written: str) -> tuple[int, Path]:
+    """The web app process (of the controller's re-created pods, which the lab's own table does not name) that
+    wrote ``written``, and the file as it names it."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if entry.name.isdigit() and b"--write-file" in argv:
+                path = Path(argv[argv.index(b"--write-file") + 1].decode())
+                seen = subprocess.run(["nsenter", "-t", entry.name, "-m", "cat", str(path)], capture_output=True)
+                if seen.stdout.decode(errors="replace") == written:
+                    return int(entry.name), path
+    raise AssertionError(f"no web app process wrote {written!r}")
+
+
+def run_ok(*argv: str, stdin: str | None = None) -> str:
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr}"
+    return done.stdout
 
 
 def test_200_mb_each_way_and_200_connections(helper, lab, lab_run, tmp_path):

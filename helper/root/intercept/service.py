@@ -25,7 +25,7 @@ import kubernetes
 from tether.helper.api import helper_pb2 as pb
 from tether.helper.api.intercepts import ACTIVE, FAILED, WAITING, InterceptTable, phase_of
 from tether.helper.root.intercept.answer import answer
-from tether.helper.root.intercept.volumes import NO_VOLUMES, VolumeMounter
+from tether.helper.root.intercept.volumes import NO_VOLUMES, VolumeMounter, VolumesNotMounted
 from tether.helper.root.kube import intercepts as kube
 from tether.helper.root.kube.inject import InjectionError, find_workload
 from tether.helper.root.server.session_api import SessionError
@@ -124,7 +124,7 @@ class InterceptService:
         try:
             await asyncio.to_thread(self._take_port, target)
             info = await self._wait_active(spec, state, target)
-            state.mount = await self._volumes.mount(state, request.mount)
+            await self._mount(state, request.mount)
         except BaseException as exc:
             self.table.remove(namespace, target.workload.name)
             await self._release(spec)
@@ -136,6 +136,17 @@ class InterceptService:
         self._on_change()
         log.info("intercepting", extra={"workload": f"{namespace}/{target.workload.name}", "port": target.app_port})
         return pb.InterceptReply(intercept=state, environment=dict(info.environment))
+
+    async def _mount(self, state: pb.InterceptState, mount: str) -> None:
+        """Mount the pod's volumes; when that fails the intercept still holds (its traffic is what was asked for
+        first) and the reason is kept on it, for the CLI, ``tether status`` and the tray."""
+        try:
+            state.mount = await self._volumes.mount(state, mount)
+        except VolumesNotMounted as exc:
+            state.mount_error = str(exc)
+            log.warning(
+                "volumes not mounted", extra={"workload": f"{state.namespace}/{state.workload}", "why": str(exc)}
+            )
 
     def _resolve(self, namespace: str, request: pb.InterceptRequest) -> kube.Target:
         with kubernetes.client.ApiClient(self._configuration) as api:

@@ -1,10 +1,11 @@
 """The hook that mounts an intercepted pod's volumes on this machine (``tether intercept --mount``).
 
-Filled by the volumes work (the agent serves the pod's volumes with SFTP, the helper mounts them with sshfs);
-until then :data:`NO_VOLUMES` mounts nothing and says so, whatever ``--mount`` asks. ``mount`` gets the
-intercept (its namespace, workload, and the agents' state) and the ``--mount`` value ("" = the default, a
-temporary directory; "false" = no mount; else a directory) and returns where the volumes are ("" = nowhere);
-``unmount`` is called when the intercept ends, and by ``close`` for whatever is still mounted.
+A connection's intercepts use :class:`tether.helper.root.intercept.pod_volumes.PodVolumes` (the agent serves
+the pod's volumes with SFTP, the helper mounts them with sshfs); :data:`NO_VOLUMES` mounts nothing. ``mount``
+gets the intercept (its namespace, workload, and the agents' state) and the ``--mount`` value ("" = the
+default, a temporary directory; "false" = no mount; else a directory) and returns where the volumes are
+("" = nowhere), or raises :class:`VolumesNotMounted` with the reason: the intercept then goes on without its
+volumes. ``unmount`` is called when the intercept ends, and by ``close`` for whatever is still mounted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Protocol
 from tether.helper.api import helper_pb2 as pb
 
 
+class VolumesNotMounted(Exception):
+    """The volumes asked for could not be mounted; the text says where, for which workload, and why."""
+
+
 class VolumeMounter(Protocol):
     async def mount(self, intercept: pb.InterceptState, mount: str) -> str: ...
 
@@ -21,7 +26,7 @@ class VolumeMounter(Protocol):
 
 
 class NoVolumes:
-    """Mounts nothing (the default until volumes exist)."""
+    """Mounts nothing (a connection without a mounter)."""
 
     async def mount(self, intercept: pb.InterceptState, mount: str) -> str:
         return ""

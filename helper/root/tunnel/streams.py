@@ -285,6 +285,15 @@ class TunnelOpener:
                 raise StreamRefusedError(DialFailure.UNREACHABLE, str(exc)) from None
             if mapped is not None:
                 destination, via = (mapped[0], mapped[1]), mapped[2]
+        return self.open_via(protocol, source, destination, via)
+
+    def open_via(
+        self, protocol: FlowProtocol, source: Endpoint, destination: Endpoint, via: tuple[str, str, str] | None
+    ) -> MuxTunnelStream | GrpcTunnelStream:
+        """A stream to ``destination`` dialed by the agent of ``via`` (namespace, name, kind), from inside its
+        pod (loopback included), or by the manager when None; the open is sent as in :meth:`open`."""
+        if not self.ready():
+            raise StreamRefusedError(DialFailure.UNREACHABLE, "no session with the traffic-manager")
         request = framing.open_message(
             self.session_id, _PROTOCOLS[protocol], destination, source, dial_timeout=self.dial_timeout, via=via
         )

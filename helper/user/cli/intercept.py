@@ -54,7 +54,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--mount",
         default="",
         metavar="DIR|false",
-        help="where to mount the pod's volumes (false: do not); volumes are not served yet, see the README",
+        help="where to mount the pod's volumes (default: a new temporary directory; false: do not); they stay "
+        "mounted until the intercept ends",
     )
     intercept.set_defaults(handler=cmd_intercept)
 
@@ -125,7 +126,7 @@ def cmd_intercept(args: argparse.Namespace) -> int:
             if path is not None:
                 path.write_text(text(environment))
                 print(f"wrote the pod's environment ({len(environment)} variables) to {path}")
-        print(f"volumes mounted at {state.mount}" if state.mount else "volumes: not mounted")
+        print(intercepts.volumes_line(state, args.mount))
         if not args.command_argv:
             print(f"end it with: tether leave {args.name}")
             return exitcodes.OK
