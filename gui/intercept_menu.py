@@ -164,14 +164,10 @@ def section(state: pb.State | None, workloads: Workloads, reachable: bool = True
     return Submenu(KEY_SECTION, label, tuple(items), enabled=True)
 
 
-def _with_mount(item: pb.InterceptState) -> str:
-    return intercepts.line(item) + (f"; the pod's volumes at {item.mount}" if item.mount else "")
-
-
 def status_lines(state: pb.State | None, workloads: Workloads) -> list[str]:
     """The status window's Intercepts list: ours, then other users', then errors; in the CLI's words."""
     listed = rows(state, workloads)
-    lines = [_with_mount(item) for row in listed for item in row.ours]
+    lines = [intercepts.line(item) for row in listed for item in row.ours]
     lines += [intercepts.line(item) for row in listed for item in row.others]
     lines += [text for _key, text in errors(state, workloads)]
     return lines

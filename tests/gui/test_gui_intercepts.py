@@ -91,8 +91,7 @@ def test_intercept_from_the_dialog_then_leave(qtbot, wired, helper, work):
     qtbot.addWidget(status)
     lines = [status.intercepts.item(i).text() for i in range(status.intercepts.count())]
     assert lines == [
-        "default/web port 8080 (service web port 80) -> localhost:9000: active; the pod's volumes at "
-        "/tmp/tether-fake-mount"
+        "default/web port 8080 (service web port 80) -> localhost:9000: active; volumes at /tmp/tether-fake-mount"
     ]
 
     click(wired, WEB)

@@ -136,7 +136,7 @@ def test_status_lines_use_the_cli_words():
     workloads = im.Workloads("default", listing(("api", (theirs(),)), ("web", ())), loaded=True, last_error="boom")
     lines = im.status_lines(connected(ours(mount="/tmp/web-volumes")), workloads)
     assert lines[0] == (
-        "default/web port 8080 (service web port 80) -> localhost:9000: active; the pod's volumes at /tmp/web-volumes"
+        "default/web port 8080 (service web port 80) -> localhost:9000: active; volumes at /tmp/web-volumes"
     )
     assert lines[1].startswith("default/api port 8080 (service api port 80) -> alice@laptop: active, intercepted by")
     assert lines[2] == "Intercept error: boom"
