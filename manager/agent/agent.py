@@ -33,7 +33,7 @@ from tether.manager.api import manager_pb2_grpc as pb_grpc
 from tether.manager.api.dialer import run_flow
 from tether.manager.api.framing import FlowSpec, TunnelError
 from tether.manager.api.grpcopts import reconnecting_channel_options
-from tether.manager.api.streamwriter import Send, StreamWriter
+from tether.manager.api.streamwriter import Send, StreamWriter, incoming_messages, rpc_error
 from tether.manager.api.version import __version__
 from tether.runtime.atomicfile import write_atomic
 
@@ -146,7 +146,7 @@ class TetherAgent:
             log.warning("cannot arrive at the manager", extra={**fields, "error": str(exc)})
             return False
         except grpc.aio.AioRpcError as exc:
-            log.warning("cannot arrive at the manager", extra={**fields, "error": _rpc_error(exc)})
+            log.warning("cannot arrive at the manager", extra={**fields, "error": rpc_error(exc)})
             if exc.code() in _FINAL:
                 raise AgentRefusedError(exc.details() or "invalid agent") from None
             return False
@@ -171,7 +171,7 @@ class TetherAgent:
             for task in done:
                 exc = task.exception()
                 if isinstance(exc, grpc.aio.AioRpcError):
-                    log.warning("lost the manager", extra={**fields, "error": _rpc_error(exc)})
+                    log.warning("lost the manager", extra={**fields, "error": rpc_error(exc)})
                 elif isinstance(exc, TokenFileError):
                     log.warning("lost the manager", extra={**fields, "error": str(exc)})
                 elif exc is not None:
@@ -258,7 +258,7 @@ class TetherAgent:
                 self.stats.destinations[spec.describe()] += 1
                 log.debug("dialing %s", spec.describe())
                 try:
-                    await self._run(spec, _incoming(call), lambda message: self._count(send, message))
+                    await self._run(spec, incoming_messages(call), lambda message: self._count(send, message))
                 except TunnelError as exc:
                     log.warning("flow %s broke the protocol: %s", spec.describe(), exc)
                     await send(framing.abort_message(str(exc)))
@@ -309,7 +309,7 @@ class _GrpcTunnel(TunnelCall):
             message = await self._call.read()
         except grpc.aio.AioRpcError as exc:
             self._broken = True
-            return framing.abort_message(f"the manager's stream broke: {_rpc_error(exc)}")
+            return framing.abort_message(f"the manager's stream broke: {rpc_error(exc)}")
         return None if message is grpc.aio.EOF else message
 
     async def finish(self) -> None:
@@ -323,20 +323,3 @@ class _GrpcTunnel(TunnelCall):
             pass
         finally:
             self._call.cancel()
-
-
-async def _incoming(call: grpc.aio.StreamStreamCall) -> AsyncIterator[pb.TunnelMessage]:
-    """The client's messages as the manager passes them on; a broken stream reads as an abort."""
-    while True:
-        try:
-            message = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            yield framing.abort_message(f"the manager's stream broke: {_rpc_error(exc)}")
-            return
-        if message is grpc.aio.EOF:
-            return
-        yield message
-
-
-def _rpc_error(exc: grpc.aio.AioRpcError) -> str:
-    return f"{exc.code().name}: {exc.details()}" if exc.details() else exc.code().name

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import grpc
+
+from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as pb
 
 __all__ = ["Send", "StreamWriter"]
@@ -50,3 +53,22 @@ def _retrieve(task: asyncio.Future[None]) -> None:
     # A write whose caller was cancelled fails unobserved (its stream is gone); that is expected.
     if not task.cancelled():
         task.exception()
+
+
+async def incoming_messages(call: grpc.aio.StreamStreamCall) -> AsyncIterator[pb.TunnelMessage]:
+    """The peer's messages as the manager passes them on; a broken stream reads as an abort, so the flow ends
+    the way it would had the peer aborted."""
+    while True:
+        try:
+            message = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            yield framing.abort_message(f"the manager's stream broke: {rpc_error(exc)}")
+            return
+        if message is grpc.aio.EOF:
+            return
+        yield message
+
+
+def rpc_error(exc: grpc.aio.AioRpcError) -> str:
+    """A failed call's code, with its details when it has any."""
+    return f"{exc.code().name}: {exc.details()}" if exc.details() else exc.code().name

@@ -24,7 +24,7 @@ from tether.manager.api import framing
 from tether.manager.api import manager_pb2 as mpb
 from tether.manager.api.dialer import run_flow
 from tether.manager.api.framing import TunnelError
-from tether.manager.api.streamwriter import StreamWriter
+from tether.manager.api.streamwriter import StreamWriter, incoming_messages
 
 log = logging.getLogger("tether.helper.root.intercept")
 
@@ -56,7 +56,7 @@ async def answer(
     write = StreamWriter(call.write)
     try:
         await write(first)
-        await _run(request, local_port, _incoming(call), write, None)
+        await _run(request, local_port, incoming_messages(call), write, None)
         await write.drain()
         await call.done_writing()
         async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -89,15 +89,3 @@ async def _run(
         return
     spec = dataclasses.replace(spec, destination=(LOCALHOST, local), via=None)
     await run_flow(spec, incoming, send, fast)  # type: ignore[arg-type]
-
-
-async def _incoming(call: grpc.aio.StreamStreamCall) -> AsyncIterator[mpb.TunnelMessage]:
-    while True:
-        try:
-            message = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            yield framing.abort_message(f"the manager's stream broke: {exc.code().name}")
-            return
-        if message is grpc.aio.EOF:
-            return
-        yield message
