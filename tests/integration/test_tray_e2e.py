@@ -127,14 +127,19 @@ def test_the_tray_connects_and_resolves_a_vpn_conflict(lab, lab_control, lab_run
         wait_for_state(helper.socket, phase_is(pb.State.DISCONNECTED), "disconnected", CONNECT_TIMEOUT)
         tray.choose("tether-quit", quits=True)
     except BaseException:
-        print(tray.tail(), file=sys.stderr)
-        screen.screenshot(tmp_path / "failure.png")
-        print(f"the screen at the failure: {tmp_path / 'failure.png'}", file=sys.stderr)
+        report_failure(tray, screen, tmp_path)
         raise
     finally:
         tray.stop()
         lab_control.up()  # without the VPN, as the other tests expect it
     assert not tray.alive()
+
+
+def report_failure(tray, screen, tmp_path) -> None:
+    """What a failed tray test leaves to look at: the tray's log tail and a screenshot."""
+    print(tray.tail(), file=sys.stderr)
+    screen.screenshot(tmp_path / "failure.png")
+    print(f"the screen at the failure: {tmp_path / 'failure.png'}", file=sys.stderr)
 
 
 INTERCEPT_TIMEOUT = 240.0  # the first intercept re-creates the web pods with the agent
@@ -190,9 +195,7 @@ def test_the_tray_intercepts_web_to_a_local_server_and_leaves(lab, lab_run, help
         wait_for_state(helper.socket, phase_is(pb.State.DISCONNECTED), "disconnected", CONNECT_TIMEOUT)
         tray.choose("tether-quit", quits=True)
     except BaseException:
-        print(tray.tail(), file=sys.stderr)
-        screen.screenshot(tmp_path / "failure.png")
-        print(f"the screen at the failure: {tmp_path / 'failure.png'}", file=sys.stderr)
+        report_failure(tray, screen, tmp_path)
         raise
     finally:
         tray.stop()
